@@ -1,0 +1,271 @@
+//! Live capture: load the XDP program, fill its maps, attach it, and read what it reports.
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use sensor_common::{FlowKey, FlowStats, SensorConfig, counter, names};
+
+/// The XDP object, embedded at build time (see build.rs).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf.o"));
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) XDP, falling back to generic with a warning.
+    Auto,
+    /// Native XDP only.
+    Native,
+    /// Generic (SKB) XDP: works everywhere, slower.
+    Generic,
+}
+
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub ports: Vec<(u16, u8)>,
+    pub config: SensorConfig,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Capacity of the kernel flow table.
+    pub flow_entries: u32,
+    /// An eBPF object to load instead of the embedded one.
+    pub object: Option<std::path::PathBuf>,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            ports: sensor_common::DEFAULT_DB_PORTS.to_vec(),
+            config: SensorConfig::default(),
+            ring_bytes: 16 << 20,
+            flow_entries: 262_144,
+            object: None,
+        }
+    }
+}
+
+/// The loaded program and its maps.
+pub struct Sensor {
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+    /// Which mode the program ended up attached in.
+    pub attached: Option<(String, &'static str)>,
+}
+
+pub fn embedded_object() -> Option<&'static [u8]> {
+    (!EBPF_OBJECT.is_empty()).then_some(EBPF_OBJECT)
+}
+
+impl Sensor {
+    /// Loads the program into the kernel (not yet attached) and fills its maps.
+    pub fn load(opts: &LiveOptions) -> Result<Self> {
+        let owned;
+        let object: &[u8] = match &opts.object {
+            Some(path) => {
+                owned = read_aligned(path)?;
+                &owned
+            }
+            None => embedded_object().ok_or_else(|| {
+                anyhow!(
+                    "this rds-sensor was built without its XDP object; build it with \
+                     `cargo xtask build` (or set RDS_SENSOR_EBPF_OBJ when building, or pass --ebpf-object)"
+                )
+            })?,
+        };
+        if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
+            bail!(
+                "ring buffer size {} is not a power of two of at least 4096 bytes",
+                opts.ring_bytes
+            );
+        }
+        bump_memlock();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .map_max_entries(names::FLOWS, opts.flow_entries)
+            .load(object)
+            .context("loading the XDP object into the kernel (are you root / CAP_BPF?)")?;
+        {
+            let mut ports: Array<_, u8> = Array::try_from(map(&mut ebpf, names::DB_PORTS)?)?;
+            for &(port, proto) in &opts.ports {
+                ports
+                    .set(port as u32, proto, 0)
+                    .with_context(|| format!("setting database port {port}"))?;
+            }
+        }
+        {
+            let mut cfg: Array<_, SensorConfig> = Array::try_from(map(&mut ebpf, names::CONFIG)?)?;
+            cfg.set(0, opts.config, 0).context("writing the sensor config map")?;
+        }
+        let prog: &mut Xdp = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or_else(|| anyhow!("program {} not in the object", names::PROGRAM))?
+            .try_into()?;
+        prog.load().map_err(verifier_error)?;
+        Ok(Self {
+            ebpf,
+            link: None,
+            attached: None,
+        })
+    }
+
+    pub fn program(&self) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(names::PROGRAM)
+            .ok_or_else(|| anyhow!("program {} not in the object", names::PROGRAM))?
+            .try_into()?)
+    }
+
+    /// Attaches to `iface`. The attachment is a bpf_link owned by this process: if the
+    /// process dies, the kernel detaches the program.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&'static str> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or_else(|| anyhow!("program missing"))?
+            .try_into()?;
+        let (link, used) = match mode {
+            AttachMode::Native => (
+                prog.attach(iface, XdpMode::Driver)
+                    .with_context(|| format!("attaching native XDP to {iface}"))?,
+                "native",
+            ),
+            AttachMode::Generic => (
+                prog.attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching generic XDP to {iface}"))?,
+                "generic",
+            ),
+            AttachMode::Auto => match prog.attach(iface, XdpMode::Driver) {
+                Ok(l) => (l, "native"),
+                Err(native) => {
+                    tracing::warn!(
+                        iface,
+                        error = %native,
+                        "native XDP is not available on this interface; falling back to generic XDP (slower)"
+                    );
+                    (
+                        prog.attach(iface, XdpMode::Skb).with_context(|| {
+                            format!("attaching XDP to {iface} (native failed: {native})")
+                        })?,
+                        "generic",
+                    )
+                }
+            },
+        };
+        self.link = Some(link);
+        self.attached = Some((iface.to_string(), used));
+        Ok(used)
+    }
+
+    /// Detaches (also done when the Sensor is dropped).
+    pub fn detach(&mut self) -> Result<()> {
+        if let Some(link) = self.link.take() {
+            let prog: &mut Xdp = self
+                .ebpf
+                .program_mut(names::PROGRAM)
+                .ok_or_else(|| anyhow!("program missing"))?
+                .try_into()?;
+            prog.detach(link).context("detaching XDP")?;
+            self.attached = None;
+        }
+        Ok(())
+    }
+
+    /// The ring buffer, to be drained by a reader task. Can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let m = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or_else(|| anyhow!("map {} already taken", names::EVENTS))?;
+        Ok(RingBuf::try_from(m)?)
+    }
+
+    /// Handles on the counter and flow maps, which can move to another thread.
+    pub fn take_state(&mut self) -> Result<KernelState> {
+        let counters = self
+            .ebpf
+            .take_map(names::COUNTERS)
+            .ok_or_else(|| anyhow!("map {} already taken", names::COUNTERS))?;
+        let flows = self
+            .ebpf
+            .take_map(names::FLOWS)
+            .ok_or_else(|| anyhow!("map {} already taken", names::FLOWS))?;
+        Ok(KernelState {
+            counters: PerCpuArray::try_from(counters)?,
+            flows: BpfHashMap::try_from(flows)?,
+        })
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            tracing::warn!(error = %e, "detaching on drop");
+        }
+    }
+}
+
+/// The kernel's counters and flow table.
+pub struct KernelState {
+    counters: PerCpuArray<MapData, u64>,
+    flows: BpfHashMap<MapData, FlowKey, FlowStats>,
+}
+
+impl KernelState {
+    /// Counters summed over CPUs.
+    pub fn counters(&self) -> Result<[u64; counter::COUNT as usize]> {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = self.counters.get(&(i as u32), 0)?;
+            *slot = values.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+impl crate::flows::FlowSource for KernelState {
+    fn snapshot(&mut self, out: &mut Vec<(FlowKey, FlowStats)>) {
+        out.clear();
+        // An entry can vanish between the key walk and the lookup (LRU eviction): skip it.
+        out.extend(self.flows.iter().filter_map(Result::ok));
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        let _ = self.flows.remove(key);
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("map {name} not in the XDP object"))
+}
+
+fn read_aligned(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading eBPF object {}", path.display()))
+}
+
+/// Shows the verifier's log, which is the only useful part of a load failure.
+fn verifier_error(e: aya::programs::ProgramError) -> anyhow::Error {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => anyhow!(
+            "the kernel verifier rejected the XDP program: {io_error}\n{verifier_log}"
+        ),
+        other => anyhow!(other).context("loading the XDP program"),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn bump_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels ≥ 5.11");
+    }
+}

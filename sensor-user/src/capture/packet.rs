@@ -1,0 +1,445 @@
+//! The user-space twin of the XDP program's parser (sensor-ebpf/src/main.rs and parse.rs).
+//!
+//! Offline analysis runs every frame of a capture through [`Decapsulator::process`], which
+//! applies the same rules, updates the same counters and flow summaries, and encodes the same
+//! ring-buffer record the kernel would, so everything after the capture is shared. The BPF
+//! fixture tests check the two against each other byte for byte.
+
+use sensor_common::{
+    EventHeader, FlowKey, FlowStats, NO_VNI, SensorConfig, config_flags, counter, direction,
+    split_payload, tcp_flags,
+};
+use std::collections::HashMap;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const MAX_IPV6_EXT: usize = 6;
+
+/// How the frame starts (pcap link types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkType {
+    /// DLT_EN10MB (1).
+    Ethernet,
+    /// DLT_LINUX_SLL (113): 16-byte cooked header, protocol in bytes 14..16.
+    LinuxSll,
+    /// DLT_LINUX_SLL2 (276): 20-byte cooked header, protocol in bytes 0..2.
+    LinuxSll2,
+    /// DLT_RAW (101 / 12 / 14) and LINKTYPE_IPV4 (228) / LINKTYPE_IPV6 (229): the IP header first.
+    RawIp,
+}
+
+impl LinkType {
+    pub fn from_pcap(linktype: u32) -> Option<Self> {
+        match linktype {
+            1 => Some(Self::Ethernet),
+            113 => Some(Self::LinuxSll),
+            276 => Some(Self::LinuxSll2),
+            12 | 14 | 101 | 228 | 229 => Some(Self::RawIp),
+            _ => None,
+        }
+    }
+}
+
+/// Verdict the kernel would return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+struct L3 {
+    l4_off: usize,
+    l4_len: u32,
+    ip_len: u32,
+    proto: u8,
+    v6: bool,
+    addr_off: usize,
+}
+
+fn be16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn parse_eth(b: &[u8], off: usize) -> Option<(u16, usize)> {
+    let mut ethertype = be16(b, off + 12)?;
+    let mut off = off + 14;
+    for _ in 0..2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = be16(b, off + 2)?;
+        off += 4;
+    }
+    Some((ethertype, off))
+}
+
+fn parse_ip(b: &[u8], ethertype: u16, off: usize) -> Result<Option<L3>, u32> {
+    match ethertype {
+        ETH_P_IP => parse_ipv4(b, off).map(Some),
+        ETH_P_IPV6 => parse_ipv6(b, off).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn parse_ipv4(b: &[u8], off: usize) -> Result<L3, u32> {
+    let h = b.get(off..off + 20).ok_or(counter::MALFORMED)?;
+    if h[0] >> 4 != 4 {
+        return Err(counter::MALFORMED);
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([h[2], h[3]]) as u32;
+    if ihl < 20 || total < ihl as u32 {
+        return Err(counter::MALFORMED);
+    }
+    if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+        return Err(counter::FRAGMENTS);
+    }
+    Ok(L3 {
+        l4_off: off + ihl,
+        l4_len: total - ihl as u32,
+        ip_len: total,
+        proto: h[9],
+        v6: false,
+        addr_off: off + 12,
+    })
+}
+
+fn parse_ipv6(b: &[u8], off: usize) -> Result<L3, u32> {
+    let h = b.get(off..off + 40).ok_or(counter::MALFORMED)?;
+    let payload = u16::from_be_bytes([h[4], h[5]]) as u32;
+    let mut next = h[6];
+    let mut l4_off = off + 40;
+    let mut l4_len = payload;
+    for _ in 0..MAX_IPV6_EXT {
+        let len = match next {
+            0 | 43 | 60 => {
+                let e = b.get(l4_off..l4_off + 2).ok_or(counter::MALFORMED)?;
+                next = e[0];
+                (e[1] as u32 + 1) * 8
+            }
+            44 => {
+                let e = b.get(l4_off..l4_off + 8).ok_or(counter::MALFORMED)?;
+                if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                    return Err(counter::FRAGMENTS);
+                }
+                next = e[0];
+                8
+            }
+            51 => {
+                let e = b.get(l4_off..l4_off + 2).ok_or(counter::MALFORMED)?;
+                next = e[0];
+                (e[1] as u32 + 2) * 4
+            }
+            _ => break,
+        };
+        if len > l4_len {
+            return Err(counter::MALFORMED);
+        }
+        l4_len -= len;
+        l4_off += len as usize;
+    }
+    Ok(L3 {
+        l4_off,
+        l4_len,
+        ip_len: 40 + payload,
+        proto: next,
+        v6: true,
+        addr_off: off + 8,
+    })
+}
+
+/// The emulated kernel state: counters, the flow table and the database port set.
+pub struct Decapsulator {
+    pub config: SensorConfig,
+    ports: Box<[u8; 65536]>,
+    pub counters: [u64; counter::COUNT as usize],
+    pub flows: FlowTable,
+}
+
+/// The offline twin of the kernel's `FLOWS` LRU map, bounded the same way.
+pub struct FlowTable {
+    pub map: HashMap<FlowKey, FlowStats>,
+    pub capacity: usize,
+    /// Entries pushed out because the table was full (the kernel's LRU does this silently;
+    /// here it is counted).
+    pub evicted: u64,
+}
+
+impl FlowTable {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            capacity: capacity.max(1),
+            evicted: 0,
+        }
+    }
+
+    fn entry(&mut self, key: &FlowKey, ts: u64) -> &mut FlowStats {
+        if !self.map.contains_key(key) && self.map.len() >= self.capacity {
+            // Least recently updated, as the kernel's LRU approximates.
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.last_ns)
+                .map(|(k, _)| *k)
+            {
+                self.map.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        self.map.entry(*key).or_insert_with(|| FlowStats {
+            first_ns: ts,
+            ..FlowStats::default()
+        })
+    }
+}
+
+impl Decapsulator {
+    pub fn new(config: SensorConfig, ports: &[(u16, u8)], flow_capacity: usize) -> Self {
+        let mut table = Box::new([0u8; 65536]);
+        for &(port, proto) in ports {
+            table[port as usize] = proto;
+        }
+        Self {
+            config,
+            ports: table,
+            counters: [0; counter::COUNT as usize],
+            flows: FlowTable::new(flow_capacity),
+        }
+    }
+
+    fn count(&mut self, c: u32) {
+        self.counters[c as usize] += 1;
+    }
+
+    /// Runs one frame as the XDP program would. `frame` is what arrived (the captured bytes),
+    /// `wire_len` its length on the wire. When the frame yields an event, its record
+    /// (header + payload, the ring-buffer encoding) is written to `record`, which is cleared first.
+    pub fn process(
+        &mut self,
+        link: LinkType,
+        frame: &[u8],
+        wire_len: u32,
+        ts_ns: u64,
+        record: &mut Vec<u8>,
+    ) -> Verdict {
+        record.clear();
+        self.count(counter::PACKETS);
+        let verdict = self.try_process(link, frame, wire_len, ts_ns, record);
+        self.count(match verdict {
+            Verdict::Drop => counter::DROPPED,
+            Verdict::Pass => counter::PASSED,
+        });
+        verdict
+    }
+
+    fn try_process(
+        &mut self,
+        link: LinkType,
+        b: &[u8],
+        wire_len: u32,
+        ts: u64,
+        record: &mut Vec<u8>,
+    ) -> Verdict {
+        let first = match link {
+            LinkType::Ethernet => parse_eth(b, 0),
+            LinkType::LinuxSll => be16(b, 14).map(|p| (p, 16)),
+            LinkType::LinuxSll2 => be16(b, 0).map(|p| (p, 20)),
+            LinkType::RawIp => match b.first().map(|v| v >> 4) {
+                Some(4) => Some((ETH_P_IP, 0)),
+                Some(6) => Some((ETH_P_IPV6, 0)),
+                _ => None,
+            },
+        };
+        let Some((ethertype, off)) = first else {
+            self.count(counter::MALFORMED);
+            return Verdict::Pass;
+        };
+        let outer = match parse_ip(b, ethertype, off) {
+            Ok(Some(l3)) => l3,
+            Ok(None) => return Verdict::Pass,
+            Err(c) => {
+                self.count(c);
+                return Verdict::Pass;
+            }
+        };
+        if outer.proto == IPPROTO_UDP {
+            let Some(dport) = be16(b, outer.l4_off + 2).filter(|_| b.len() >= outer.l4_off + 8)
+            else {
+                self.count(counter::MALFORMED);
+                return Verdict::Pass;
+            };
+            if dport == self.config.vxlan_port {
+                let verdict = if self.config.flags & config_flags::DROP_MIRRORED != 0 {
+                    Verdict::Drop
+                } else {
+                    Verdict::Pass
+                };
+                self.vxlan(b, outer.l4_off + 8, wire_len, ts, record);
+                return verdict;
+            }
+            self.count(counter::NON_DB);
+            return Verdict::Pass;
+        }
+        if outer.proto == IPPROTO_TCP {
+            self.tcp(b, &outer, NO_VNI, wire_len, ts, record);
+        } else {
+            self.count(counter::NON_DB);
+        }
+        Verdict::Pass
+    }
+
+    fn vxlan(&mut self, b: &[u8], off: usize, wire_len: u32, ts: u64, record: &mut Vec<u8>) {
+        let Some(vx) = b.get(off..off + 8) else {
+            self.count(counter::VXLAN_BAD);
+            return;
+        };
+        if vx[0] & 0x08 == 0 {
+            self.count(counter::VXLAN_BAD);
+            return;
+        }
+        self.count(counter::VXLAN);
+        let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+        let Some((ethertype, inner_off)) = parse_eth(b, off + 8) else {
+            self.count(counter::MALFORMED);
+            return;
+        };
+        match parse_ip(b, ethertype, inner_off) {
+            Ok(Some(inner)) if inner.proto == IPPROTO_TCP => {
+                self.tcp(b, &inner, vni, wire_len, ts, record)
+            }
+            Ok(_) => self.count(counter::NON_DB),
+            Err(c) => self.count(c),
+        }
+    }
+
+    fn tcp(&mut self, b: &[u8], l3: &L3, vni: u32, wire_len: u32, ts: u64, record: &mut Vec<u8>) {
+        let Some(tcp) = b.get(l3.l4_off..l3.l4_off + 20) else {
+            self.count(counter::MALFORMED);
+            return;
+        };
+        let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+        let (dir, proto) = match self.ports[dport as usize] {
+            0 => match self.ports[sport as usize] {
+                0 => {
+                    self.count(counter::NON_DB);
+                    return;
+                }
+                p => (direction::TO_CLIENT, p),
+            },
+            p => (direction::TO_SERVER, p),
+        };
+        self.count(counter::DB_SEGMENTS);
+        let doff = ((tcp[12] >> 4) as u32) * 4;
+        if doff < 20 || doff > l3.l4_len {
+            self.count(counter::MALFORMED);
+            return;
+        }
+        let flags = tcp[13];
+        let seq = be32(tcp, 4).unwrap_or(0);
+        let ack = be32(tcp, 8).unwrap_or(0);
+        let payload_len = l3.l4_len - doff;
+        let payload_off = l3.l4_off as u32 + doff;
+        let present = (b.len() as u32).saturating_sub(payload_off);
+        let captured = if present < payload_len {
+            self.count(counter::TRUNCATED);
+            present
+        } else {
+            payload_len
+        };
+
+        let mut key = FlowKey::default();
+        let (src, dst) = addresses(b, l3);
+        if dir == direction::TO_SERVER {
+            (key.client_addr, key.server_addr) = (src, dst);
+            (key.client_port, key.server_port) = (sport, dport);
+        } else {
+            (key.client_addr, key.server_addr) = (dst, src);
+            (key.client_port, key.server_port) = (dport, sport);
+        }
+        key.vni = vni;
+
+        let stats = self.flows.entry(&key, ts);
+        let d = (dir & 1) as usize;
+        stats.last_ns = ts;
+        stats.packets[d] += 1;
+        stats.bytes[d] += l3.ip_len as u64;
+        stats.payload_bytes[d] += payload_len as u64;
+        if flags & tcp_flags::SYN != 0 {
+            if flags & tcp_flags::ACK != 0 {
+                stats.syn_ack += 1;
+            } else {
+                stats.syn += 1;
+            }
+        }
+        if flags & tcp_flags::FIN != 0 {
+            stats.fin[d] += 1;
+        }
+        if flags & tcp_flags::RST != 0 {
+            stats.rst += 1;
+        }
+        if captured < payload_len {
+            stats.truncated += 1;
+        }
+
+        let control = flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
+        if payload_len > 0 {
+            self.count(counter::DB_PAYLOAD_SEGMENTS);
+        } else if !(control && self.config.flags & config_flags::CONTROL_EVENTS != 0) {
+            return;
+        }
+        let (head, tail) = split_payload(captured, self.config.payload_cap, self.config.tail_cap);
+        if (head as u32 + tail as u32) < captured {
+            self.count(counter::CAPPED);
+        }
+        let hdr = EventHeader {
+            ts_ns: ts,
+            key,
+            seq,
+            ack,
+            wire_len,
+            payload_len,
+            captured_len: captured,
+            head_len: head,
+            tail_len: tail,
+            tcp_flags: flags,
+            direction: dir,
+            proto,
+            ip_version: if l3.v6 { 6 } else { 4 },
+            _pad: [0; 4],
+        };
+        let p = payload_off as usize;
+        record.extend_from_slice(crate::event::header_bytes(&hdr));
+        record.extend_from_slice(&b[p..p + head as usize]);
+        let tail_start = p + captured as usize - tail as usize;
+        record.extend_from_slice(&b[tail_start..tail_start + tail as usize]);
+        self.count(counter::EVENTS_SENT);
+    }
+}
+
+/// Source and destination addresses, IPv4 mapped into IPv6.
+fn addresses(b: &[u8], l3: &L3) -> ([u8; 16], [u8; 16]) {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    if l3.v6 {
+        src.copy_from_slice(&b[l3.addr_off..l3.addr_off + 16]);
+        dst.copy_from_slice(&b[l3.addr_off + 16..l3.addr_off + 32]);
+    } else {
+        src[10] = 0xff;
+        src[11] = 0xff;
+        dst[10] = 0xff;
+        dst[11] = 0xff;
+        src[12..].copy_from_slice(&b[l3.addr_off..l3.addr_off + 4]);
+        dst[12..].copy_from_slice(&b[l3.addr_off + 4..l3.addr_off + 8]);
+    }
+    (src, dst)
+}

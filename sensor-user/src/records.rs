@@ -1,0 +1,169 @@
+//! What the pipeline reports. Each record serialises to one JSON object with a `"kind"` field.
+
+use crate::event;
+use sensor_common::{FlowKey, FlowStats, NO_VNI, counter, proto};
+use std::collections::HashMap;
+
+/// Which protocol each configured database port speaks.
+#[derive(Clone, Debug, Default)]
+pub struct PortMap(pub HashMap<u16, u8>);
+
+impl PortMap {
+    pub fn new(ports: &[(u16, u8)]) -> Self {
+        Self(ports.iter().copied().collect())
+    }
+
+    pub fn proto(&self, port: u16) -> u8 {
+        self.0.get(&port).copied().unwrap_or(proto::UNKNOWN)
+    }
+}
+
+use serde::Serialize;
+
+/// Turns event timestamps into wall-clock time. Live events carry the kernel's monotonic clock;
+/// offline events carry the capture's wall-clock time (offset 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    /// Add to an event timestamp to get ns since the Unix epoch.
+    pub offset_ns: i128,
+}
+
+impl Clock {
+    /// For kernel timestamps (bpf_ktime_get_ns is CLOCK_MONOTONIC).
+    pub fn monotonic() -> Self {
+        let real = now(libc::CLOCK_REALTIME);
+        let mono = now(libc::CLOCK_MONOTONIC);
+        Self {
+            offset_ns: real as i128 - mono as i128,
+        }
+    }
+
+    pub fn wall_ns(&self, ts_ns: u64) -> u64 {
+        (ts_ns as i128 + self.offset_ns).max(0) as u64
+    }
+
+    pub fn rfc3339(&self, ts_ns: u64) -> String {
+        let wall = self.wall_ns(ts_ns);
+        humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(wall),
+        )
+        .to_string()
+    }
+}
+
+/// Current time of a clock, in ns.
+pub fn now(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; these clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowEnd {
+    /// FIN seen in both directions.
+    Fin,
+    Rst,
+    /// No segment for the idle timeout.
+    Idle,
+    /// The live agent stopped while the flow was open.
+    Shutdown,
+    /// The capture file ended while the flow was open.
+    EndOfCapture,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    pub client: String,
+    pub server: String,
+    /// VXLAN VNI (mirror session); absent for unencapsulated traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    pub protocol: &'static str,
+    pub first_seen: String,
+    pub last_seen: String,
+    #[serde(skip)]
+    pub first_seen_ns: u64,
+    pub duration_us: u64,
+    pub packets_to_server: u64,
+    pub packets_to_client: u64,
+    /// IP bytes according to the IP headers.
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
+    pub payload_bytes_to_server: u64,
+    pub payload_bytes_to_client: u64,
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub fin_to_server: u64,
+    pub fin_to_client: u64,
+    pub rst: u64,
+    pub truncated: u64,
+    pub end: FlowEnd,
+}
+
+impl FlowRecord {
+    pub fn new(key: &FlowKey, s: &FlowStats, end: FlowEnd, clock: &Clock, proto: u8) -> Self {
+        Self {
+            client: event::client(key).to_string(),
+            server: event::server(key).to_string(),
+            vni: (key.vni != NO_VNI).then_some(key.vni),
+            protocol: proto::name(proto),
+            first_seen: clock.rfc3339(s.first_ns),
+            last_seen: clock.rfc3339(s.last_ns),
+            first_seen_ns: s.first_ns,
+            duration_us: s.last_ns.saturating_sub(s.first_ns) / 1000,
+            packets_to_server: s.packets[0],
+            packets_to_client: s.packets[1],
+            bytes_to_server: s.bytes[0],
+            bytes_to_client: s.bytes[1],
+            payload_bytes_to_server: s.payload_bytes[0],
+            payload_bytes_to_client: s.payload_bytes[1],
+            syn: s.syn,
+            syn_ack: s.syn_ack,
+            fin_to_server: s.fin[0],
+            fin_to_client: s.fin[1],
+            rst: s.rst,
+            truncated: s.truncated,
+            end,
+        }
+    }
+}
+
+/// Kernel (or emulated kernel) counters by name.
+pub fn counter_map(c: &[u64; counter::COUNT as usize]) -> serde_json::Map<String, serde_json::Value> {
+    counter::NAMES
+        .iter()
+        .zip(c.iter())
+        .filter(|(n, _)| !n.starts_with("reserved"))
+        .map(|(n, v)| ((*n).to_string(), serde_json::Value::from(*v)))
+        .collect()
+}
+
+/// Periodic (live) or final (offline) health and volume figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryRecord {
+    pub ts: String,
+    /// Seconds covered by this summary (since the previous one).
+    pub interval_s: f64,
+    /// Counters of the XDP program (or its offline twin), cumulative.
+    pub kernel: serde_json::Map<String, serde_json::Value>,
+    /// Events user space received, cumulative.
+    pub events: u64,
+    /// Events lost between the ring-buffer reader and the pipeline (queue full), cumulative.
+    pub queue_dropped: u64,
+    /// Ring-buffer records that failed validation, cumulative.
+    pub bad_records: u64,
+    pub flows_active: usize,
+    pub flows_reported: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Flow(FlowRecord),
+    Summary(SummaryRecord),
+}

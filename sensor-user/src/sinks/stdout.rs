@@ -1,0 +1,71 @@
+//! Standard output: one JSON object per line (`--json`), or short human-readable lines.
+
+use super::Sink;
+use crate::records::Record;
+use std::io::Write;
+
+pub struct Stdout {
+    json: bool,
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Stdout {
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
+    }
+}
+
+impl Sink for Stdout {
+    fn emit(&mut self, record: &Record) -> anyhow::Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, record)?;
+            writeln!(self.out)?;
+            return Ok(());
+        }
+        match record {
+            Record::Flow(f) => writeln!(
+                self.out,
+                "flow {} -> {} {}{} pkts {}/{} bytes {}/{} payload {}/{} {}us end={:?}",
+                f.client,
+                f.server,
+                f.protocol,
+                f.vni.map(|v| format!(" vni={v}")).unwrap_or_default(),
+                f.packets_to_server,
+                f.packets_to_client,
+                f.bytes_to_server,
+                f.bytes_to_client,
+                f.payload_bytes_to_server,
+                f.payload_bytes_to_client,
+                f.duration_us,
+                f.end,
+            )?,
+            Record::Summary(s) => {
+                let k = |n: &str| s.kernel.get(n).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                writeln!(
+                    self.out,
+                    "summary {} packets={} vxlan={} db_segments={} events={} ring_drops={} queue_drops={} truncated={} malformed={} flows_active={} flows_reported={}",
+                    s.ts,
+                    k("packets"),
+                    k("vxlan"),
+                    k("db_segments"),
+                    s.events,
+                    k("events_dropped_ring_full"),
+                    s.queue_dropped,
+                    k("truncated"),
+                    k("malformed"),
+                    s.flows_active,
+                    s.flows_reported,
+                )?
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
