@@ -8,6 +8,7 @@
 //! netns + veth pair ([`netns`]) and replays the bundled captures into it.
 
 pub mod agent;
+pub mod decode;
 pub mod capture;
 pub mod demo;
 pub mod event;
@@ -17,3 +18,4 @@ pub mod pipeline;
 pub mod ports;
 pub mod records;
 pub mod sinks;
+pub mod streams;

@@ -53,6 +53,9 @@ struct Common {
     /// Seconds without a segment after which a flow is reported and forgotten.
     #[arg(long, default_value_t = 300)]
     flow_idle_timeout: u64,
+    /// Show query literals, parameters and authentication payloads (redacted by default).
+    #[arg(long)]
+    no_redact: bool,
 }
 
 impl Common {
@@ -85,6 +88,8 @@ impl Common {
                     ..FlowTimeouts::default()
                 },
                 clock,
+                redact: !self.no_redact,
+                ..PipelineOptions::default()
             },
             Box::new(Stdout::new(self.json)),
         )

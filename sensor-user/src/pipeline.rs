@@ -6,6 +6,7 @@ use crate::{
     flows::{FlowSource, FlowTimeouts, FlowTracker},
     records::{Clock, FlowEnd, PortMap, Record, SummaryRecord, counter_map},
     sinks::Sink,
+    streams::{StreamLimits, Streams},
 };
 use sensor_common::counter;
 
@@ -13,6 +14,21 @@ pub struct PipelineOptions {
     pub ports: Vec<(u16, u8)>,
     pub timeouts: FlowTimeouts,
     pub clock: Clock,
+    pub streams: StreamLimits,
+    /// Keep passwords, literals and parameters out of every record (default on).
+    pub redact: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            ports: sensor_common::DEFAULT_DB_PORTS.to_vec(),
+            timeouts: FlowTimeouts::default(),
+            clock: Clock::default(),
+            streams: StreamLimits::default(),
+            redact: true,
+        }
+    }
 }
 
 /// Cumulative figures about the events themselves.
@@ -28,7 +44,9 @@ pub struct EventStats {
 pub struct Pipeline {
     clock: Clock,
     flows: FlowTracker,
+    pub streams: Streams,
     sink: Box<dyn Sink>,
+    records: Vec<Record>,
     pub stats: EventStats,
     last_summary_ns: Option<u64>,
 }
@@ -38,7 +56,9 @@ impl Pipeline {
         Self {
             clock: opts.clock,
             flows: FlowTracker::new(opts.timeouts, PortMap::new(&opts.ports)),
+            streams: Streams::new(opts.streams, opts.redact),
             sink,
+            records: Vec::new(),
             stats: EventStats::default(),
             last_summary_ns: None,
         }
@@ -60,6 +80,16 @@ impl Pipeline {
         if ev.hdr.payload_len > 0 {
             self.stats.payload_events += 1;
         }
+        self.streams.on_event(ev, &self.clock, &mut self.records);
+        self.emit_records();
+    }
+
+    fn emit_records(&mut self) {
+        for r in self.records.drain(..) {
+            if let Err(e) = self.sink.emit(&r) {
+                tracing::warn!(error = %e, "sink failed");
+            }
+        }
     }
 
     /// Reports flows that ended or idled by `now_ns` (event clock); with `all`, every flow.
@@ -69,6 +99,9 @@ impl Pipeline {
         now_ns: u64,
         all: Option<FlowEnd>,
     ) -> anyhow::Result<()> {
+        self.streams
+            .expire(now_ns, all.is_some(), &self.clock, &mut self.records);
+        self.emit_records();
         for f in self.flows.expire(source, now_ns, all, &self.clock) {
             self.sink.emit(&Record::Flow(f))?;
         }

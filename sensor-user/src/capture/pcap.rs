@@ -437,6 +437,7 @@ mod tests {
         v.extend_from_slice(&9u16.to_le_bytes());
         v.extend_from_slice(&1u16.to_le_bytes());
         v.extend_from_slice(&[9, 0, 0, 0]);
+        v.extend_from_slice(&0u32.to_le_bytes()); // opt_endofopt
         v.extend_from_slice(&32u32.to_le_bytes());
         // EPB with 3 bytes of data (padded to 4)
         let ts: u64 = 1_500_000_000_123_456_789;

@@ -1,0 +1,525 @@
+//! Per-connection streams: puts each direction's segments back in sequence order and hands
+//! decoders in-order bytes, with explicit gaps where bytes are missing.
+//!
+//! A segment arrives as an event with `head_len` bytes from its start and `tail_len` bytes
+//! that end its captured part: the middle of a segment longer than the kernel's cap, and the
+//! end of a truncated one, are gaps of known length. Retransmits are dropped, overlaps
+//! trimmed, out-of-order segments held (bounded) until the hole fills. A hole is declared
+//! lost when the peer acknowledges past it (the receiver got it, so no retransmit will come),
+//! when the hold buffer is full, or when the connection ends.
+
+use crate::{
+    decode::{self, DecodeCtx, Decoder, DecoderStats, Dir},
+    event::Event,
+    records::{Clock, Endpoint, Record},
+};
+use sensor_common::{FlowKey, tcp_flags};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// Connections tracked at once; the least recently active is evicted beyond this.
+    pub max_connections: usize,
+    /// Out-of-order segments held per direction.
+    pub max_held_segments: usize,
+    /// Bytes held per direction.
+    pub max_held_bytes: usize,
+    /// A connection without a segment for this long is closed.
+    pub idle_ns: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_held_segments: 64,
+            max_held_bytes: 256 << 10,
+            idle_ns: 300_000_000_000,
+        }
+    }
+}
+
+/// Cumulative reassembly figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStats {
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    /// Connections forgotten because the table was full.
+    pub connections_evicted: u64,
+    /// Connections first seen mid-stream (no SYN).
+    pub mid_stream: u64,
+    pub retransmits: u64,
+    pub out_of_order: u64,
+    /// Holes declared lost, and their bytes.
+    pub lost_segments: u64,
+    pub lost_bytes: u64,
+    /// Out-of-order segments discarded because the hold buffer was full.
+    pub held_overflow: u64,
+}
+
+/// One held (out-of-order) segment.
+struct Held {
+    ts: u64,
+    len: u32,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    /// Bytes missing between head and tail (cap), and after the tail (truncation).
+    middle_gap: u32,
+}
+
+#[derive(Default)]
+struct DirState {
+    /// Next expected sequence number; `None` until the first segment or SYN.
+    next: Option<u32>,
+    held: BTreeMap<u32, Held>,
+    held_bytes: usize,
+    fin: bool,
+}
+
+struct Conn {
+    endpoint: Endpoint,
+    decoder: Box<dyn Decoder>,
+    dirs: [DirState; 2],
+    last_ts: u64,
+    rst: bool,
+}
+
+/// Sequence-space comparison (RFC 1982 style, 32-bit wrap).
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+pub struct Streams {
+    conns: HashMap<FlowKey, Conn>,
+    pub limits: StreamLimits,
+    pub stats: StreamStats,
+    pub decoder_stats: DecoderStats,
+    pub redact: bool,
+}
+
+impl Streams {
+    pub fn new(limits: StreamLimits, redact: bool) -> Self {
+        Self {
+            conns: HashMap::new(),
+            limits,
+            stats: StreamStats::default(),
+            decoder_stats: DecoderStats::default(),
+            redact,
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Feeds one event; records the decoders produce are appended to `out`.
+    pub fn on_event(&mut self, ev: &Event<'_>, clock: &Clock, out: &mut Vec<Record>) {
+        let key = ev.hdr.key;
+        let flags = ev.hdr.tcp_flags;
+        if !self.conns.contains_key(&key) {
+            // Only a connection we can decode is worth tracking.
+            let syn = flags & tcp_flags::SYN != 0;
+            let Some(decoder) = decode::for_protocol(ev.hdr.proto, !syn) else {
+                return;
+            };
+            // A bare FIN/RST of a connection we never saw carries nothing to decode.
+            if !syn && ev.hdr.payload_len == 0 {
+                return;
+            }
+            if self.conns.len() >= self.limits.max_connections {
+                self.evict_oldest(clock, out);
+            }
+            self.stats.connections_opened += 1;
+            if !syn {
+                self.stats.mid_stream += 1;
+            }
+            self.conns.insert(
+                key,
+                Conn {
+                    endpoint: Endpoint::new(&key, ev.hdr.proto),
+                    decoder,
+                    dirs: [DirState::default(), DirState::default()],
+                    last_ts: ev.hdr.ts_ns,
+                    rst: false,
+                },
+            );
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        conn.last_ts = conn.last_ts.max(ev.hdr.ts_ns);
+        let d = (ev.hdr.direction & 1) as usize;
+        let dir = Dir::from_direction(ev.hdr.direction);
+        let mut cx = DecodeCtx {
+            endpoint: &conn.endpoint,
+            clock,
+            redact: self.redact,
+            out,
+            stats: &mut self.decoder_stats,
+        };
+
+        // The peer's ACK tells what this side's receiver already has.
+        if flags & tcp_flags::ACK != 0 {
+            let other = &mut conn.dirs[1 - d];
+            declare_acked_holes(
+                other,
+                ev.hdr.ack,
+                conn.decoder.as_mut(),
+                &mut cx,
+                Dir::from_direction(1 - ev.hdr.direction),
+                &mut self.stats,
+            );
+        }
+
+        let st = &mut conn.dirs[d];
+        if flags & tcp_flags::SYN != 0 {
+            st.next = Some(ev.hdr.seq.wrapping_add(1));
+        }
+        if ev.hdr.payload_len > 0 {
+            let seq = if flags & tcp_flags::SYN != 0 {
+                ev.hdr.seq.wrapping_add(1)
+            } else {
+                ev.hdr.seq
+            };
+            let next = *st.next.get_or_insert(seq);
+            let seg = Segment {
+                ts: ev.hdr.ts_ns,
+                len: ev.hdr.payload_len,
+                head: ev.head(),
+                tail: ev.tail(),
+                middle_gap: ev.hdr.captured_len - ev.hdr.head_len as u32 - ev.hdr.tail_len as u32,
+            };
+            if seq == next {
+                deliver(st, seq, &seg, conn.decoder.as_mut(), &mut cx, dir);
+                drain_held(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+            } else if seq_lt(seq, next) {
+                let end = seq.wrapping_add(seg.len);
+                if seq_lt(next, end) {
+                    // Overlap: deliver only the new part.
+                    let skip = next.wrapping_sub(seq);
+                    deliver_from(st, seq, skip, &seg, conn.decoder.as_mut(), &mut cx, dir);
+                    drain_held(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                } else {
+                    self.stats.retransmits += 1;
+                }
+            } else {
+                self.stats.out_of_order += 1;
+                hold(st, seq, &seg, &self.limits, &mut self.stats);
+                if st.held.len() > self.limits.max_held_segments
+                    || st.held_bytes > self.limits.max_held_bytes
+                {
+                    // Give up on the hole: what we hold is newer than anything that can fill it.
+                    force_first_hole(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                }
+            }
+        }
+        if flags & tcp_flags::FIN != 0 {
+            st.fin = true;
+        }
+        if flags & tcp_flags::RST != 0 {
+            conn.rst = true;
+        }
+        if conn.rst || (conn.dirs[0].fin && conn.dirs[1].fin) {
+            let ts = ev.hdr.ts_ns;
+            self.close(&key, ts, clock, out);
+        }
+    }
+
+    /// Closes connections idle at `now_ns`; with `all`, every connection.
+    pub fn expire(&mut self, now_ns: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
+        let idle: Vec<FlowKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| all || now_ns.saturating_sub(c.last_ts) >= self.limits.idle_ns)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            self.close(&k, now_ns, clock, out);
+        }
+    }
+
+    fn evict_oldest(&mut self, clock: &Clock, out: &mut Vec<Record>) {
+        if let Some((k, ts)) = self.conns.iter().min_by_key(|(_, c)| c.last_ts).map(|(k, c)| (*k, c.last_ts)) {
+            self.stats.connections_evicted += 1;
+            self.close(&k, ts, clock, out);
+            self.stats.connections_closed -= 1;
+        }
+    }
+
+    fn close(&mut self, key: &FlowKey, ts: u64, clock: &Clock, out: &mut Vec<Record>) {
+        let Some(mut conn) = self.conns.remove(key) else {
+            return;
+        };
+        let mut cx = DecodeCtx {
+            endpoint: &conn.endpoint,
+            clock,
+            redact: self.redact,
+            out,
+            stats: &mut self.decoder_stats,
+        };
+        for (i, st) in conn.dirs.iter_mut().enumerate() {
+            let dir = if i == 0 { Dir::Request } else { Dir::Response };
+            while !st.held.is_empty() {
+                force_first_hole(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+            }
+        }
+        conn.decoder.close(&mut cx, ts);
+        self.stats.connections_closed += 1;
+    }
+}
+
+struct Segment<'a> {
+    ts: u64,
+    len: u32,
+    head: &'a [u8],
+    tail: &'a [u8],
+    middle_gap: u32,
+}
+
+fn deliver(st: &mut DirState, seq: u32, seg: &Segment<'_>, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, dir: Dir) {
+    deliver_from(st, seq, 0, seg, dec, cx, dir);
+}
+
+/// Delivers a segment's bytes from offset `skip` on (0 for all of it), advancing `next`.
+fn deliver_from(
+    st: &mut DirState,
+    seq: u32,
+    skip: u32,
+    seg: &Segment<'_>,
+    dec: &mut dyn Decoder,
+    cx: &mut DecodeCtx<'_>,
+    dir: Dir,
+) {
+    // Layout of the segment: [head][middle gap][tail][truncated gap] = len bytes.
+    let head = seg.head.len() as u32;
+    let tail = seg.tail.len() as u32;
+    let trunc = seg.len - head - seg.middle_gap - tail;
+    let parts: [(u32, Option<&[u8]>); 4] = [
+        (head, Some(seg.head)),
+        (seg.middle_gap, None),
+        (tail, Some(seg.tail)),
+        (trunc, None),
+    ];
+    let mut off = 0u32;
+    for (len, bytes) in parts {
+        if len == 0 {
+            continue;
+        }
+        let start = skip.max(off);
+        let end = off + len;
+        if start < end {
+            match bytes {
+                Some(b) => dec.data(cx, dir, seg.ts, &b[(start - off) as usize..]),
+                None => {
+                    cx.stats.gaps += 1;
+                    cx.stats.gap_bytes += (end - start) as u64;
+                    dec.gap(cx, dir, seg.ts, (end - start) as u64);
+                }
+            }
+        }
+        off = end;
+    }
+    st.next = Some(seq.wrapping_add(seg.len));
+}
+
+fn hold(st: &mut DirState, seq: u32, seg: &Segment<'_>, limits: &StreamLimits, stats: &mut StreamStats) {
+    if st.held.contains_key(&seq) {
+        stats.retransmits += 1;
+        return;
+    }
+    let bytes = seg.head.len() + seg.tail.len();
+    if st.held.len() >= limits.max_held_segments * 2 {
+        stats.held_overflow += 1;
+        return;
+    }
+    st.held_bytes += bytes;
+    st.held.insert(
+        seq,
+        Held {
+            ts: seg.ts,
+            len: seg.len,
+            head: seg.head.to_vec(),
+            tail: seg.tail.to_vec(),
+            middle_gap: seg.middle_gap,
+        },
+    );
+}
+
+/// Delivers held segments that now continue the stream.
+fn drain_held(st: &mut DirState, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, dir: Dir, stats: &mut StreamStats) {
+    loop {
+        let Some(next) = st.next else { return };
+        // The held segment with the lowest sequence number relative to `next`.
+        let Some((&seq, _)) = st.held.iter().min_by_key(|(s, _)| s.wrapping_sub(next)) else {
+            return;
+        };
+        if seq_lt(next, seq) {
+            return;
+        }
+        let Some(h) = st.held.remove(&seq) else { return };
+        st.held_bytes -= h.head.len() + h.tail.len();
+        let seg = Segment {
+            ts: h.ts,
+            len: h.len,
+            head: &h.head,
+            tail: &h.tail,
+            middle_gap: h.middle_gap,
+        };
+        let end = seq.wrapping_add(h.len);
+        if seq_lt(next, end) {
+            deliver_from(st, seq, next.wrapping_sub(seq), &seg, dec, cx, dir);
+        } else {
+            stats.retransmits += 1;
+        }
+    }
+}
+
+/// Declares the hole before the first held segment lost, then delivers what follows it.
+fn force_first_hole(st: &mut DirState, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, dir: Dir, stats: &mut StreamStats) {
+    let Some(next) = st.next else { return };
+    let Some(&seq) = st.held.keys().min_by_key(|s| s.wrapping_sub(next)) else {
+        return;
+    };
+    if seq_lt(next, seq) {
+        let missing = seq.wrapping_sub(next);
+        let ts = st.held.get(&seq).map_or(0, |h| h.ts);
+        stats.lost_segments += 1;
+        stats.lost_bytes += missing as u64;
+        cx.stats.gaps += 1;
+        cx.stats.gap_bytes += missing as u64;
+        dec.gap(cx, dir, ts, missing as u64);
+        st.next = Some(seq);
+    }
+    drain_held(st, dec, cx, dir, stats);
+}
+
+/// The peer acknowledged `ack`: bytes of this direction before it that we never saw are lost.
+fn declare_acked_holes(
+    st: &mut DirState,
+    ack: u32,
+    dec: &mut dyn Decoder,
+    cx: &mut DecodeCtx<'_>,
+    dir: Dir,
+    stats: &mut StreamStats,
+) {
+    while let Some(next) = st.next {
+        let Some(&first) = st.held.keys().min_by_key(|s| s.wrapping_sub(next)) else {
+            return;
+        };
+        // The hole [next, first) is acknowledged: it reached the receiver without us.
+        if seq_lt(next, first) && !seq_lt(ack, first) {
+            force_first_hole(st, dec, cx, dir, stats);
+        } else {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what a decoder is given.
+    #[derive(Default)]
+    struct Tape(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Decoder for Tape {
+        fn data(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, bytes: &[u8]) {
+            self.0.lock().unwrap().push(format!("{dir:?}:{}", String::from_utf8_lossy(bytes)));
+        }
+        fn gap(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, len: u64) {
+            self.0.lock().unwrap().push(format!("{dir:?}:gap{len}"));
+        }
+        fn close(&mut self, _: &mut DecodeCtx<'_>, _: u64) {
+            self.0.lock().unwrap().push("close".into());
+        }
+        fn encrypted(&self) -> bool {
+            false
+        }
+    }
+
+    fn run(segs: &[(u32, &[u8])]) -> Vec<String> {
+        let tape = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut st = DirState::default();
+        let mut dec = Tape(tape.clone());
+        let ep = Endpoint::default();
+        let clock = Clock::default();
+        let mut out = Vec::new();
+        let mut stats = DecoderStats::default();
+        let mut sstats = StreamStats::default();
+        let limits = StreamLimits::default();
+        let mut cx = DecodeCtx {
+            endpoint: &ep,
+            clock: &clock,
+            redact: true,
+            out: &mut out,
+            stats: &mut stats,
+        };
+        for &(seq, data) in segs {
+            let seg = Segment {
+                ts: 0,
+                len: data.len() as u32,
+                head: data,
+                tail: &[],
+                middle_gap: 0,
+            };
+            let next = *st.next.get_or_insert(seq);
+            if seq == next {
+                deliver(&mut st, seq, &seg, &mut dec, &mut cx, Dir::Request);
+                drain_held(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats);
+            } else if seq_lt(seq, next) {
+                if seq_lt(next, seq.wrapping_add(seg.len)) {
+                    deliver_from(&mut st, seq, next.wrapping_sub(seq), &seg, &mut dec, &mut cx, Dir::Request);
+                }
+            } else {
+                hold(&mut st, seq, &seg, &limits, &mut sstats);
+            }
+        }
+        while !st.held.is_empty() {
+            force_first_hole(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats);
+        }
+        let v = tape.lock().unwrap().clone();
+        v
+    }
+
+    #[test]
+    fn reorders_and_trims() {
+        assert_eq!(run(&[(100, b"abc"), (106, b"ghi"), (103, b"def")]), ["Request:abc", "Request:def", "Request:ghi"]);
+        // retransmit dropped, overlap trimmed
+        assert_eq!(run(&[(100, b"abc"), (100, b"abc"), (101, b"bcde")]), ["Request:abc", "Request:de"]);
+        // lost segment becomes a gap
+        assert_eq!(run(&[(100, b"abc"), (106, b"ghi")]), ["Request:abc", "Request:gap3", "Request:ghi"]);
+        // sequence wrap
+        assert_eq!(run(&[(u32::MAX - 1, b"ab"), (0, b"cd")]), ["Request:ab", "Request:cd"]);
+    }
+
+    #[test]
+    fn head_tail_segment_has_a_middle_gap() {
+        let tape = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut dec = Tape(tape.clone());
+        let mut st = DirState::default();
+        let ep = Endpoint::default();
+        let clock = Clock::default();
+        let mut out = Vec::new();
+        let mut stats = DecoderStats::default();
+        let mut cx = DecodeCtx {
+            endpoint: &ep,
+            clock: &clock,
+            redact: true,
+            out: &mut out,
+            stats: &mut stats,
+        };
+        // 20-byte segment, 4 head bytes, 3 tail bytes, truncated after 15 captured bytes
+        let seg = Segment {
+            ts: 0,
+            len: 20,
+            head: b"HEAD",
+            tail: b"TAI",
+            middle_gap: 8,
+        };
+        deliver(&mut st, 1, &seg, &mut dec, &mut cx, Dir::Response);
+        assert_eq!(*tape.lock().unwrap(), ["Response:HEAD", "Response:gap8", "Response:TAI", "Response:gap5"]);
+        assert_eq!(st.next, Some(21));
+        assert_eq!((stats.gaps, stats.gap_bytes), (2, 13));
+    }
+}
