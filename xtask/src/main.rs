@@ -1,1 +1,187 @@
-fn main() {}
+//! `cargo xtask …`: every set-up step a fresh machine needs, then the task itself.
+
+mod toolchain;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run and test rds-sensor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build and the tests need (apt packages, bpf-linker), if missing.
+    Setup,
+    /// Build the XDP object (sensor-ebpf) for bpfel-unknown-none.
+    BuildEbpf,
+    /// Build the XDP object and the rds-sensor binary (release) with the object embedded.
+    Build,
+    /// Run the sensor: with no --iface, the embedded demo on its own netns + veth pair.
+    Run {
+        /// Attach to this interface instead of running the demo.
+        #[arg(long, short)]
+        iface: Option<String>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// More arguments for rds-sensor (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit, BPF_PROG_TEST_RUN fixtures, veth + tcpreplay integration.
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// cargo fmt --check and clippy -D warnings on the user-space and eBPF crates.
+    Lint,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn ebpf_object() -> PathBuf {
+    root().join("sensor-ebpf/target/bpfel-unknown-none/release/sensor-ebpf")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build_ebpf() -> Result<PathBuf> {
+    let route = toolchain::ensure(true)?;
+    println!("xtask: building sensor-ebpf with {}", route.describe());
+    run(&mut route.build_command(&root().join("sensor-ebpf")))?;
+    let obj = ebpf_object();
+    if !obj.is_file() {
+        bail!("the eBPF build succeeded but {} is missing", obj.display());
+    }
+    Ok(obj)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn build_user(obj: &Path) -> Result<PathBuf> {
+    run(cargo()
+        .args(["build", "--release", "-p", "sensor-user"])
+        .env("RDS_SENSOR_EBPF_OBJ", obj))?;
+    Ok(root().join("target/release/rds-sensor"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => {
+            toolchain::ensure(true)?;
+            toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
+            println!("xtask: ready");
+            Ok(())
+        }
+        Cmd::BuildEbpf => build_ebpf().map(|p| println!("xtask: {}", p.display())),
+        Cmd::Build => {
+            let obj = build_ebpf()?;
+            let bin = build_user(&obj)?;
+            println!("xtask: {}", bin.display());
+            Ok(())
+        }
+        Cmd::Run {
+            iface,
+            duration,
+            args,
+        } => {
+            if !toolchain::is_root() {
+                bail!(
+                    "the sensor loads an XDP program and (for the demo) makes a netns: run as root, \
+                     e.g. `sudo -E cargo xtask run`"
+                );
+            }
+            let tools: &[(&str, &str)] = if iface.is_some() {
+                &toolchain::RUNTIME_TOOLS[..1]
+            } else {
+                &toolchain::RUNTIME_TOOLS[..2]
+            };
+            toolchain::ensure_tools(tools)?;
+            let obj = build_ebpf()?;
+            let bin = build_user(&obj)?;
+            let mut c = Command::new(bin);
+            match &iface {
+                Some(i) => c.args(["run", "--iface", i]),
+                None => c.args(["demo", "--pcaps"]).arg(root().join("pcaps")).args(["--summary-interval", "2"]),
+            };
+            if let Some(d) = duration {
+                c.args(["--duration", &d.to_string()]);
+            }
+            c.args(&args);
+            run(&mut c)
+        }
+        Cmd::Test { filter } => {
+            toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
+            let obj = build_ebpf()?;
+            let mut c = cargo();
+            c.args(["test", "--workspace"])
+                .env("RDS_SENSOR_EBPF_OBJ", &obj)
+                .env("RDS_SENSOR_PCAPS", root().join("pcaps"));
+            if toolchain::is_root() {
+                // The kernel tests must run, not skip, wherever they can.
+                c.env("RDS_SENSOR_REQUIRE_KERNEL_TESTS", "1");
+            } else {
+                println!("xtask: not root: the kernel (XDP, netns) tests will say they are skipped");
+            }
+            c.arg("--");
+            if let Some(f) = filter {
+                c.arg(f);
+            }
+            // Tests that touch kernel state (netns, XDP attach) must not run concurrently.
+            c.arg("--test-threads=1");
+            run(&mut c)
+        }
+        Cmd::Lint => {
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args(["fmt", "--manifest-path", "sensor-ebpf/Cargo.toml", "--", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            let route = toolchain::ensure(true)?;
+            let c = route.build_command(&root().join("sensor-ebpf"));
+            // Same toolchain and target as the build, with clippy instead of build.
+            let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            let mut clippy = Command::new(c.get_program());
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => clippy.env(k, v),
+                    None => clippy.env_remove(k),
+                };
+            }
+            clippy.current_dir(root().join("sensor-ebpf"));
+            clippy.args(args.iter().map(|a| if a == "build" { "clippy" } else { a.as_str() }));
+            clippy.args(["--", "-D", "warnings"]);
+            run(&mut clippy)
+        }
+    }
+}

@@ -272,8 +272,7 @@ impl Decapsulator {
             }
         };
         if outer.proto == IPPROTO_UDP {
-            let Some(dport) = be16(b, outer.l4_off + 2).filter(|_| b.len() >= outer.l4_off + 8)
-            else {
+            let Some(dport) = be16(b, outer.l4_off + 2) else {
                 self.count(counter::MALFORMED);
                 return Verdict::Pass;
             };

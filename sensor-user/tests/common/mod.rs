@@ -1,0 +1,177 @@
+//! Shared by the integration tests: frame builders, the kernel-test gate, pcap lookup.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Whether kernel tests (root, XDP, netns) can run here. Under `cargo xtask test` as root
+/// (CI), RDS_SENSOR_REQUIRE_KERNEL_TESTS=1 turns every reason to skip into a failure.
+pub fn kernel_available(test: &str) -> bool {
+    let required = std::env::var_os("RDS_SENSOR_REQUIRE_KERNEL_TESTS").is_some();
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root")
+    } else if rds_sensor::capture::live::embedded_object().is_none() {
+        Some("rds-sensor was built without its XDP object (use `cargo xtask test`)")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) if required => panic!("{test}: kernel test cannot run: {r}"),
+        Some(r) => {
+            eprintln!("SKIPPED {test}: {r}");
+            false
+        }
+    }
+}
+
+/// The bundled captures.
+pub fn pcaps_dir() -> PathBuf {
+    std::env::var_os("RDS_SENSOR_PCAPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pcaps"))
+}
+
+pub fn bundled_pcaps() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(pcaps_dir())
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"));
+    v.sort();
+    v
+}
+
+// ---- frame builders (independent of the code under test) ----
+
+pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+
+#[derive(Clone, Copy)]
+pub enum Ip {
+    V4([u8; 4], [u8; 4]),
+    V6([u8; 16], [u8; 16]),
+}
+
+pub fn v6(last: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0x20;
+    a[1] = 0x01;
+    a[2] = 0x0d;
+    a[3] = 0xb8;
+    a[15] = last;
+    a
+}
+
+pub fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20 + payload.len());
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.push(5 << 4);
+    t.push(flags);
+    t.extend_from_slice(&65535u16.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// An IP packet around an L4 payload. `options`: IPv4 option bytes (multiple of 4) or, for
+/// IPv6, a list of (next-header code, extension header bytes) inserted before L4.
+pub fn ip(addrs: Ip, proto: u8, l4: &[u8], v4_options: &[u8], v6_ext: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    match addrs {
+        Ip::V4(s, d) => {
+            let ihl = 20 + v4_options.len();
+            let total = ihl + l4.len();
+            let mut h = vec![0x40 | (ihl / 4) as u8, 0];
+            h.extend_from_slice(&(total as u16).to_be_bytes());
+            h.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, proto, 0, 0]);
+            h.extend_from_slice(&s);
+            h.extend_from_slice(&d);
+            h.extend_from_slice(v4_options);
+            h.extend_from_slice(l4);
+            h
+        }
+        Ip::V6(s, d) => {
+            let ext_len: usize = v6_ext.iter().map(|(_, e)| e.len()).sum();
+            let first = v6_ext.first().map_or(proto, |(code, _)| *code);
+            let mut h = vec![0x60, 0, 0, 0];
+            h.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
+            h.push(first);
+            h.push(64);
+            h.extend_from_slice(&s);
+            h.extend_from_slice(&d);
+            for (i, (_, e)) in v6_ext.iter().enumerate() {
+                let next = v6_ext.get(i + 1).map_or(proto, |(c, _)| *c);
+                let mut e = e.clone();
+                e[0] = next;
+                h.extend_from_slice(&e);
+            }
+            h.extend_from_slice(l4);
+            h
+        }
+    }
+}
+
+pub fn eth(ethertype: u16, vlans: &[(u16, u16)], payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&MAC_B);
+    f.extend_from_slice(&MAC_A);
+    for &(tpid, vid) in vlans {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+pub fn ethertype(addrs: &Ip) -> u16 {
+    match addrs {
+        Ip::V4(..) => 0x0800,
+        Ip::V6(..) => 0x86dd,
+    }
+}
+
+/// An inner frame wrapped as AWS Traffic Mirroring sends it: outer IPv4/UDP to 4789, VXLAN.
+pub fn vxlan(vni: u32, flags: u8, inner: &[u8], outer: Ip, vlans: &[(u16, u16)]) -> Vec<u8> {
+    let mut vx = vec![flags, 0, 0, 0];
+    vx.extend_from_slice(&(vni << 8).to_be_bytes());
+    vx.extend_from_slice(inner);
+    let u = udp(49152 + (vni as u16 & 0xff), 4789, &vx);
+    eth(ethertype(&outer), vlans, &ip(outer, 17, &u, &[], &[]))
+}
+
+pub fn inner_tcp(addrs: Ip, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let t = tcp(sport, dport, 1000, 2000, flags, payload);
+    eth(ethertype(&addrs), &[], &ip(addrs, 6, &t, &[], &[]))
+}
+
+pub const CLIENT: [u8; 4] = [198, 51, 100, 20];
+pub const SERVER: [u8; 4] = [198, 51, 100, 10];
+pub const ENI: [u8; 4] = [192, 0, 2, 7];
+pub const TARGET: [u8; 4] = [203, 0, 113, 5];
+
+/// Fields of every frame tshark finds in a capture (the independent oracle).
+pub fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut c = std::process::Command::new("tshark");
+    c.args(["-n", "-r"]).arg(pcap).args(["-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=l"]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    let out = c.output().expect("running tshark (cargo xtask test installs it)");
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
