@@ -175,3 +175,77 @@ pub fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> V
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
+
+/// Writes a classic pcap (Ethernet, microseconds) of `frames`, one per millisecond.
+pub fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&262_144u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        v.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        v.extend_from_slice(&((i as u32) * 1000).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(f);
+    }
+    std::fs::write(path, v).unwrap();
+}
+
+/// A capture mixing database flows (VXLAN and plain, IPv4 and IPv6) with traffic the sensor
+/// must ignore, made from scratch for tests that need a pcap the sensor has never seen.
+pub fn mixed_frames() -> Vec<Vec<u8>> {
+    let outer = Ip::V4(ENI, TARGET);
+    let c = Ip::V4(CLIENT, SERVER);
+    let s = Ip::V4(SERVER, CLIENT);
+    let c6 = Ip::V6(v6(0x20), v6(0x10));
+    let s6 = Ip::V6(v6(0x10), v6(0x20));
+    let mut frames = Vec::new();
+    let conv = |frames: &mut Vec<Vec<u8>>, vni: Option<u32>, cl: Ip, sv: Ip, cport: u16, sport: u16| {
+        let mut cseq = 100u32;
+        let mut sseq = 900u32;
+        let mut push = |frames: &mut Vec<Vec<u8>>, to_server: bool, flags: u8, payload: &[u8]| {
+            let (addrs, sp, dp, seq, ack) = if to_server {
+                (cl, cport, sport, cseq, sseq)
+            } else {
+                (sv, sport, cport, sseq, cseq)
+            };
+            let t = tcp(sp, dp, seq, ack, flags, payload);
+            let inner = eth(ethertype(&addrs), &[], &ip(addrs, 6, &t, &[], &[]));
+            let adv = payload.len() as u32 + u32::from(flags & 0x03 != 0);
+            if to_server {
+                cseq += adv;
+            } else {
+                sseq += adv;
+            }
+            frames.push(match vni {
+                Some(v) => vxlan(v, 0x08, &inner, outer, &[]),
+                None => inner,
+            });
+        };
+        push(frames, true, 0x02, &[]);
+        push(frames, false, 0x12, &[]);
+        push(frames, true, 0x10, &[]);
+        for i in 0..5u8 {
+            push(frames, true, 0x18, &[b'Q', 0, 0, 0, 9, b's', b'e', b'l', i]);
+            push(frames, false, 0x18, &vec![b'D'; 40 + i as usize * 300]);
+            push(frames, true, 0x10, &[]);
+        }
+        push(frames, true, 0x11, &[]);
+        push(frames, false, 0x11, &[]);
+        push(frames, true, 0x10, &[]);
+    };
+    conv(&mut frames, Some(7341), c, s, 41000, 5432);
+    conv(&mut frames, Some(7342), c, s, 41001, 3306);
+    conv(&mut frames, Some(99), c6, s6, 41002, 5432);
+    conv(&mut frames, None, c, s, 41003, 5432);
+    // Noise: mirrored web traffic, the host's SSH, ARP, and a VXLAN frame without the I flag.
+    conv(&mut frames, Some(7341), c, s, 41004, 8080);
+    frames.push(inner_tcp(c, 41005, 22, 0x18, b"SSH-2.0-OpenSSH"));
+    frames.push(eth(0x0806, &[], &[0u8; 28]));
+    frames.push(vxlan(7341, 0x00, &inner_tcp(c, 41006, 5432, 0x18, b"ignored"), outer, &[]));
+    frames
+}
