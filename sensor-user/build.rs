@@ -8,7 +8,9 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let default = manifest.join("../sensor-ebpf/target/bpfel-unknown-none/release/sensor-ebpf");
     println!("cargo:rerun-if-env-changed=RDS_SENSOR_EBPF_OBJ");
-    let src = env::var_os("RDS_SENSOR_EBPF_OBJ").map(PathBuf::from).unwrap_or(default);
+    let src = env::var_os("RDS_SENSOR_EBPF_OBJ")
+        .map(PathBuf::from)
+        .unwrap_or(default);
     println!("cargo:rerun-if-changed={}", src.display());
     match fs::read(&src) {
         Ok(bytes) => fs::write(&out, bytes).unwrap(),

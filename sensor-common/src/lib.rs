@@ -353,7 +353,10 @@ mod tests {
         // a tail cap above the cap is clamped
         assert_eq!(split_payload(8000, 64, 128), (0, 64));
         // the cap is clamped to the scratch buffer
-        assert_eq!(split_payload(9000, u16::MAX, 0), (MAX_PAYLOAD_CAP as u16, 0));
+        assert_eq!(
+            split_payload(9000, u16::MAX, 0),
+            (MAX_PAYLOAD_CAP as u16, 0)
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use parse::{IPPROTO_TCP, IPPROTO_UDP, L3, load, parse_eth, parse_ip};
 use sensor_common::{
-    EventBuf, EventHeader, FlowKey, FlowStats, MAX_PAYLOAD_CAP, NO_VNI, SensorConfig,
-    config_flags, counter, direction, split_payload, tcp_flags,
+    EventBuf, EventHeader, FlowKey, FlowStats, MAX_PAYLOAD_CAP, NO_VNI, SensorConfig, config_flags,
+    counter, direction, split_payload, tcp_flags,
 };
 
 /// Default ring size; user space resizes it at load time (`--ring-size`).
@@ -182,11 +182,27 @@ fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
         count(counter::MALFORMED);
         return;
     }
-    hdr.key.client_port = if dir == direction::TO_SERVER { sport } else { dport };
-    hdr.key.server_port = if dir == direction::TO_SERVER { dport } else { sport };
+    hdr.key.client_port = if dir == direction::TO_SERVER {
+        sport
+    } else {
+        dport
+    };
+    hdr.key.server_port = if dir == direction::TO_SERVER {
+        dport
+    } else {
+        sport
+    };
     hdr.key.vni = vni;
 
-    update_flow(&hdr.key, dir, flags, l3.ip_len, payload_len, captured < payload_len, ts);
+    update_flow(
+        &hdr.key,
+        dir,
+        flags,
+        l3.ip_len,
+        payload_len,
+        captured < payload_len,
+        ts,
+    );
 
     let control = flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
     if payload_len > 0 {
@@ -235,6 +251,7 @@ fn update_flow(
             init_flow_stats(&mut fresh, ts);
             // BPF_NOEXIST: another CPU may have created it meanwhile; then we use theirs.
             // Inserted from the initialised memory itself: a copy would be a memset again.
+            #[allow(clippy::needless_borrows_for_generic_args)]
             let _ = FLOWS.insert(key, unsafe { &*fresh.as_ptr() }, 1);
             match FLOWS.get_ptr_mut(key) {
                 Some(s) => s,

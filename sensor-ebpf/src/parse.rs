@@ -26,7 +26,8 @@ pub fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> 
     // Uninitialised on purpose: zeroing becomes a byte-wise memset call the verifier walks
     // byte by byte; the helper writes all N bytes (or zeroes them on failure).
     let mut buf = core::mem::MaybeUninit::<[u8; N]>::uninit();
-    let ret = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
+    let ret =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
     (ret == 0).then(|| unsafe { buf.assume_init() })
 }
 

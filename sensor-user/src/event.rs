@@ -70,9 +70,7 @@ impl<'a> Event<'a> {
 /// The raw bytes of a header, as they sit at the start of a ring-buffer record.
 pub fn header_bytes(hdr: &EventHeader) -> &[u8] {
     // SAFETY: repr(C), no padding bytes (size asserted in sensor-common), plain integers.
-    unsafe {
-        std::slice::from_raw_parts(std::ptr::from_ref(hdr).cast::<u8>(), EventHeader::SIZE)
-    }
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(hdr).cast::<u8>(), EventHeader::SIZE) }
 }
 
 /// An address from a flow key: IPv4-mapped addresses come back as IPv4.
@@ -133,7 +131,10 @@ mod tests {
                 present: 3
             }
         );
-        assert!(matches!(Event::parse(&[0u8; 10]), Err(EventError::Short(10, _))));
+        assert!(matches!(
+            Event::parse(&[0u8; 10]),
+            Err(EventError::Short(10, _))
+        ));
         let hdr = EventHeader {
             captured_len: 2,
             head_len: 3,

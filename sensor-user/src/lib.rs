@@ -8,8 +8,8 @@
 //! netns + veth pair ([`netns`]) and replays the bundled captures into it.
 
 pub mod agent;
-pub mod decode;
 pub mod capture;
+pub mod decode;
 pub mod demo;
 pub mod event;
 pub mod flows;

@@ -19,7 +19,11 @@ use sensor_common::{DEFAULT_DB_PORTS, MAX_PAYLOAD_CAP, SensorConfig, config_flag
 use std::{path::PathBuf, time::Duration};
 
 #[derive(Parser)]
-#[command(name = "rds-sensor", version, about = "XDP traffic analyzer for database traffic mirrored from Amazon RDS/Aurora")]
+#[command(
+    name = "rds-sensor",
+    version,
+    about = "XDP traffic analyzer for database traffic mirrored from Amazon RDS/Aurora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -215,7 +219,11 @@ fn real_main() -> Result<()> {
                 )
                 .await?;
                 sensor.detach()?;
-                tracing::info!(events = report.events, queue_dropped = report.queue_dropped, "detached");
+                tracing::info!(
+                    events = report.events,
+                    queue_dropped = report.queue_dropped,
+                    "detached"
+                );
                 Ok(())
             })
         }

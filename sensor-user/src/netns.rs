@@ -27,7 +27,8 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(name: &str) -> Result<Self> {
-        ip(&["netns", "add", name]).with_context(|| format!("creating netns {name} (root needed)"))?;
+        ip(&["netns", "add", name])
+            .with_context(|| format!("creating netns {name} (root needed)"))?;
         Ok(Self {
             name: name.to_string(),
         })
@@ -69,10 +70,25 @@ impl VethPair {
         if outside.len() > 15 {
             bail!("interface name {outside} too long");
         }
-        ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &ns.name])?;
-        let pair = Self { outside, inside, ns };
+        ip(&[
+            "link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &ns.name,
+        ])?;
+        let pair = Self {
+            outside,
+            inside,
+            ns,
+        };
         ip(&["link", "set", &pair.outside, "mtu", "9000", "up"])?;
-        ip(&["-n", &pair.ns.name, "link", "set", &pair.inside, "mtu", "9000", "up"])?;
+        ip(&[
+            "-n",
+            &pair.ns.name,
+            "link",
+            "set",
+            &pair.inside,
+            "mtu",
+            "9000",
+            "up",
+        ])?;
         ip(&["-n", &pair.ns.name, "link", "set", "lo", "up"])?;
         Ok(pair)
     }
@@ -87,7 +103,9 @@ impl VethPair {
             None => c.arg("--topspeed"),
         };
         c.arg(pcap);
-        let out = c.output().context("running tcpreplay (install tcpreplay)")?;
+        let out = c
+            .output()
+            .context("running tcpreplay (install tcpreplay)")?;
         if !out.status.success() {
             bail!(
                 "tcpreplay {} failed: {}{}",

@@ -134,7 +134,9 @@ impl FlowRecord {
 }
 
 /// Kernel (or emulated kernel) counters by name.
-pub fn counter_map(c: &[u64; counter::COUNT as usize]) -> serde_json::Map<String, serde_json::Value> {
+pub fn counter_map(
+    c: &[u64; counter::COUNT as usize],
+) -> serde_json::Map<String, serde_json::Value> {
     counter::NAMES
         .iter()
         .zip(c.iter())

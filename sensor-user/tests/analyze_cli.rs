@@ -25,7 +25,11 @@ fn analyze_reports_flows_of_an_unseen_capture() {
     let pcap = tmp("mixed.pcap");
     write_pcap(&pcap, &mixed_frames());
     let out = analyze(&[pcap.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -49,13 +53,44 @@ fn analyze_reports_flows_of_an_unseen_capture() {
         .collect();
     got.sort();
     let want = vec![
-        ("198.51.100.20:41000".to_string(), "198.51.100.10:5432".to_string(), Some(7341), 14, 7, "fin".to_string()),
-        ("198.51.100.20:41001".into(), "198.51.100.10:3306".into(), Some(7342), 14, 7, "fin".into()),
-        ("198.51.100.20:41003".into(), "198.51.100.10:5432".into(), None, 14, 7, "fin".into()),
-        ("[2001:db8::20]:41002".into(), "[2001:db8::10]:5432".into(), Some(99), 14, 7, "fin".into()),
+        (
+            "198.51.100.20:41000".to_string(),
+            "198.51.100.10:5432".to_string(),
+            Some(7341),
+            14,
+            7,
+            "fin".to_string(),
+        ),
+        (
+            "198.51.100.20:41001".into(),
+            "198.51.100.10:3306".into(),
+            Some(7342),
+            14,
+            7,
+            "fin".into(),
+        ),
+        (
+            "198.51.100.20:41003".into(),
+            "198.51.100.10:5432".into(),
+            None,
+            14,
+            7,
+            "fin".into(),
+        ),
+        (
+            "[2001:db8::20]:41002".into(),
+            "[2001:db8::10]:5432".into(),
+            Some(99),
+            14,
+            7,
+            "fin".into(),
+        ),
     ];
     assert_eq!(got, want);
-    let summary = lines.iter().find(|v| v["kind"] == "summary").expect("a summary");
+    let summary = lines
+        .iter()
+        .find(|v| v["kind"] == "summary")
+        .expect("a summary");
     assert_eq!(summary["kernel"]["vxlan_bad"], 1);
     assert_eq!(summary["kernel"]["db_payload_segments"], 40);
     let _ = std::fs::remove_file(&pcap);
@@ -75,7 +110,9 @@ fn analyze_rejects_malformed_input_without_panicking() {
         ("cut_record", valid[..valid.len() - 7].to_vec()),
         ("huge_record", {
             let mut v = valid[..24].to_vec();
-            v.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f]);
+            v.extend_from_slice(&[
+                0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f,
+            ]);
             v
         }),
         ("bad_pcapng", {
@@ -96,7 +133,10 @@ fn analyze_rejects_malformed_input_without_panicking() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: should fail");
         assert!(!stderr.contains("panicked"), "{name}: panicked: {stderr}");
-        assert!(stderr.contains("rds-sensor: error:"), "{name}: no clear error: {stderr}");
+        assert!(
+            stderr.contains("rds-sensor: error:"),
+            "{name}: no clear error: {stderr}"
+        );
     }
     let out = analyze(&["/nonexistent/capture.pcap"]);
     assert!(!out.status.success());

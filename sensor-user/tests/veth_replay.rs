@@ -46,12 +46,29 @@ fn truth(pcap: &Path) -> Truth {
     let ports: Vec<u16> = DEFAULT_DB_PORTS.iter().map(|(p, _)| *p).collect();
     let filter = format!(
         "tcp.port in {{{}}} && !(vxlan && vxlan.flag_i == 0)",
-        ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let rows = tshark_fields(
         pcap,
         &filter,
-        &["frame.protocols", "vxlan.vni", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.len", "tcp.flags", "ip.len", "ipv6.plen"],
+        &[
+            "frame.protocols",
+            "vxlan.vni",
+            "ip.src",
+            "ip.dst",
+            "ipv6.src",
+            "ipv6.dst",
+            "tcp.srcport",
+            "tcp.dstport",
+            "tcp.len",
+            "tcp.flags",
+            "ip.len",
+            "ipv6.plen",
+        ],
     );
     let mut t = Truth::default();
     for r in rows {
@@ -124,7 +141,10 @@ fn pipeline(records: &Arc<Mutex<Vec<Record>>>, clock: Clock) -> Pipeline {
 fn check_capture(pcap: &Path) {
     let name = pcap.file_name().unwrap().to_string_lossy().into_owned();
     let truth = truth(pcap);
-    assert!(truth.payload_segments > 0, "{name}: tshark found no database payload");
+    assert!(
+        truth.payload_segments > 0,
+        "{name}: tshark found no database payload"
+    );
 
     // Live: veth + tcpreplay.
     let pair = VethPair::new("rt").expect("veth pair");
@@ -133,9 +153,14 @@ fn check_capture(pcap: &Path) {
         ..LiveOptions::default()
     };
     let mut sensor = Sensor::load(&live).expect("load");
-    sensor.attach(&pair.outside, AttachMode::Auto).expect("attach");
+    sensor
+        .attach(&pair.outside, AttachMode::Auto)
+        .expect("attach");
     let records = Arc::new(Mutex::new(Vec::new()));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let replayer = {
         let pcap = pcap.to_path_buf();
@@ -143,7 +168,16 @@ fn check_capture(pcap: &Path) {
         let ns = pair.ns.name.clone();
         std::thread::spawn(move || {
             let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &ns, "tcpreplay", "-q", "--topspeed", "-i", &inside])
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "tcpreplay",
+                    "-q",
+                    "--topspeed",
+                    "-i",
+                    &inside,
+                ])
                 .arg(&pcap)
                 .output()
                 .expect("tcpreplay");
@@ -164,21 +198,37 @@ fn check_capture(pcap: &Path) {
         ))
         .expect("agent");
     let out = replayer.join().unwrap();
-    assert!(out.status.success(), "{name}: tcpreplay: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{name}: tcpreplay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sensor.detach().unwrap();
     drop(sensor);
     drop(pair);
 
     let k = report.counters;
     // Every database segment with payload: exactly one event or one counted drop.
-    assert_eq!(k[c::DB_PAYLOAD_SEGMENTS as usize], truth.payload_segments, "{name}: payload segments seen by XDP");
+    assert_eq!(
+        k[c::DB_PAYLOAD_SEGMENTS as usize],
+        truth.payload_segments,
+        "{name}: payload segments seen by XDP"
+    );
     assert_eq!(
         k[c::EVENTS_SENT as usize] + k[c::EVENTS_DROPPED as usize],
         truth.payload_segments + truth.control_segments,
         "{name}: events sent + dropped"
     );
-    assert_eq!(report.records_read, k[c::EVENTS_SENT as usize], "{name}: records read from the ring");
-    assert_eq!(report.events + report.queue_dropped, report.records_read, "{name}: events decoded + queue drops");
+    assert_eq!(
+        report.records_read,
+        k[c::EVENTS_SENT as usize],
+        "{name}: records read from the ring"
+    );
+    assert_eq!(
+        report.events + report.queue_dropped,
+        report.records_read,
+        "{name}: events decoded + queue drops"
+    );
     let live_records = records.lock().unwrap().clone();
     let live_flows = flow_counts(&live_records);
     assert_eq!(live_flows, truth.flows, "{name}: live flows against tshark");
@@ -196,9 +246,17 @@ fn check_capture(pcap: &Path) {
         &mut p,
     )
     .expect("analyze");
-    assert_eq!(outcome.counters[c::DB_PAYLOAD_SEGMENTS as usize], truth.payload_segments, "{name}: analyze payload segments");
+    assert_eq!(
+        outcome.counters[c::DB_PAYLOAD_SEGMENTS as usize],
+        truth.payload_segments,
+        "{name}: analyze payload segments"
+    );
     let offline_records = offline_records.lock().unwrap().clone();
-    assert_eq!(flow_counts(&offline_records), live_flows, "{name}: analyze and live report the same flows");
+    assert_eq!(
+        flow_counts(&offline_records),
+        live_flows,
+        "{name}: analyze and live report the same flows"
+    );
     eprintln!(
         "{name}: {} flows, {} payload segments, {} events, {} ring drops: live = tshark = analyze",
         live_flows.len(),
@@ -214,7 +272,11 @@ fn veth_replay_of_bundled_captures() {
         return;
     }
     let pcaps = bundled_pcaps();
-    assert!(!pcaps.is_empty(), "no bundled captures in {}", pcaps_dir().display());
+    assert!(
+        !pcaps.is_empty(),
+        "no bundled captures in {}",
+        pcaps_dir().display()
+    );
     for p in &pcaps {
         check_capture(p);
     }

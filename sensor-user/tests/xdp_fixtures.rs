@@ -45,7 +45,12 @@ impl Harness {
         let ring = sensor.take_events().unwrap();
         let state = sensor.take_state().unwrap();
         let twin = Decapsulator::new(config, &opts.ports, 1024);
-        Self { sensor, ring, state, twin }
+        Self {
+            sensor,
+            ring,
+            state,
+            twin,
+        }
     }
 
     fn run(&mut self, name: &str, frame: &[u8]) -> Outcome {
@@ -72,8 +77,14 @@ impl Harness {
         // The twin must agree on everything but the clock.
         let twin_before = self.twin.counters;
         let mut rec = Vec::new();
-        let v = self.twin.process(LinkType::Ethernet, frame, frame.len() as u32, 0, &mut rec);
-        let twin_verdict = if v == Verdict::Drop { XDP_DROP } else { XDP_PASS };
+        let v = self
+            .twin
+            .process(LinkType::Ethernet, frame, frame.len() as u32, 0, &mut rec);
+        let twin_verdict = if v == Verdict::Drop {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
         assert_eq!(twin_verdict, res.return_value, "{name}: twin verdict");
         let mut twin_delta = [0u64; c::COUNT as usize];
         for i in 0..twin_delta.len() {
@@ -83,7 +94,10 @@ impl Harness {
         let twin_records: Vec<Vec<u8>> = if rec.is_empty() { vec![] } else { vec![rec] };
         assert_eq!(
             records.iter().map(|r| without_clock(r)).collect::<Vec<_>>(),
-            twin_records.iter().map(|r| without_clock(r)).collect::<Vec<_>>(),
+            twin_records
+                .iter()
+                .map(|r| without_clock(r))
+                .collect::<Vec<_>>(),
             "{name}: twin record"
         );
         Outcome {
@@ -137,11 +151,25 @@ fn pg_query(sql: &str) -> Vec<u8> {
     m
 }
 
-fn check_hdr(name: &str, h: &EventHeader, dir: u8, client: [u8; 16], server: [u8; 16], cport: u16, sport: u16, vni: u32) {
+#[allow(clippy::too_many_arguments)]
+fn check_hdr(
+    name: &str,
+    h: &EventHeader,
+    dir: u8,
+    client: [u8; 16],
+    server: [u8; 16],
+    cport: u16,
+    sport: u16,
+    vni: u32,
+) {
     assert_eq!(h.direction, dir, "{name}: direction");
     assert_eq!(h.key.client_addr, client, "{name}: client address");
     assert_eq!(h.key.server_addr, server, "{name}: server address");
-    assert_eq!((h.key.client_port, h.key.server_port), (cport, sport), "{name}: ports");
+    assert_eq!(
+        (h.key.client_port, h.key.server_port),
+        (cport, sport),
+        "{name}: ports"
+    );
     assert_eq!(h.key.vni, vni, "{name}: vni");
 }
 
@@ -157,28 +185,91 @@ fn xdp_fixtures() {
 
     // A PostgreSQL request inside VXLAN: consumed (XDP_DROP), one event with the whole payload.
     let q = pg_query("select 1");
-    let frame = vxlan(7341, 0x08, &inner_tcp(inner4, 40000, 5432, f::PSH | f::ACK, &q), outer4, &[]);
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(inner4, 40000, 5432, f::PSH | f::ACK, &q),
+        outer4,
+        &[],
+    );
     let o = h.run("vxlan_request", &frame);
     assert_eq!(o.verdict, XDP_DROP);
-    expect_counts("vxlan_request", &o, &[(c::VXLAN, 1), (c::DB_SEGMENTS, 1), (c::DB_PAYLOAD_SEGMENTS, 1), (c::EVENTS_SENT, 1), (c::DROPPED, 1)]);
+    expect_counts(
+        "vxlan_request",
+        &o,
+        &[
+            (c::VXLAN, 1),
+            (c::DB_SEGMENTS, 1),
+            (c::DB_PAYLOAD_SEGMENTS, 1),
+            (c::EVENTS_SENT, 1),
+            (c::DROPPED, 1),
+        ],
+    );
     let ev = one_event("vxlan_request", &o);
-    check_hdr("vxlan_request", &ev.hdr, direction::TO_SERVER, mapped(CLIENT), mapped(SERVER), 40000, 5432, 7341);
-    assert_eq!((ev.hdr.payload_len, ev.hdr.captured_len), (q.len() as u32, q.len() as u32));
+    check_hdr(
+        "vxlan_request",
+        &ev.hdr,
+        direction::TO_SERVER,
+        mapped(CLIENT),
+        mapped(SERVER),
+        40000,
+        5432,
+        7341,
+    );
+    assert_eq!(
+        (ev.hdr.payload_len, ev.hdr.captured_len),
+        (q.len() as u32, q.len() as u32)
+    );
     assert_eq!(ev.head(), &q[..]);
     assert!(ev.tail().is_empty());
-    assert_eq!((ev.hdr.seq, ev.hdr.ack, ev.hdr.tcp_flags, ev.hdr.proto, ev.hdr.ip_version), (1000, 2000, f::PSH | f::ACK, 1, 4));
+    assert_eq!(
+        (
+            ev.hdr.seq,
+            ev.hdr.ack,
+            ev.hdr.tcp_flags,
+            ev.hdr.proto,
+            ev.hdr.ip_version
+        ),
+        (1000, 2000, f::PSH | f::ACK, 1, 4)
+    );
     assert_eq!(ev.hdr.wire_len as usize, frame.len());
 
     // A long response: head + tail, the tail ends with ReadyForQuery.
     let mut resp: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
     let n = resp.len();
     resp[n - 6..].copy_from_slice(b"Z\0\0\0\x05I");
-    let frame = vxlan(7341, 0x08, &inner_tcp(inner4_back, 5432, 40000, f::PSH | f::ACK, &resp), outer4, &[]);
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(inner4_back, 5432, 40000, f::PSH | f::ACK, &resp),
+        outer4,
+        &[],
+    );
     let o = h.run("vxlan_long_response", &frame);
     assert_eq!(o.verdict, XDP_DROP);
-    expect_counts("vxlan_long_response", &o, &[(c::VXLAN, 1), (c::DB_SEGMENTS, 1), (c::DB_PAYLOAD_SEGMENTS, 1), (c::EVENTS_SENT, 1), (c::DROPPED, 1), (c::CAPPED, 1)]);
+    expect_counts(
+        "vxlan_long_response",
+        &o,
+        &[
+            (c::VXLAN, 1),
+            (c::DB_SEGMENTS, 1),
+            (c::DB_PAYLOAD_SEGMENTS, 1),
+            (c::EVENTS_SENT, 1),
+            (c::DROPPED, 1),
+            (c::CAPPED, 1),
+        ],
+    );
     let ev = one_event("vxlan_long_response", &o);
-    check_hdr("vxlan_long_response", &ev.hdr, direction::TO_CLIENT, mapped(CLIENT), mapped(SERVER), 40000, 5432, 7341);
+    check_hdr(
+        "vxlan_long_response",
+        &ev.hdr,
+        direction::TO_CLIENT,
+        mapped(CLIENT),
+        mapped(SERVER),
+        40000,
+        5432,
+        7341,
+    );
     let cfg = SensorConfig::default();
     assert_eq!(ev.head().len(), (cfg.payload_cap - cfg.tail_cap) as usize);
     assert_eq!(ev.head(), &resp[..ev.head().len()]);
@@ -186,19 +277,47 @@ fn xdp_fixtures() {
     assert!(ev.tail().ends_with(b"Z\0\0\0\x05I"));
 
     // Mirrored but not database traffic: consumed, counted, no event.
-    let frame = vxlan(7341, 0x08, &inner_tcp(inner4, 40001, 8080, f::ACK, b"GET / HTTP/1.1\r\n"), outer4, &[]);
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(inner4, 40001, 8080, f::ACK, b"GET / HTTP/1.1\r\n"),
+        outer4,
+        &[],
+    );
     let o = h.run("vxlan_non_db", &frame);
     assert_eq!(o.verdict, XDP_DROP);
-    expect_counts("vxlan_non_db", &o, &[(c::VXLAN, 1), (c::NON_DB, 1), (c::DROPPED, 1)]);
+    expect_counts(
+        "vxlan_non_db",
+        &o,
+        &[(c::VXLAN, 1), (c::NON_DB, 1), (c::DROPPED, 1)],
+    );
     assert!(o.records.is_empty());
 
     // Plain (SPAN) database segment: passed to the host, with an event and no VNI.
     let frame = inner_tcp(inner4, 40002, 3306, f::PSH | f::ACK, b"\x05\0\0\0\x0eabcd");
     let o = h.run("plain_mysql", &frame);
     assert_eq!(o.verdict, XDP_PASS);
-    expect_counts("plain_mysql", &o, &[(c::DB_SEGMENTS, 1), (c::DB_PAYLOAD_SEGMENTS, 1), (c::EVENTS_SENT, 1), (c::PASSED, 1)]);
+    expect_counts(
+        "plain_mysql",
+        &o,
+        &[
+            (c::DB_SEGMENTS, 1),
+            (c::DB_PAYLOAD_SEGMENTS, 1),
+            (c::EVENTS_SENT, 1),
+            (c::PASSED, 1),
+        ],
+    );
     let ev = one_event("plain_mysql", &o);
-    check_hdr("plain_mysql", &ev.hdr, direction::TO_SERVER, mapped(CLIENT), mapped(SERVER), 40002, 3306, NO_VNI);
+    check_hdr(
+        "plain_mysql",
+        &ev.hdr,
+        direction::TO_SERVER,
+        mapped(CLIENT),
+        mapped(SERVER),
+        40002,
+        3306,
+        NO_VNI,
+    );
     assert_eq!(ev.hdr.proto, 2);
 
     // The host's own traffic (SSH): passed, nothing else.
@@ -214,64 +333,161 @@ fn xdp_fixtures() {
 
     // IPv6 inside, IPv6 outside with QinQ tags.
     let inner6 = Ip::V6(v6(0x20), v6(0x10));
-    let frame = vxlan(42, 0x08, &inner_tcp(inner6, 40004, 5432, f::PSH | f::ACK, &q), Ip::V6(v6(0x07), v6(0x05)), &[(0x88a8, 100), (0x8100, 200)]);
+    let frame = vxlan(
+        42,
+        0x08,
+        &inner_tcp(inner6, 40004, 5432, f::PSH | f::ACK, &q),
+        Ip::V6(v6(0x07), v6(0x05)),
+        &[(0x88a8, 100), (0x8100, 200)],
+    );
     let o = h.run("ipv6_qinq", &frame);
     assert_eq!(o.verdict, XDP_DROP);
     let ev = one_event("ipv6_qinq", &o);
-    check_hdr("ipv6_qinq", &ev.hdr, direction::TO_SERVER, v6(0x20), v6(0x10), 40004, 5432, 42);
+    check_hdr(
+        "ipv6_qinq",
+        &ev.hdr,
+        direction::TO_SERVER,
+        v6(0x20),
+        v6(0x10),
+        40004,
+        5432,
+        42,
+    );
     assert_eq!(ev.hdr.ip_version, 6);
 
     // IPv4 options and IPv6 extension headers (hop-by-hop, destination options) are skipped.
     let t = tcp(40005, 5432, 1, 1, f::PSH | f::ACK, &q);
-    let frame = vxlan(1, 0x08, &eth(0x0800, &[], &ip(inner4, 6, &t, &[1, 1, 1, 0, 0x94, 4, 0, 0], &[])), outer4, &[]);
+    let frame = vxlan(
+        1,
+        0x08,
+        &eth(
+            0x0800,
+            &[],
+            &ip(inner4, 6, &t, &[1, 1, 1, 0, 0x94, 4, 0, 0], &[]),
+        ),
+        outer4,
+        &[],
+    );
     let ev_o = h.run("ipv4_options", &frame);
     assert_eq!(one_event("ipv4_options", &ev_o).head(), &q[..]);
-    let ext = vec![(0u8, vec![0, 0, 1, 4, 0, 0, 0, 0]), (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0])];
-    let frame = vxlan(1, 0x08, &eth(0x86dd, &[], &ip(inner6, 6, &t, &[], &ext)), outer4, &[]);
+    let ext = vec![
+        (0u8, vec![0, 0, 1, 4, 0, 0, 0, 0]),
+        (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0]),
+    ];
+    let frame = vxlan(
+        1,
+        0x08,
+        &eth(0x86dd, &[], &ip(inner6, 6, &t, &[], &ext)),
+        outer4,
+        &[],
+    );
     let o = h.run("ipv6_ext_headers", &frame);
     let ev = one_event("ipv6_ext_headers", &o);
     assert_eq!(ev.head(), &q[..]);
     assert_eq!(ev.hdr.key.client_port, 40005);
 
     // A VXLAN header without the I flag: not a valid copy; consumed and counted, no event.
-    let frame = vxlan(7341, 0x00, &inner_tcp(inner4, 40000, 5432, f::ACK, &q), outer4, &[]);
+    let frame = vxlan(
+        7341,
+        0x00,
+        &inner_tcp(inner4, 40000, 5432, f::ACK, &q),
+        outer4,
+        &[],
+    );
     let o = h.run("vxlan_bad_flags", &frame);
     assert_eq!(o.verdict, XDP_DROP);
     expect_counts("vxlan_bad_flags", &o, &[(c::VXLAN_BAD, 1), (c::DROPPED, 1)]);
 
     // Truncated by the mirror session's PacketLength: the IP header keeps the true length.
     let big = pg_query(&"x".repeat(1000));
-    let mut frame = vxlan(7341, 0x08, &inner_tcp(inner4, 40000, 5432, f::PSH | f::ACK, &big), outer4, &[]);
+    let mut frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(inner4, 40000, 5432, f::PSH | f::ACK, &big),
+        outer4,
+        &[],
+    );
     frame.truncate(128);
     let o = h.run("truncated", &frame);
-    expect_counts("truncated", &o, &[(c::VXLAN, 1), (c::DB_SEGMENTS, 1), (c::DB_PAYLOAD_SEGMENTS, 1), (c::EVENTS_SENT, 1), (c::DROPPED, 1), (c::TRUNCATED, 1)]);
+    expect_counts(
+        "truncated",
+        &o,
+        &[
+            (c::VXLAN, 1),
+            (c::DB_SEGMENTS, 1),
+            (c::DB_PAYLOAD_SEGMENTS, 1),
+            (c::EVENTS_SENT, 1),
+            (c::DROPPED, 1),
+            (c::TRUNCATED, 1),
+        ],
+    );
     let ev = one_event("truncated", &o);
     let headers = 14 + 20 + 8 + 8 + 14 + 20 + 20;
-    assert_eq!((ev.hdr.payload_len, ev.hdr.captured_len), (big.len() as u32, (128 - headers) as u32));
+    assert_eq!(
+        (ev.hdr.payload_len, ev.hdr.captured_len),
+        (big.len() as u32, (128 - headers) as u32)
+    );
     assert_eq!(ev.head(), &big[..128 - headers]);
 
     // A non-first IPv4 fragment has no TCP header: counted, no event.
     let mut pkt = ip(inner4, 6, &[0u8; 40], &[], &[]);
     pkt[6] = 0x00;
     pkt[7] = 0x10;
-    let o = h.run("fragment", &vxlan(1, 0x08, &eth(0x0800, &[], &pkt), outer4, &[]));
-    expect_counts("fragment", &o, &[(c::VXLAN, 1), (c::FRAGMENTS, 1), (c::DROPPED, 1)]);
+    let o = h.run(
+        "fragment",
+        &vxlan(1, 0x08, &eth(0x0800, &[], &pkt), outer4, &[]),
+    );
+    expect_counts(
+        "fragment",
+        &o,
+        &[(c::VXLAN, 1), (c::FRAGMENTS, 1), (c::DROPPED, 1)],
+    );
 
     // A TCP data offset pointing past the segment: malformed.
     let mut t = tcp(40006, 5432, 1, 1, f::ACK, b"abc");
     t[12] = 15 << 4;
-    let o = h.run("bad_data_offset", &vxlan(1, 0x08, &eth(0x0800, &[], &ip(inner4, 6, &t, &[], &[])), outer4, &[]));
-    expect_counts("bad_data_offset", &o, &[(c::VXLAN, 1), (c::DB_SEGMENTS, 1), (c::MALFORMED, 1), (c::DROPPED, 1)]);
+    let o = h.run(
+        "bad_data_offset",
+        &vxlan(
+            1,
+            0x08,
+            &eth(0x0800, &[], &ip(inner4, 6, &t, &[], &[])),
+            outer4,
+            &[],
+        ),
+    );
+    expect_counts(
+        "bad_data_offset",
+        &o,
+        &[
+            (c::VXLAN, 1),
+            (c::DB_SEGMENTS, 1),
+            (c::MALFORMED, 1),
+            (c::DROPPED, 1),
+        ],
+    );
 
     // SYN: a control event without payload, and the flow's SYN count.
-    let frame = vxlan(7341, 0x08, &inner_tcp(inner4, 40007, 5432, f::SYN, &[]), outer4, &[]);
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(inner4, 40007, 5432, f::SYN, &[]),
+        outer4,
+        &[],
+    );
     let o = h.run("syn", &frame);
     let ev = one_event("syn", &o);
     assert_eq!((ev.hdr.payload_len, ev.hdr.tcp_flags), (0, f::SYN));
 
     // Every truncation of a valid frame: a verdict and counters, never a fault, and the twin
     // agrees at every length (checked inside run()).
-    let frame = vxlan(7341, 0x08, &inner_tcp(Ip::V4(CLIENT, SERVER), 40008, 5432, f::PSH | f::ACK, &q), outer4, &[(0x8100, 5)]);
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(Ip::V4(CLIENT, SERVER), 40008, 5432, f::PSH | f::ACK, &q),
+        outer4,
+        &[(0x8100, 5)],
+    );
     for cut in 14..frame.len() {
         let o = h.run(&format!("cut_at_{cut}"), &frame[..cut]);
         assert!(o.verdict == XDP_DROP || o.verdict == XDP_PASS);
@@ -292,7 +508,10 @@ fn xdp_fixtures() {
     norm(&mut kernel);
     norm(&mut twin);
     assert_eq!(kernel, twin, "flow tables");
-    let syn_flow = kernel.iter().find(|(k, _)| k.client_port == 40007).expect("syn flow");
+    let syn_flow = kernel
+        .iter()
+        .find(|(k, _)| k.client_port == 40007)
+        .expect("syn flow");
     assert_eq!((syn_flow.1.syn, syn_flow.1.packets[0]), (1, 1));
 }
 
@@ -310,13 +529,25 @@ fn xdp_config_is_honoured() {
     };
     let mut h = Harness::new(config);
     let q = pg_query("select * from big_table where id = 42");
-    let frame = vxlan(9, 0x08, &inner_tcp(Ip::V4(CLIENT, SERVER), 40000, 5432, f::PSH | f::ACK, &q), Ip::V4(ENI, TARGET), &[]);
+    let frame = vxlan(
+        9,
+        0x08,
+        &inner_tcp(Ip::V4(CLIENT, SERVER), 40000, 5432, f::PSH | f::ACK, &q),
+        Ip::V4(ENI, TARGET),
+        &[],
+    );
     let o = h.run("pass_mirrored", &frame);
     assert_eq!(o.verdict, XDP_PASS);
     let ev = one_event("pass_mirrored", &o);
     assert_eq!(ev.head(), &q[..12]);
     assert_eq!(ev.tail(), &q[q.len() - 4..]);
-    let frame = vxlan(9, 0x08, &inner_tcp(Ip::V4(CLIENT, SERVER), 40001, 5432, f::SYN, &[]), Ip::V4(ENI, TARGET), &[]);
+    let frame = vxlan(
+        9,
+        0x08,
+        &inner_tcp(Ip::V4(CLIENT, SERVER), 40001, 5432, f::SYN, &[]),
+        Ip::V4(ENI, TARGET),
+        &[],
+    );
     let o = h.run("no_control_events", &frame);
     assert!(o.records.is_empty());
     assert_eq!(o.delta[c::DB_SEGMENTS as usize], 1);

@@ -19,6 +19,7 @@ use std::{
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
+    "rust-web-clippy",
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -46,12 +47,28 @@ impl Route {
 
     /// The command that builds the eBPF crate in `dir` (release).
     pub fn build_command(&self, dir: &Path) -> Command {
+        self.cargo_command(dir, "build")
+    }
+
+    /// clippy with `-D warnings` on the eBPF crate, with the same toolchain and target.
+    pub fn clippy_command(&self, dir: &Path) -> Command {
+        let mut c = self.cargo_command(dir, "clippy");
+        if let Route::Debian { .. } = self {
+            // Debian's cargo-clippy / clippy-driver (rust-web-clippy) match rustc-web; rustup's
+            // would look for a bpfel core in its own sysroot.
+            c.env("PATH", format!("/usr/bin:{}", path_with_cargo_bin()));
+        }
+        c.args(["--", "-D", "warnings"]);
+        c
+    }
+
+    fn cargo_command(&self, dir: &Path, verb: &str) -> Command {
         let mut c;
         match self {
             Route::Debian { rustc, cargo } => {
                 c = Command::new(cargo);
                 c.env("RUSTC", rustc).env("RUSTC_BOOTSTRAP", "1");
-                c.args(["build", "--release", "--target", "bpfel-unknown-none"]);
+                c.args([verb, "--release", "--target", "bpfel-unknown-none"]);
             }
             Route::Nightly => {
                 c = Command::new("rustup");
@@ -59,7 +76,7 @@ impl Route {
                     "run",
                     "nightly",
                     "cargo",
-                    "build",
+                    verb,
                     "--release",
                     "--target",
                     "bpfel-unknown-none",
@@ -69,7 +86,13 @@ impl Route {
             }
         }
         // Cargo's own variables from the outer `cargo xtask` must not leak into the inner build.
-        for v in ["RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        for v in [
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+        ] {
             c.env_remove(v);
         }
         if let Route::Nightly = self {
@@ -78,6 +101,14 @@ impl Route {
         c.env("PATH", path_with_cargo_bin());
         c.current_dir(dir);
         c
+    }
+
+    /// Whether the toolchain can run clippy on the eBPF crate.
+    pub fn has_clippy(&self) -> bool {
+        match self {
+            Route::Debian { .. } => Path::new("/usr/bin/clippy-driver").is_file(),
+            Route::Nightly => true,
+        }
     }
 }
 
@@ -169,7 +200,11 @@ pub fn ensure(install: bool) -> Result<Route> {
         return Ok(r);
     }
     let (d_err, n_err) = (debian.unwrap_err(), nightly.unwrap_err());
-    if install && is_root() && Path::new("/usr/bin/apt-get").exists() && apt_has("libstd-rust-web-dev-bpf") {
+    if install
+        && is_root()
+        && Path::new("/usr/bin/apt-get").exists()
+        && apt_has("libstd-rust-web-dev-bpf")
+    {
         println!("xtask: no eBPF toolchain ({d_err}; {n_err}); installing the Debian route");
         apt_install(DEBIAN_PACKAGES)?;
         if which("bpf-linker").is_none() {
@@ -207,8 +242,10 @@ fn apt_update() {
 
 fn apt_has(pkg: &str) -> bool {
     apt_update();
-    output(Command::new("apt-cache").args(["policy", pkg]))
-        .is_some_and(|s| s.lines().any(|l| l.trim_start().starts_with("Candidate:") && !l.contains("(none)")))
+    output(Command::new("apt-cache").args(["policy", pkg])).is_some_and(|s| {
+        s.lines()
+            .any(|l| l.trim_start().starts_with("Candidate:") && !l.contains("(none)"))
+    })
 }
 
 /// Installs Debian packages, printing what it does.
@@ -260,7 +297,11 @@ pub const RUNTIME_TOOLS: &[(&str, &str)] = &[
 pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = tools
         .iter()
-        .filter(|(bin, _)| which(bin).is_none() && !Path::new("/usr/sbin").join(bin).is_file() && !Path::new("/sbin").join(bin).is_file())
+        .filter(|(bin, _)| {
+            which(bin).is_none()
+                && !Path::new("/usr/sbin").join(bin).is_file()
+                && !Path::new("/sbin").join(bin).is_file()
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {

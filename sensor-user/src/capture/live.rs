@@ -97,7 +97,8 @@ impl Sensor {
         }
         {
             let mut cfg: Array<_, SensorConfig> = Array::try_from(map(&mut ebpf, names::CONFIG)?)?;
-            cfg.set(0, opts.config, 0).context("writing the sensor config map")?;
+            cfg.set(0, opts.config, 0)
+                .context("writing the sensor config map")?;
         }
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
@@ -250,9 +251,10 @@ fn read_aligned(path: &std::path::Path) -> Result<Vec<u8>> {
 /// Shows the verifier's log, which is the only useful part of a load failure.
 fn verifier_error(e: aya::programs::ProgramError) -> anyhow::Error {
     match e {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => anyhow!(
-            "the kernel verifier rejected the XDP program: {io_error}\n{verifier_log}"
-        ),
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{verifier_log}"),
         other => anyhow!(other).context("loading the XDP program"),
     }
 }

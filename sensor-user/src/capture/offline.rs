@@ -24,8 +24,13 @@ pub struct OfflineOutcome {
 /// How often (capture time) flows are checked for expiry, as the live agent does.
 const EXPIRE_EVERY_NS: u64 = 1_000_000_000;
 
-pub fn analyze(path: &std::path::Path, opts: &OfflineOptions, pipeline: &mut Pipeline) -> Result<OfflineOutcome> {
-    let mut reader = PcapReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+pub fn analyze(
+    path: &std::path::Path,
+    opts: &OfflineOptions,
+    pipeline: &mut Pipeline,
+) -> Result<OfflineOutcome> {
+    let mut reader =
+        PcapReader::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut decap = Decapsulator::new(opts.config, &opts.ports, opts.flow_capacity);
     let mut record = Vec::with_capacity(8192);
     let mut frames = 0u64;

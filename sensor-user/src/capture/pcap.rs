@@ -139,9 +139,8 @@ impl<R: Read> PcapReader<R> {
             } => {
                 let start = self.offset;
                 let mut hdr = [0u8; 16];
-                match read_or_eof(&mut self.inner, &mut hdr, "record header", start)? {
-                    false => return Ok(None),
-                    true => {}
+                if !read_or_eof(&mut self.inner, &mut hdr, "record header", start)? {
+                    return Ok(None);
                 }
                 let sec = u32_at(&hdr, 0, swapped) as u64;
                 let frac = u32_at(&hdr, 4, swapped) as u64;
@@ -282,15 +281,16 @@ impl<R: Read> PcapReader<R> {
                     return Err(malformed("enhanced packet block shorter than 20 bytes"));
                 }
                 let ifid = u32_at(body, 0, swapped) as usize;
-                let ts = ((u32_at(body, 4, swapped) as u64) << 32) | u32_at(body, 8, swapped) as u64;
+                let ts =
+                    ((u32_at(body, 4, swapped) as u64) << 32) | u32_at(body, 8, swapped) as u64;
                 let caplen = u32_at(body, 12, swapped) as usize;
                 let orig_len = u32_at(body, 16, swapped);
                 if 20 + caplen > body.len() {
                     return Err(malformed("captured length runs past the block"));
                 }
-                let iface = *interfaces
-                    .get(ifid)
-                    .ok_or_else(|| malformed(&format!("packet names undeclared interface {ifid}")))?;
+                let iface = *interfaces.get(ifid).ok_or_else(|| {
+                    malformed(&format!("packet names undeclared interface {ifid}"))
+                })?;
                 let ts_ns = (ts as u128 * 1_000_000_000 / iface.units_per_sec as u128) as u64;
                 Ok(Some((ts_ns, orig_len, iface.linktype, 20..20 + caplen)))
             }
@@ -309,12 +309,10 @@ impl<R: Read> PcapReader<R> {
             _ => Ok(None),
         }
     }
-
-
 }
 
 fn check_len(len: u64, min: u64, start: u64, what: &'static str) -> Result<(), PcapError> {
-    if len < min || len % 4 != 0 {
+    if len < min || !len.is_multiple_of(4) {
         return Err(PcapError::Malformed {
             what,
             offset: start,
@@ -331,7 +329,12 @@ fn check_len(len: u64, min: u64, start: u64, what: &'static str) -> Result<(), P
     Ok(())
 }
 
-fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str, offset: u64) -> Result<(), PcapError> {
+fn read_exact<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    what: &'static str,
+    offset: u64,
+) -> Result<(), PcapError> {
     r.read_exact(buf).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             PcapError::Truncated { what, offset }
@@ -342,7 +345,12 @@ fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str, offset: u6
 }
 
 /// Like `read_exact`, but a clean end of file before the first byte is `Ok(false)`.
-fn read_or_eof<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str, offset: u64) -> Result<bool, PcapError> {
+fn read_or_eof<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    what: &'static str,
+    offset: u64,
+) -> Result<bool, PcapError> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
@@ -383,7 +391,10 @@ mod tests {
         let file = pcap(&[(1, 2, b"abc"), (3, 4, b"de")]);
         let mut r = PcapReader::new(&file[..]).unwrap();
         let f = r.next_frame().unwrap().unwrap();
-        assert_eq!((f.ts_ns, f.data, f.linktype), (1_000_002_000, &b"abc"[..], 1));
+        assert_eq!(
+            (f.ts_ns, f.data, f.linktype),
+            (1_000_002_000, &b"abc"[..], 1)
+        );
         let f = r.next_frame().unwrap().unwrap();
         assert_eq!(f.data, b"de");
         assert!(r.next_frame().unwrap().is_none());
@@ -402,9 +413,11 @@ mod tests {
                 Ok(n)
             })();
             // Cuts at record boundaries are clean ends; all others must be errors.
-            match res {
-                Ok(n) => assert!(cut == 24 && n == 0 || cut == 46 && n == 1, "cut {cut} gave Ok({n})"),
-                Err(_) => {}
+            if let Ok(n) = res {
+                assert!(
+                    cut == 24 && n == 0 || cut == 46 && n == 1,
+                    "cut {cut} gave Ok({n})"
+                );
             }
         }
     }
@@ -452,7 +465,10 @@ mod tests {
         v.extend_from_slice(&36u32.to_le_bytes());
         let mut r = PcapReader::new(&v[..]).unwrap();
         let f = r.next_frame().unwrap().unwrap();
-        assert_eq!((f.ts_ns, f.orig_len, f.linktype, f.data), (ts, 60, 113, &b"xyz"[..]));
+        assert_eq!(
+            (f.ts_ns, f.orig_len, f.linktype, f.data),
+            (ts, 60, 113, &b"xyz"[..])
+        );
         assert!(r.next_frame().unwrap().is_none());
     }
 }

@@ -54,7 +54,10 @@ pub fn verb_of(fingerprint: &str) -> String {
                     first = Some(word);
                 }
                 Some(_) if depth == 0 => {
-                    if matches!(word, "select" | "insert" | "update" | "delete" | "merge" | "values" | "table") {
+                    if matches!(
+                        word,
+                        "select" | "insert" | "update" | "delete" | "merge" | "values" | "table"
+                    ) {
                         return word.to_ascii_uppercase();
                     }
                 }
@@ -162,12 +165,12 @@ fn normalize(sql: &str, dialect: Dialect) -> String {
                 push_tok(&mut out, &mut pending_space, "?");
                 continue;
             }
-            if dialect == Dialect::Postgres {
-                if let Some(end) = dollar_string_end(b, i) {
-                    i = end;
-                    push_tok(&mut out, &mut pending_space, "?");
-                    continue;
-                }
+            if dialect == Dialect::Postgres
+                && let Some(end) = dollar_string_end(b, i)
+            {
+                i = end;
+                push_tok(&mut out, &mut pending_space, "?");
+                continue;
             }
         }
         // numbers (not part of an identifier: identifiers are consumed whole below)
@@ -190,7 +193,9 @@ fn normalize(sql: &str, dialect: Dialect) -> String {
         // identifiers and keywords
         if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
             let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80) {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
                 i += 1;
             }
             let word = &sql[start..i];
@@ -203,7 +208,8 @@ fn normalize(sql: &str, dialect: Dialect) -> String {
             continue;
         }
         // named parameters :name (but not the :: cast)
-        if c == b':' && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic()) && !out.ends_with(':') {
+        if c == b':' && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic()) && !out.ends_with(':')
+        {
             i += 1;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                 i += 1;
@@ -386,21 +392,45 @@ mod tests {
 
     #[test]
     fn literals_become_placeholders() {
-        assert_eq!(pg("SELECT * FROM t WHERE id = 5"), "select * from t where id = ?");
-        assert_eq!(pg("SELECT * FROM t WHERE id = 7"), pg("select *  from t\nwhere id=7").replace("id=?", "id = ?"));
-        assert_eq!(pg("SELECT 'canary-literal-4242', 3.5e-3, x'ff', E'a\\'b'"), "select ?, ?, ?, ?");
+        assert_eq!(
+            pg("SELECT * FROM t WHERE id = 5"),
+            "select * from t where id = ?"
+        );
+        assert_eq!(
+            pg("SELECT * FROM t WHERE id = 7"),
+            pg("select *  from t\nwhere id=7").replace("id=?", "id = ?")
+        );
+        assert_eq!(
+            pg("SELECT 'canary-literal-4242', 3.5e-3, x'ff', E'a\\'b'"),
+            "select ?, ?, ?, ?"
+        );
         assert_eq!(pg("select $$body 'x'$$, $f$y$f$"), "select ?, ?");
-        assert_eq!(pg("select * from t where a = $1 and b = $12"), "select * from t where a = ? and b = ?");
-        assert_eq!(my("SELECT \"canary\", 'x\\'y' FROM `T`"), "select ?, ? from `T`");
+        assert_eq!(
+            pg("select * from t where a = $1 and b = $12"),
+            "select * from t where a = ? and b = ?"
+        );
+        assert_eq!(
+            my("SELECT \"canary\", 'x\\'y' FROM `T`"),
+            "select ?, ? from `T`"
+        );
         assert_eq!(pg("SELECT \"Mixed\" FROM t"), "select \"Mixed\" from t");
         assert_eq!(pg("select -5, a-1 from t"), "select ?, a-? from t");
     }
 
     #[test]
     fn lists_and_rows_collapse() {
-        assert_eq!(pg("select * from t where id in (1, 2, 3)"), "select * from t where id in (?+)");
-        assert_eq!(pg("select * from t where id in (4)"), "select * from t where id in (?+)");
-        assert_eq!(my("INSERT INTO t (a,b) VALUES (1,'x'),(2,'y'),(3,'z')"), "insert into t (a, b) values (?+)");
+        assert_eq!(
+            pg("select * from t where id in (1, 2, 3)"),
+            "select * from t where id in (?+)"
+        );
+        assert_eq!(
+            pg("select * from t where id in (4)"),
+            "select * from t where id in (?+)"
+        );
+        assert_eq!(
+            my("INSERT INTO t (a,b) VALUES (1,'x'),(2,'y'),(3,'z')"),
+            "insert into t (a, b) values (?+)"
+        );
         assert_eq!(pg("select count(*) from t"), "select count(*) from t");
     }
 
@@ -413,9 +443,18 @@ mod tests {
     #[test]
     fn verbs() {
         assert_eq!(fingerprint("  select 1", Dialect::Postgres).0, "SELECT");
-        assert_eq!(fingerprint("WITH x AS (SELECT 1) DELETE FROM t", Dialect::Postgres).0, "DELETE");
-        assert_eq!(fingerprint("with x as (select 1) select * from x", Dialect::Postgres).0, "SELECT");
-        assert_eq!(fingerprint("CREATE TABLE t (a int)", Dialect::Postgres).0, "CREATE");
+        assert_eq!(
+            fingerprint("WITH x AS (SELECT 1) DELETE FROM t", Dialect::Postgres).0,
+            "DELETE"
+        );
+        assert_eq!(
+            fingerprint("with x as (select 1) select * from x", Dialect::Postgres).0,
+            "SELECT"
+        );
+        assert_eq!(
+            fingerprint("CREATE TABLE t (a int)", Dialect::Postgres).0,
+            "CREATE"
+        );
         assert_eq!(fingerprint("(select 1)", Dialect::Postgres).0, "SELECT");
         assert_eq!(fingerprint("", Dialect::Postgres).0, "");
     }
@@ -424,7 +463,10 @@ mod tests {
     fn unterminated_and_hostile_input_never_leaks_or_panics() {
         assert_eq!(pg("select 'secret"), "select ?");
         assert_eq!(pg("select $a$secret"), "select ?");
-        for s in ["'", "$", "$1", "E'", "/*", "--", "\"", "`", "(", ")", "((((", "U&'x", "0x", "1e", "é'ö", "::a", ":a"] {
+        for s in [
+            "'", "$", "$1", "E'", "/*", "--", "\"", "`", "(", ")", "((((", "U&'x", "0x", "1e",
+            "é'ö", "::a", ":a",
+        ] {
             let _ = fingerprint(s, Dialect::Postgres);
             let _ = fingerprint(s, Dialect::MySql);
         }

@@ -52,7 +52,10 @@ impl Sink for Stdout {
                 l.database.as_deref().unwrap_or("-"),
                 l.application.as_deref().unwrap_or("-"),
                 l.outcome,
-                l.error_code.as_deref().map(|c| format!(" error={c}")).unwrap_or_default(),
+                l.error_code
+                    .as_deref()
+                    .map(|c| format!(" error={c}"))
+                    .unwrap_or_default(),
                 l.tls,
                 l.auth_method.as_deref().unwrap_or("-"),
             )?,
@@ -67,11 +70,19 @@ impl Sink for Stdout {
                 q.verb,
                 q.rows.map_or_else(|| "-".to_string(), |r| r.to_string()),
                 q.latency_us,
-                q.error_code.as_deref().map(|c| format!(" error={c}")).unwrap_or_default(),
+                q.error_code
+                    .as_deref()
+                    .map(|c| format!(" error={c}"))
+                    .unwrap_or_default(),
                 q.fingerprint,
             )?,
             Record::Summary(s) => {
-                let k = |n: &str| s.kernel.get(n).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let k = |n: &str| {
+                    s.kernel
+                        .get(n)
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                };
                 writeln!(
                     self.out,
                     "summary {} packets={} vxlan={} db_segments={} events={} ring_drops={} queue_drops={} truncated={} malformed={} flows_active={} flows_reported={}",

@@ -239,7 +239,12 @@ impl Streams {
     }
 
     fn evict_oldest(&mut self, clock: &Clock, out: &mut Vec<Record>) {
-        if let Some((k, ts)) = self.conns.iter().min_by_key(|(_, c)| c.last_ts).map(|(k, c)| (*k, c.last_ts)) {
+        if let Some((k, ts)) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.last_ts)
+            .map(|(k, c)| (*k, c.last_ts))
+        {
             self.stats.connections_evicted += 1;
             self.close(&k, ts, clock, out);
             self.stats.connections_closed -= 1;
@@ -276,7 +281,14 @@ struct Segment<'a> {
     middle_gap: u32,
 }
 
-fn deliver(st: &mut DirState, seq: u32, seg: &Segment<'_>, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, dir: Dir) {
+fn deliver(
+    st: &mut DirState,
+    seq: u32,
+    seg: &Segment<'_>,
+    dec: &mut dyn Decoder,
+    cx: &mut DecodeCtx<'_>,
+    dir: Dir,
+) {
     deliver_from(st, seq, 0, seg, dec, cx, dir);
 }
 
@@ -322,7 +334,13 @@ fn deliver_from(
     st.next = Some(seq.wrapping_add(seg.len));
 }
 
-fn hold(st: &mut DirState, seq: u32, seg: &Segment<'_>, limits: &StreamLimits, stats: &mut StreamStats) {
+fn hold(
+    st: &mut DirState,
+    seq: u32,
+    seg: &Segment<'_>,
+    limits: &StreamLimits,
+    stats: &mut StreamStats,
+) {
     if st.held.contains_key(&seq) {
         stats.retransmits += 1;
         return;
@@ -346,7 +364,13 @@ fn hold(st: &mut DirState, seq: u32, seg: &Segment<'_>, limits: &StreamLimits, s
 }
 
 /// Delivers held segments that now continue the stream.
-fn drain_held(st: &mut DirState, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, dir: Dir, stats: &mut StreamStats) {
+fn drain_held(
+    st: &mut DirState,
+    dec: &mut dyn Decoder,
+    cx: &mut DecodeCtx<'_>,
+    dir: Dir,
+    stats: &mut StreamStats,
+) {
     loop {
         let Some(next) = st.next else { return };
         // The held segment with the lowest sequence number relative to `next`.
@@ -356,7 +380,9 @@ fn drain_held(st: &mut DirState, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, 
         if seq_lt(next, seq) {
             return;
         }
-        let Some(h) = st.held.remove(&seq) else { return };
+        let Some(h) = st.held.remove(&seq) else {
+            return;
+        };
         st.held_bytes -= h.head.len() + h.tail.len();
         let seg = Segment {
             ts: h.ts,
@@ -375,7 +401,13 @@ fn drain_held(st: &mut DirState, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, 
 }
 
 /// Declares the hole before the first held segment lost, then delivers what follows it.
-fn force_first_hole(st: &mut DirState, dec: &mut dyn Decoder, cx: &mut DecodeCtx<'_>, dir: Dir, stats: &mut StreamStats) {
+fn force_first_hole(
+    st: &mut DirState,
+    dec: &mut dyn Decoder,
+    cx: &mut DecodeCtx<'_>,
+    dir: Dir,
+    stats: &mut StreamStats,
+) {
     let Some(next) = st.next else { return };
     let Some(&seq) = st.held.keys().min_by_key(|s| s.wrapping_sub(next)) else {
         return;
@@ -425,7 +457,10 @@ mod tests {
 
     impl Decoder for Tape {
         fn data(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, bytes: &[u8]) {
-            self.0.lock().unwrap().push(format!("{dir:?}:{}", String::from_utf8_lossy(bytes)));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{dir:?}:{}", String::from_utf8_lossy(bytes)));
         }
         fn gap(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, len: u64) {
             self.0.lock().unwrap().push(format!("{dir:?}:gap{len}"));
@@ -469,7 +504,15 @@ mod tests {
                 drain_held(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats);
             } else if seq_lt(seq, next) {
                 if seq_lt(next, seq.wrapping_add(seg.len)) {
-                    deliver_from(&mut st, seq, next.wrapping_sub(seq), &seg, &mut dec, &mut cx, Dir::Request);
+                    deliver_from(
+                        &mut st,
+                        seq,
+                        next.wrapping_sub(seq),
+                        &seg,
+                        &mut dec,
+                        &mut cx,
+                        Dir::Request,
+                    );
                 }
             } else {
                 hold(&mut st, seq, &seg, &limits, &mut sstats);
@@ -478,19 +521,30 @@ mod tests {
         while !st.held.is_empty() {
             force_first_hole(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats);
         }
-        let v = tape.lock().unwrap().clone();
-        v
+        tape.lock().unwrap().clone()
     }
 
     #[test]
     fn reorders_and_trims() {
-        assert_eq!(run(&[(100, b"abc"), (106, b"ghi"), (103, b"def")]), ["Request:abc", "Request:def", "Request:ghi"]);
+        assert_eq!(
+            run(&[(100, b"abc"), (106, b"ghi"), (103, b"def")]),
+            ["Request:abc", "Request:def", "Request:ghi"]
+        );
         // retransmit dropped, overlap trimmed
-        assert_eq!(run(&[(100, b"abc"), (100, b"abc"), (101, b"bcde")]), ["Request:abc", "Request:de"]);
+        assert_eq!(
+            run(&[(100, b"abc"), (100, b"abc"), (101, b"bcde")]),
+            ["Request:abc", "Request:de"]
+        );
         // lost segment becomes a gap
-        assert_eq!(run(&[(100, b"abc"), (106, b"ghi")]), ["Request:abc", "Request:gap3", "Request:ghi"]);
+        assert_eq!(
+            run(&[(100, b"abc"), (106, b"ghi")]),
+            ["Request:abc", "Request:gap3", "Request:ghi"]
+        );
         // sequence wrap
-        assert_eq!(run(&[(u32::MAX - 1, b"ab"), (0, b"cd")]), ["Request:ab", "Request:cd"]);
+        assert_eq!(
+            run(&[(u32::MAX - 1, b"ab"), (0, b"cd")]),
+            ["Request:ab", "Request:cd"]
+        );
     }
 
     #[test]
@@ -518,7 +572,15 @@ mod tests {
             middle_gap: 8,
         };
         deliver(&mut st, 1, &seg, &mut dec, &mut cx, Dir::Response);
-        assert_eq!(*tape.lock().unwrap(), ["Response:HEAD", "Response:gap8", "Response:TAI", "Response:gap5"]);
+        assert_eq!(
+            *tape.lock().unwrap(),
+            [
+                "Response:HEAD",
+                "Response:gap8",
+                "Response:TAI",
+                "Response:gap5"
+            ]
+        );
         assert_eq!(st.next, Some(21));
         assert_eq!((stats.gaps, stats.gap_bytes), (2, 13));
     }

@@ -164,12 +164,27 @@ pub const TARGET: [u8; 4] = [203, 0, 113, 5];
 /// Fields of every frame tshark finds in a capture (the independent oracle).
 pub fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
     let mut c = std::process::Command::new("tshark");
-    c.args(["-n", "-r"]).arg(pcap).args(["-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=l"]);
+    c.args(["-n", "-r"]).arg(pcap).args([
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=l",
+    ]);
     for f in fields {
         c.args(["-e", f]);
     }
-    let out = c.output().expect("running tshark (cargo xtask test installs it)");
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = c
+        .output()
+        .expect("running tshark (cargo xtask test installs it)");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
@@ -204,40 +219,42 @@ pub fn mixed_frames() -> Vec<Vec<u8>> {
     let c6 = Ip::V6(v6(0x20), v6(0x10));
     let s6 = Ip::V6(v6(0x10), v6(0x20));
     let mut frames = Vec::new();
-    let conv = |frames: &mut Vec<Vec<u8>>, vni: Option<u32>, cl: Ip, sv: Ip, cport: u16, sport: u16| {
-        let mut cseq = 100u32;
-        let mut sseq = 900u32;
-        let mut push = |frames: &mut Vec<Vec<u8>>, to_server: bool, flags: u8, payload: &[u8]| {
-            let (addrs, sp, dp, seq, ack) = if to_server {
-                (cl, cport, sport, cseq, sseq)
-            } else {
-                (sv, sport, cport, sseq, cseq)
-            };
-            let t = tcp(sp, dp, seq, ack, flags, payload);
-            let inner = eth(ethertype(&addrs), &[], &ip(addrs, 6, &t, &[], &[]));
-            let adv = payload.len() as u32 + u32::from(flags & 0x03 != 0);
-            if to_server {
-                cseq += adv;
-            } else {
-                sseq += adv;
-            }
-            frames.push(match vni {
-                Some(v) => vxlan(v, 0x08, &inner, outer, &[]),
-                None => inner,
-            });
-        };
-        push(frames, true, 0x02, &[]);
-        push(frames, false, 0x12, &[]);
-        push(frames, true, 0x10, &[]);
-        for i in 0..5u8 {
-            push(frames, true, 0x18, &[b'Q', 0, 0, 0, 9, b's', b'e', b'l', i]);
-            push(frames, false, 0x18, &vec![b'D'; 40 + i as usize * 300]);
+    let conv =
+        |frames: &mut Vec<Vec<u8>>, vni: Option<u32>, cl: Ip, sv: Ip, cport: u16, sport: u16| {
+            let mut cseq = 100u32;
+            let mut sseq = 900u32;
+            let mut push =
+                |frames: &mut Vec<Vec<u8>>, to_server: bool, flags: u8, payload: &[u8]| {
+                    let (addrs, sp, dp, seq, ack) = if to_server {
+                        (cl, cport, sport, cseq, sseq)
+                    } else {
+                        (sv, sport, cport, sseq, cseq)
+                    };
+                    let t = tcp(sp, dp, seq, ack, flags, payload);
+                    let inner = eth(ethertype(&addrs), &[], &ip(addrs, 6, &t, &[], &[]));
+                    let adv = payload.len() as u32 + u32::from(flags & 0x03 != 0);
+                    if to_server {
+                        cseq += adv;
+                    } else {
+                        sseq += adv;
+                    }
+                    frames.push(match vni {
+                        Some(v) => vxlan(v, 0x08, &inner, outer, &[]),
+                        None => inner,
+                    });
+                };
+            push(frames, true, 0x02, &[]);
+            push(frames, false, 0x12, &[]);
             push(frames, true, 0x10, &[]);
-        }
-        push(frames, true, 0x11, &[]);
-        push(frames, false, 0x11, &[]);
-        push(frames, true, 0x10, &[]);
-    };
+            for i in 0..5u8 {
+                push(frames, true, 0x18, &[b'Q', 0, 0, 0, 9, b's', b'e', b'l', i]);
+                push(frames, false, 0x18, &vec![b'D'; 40 + i as usize * 300]);
+                push(frames, true, 0x10, &[]);
+            }
+            push(frames, true, 0x11, &[]);
+            push(frames, false, 0x11, &[]);
+            push(frames, true, 0x10, &[]);
+        };
     conv(&mut frames, Some(7341), c, s, 41000, 5432);
     conv(&mut frames, Some(7342), c, s, 41001, 3306);
     conv(&mut frames, Some(99), c6, s6, 41002, 5432);
@@ -246,6 +263,12 @@ pub fn mixed_frames() -> Vec<Vec<u8>> {
     conv(&mut frames, Some(7341), c, s, 41004, 8080);
     frames.push(inner_tcp(c, 41005, 22, 0x18, b"SSH-2.0-OpenSSH"));
     frames.push(eth(0x0806, &[], &[0u8; 28]));
-    frames.push(vxlan(7341, 0x00, &inner_tcp(c, 41006, 5432, 0x18, b"ignored"), outer, &[]));
+    frames.push(vxlan(
+        7341,
+        0x00,
+        &inner_tcp(c, 41006, 5432, 0x18, b"ignored"),
+        outer,
+        &[],
+    ));
     frames
 }
