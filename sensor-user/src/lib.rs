@@ -8,6 +8,7 @@
 //! netns + veth pair ([`netns`]) and replays the bundled captures into it.
 
 pub mod agent;
+pub mod aggregate;
 pub mod capture;
 pub mod decode;
 pub mod demo;

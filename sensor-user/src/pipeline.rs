@@ -2,6 +2,7 @@
 //! events → per-connection streams → protocol decoders → records → aggregates → sinks.
 
 use crate::{
+    aggregate::latency::LatencyAggregator,
     event::Event,
     flows::{FlowSource, FlowTimeouts, FlowTracker},
     records::{Clock, FlowEnd, PortMap, Record, SummaryRecord, counter_map},
@@ -17,6 +18,9 @@ pub struct PipelineOptions {
     pub streams: StreamLimits,
     /// Keep passwords, literals and parameters out of every record (default on).
     pub redact: bool,
+    /// Query fingerprints tracked per latency window, and lines reported per window.
+    pub latency_keys: usize,
+    pub latency_top_n: usize,
 }
 
 impl Default for PipelineOptions {
@@ -27,6 +31,8 @@ impl Default for PipelineOptions {
             clock: Clock::default(),
             streams: StreamLimits::default(),
             redact: true,
+            latency_keys: 10_000,
+            latency_top_n: 20,
         }
     }
 }
@@ -47,8 +53,10 @@ pub struct Pipeline {
     pub streams: Streams,
     sink: Box<dyn Sink>,
     records: Vec<Record>,
+    latency: LatencyAggregator,
     pub stats: EventStats,
     last_summary_ns: Option<u64>,
+    first_event_ns: Option<u64>,
 }
 
 impl Pipeline {
@@ -59,8 +67,10 @@ impl Pipeline {
             streams: Streams::new(opts.streams, opts.redact),
             sink,
             records: Vec::new(),
+            latency: LatencyAggregator::new(opts.latency_keys, opts.latency_top_n),
             stats: EventStats::default(),
             last_summary_ns: None,
+            first_event_ns: None,
         }
     }
 
@@ -77,6 +87,7 @@ impl Pipeline {
 
     pub fn on_event(&mut self, ev: &Event<'_>) {
         self.stats.events += 1;
+        self.first_event_ns.get_or_insert(ev.hdr.ts_ns);
         if ev.hdr.payload_len > 0 {
             self.stats.payload_events += 1;
         }
@@ -86,6 +97,9 @@ impl Pipeline {
 
     fn emit_records(&mut self) {
         for r in self.records.drain(..) {
+            if let Record::Query(q) = &r {
+                self.latency.observe(q);
+            }
             if let Err(e) = self.sink.emit(&r) {
                 tracing::warn!(error = %e, "sink failed");
             }
@@ -117,7 +131,19 @@ impl Pipeline {
         let interval_s = self
             .last_summary_ns
             .map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9);
+        let window_start = self
+            .last_summary_ns
+            .unwrap_or(self.first_event_ns.unwrap_or(now_ns));
         self.last_summary_ns = Some(now_ns);
+        if !self.latency.is_empty() {
+            let window_s = now_ns.saturating_sub(window_start) as f64 / 1e9;
+            for l in self
+                .latency
+                .report(self.clock.rfc3339(window_start), window_s)
+            {
+                self.sink.emit(&Record::Latency(l))?;
+            }
+        }
         let rec = SummaryRecord {
             ts: self.clock.rfc3339(now_ns),
             interval_s,
@@ -127,6 +153,10 @@ impl Pipeline {
             bad_records: self.stats.bad_records,
             flows_active: self.flows.active,
             flows_reported: self.flows.emitted,
+            connections_active: self.streams.active(),
+            streams: self.streams.stats,
+            decoders: self.streams.decoder_stats,
+            latency_keys_overflowed: self.latency.overflowed,
         };
         self.sink.emit(&Record::Summary(rec))?;
         self.sink.flush()

@@ -161,6 +161,12 @@ pub struct SummaryRecord {
     pub bad_records: u64,
     pub flows_active: usize,
     pub flows_reported: u64,
+    /// Connections the decoders are following.
+    pub connections_active: usize,
+    pub streams: crate::streams::StreamStats,
+    pub decoders: crate::decode::DecoderStats,
+    /// Queries folded into `(other)` because too many fingerprints were tracked.
+    pub latency_keys_overflowed: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -169,6 +175,7 @@ pub enum Record {
     Flow(FlowRecord),
     Login(LoginRecord),
     Query(QueryRecord),
+    Latency(crate::aggregate::latency::LatencyRecord),
     Summary(SummaryRecord),
 }
 

@@ -76,6 +76,26 @@ impl Sink for Stdout {
                     .unwrap_or_default(),
                 q.fingerprint,
             )?,
+            Record::Latency(l) => writeln!(
+                self.out,
+                "latency {} {} db={} user={} n={} err={} rows={} p50={}us p99={}us max={}us total={}us {}",
+                l.server,
+                if l.rank == 0 {
+                    "server".to_string()
+                } else {
+                    format!("#{}", l.rank)
+                },
+                l.database.as_deref().unwrap_or("-"),
+                l.user.as_deref().unwrap_or("-"),
+                l.count,
+                l.errors,
+                l.rows,
+                l.latency_us.p50,
+                l.latency_us.p99,
+                l.latency_us.max,
+                l.total_us,
+                l.fingerprint,
+            )?,
             Record::Summary(s) => {
                 let k = |n: &str| {
                     s.kernel

@@ -1,0 +1,294 @@
+//! Per-query latency, as pg_stat_statements and pt-query-digest report it: an HdrHistogram of
+//! completion time and of time to first byte per (server, database, user, fingerprint) and per
+//! server, over a window, with count, errors, rows and total time; the top N by total time are
+//! reported when the window closes.
+
+use crate::records::QueryRecord;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Latencies up to an hour, 3 significant digits (0.1% relative error).
+const MAX_US: u64 = 3_600_000_000;
+const SIGFIG: u8 = 3;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueryKey {
+    pub server: String,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub fingerprint: String,
+}
+
+pub struct Stats {
+    pub verb: String,
+    pub count: u64,
+    pub errors: u64,
+    pub rows: u64,
+    pub total_us: u64,
+    pub latency: Histogram<u64>,
+    pub first_byte: Histogram<u64>,
+}
+
+impl Stats {
+    fn new(verb: &str) -> Self {
+        Self {
+            verb: verb.to_string(),
+            count: 0,
+            errors: 0,
+            rows: 0,
+            total_us: 0,
+            latency: Histogram::new_with_bounds(1, MAX_US, SIGFIG).expect("valid bounds"),
+            first_byte: Histogram::new_with_bounds(1, MAX_US, SIGFIG).expect("valid bounds"),
+        }
+    }
+
+    fn observe(&mut self, q: &QueryRecord) {
+        self.count += 1;
+        self.errors += u64::from(q.error_code.is_some());
+        self.rows += q.rows.unwrap_or(0);
+        self.total_us += q.latency_us;
+        self.latency.saturating_record(q.latency_us.max(1));
+        if let Some(f) = q.latency_first_byte_us {
+            self.first_byte.saturating_record(f.max(1));
+        }
+    }
+}
+
+/// Percentiles of one histogram, µs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p99_9: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// One line of a latency report.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyRecord {
+    pub window_start: String,
+    pub window_s: f64,
+    pub server: String,
+    /// Absent for a per-server line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `*` for a per-server line; `(other)` for fingerprints beyond the tracking limit.
+    pub fingerprint: String,
+    pub verb: String,
+    pub count: u64,
+    pub errors: u64,
+    pub rows: u64,
+    pub total_us: u64,
+    pub latency_us: Percentiles,
+    pub first_byte_us: Percentiles,
+    /// Rank by total time in this window (1 = most), 0 for per-server lines.
+    pub rank: usize,
+}
+
+pub struct LatencyAggregator {
+    /// Fingerprint keys tracked per window; queries beyond go to `(other)` per server.
+    pub max_keys: usize,
+    /// Lines reported per window (by total time).
+    pub top_n: usize,
+    by_query: HashMap<QueryKey, Stats>,
+    by_server: HashMap<String, Stats>,
+    /// Queries folded into `(other)` because of `max_keys`, cumulative.
+    pub overflowed: u64,
+}
+
+impl LatencyAggregator {
+    pub fn new(max_keys: usize, top_n: usize) -> Self {
+        Self {
+            max_keys,
+            top_n,
+            by_query: HashMap::new(),
+            by_server: HashMap::new(),
+            overflowed: 0,
+        }
+    }
+
+    pub fn observe(&mut self, q: &QueryRecord) {
+        let mut key = QueryKey {
+            server: q.endpoint.server.clone(),
+            database: q.database.clone(),
+            user: q.user.clone(),
+            fingerprint: q.fingerprint.clone(),
+        };
+        if !self.by_query.contains_key(&key) && self.by_query.len() >= self.max_keys {
+            self.overflowed += 1;
+            key = QueryKey {
+                server: key.server,
+                database: None,
+                user: None,
+                fingerprint: "(other)".into(),
+            };
+        }
+        self.by_query
+            .entry(key)
+            .or_insert_with(|| Stats::new(&q.verb))
+            .observe(q);
+        self.by_server
+            .entry(q.endpoint.server.clone())
+            .or_insert_with(|| Stats::new("*"))
+            .observe(q);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_server.is_empty()
+    }
+
+    /// Closes the window: per-server lines and the top N queries by total time, then resets.
+    pub fn report(&mut self, window_start: String, window_s: f64) -> Vec<LatencyRecord> {
+        let mut out = Vec::new();
+        let mut servers: Vec<_> = self.by_server.drain().collect();
+        servers.sort_by(|a, b| a.0.cmp(&b.0));
+        for (server, s) in servers {
+            out.push(line(
+                &window_start,
+                window_s,
+                server,
+                None,
+                None,
+                "*".into(),
+                &s,
+                0,
+            ));
+        }
+        let mut queries: Vec<_> = self.by_query.drain().collect();
+        queries.sort_by(|a, b| b.1.total_us.cmp(&a.1.total_us).then_with(|| a.0.cmp(&b.0)));
+        for (i, (k, s)) in queries.into_iter().take(self.top_n).enumerate() {
+            out.push(line(
+                &window_start,
+                window_s,
+                k.server,
+                k.database,
+                k.user,
+                k.fingerprint,
+                &s,
+                i + 1,
+            ));
+        }
+        out
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn line(
+    window_start: &str,
+    window_s: f64,
+    server: String,
+    database: Option<String>,
+    user: Option<String>,
+    fingerprint: String,
+    s: &Stats,
+    rank: usize,
+) -> LatencyRecord {
+    LatencyRecord {
+        window_start: window_start.to_string(),
+        window_s,
+        server,
+        database,
+        user,
+        fingerprint,
+        verb: s.verb.clone(),
+        count: s.count,
+        errors: s.errors,
+        rows: s.rows,
+        total_us: s.total_us,
+        latency_us: Percentiles::of(&s.latency),
+        first_byte_us: Percentiles::of(&s.first_byte),
+        rank,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Endpoint;
+
+    fn q(fp: &str, us: u64, err: bool) -> QueryRecord {
+        QueryRecord {
+            ts: String::new(),
+            endpoint: Endpoint {
+                server: "10.0.0.1:5432".into(),
+                ..Endpoint::default()
+            },
+            user: Some("app".into()),
+            database: Some("db".into()),
+            verb: "SELECT".into(),
+            fingerprint: fp.into(),
+            query: None,
+            rows: Some(1),
+            error_code: err.then(|| "57014".into()),
+            bytes_request: 0,
+            bytes_response: 0,
+            latency_first_byte_us: Some(us / 2),
+            latency_us: us,
+            prepared: false,
+            ts_ns: 0,
+        }
+    }
+
+    #[test]
+    fn percentiles_and_ranking() {
+        let mut a = LatencyAggregator::new(100, 10);
+        for us in 1..=1000 {
+            a.observe(&q("select ?", us, us % 100 == 0));
+        }
+        a.observe(&q("select slow", 5_000_000, false));
+        let r = a.report("t".into(), 10.0);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].fingerprint.as_str(), r[0].count), ("*", 1001));
+        // The slow one has the most total time.
+        assert_eq!((r[1].fingerprint.as_str(), r[1].rank), ("select slow", 1));
+        let fast = &r[2];
+        assert_eq!((fast.count, fast.errors, fast.rows), (1000, 10, 1000));
+        // Within HdrHistogram's 3-significant-digit precision of the exact order statistics.
+        assert!(
+            (fast.latency_us.p50 as i64 - 500).abs() <= 1,
+            "{:?}",
+            fast.latency_us
+        );
+        assert!(
+            (fast.latency_us.p99 as i64 - 990).abs() <= 1,
+            "{:?}",
+            fast.latency_us
+        );
+        assert_eq!(fast.latency_us.max, 1000);
+        assert!(a.is_empty(), "the window resets");
+    }
+
+    #[test]
+    fn fingerprint_cardinality_is_bounded() {
+        let mut a = LatencyAggregator::new(5, 100);
+        for i in 0..50 {
+            a.observe(&q(&format!("select c{i}"), 10, false));
+        }
+        assert_eq!(a.overflowed, 45);
+        let r = a.report("t".into(), 1.0);
+        assert_eq!(r.len(), 1 + 5 + 1);
+        assert!(
+            r.iter()
+                .any(|l| l.fingerprint == "(other)" && l.count == 45)
+        );
+    }
+}

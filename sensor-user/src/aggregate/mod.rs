@@ -1,0 +1,3 @@
+//! Aggregates over records: per-query latency distributions (and, later, detector baselines).
+
+pub mod latency;
