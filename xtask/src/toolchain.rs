@@ -271,7 +271,6 @@ fn install_bpf_linker() -> Result<()> {
     let st = Command::new("cargo")
         .args([
             "install",
-            "--locked",
             &format!("bpf-linker@{BPF_LINKER_VERSION}"),
             "--no-default-features",
             "--features",

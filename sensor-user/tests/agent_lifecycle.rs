@@ -1,0 +1,144 @@
+//! The agent as an operator runs it: SIGTERM/SIGINT detach cleanly after a last summary;
+//! SIGKILL leaves no XDP program attached (the attachment is a bpf_link owned by the process);
+//! the demo removes its netns and veth pair.
+
+mod common;
+
+use common::*;
+use rds_sensor::netns::VethPair;
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
+
+fn xdp_attached(iface: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.contains("prog/xdp") || s.contains(" xdp")
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn signals_detach_and_sigkill_leaves_nothing() {
+    if !kernel_available("signals_detach_and_sigkill_leaves_nothing") {
+        return;
+    }
+    let pair = VethPair::new("lc").unwrap();
+    for (name, sig) in [
+        ("SIGTERM", libc::SIGTERM),
+        ("SIGINT", libc::SIGINT),
+        ("SIGKILL", libc::SIGKILL),
+    ] {
+        let child = Command::new(BIN)
+            .args([
+                "run",
+                "--iface",
+                &pair.outside,
+                "--json",
+                "--summary-interval",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&format!("{name}: XDP attached"), || {
+            xdp_attached(&pair.outside)
+        });
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = child.wait_with_output().unwrap();
+        if sig == libc::SIGKILL {
+            assert!(!out.status.success());
+        } else {
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.lines().any(|l| l.contains("\"kind\":\"summary\"")),
+                "{name}: a last summary: {stdout}"
+            );
+        }
+        wait_for(&format!("{name}: XDP detached"), || {
+            !xdp_attached(&pair.outside)
+        });
+    }
+}
+
+#[test]
+fn demo_shows_traffic_and_leaves_nothing_behind() {
+    if !kernel_available("demo_shows_traffic_and_leaves_nothing_behind") {
+        return;
+    }
+    let links_before = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = Command::new(BIN)
+        .args(["demo", "--pcaps"])
+        .arg(pcaps_dir())
+        .args(["--duration", "4", "--json", "--summary-interval", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["kind"] == "flow"),
+        "the demo reports flows"
+    );
+    let last = lines
+        .iter()
+        .rev()
+        .find(|v| v["kind"] == "summary")
+        .expect("summary");
+    assert!(
+        last["events"].as_u64().unwrap() > 0,
+        "the demo received events"
+    );
+    assert_eq!(last["kernel"]["events_dropped_ring_full"], 0);
+    let links_after = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    let count = |b: &[u8]| String::from_utf8_lossy(b).lines().count();
+    assert_eq!(
+        count(&links_after),
+        count(&links_before),
+        "the demo's veth pair is gone"
+    );
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(
+        !String::from_utf8_lossy(&ns).contains("rds-demo-"),
+        "the demo's netns is gone"
+    );
+}
