@@ -1,5 +1,6 @@
 //! `cargo xtask …`: every set-up step a fresh machine needs, then the task itself.
 
+mod pcaps;
 mod toolchain;
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +44,8 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy -D warnings on the user-space and eBPF crates.
     Lint,
+    /// Record the bundled captures from real PostgreSQL and MariaDB servers (root; netns).
+    Pcaps(pcaps::PcapsArgs),
 }
 
 fn root() -> PathBuf {
@@ -89,7 +92,14 @@ fn build_user(obj: &Path) -> Result<PathBuf> {
     Ok(root().join("target/release/rds-sensor"))
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => {
@@ -127,7 +137,10 @@ fn main() -> Result<()> {
             let mut c = Command::new(bin);
             match &iface {
                 Some(i) => c.args(["run", "--iface", i]),
-                None => c.args(["demo", "--pcaps"]).arg(root().join("pcaps")).args(["--summary-interval", "2"]),
+                None => c
+                    .args(["demo", "--pcaps"])
+                    .arg(root().join("pcaps"))
+                    .args(["--summary-interval", "2"]),
             };
             if let Some(d) = duration {
                 c.args(["--duration", &d.to_string()]);
@@ -146,7 +159,9 @@ fn main() -> Result<()> {
                 // The kernel tests must run, not skip, wherever they can.
                 c.env("RDS_SENSOR_REQUIRE_KERNEL_TESTS", "1");
             } else {
-                println!("xtask: not root: the kernel (XDP, netns) tests will say they are skipped");
+                println!(
+                    "xtask: not root: the kernel (XDP, netns) tests will say they are skipped"
+                );
             }
             c.arg("--");
             if let Some(f) = filter {
@@ -156,9 +171,16 @@ fn main() -> Result<()> {
             c.arg("--test-threads=1");
             run(&mut c)
         }
+        Cmd::Pcaps(args) => pcaps::run(&args),
         Cmd::Lint => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo().args(["fmt", "--manifest-path", "sensor-ebpf/Cargo.toml", "--", "--check"]))?;
+            run(cargo().args([
+                "fmt",
+                "--manifest-path",
+                "sensor-ebpf/Cargo.toml",
+                "--",
+                "--check",
+            ]))?;
             run(cargo().args([
                 "clippy",
                 "--workspace",
@@ -168,20 +190,10 @@ fn main() -> Result<()> {
                 "warnings",
             ]))?;
             let route = toolchain::ensure(true)?;
-            let c = route.build_command(&root().join("sensor-ebpf"));
-            // Same toolchain and target as the build, with clippy instead of build.
-            let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-            let mut clippy = Command::new(c.get_program());
-            for (k, v) in c.get_envs() {
-                match v {
-                    Some(v) => clippy.env(k, v),
-                    None => clippy.env_remove(k),
-                };
+            if !route.has_clippy() {
+                toolchain::apt_install(&["rust-web-clippy"])?;
             }
-            clippy.current_dir(root().join("sensor-ebpf"));
-            clippy.args(args.iter().map(|a| if a == "build" { "clippy" } else { a.as_str() }));
-            clippy.args(["--", "-D", "warnings"]);
-            run(&mut clippy)
+            run(&mut route.clippy_command(&root().join("sensor-ebpf")))
         }
     }
 }

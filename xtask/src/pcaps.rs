@@ -1,0 +1,365 @@
+//! `cargo xtask pcaps`: record real PostgreSQL and MariaDB sessions between two network
+//! namespaces with tcpdump, and store them as AWS VPC Traffic Mirroring delivers them (VXLAN).
+//!
+//! Steps: preflight checks, temp dir, netns + veth, self-signed TLS cert, private PostgreSQL and
+//! MariaDB servers in the server namespace, client scenarios from the client namespace while
+//! tcpdump captures on the client veth, conversion (VXLAN wrap / truncation / plain), then
+//! `pcaps/README.md` and a tshark check of every fact the README states.
+//! Every piece of state is owned by a guard (see `sys`), so errors clean up too.
+
+mod facts;
+mod my;
+mod pcapfmt;
+mod pg;
+mod sys;
+
+use anyhow::{Context, Result, bail};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use sys::{Capture, Expect, Network, TempDir, require_tool, run as run_cmd, say};
+
+/// Password of every test user.
+pub const PASSWORD: &str = "Sup3r-Secret-Pw!";
+/// Literal that appears in queries of both protocols; the sensor must never print it.
+pub const CANARY: &str = "canary-literal-4242";
+/// VXLAN network identifiers (mirror sessions) of the PostgreSQL and MySQL files.
+pub const VNI_PG: u32 = 7341;
+pub const VNI_MYSQL: u32 = 7342;
+/// The mirror target: outer destination of every VXLAN packet.
+pub const MIRROR_TARGET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+/// Inner frames of the truncated variant are cut to this many bytes (mirror PacketLength).
+pub const TRUNCATE_TO: usize = 128;
+
+#[derive(clap::Args, Debug)]
+pub struct PcapsArgs {
+    /// Directory the captures and README.md are written to [default: <workspace>/pcaps]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Record only the captures of one protocol
+    #[arg(long, value_enum)]
+    pub only: Option<Proto>,
+    /// Do not check the README facts with tshark afterwards
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Keep the temp dir (server data dirs, logs, raw captures) for debugging
+    #[arg(long)]
+    pub keep_tmp: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// PostgreSQL captures
+    Pg,
+    /// MySQL/MariaDB captures
+    Mysql,
+}
+
+/// How a committed file is derived from a raw capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Every frame wrapped in Ethernet/IPv4/UDP/VXLAN.
+    Vxlan,
+    /// Wrapped, with inner frames cut to this many bytes.
+    Truncated(usize),
+    /// The plain Ethernet capture.
+    Plain,
+}
+
+pub struct OutFile {
+    pub name: &'static str,
+    pub raw: &'static str,
+    pub proto: Proto,
+    pub form: Form,
+}
+
+pub const OUTPUTS: &[OutFile] = &[
+    OutFile {
+        name: "pg-auth.pcap",
+        raw: "pg-auth",
+        proto: Proto::Pg,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "pg-queries.pcap",
+        raw: "pg-queries",
+        proto: Proto::Pg,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "pg-queries-trunc128.pcap",
+        raw: "pg-queries",
+        proto: Proto::Pg,
+        form: Form::Truncated(TRUNCATE_TO),
+    },
+    OutFile {
+        name: "pg-extended.pcap",
+        raw: "pg-extended",
+        proto: Proto::Pg,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "pg-tls.pcap",
+        raw: "pg-tls",
+        proto: Proto::Pg,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "pg-plain-query.pcap",
+        raw: "pg-plain",
+        proto: Proto::Pg,
+        form: Form::Plain,
+    },
+    OutFile {
+        name: "mysql-auth.pcap",
+        raw: "mysql-auth",
+        proto: Proto::Mysql,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "mysql-queries.pcap",
+        raw: "mysql-queries",
+        proto: Proto::Mysql,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "mysql-prepared.pcap",
+        raw: "mysql-prepared",
+        proto: Proto::Mysql,
+        form: Form::Vxlan,
+    },
+    OutFile {
+        name: "mysql-tls.pcap",
+        raw: "mysql-tls",
+        proto: Proto::Mysql,
+        form: Form::Vxlan,
+    },
+];
+
+/// Self-signed certificate shared by both servers.
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    fn generate(tmp: &Path) -> Result<Self> {
+        let dir = tmp.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        say("openssl: self-signed P-256 certificate for CN=db.rds-sensor.test");
+        let mut c = Command::new("openssl");
+        c.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=db.rds-sensor.test",
+            "-addext",
+            &format!("subjectAltName=IP:{},IP:{}", sys::SRV_V4, sys::SRV_V6),
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+        run_cmd("generate TLS certificate", &mut c, None, Expect::Ok)?;
+        Ok(Self { cert, key })
+    }
+}
+
+/// The mirrored ENI for a client address: 198.51.100.N -> 192.0.2.N; the IPv6 client
+/// 2001:db8:100::20 is the same (dual-stack) instance as 198.51.100.20.
+pub fn eni_for_client(client: IpAddr) -> Ipv4Addr {
+    match client {
+        IpAddr::V4(a) if a.octets()[..3] == [198, 51, 100] => {
+            Ipv4Addr::new(192, 0, 2, a.octets()[3])
+        }
+        IpAddr::V6(a) if a.to_string() == sys::CLI_V6 => Ipv4Addr::new(192, 0, 2, 20),
+        _ => Ipv4Addr::new(192, 0, 2, 1),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
+    let uid = sys::stdout_of("preflight", Command::new("id").arg("-u"))?;
+    if uid != "0" {
+        bail!(
+            "step `preflight`: must run as root (network namespaces, tcpdump, servers); uid is {uid}"
+        );
+    }
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("tcpdump", "tcpdump"),
+        ("openssl", "openssl"),
+        ("setpriv", "util-linux"),
+    ] {
+        require_tool(tool, pkg)?;
+    }
+    if want_pg {
+        let bin = pg::find_bin()?;
+        say(format!("using PostgreSQL from {}", bin.display()));
+    }
+    if want_my {
+        for (tool, pkg) in [
+            ("mariadbd", "mariadb-server"),
+            ("mariadb-install-db", "mariadb-server"),
+            ("mariadb", "mariadb-client"),
+            ("mariadb-admin", "mariadb-client"),
+            ("perl", "perl"),
+        ] {
+            require_tool(tool, pkg)?;
+        }
+        let ok = Command::new("perl")
+            .args(["-MDBI", "-MDBD::MariaDB", "-e1"])
+            .status()
+            .map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            bail!(
+                "step `preflight`: perl DBD::MariaDB is needed for binary prepared statements; `apt-get install -y libdbd-mariadb-perl`"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Captures the traffic `scenario` makes into `<raw_dir>/<name>.pcap`.
+/// If the kernel drops packets (a busy machine), the scenario is recorded again; the scenarios
+/// change only data no README fact depends on, so a repeat gives the same facts.
+fn record(raw_dir: &Path, name: &str, scenario: impl Fn() -> Result<()>) -> Result<()> {
+    const ATTEMPTS: u32 = 3;
+    let path = raw_dir.join(format!("{name}.pcap"));
+    for attempt in 1..=ATTEMPTS {
+        say(format!("== recording {name} =="));
+        let cap = Capture::start(&path).with_context(|| format!("recording {name}"))?;
+        scenario().with_context(|| format!("recording {name}"))?;
+        match cap.finish() {
+            Ok(0) => bail!("recording {name}: tcpdump captured no packets"),
+            Ok(_) => return Ok(()),
+            Err(e) if e.is::<sys::Dropped>() && attempt < ATTEMPTS => {
+                say(format!(
+                    "{e}; recording {name} again (attempt {} of {ATTEMPTS})",
+                    attempt + 1
+                ));
+            }
+            Err(e) => return Err(e.context(format!("recording {name}"))),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+fn convert(raw_dir: &Path, out_dir: &Path, f: &OutFile) -> Result<()> {
+    let raw_path = raw_dir.join(format!("{}.pcap", f.raw));
+    let mut raw = pcapfmt::read(&raw_path)?;
+    for r in &mut raw.records {
+        if r.data.len() == r.orig_len as usize {
+            pcapfmt::fix_checksums(&mut r.data);
+        }
+    }
+    let vni = match f.proto {
+        Proto::Pg => VNI_PG,
+        Proto::Mysql => VNI_MYSQL,
+    };
+    let mirror = |truncate| pcapfmt::Mirror {
+        vni,
+        target: MIRROR_TARGET,
+        server_ports: &[pg::PORT, my::PORT],
+        eni_for_client,
+        truncate,
+    };
+    let (out, how) = match f.form {
+        Form::Plain => (raw, "plain Ethernet".to_string()),
+        Form::Vxlan => (
+            pcapfmt::wrap(&raw, &mirror(None))?,
+            format!("VXLAN VNI {vni}"),
+        ),
+        Form::Truncated(n) => (
+            pcapfmt::wrap(&raw, &mirror(Some(n)))?,
+            format!("VXLAN VNI {vni}, inner frames cut to {n} bytes"),
+        ),
+    };
+    let path = out_dir.join(f.name);
+    pcapfmt::write(&path, &out)?;
+    let size = std::fs::metadata(&path)?.len();
+    say(format!(
+        "wrote {} ({} frames, {size} bytes, {how})",
+        path.display(),
+        out.records.len()
+    ));
+    Ok(())
+}
+
+pub fn run(args: &PcapsArgs) -> Result<()> {
+    let started = Instant::now();
+    let want_pg = args.only.is_none_or(|p| p == Proto::Pg);
+    let want_my = args.only.is_none_or(|p| p == Proto::Mysql);
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("pcaps"));
+    preflight(want_pg, want_my)?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let mut tmp = TempDir::fresh(std::env::temp_dir().join("rds-sensor-pcaps"))?;
+    tmp.keep = args.keep_tmp;
+    let raw_dir = tmp.path.join("raw");
+    std::fs::create_dir_all(&raw_dir)?;
+    {
+        let net = Network::create().context("step `network setup`")?;
+        let tls = Tls::generate(&tmp.path)?;
+        if want_pg {
+            let mut pg = pg::Pg::start(&tmp.path, &tls).context("step `postgres server`")?;
+            record(&raw_dir, "pg-auth", || pg.auth(&net))?;
+            record(&raw_dir, "pg-queries", || pg.queries(&net))?;
+            record(&raw_dir, "pg-extended", || pg.extended(&net))?;
+            record(&raw_dir, "pg-tls", || pg.tls(&net))?;
+            record(&raw_dir, "pg-plain", || pg.plain(&net))?;
+            pg.stop();
+        }
+        if want_my {
+            let mut my = my::My::start(&tmp.path, &tls).context("step `mariadb server`")?;
+            record(&raw_dir, "mysql-auth", || my.auth(&net))?;
+            record(&raw_dir, "mysql-queries", || my.queries(&net))?;
+            record(&raw_dir, "mysql-prepared", || my.prepared(&net))?;
+            record(&raw_dir, "mysql-tls", || my.tls(&net))?;
+            my.stop();
+        }
+        say("removing network namespaces");
+    }
+
+    say(format!("== converting into {} ==", out_dir.display()));
+    let wanted: Vec<&OutFile> = OUTPUTS
+        .iter()
+        .filter(|f| args.only.is_none_or(|p| p == f.proto))
+        .collect();
+    for f in &wanted {
+        convert(&raw_dir, &out_dir, f).with_context(|| format!("step `convert {}`", f.name))?;
+    }
+    let readme = out_dir.join("README.md");
+    std::fs::write(&readme, facts::readme())
+        .with_context(|| format!("writing {}", readme.display()))?;
+    say(format!("wrote {}", readme.display()));
+
+    if args.no_verify {
+        say("skipping the tshark check (--no-verify)");
+    } else if require_tool("tshark", "tshark").is_err() {
+        say("tshark not found (apt-get install -y tshark): skipping the check of the README facts");
+    } else {
+        let names: Vec<&str> = wanted.iter().map(|f| f.name).collect();
+        facts::verify(&out_dir, &names).context("step `verify README facts with tshark`")?;
+    }
+    say(format!("done in {:.0?}", started.elapsed()));
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Private MariaDB server in the server namespace, and the MySQL-protocol capture scenarios.
+
+use super::sys::{
+    CLI_NS, CLI_V4, CLI_V6, Daemon, Expect, Network, SRV_NS, SRV_V4, SRV_V6, in_ns, run, say,
+};
+use super::{CANARY, PASSWORD, Tls};
+use anyhow::{Result, bail};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const PORT: u16 = 3306;
+
+pub struct My {
+    daemon: Daemon,
+    sock: PathBuf,
+}
+
+impl My {
+    pub fn start(tmp: &Path, tls: &Tls) -> Result<Self> {
+        let dir = tmp.join("mysql");
+        let (data, sock) = (dir.join("data"), dir.join("mysqld.sock"));
+        fs::create_dir_all(&dir)?;
+        say(format!("mariadb-install-db {}", data.display()));
+        let mut c = Command::new("mariadb-install-db");
+        // --no-defaults must come first: ignore /etc/mysql so nothing touches the system server.
+        c.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ]);
+        run("mariadb install-db", &mut c, None, Expect::Ok)?;
+
+        let mut cmd = in_ns(SRV_NS, "mariadbd");
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", sock.display()))
+            .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+            .arg(format!("--port={PORT}"))
+            .arg(format!("--bind-address={SRV_V4},{SRV_V6}"))
+            .arg(format!("--ssl-cert={}", tls.cert.display()))
+            .arg(format!("--ssl-key={}", tls.key.display()))
+            .args([
+                "--user=root",
+                "--skip-name-resolve",
+                "--plugin-load-add=auth_ed25519",
+                "--innodb-buffer-pool-size=32M",
+                "--max-connections=20",
+            ]);
+        let mut daemon = Daemon::spawn("mariadbd", cmd, &dir.join("mariadbd.log"), "TERM")?;
+        daemon.wait_ready(Duration::from_secs(60), || {
+            let st = Command::new("mariadb-admin")
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", sock.display()))
+                .args(["-uroot", "ping"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            matches!(st, Ok(s) if s.success())
+        })?;
+        let my = Self { daemon, sock };
+        my.setup()?;
+        Ok(my)
+    }
+
+    fn setup(&self) -> Result<()> {
+        say(
+            "mariadb: creating users u_native (mysql_native_password), u_ed25519 (ed25519), u_tls (REQUIRE SSL), database appdb",
+        );
+        let pw = PASSWORD;
+        let sql = format!(
+            "CREATE DATABASE appdb; CREATE DATABASE otherdb;\n\
+             CREATE USER 'u_native'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{pw}');\n\
+             CREATE USER 'u_ed25519'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('{pw}');\n\
+             CREATE USER 'u_tls'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{pw}') REQUIRE SSL;\n\
+             GRANT ALL ON appdb.* TO 'u_native'@'%', 'u_ed25519'@'%', 'u_tls'@'%';\n\
+             GRANT SELECT, INSERT, UPDATE, DELETE, EXECUTE ON *.* TO 'u_native'@'%';\n\
+             USE appdb;\n\
+             CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL, price DECIMAL(10,2) NOT NULL,\n\
+                                 created_at DATETIME NOT NULL);\n\
+             INSERT INTO items SELECT seq, CONCAT('item-', seq), (seq % 1000) / 10,\n\
+                    TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq MINUTE FROM seq_1_to_5000;\n\
+             DELIMITER //\n\
+             CREATE PROCEDURE two_results() BEGIN\n\
+               SELECT id, name FROM items WHERE id <= 3 ORDER BY id;\n\
+               SELECT COUNT(*) AS n FROM items;\n\
+             END //\n\
+             DELIMITER ;\n\
+             USE otherdb;\n\
+             CREATE TABLE notes (id INT PRIMARY KEY, body TEXT);\n\
+             INSERT INTO notes VALUES (1, 'first'), (2, 'second');\n"
+        );
+        let mut c = Command::new("mariadb");
+        c.arg("--no-defaults")
+            .arg(format!("--socket={}", self.sock.display()))
+            .arg("-uroot");
+        run(
+            "mariadb setup: users, appdb.items (5000 rows)",
+            &mut c,
+            Some(sql.as_bytes()),
+            Expect::Ok,
+        )
+        .map(|_| ())
+    }
+
+    fn client(program: &str) -> Command {
+        let mut c = in_ns(CLI_NS, program);
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+
+    /// `mariadb` (the mysql command-line client) over TCP, TLS off unless `tls`.
+    fn mariadb(host: &str, user: &str, password: &str, db: Option<&str>, tls: bool) -> Command {
+        let mut c = Self::client("mariadb");
+        c.arg("--no-defaults")
+            .args([
+                "--protocol=TCP",
+                "-h",
+                host,
+                "-P",
+                &PORT.to_string(),
+                "-u",
+                user,
+            ])
+            .arg(format!("--password={password}"))
+            .arg(if tls { "--ssl" } else { "--skip-ssl" })
+            .args(["--batch", "--connect-timeout=10"]);
+        if let Some(db) = db {
+            c.args(["-D", db]);
+        }
+        c
+    }
+
+    /// mysql-auth: two plugins that succeed (one with an auth switch), one IPv6 login, three failures.
+    pub fn auth(&self, net: &Network) -> Result<()> {
+        let q = ["-e", "SELECT CURRENT_USER(), DATABASE()"];
+        let ok = |label: &str, src: &str, host: &str, user: &str| -> Result<()> {
+            say(format!("  {label}: {user} from {src}"));
+            if host == SRV_V4 {
+                net.client_source(src)?;
+            }
+            let mut c = Self::mariadb(host, user, PASSWORD, Some("appdb"), false);
+            run(&format!("mysql-auth: {label}"), c.args(q), None, Expect::Ok).map(|_| ())
+        };
+        ok("mysql_native_password login", CLI_V4[0], SRV_V4, "u_native")?;
+        ok(
+            "ed25519 login (auth switch)",
+            CLI_V4[1],
+            SRV_V4,
+            "u_ed25519",
+        )?;
+        ok(
+            "mysql_native_password login over IPv6",
+            CLI_V6,
+            SRV_V6,
+            "u_native",
+        )?;
+        say(format!("  wrong password: u_native from {}", CLI_V4[2]));
+        net.client_source(CLI_V4[2])?;
+        let mut c = Self::mariadb(SRV_V4, "u_native", "wrong-password", Some("appdb"), false);
+        run(
+            "mysql-auth: wrong password",
+            c.args(q),
+            None,
+            Expect::Fails(&["ERROR 1045"]),
+        )?;
+        say(format!("  unknown database: u_native from {}", CLI_V4[0]));
+        net.client_source(CLI_V4[0])?;
+        let mut c = Self::mariadb(SRV_V4, "u_native", PASSWORD, Some("nosuchdb"), false);
+        run(
+            "mysql-auth: unknown database",
+            c.args(q),
+            None,
+            Expect::Fails(&["ERROR 1049"]),
+        )?;
+        say(format!(
+            "  database access denied: u_ed25519 to otherdb from {}",
+            CLI_V4[1]
+        ));
+        net.client_source(CLI_V4[1])?;
+        let mut c = Self::mariadb(SRV_V4, "u_ed25519", PASSWORD, Some("otherdb"), false);
+        let step = "mysql-auth: access denied to database";
+        run(step, c.args(q), None, Expect::Fails(&["ERROR 1044"]))?;
+        Ok(())
+    }
+
+    /// mysql-queries: COM_QUERY session with errors, a large result, COM_INIT_DB, SQL-level
+    /// PREPARE/EXECUTE, multi-statement and multi-result; then `mariadb-admin ping`.
+    pub fn queries(&self, net: &Network) -> Result<()> {
+        say(format!("  COM_QUERY session: u_native from {}", CLI_V4[0]));
+        net.client_source(CLI_V4[0])?;
+        let mut c = Self::mariadb(SRV_V4, "u_native", PASSWORD, Some("appdb"), false);
+        c.arg("--force");
+        let script = QUERIES_SCRIPT.replace("@CANARY@", CANARY);
+        run(
+            "mysql-queries: COM_QUERY session",
+            &mut c,
+            Some(script.as_bytes()),
+            Expect::Any(&["ERROR 1146", "ERROR 1064"]),
+        )?;
+        say(format!(
+            "  COM_PING: mariadb-admin ping, u_native from {}",
+            CLI_V4[1]
+        ));
+        net.client_source(CLI_V4[1])?;
+        let mut c = Self::client("mariadb-admin");
+        c.arg("--no-defaults")
+            .args([
+                "--protocol=TCP",
+                "-h",
+                SRV_V4,
+                "-P",
+                &PORT.to_string(),
+                "-u",
+                "u_native",
+            ])
+            .arg(format!("--password={PASSWORD}"))
+            .args(["--skip-ssl", "--connect-timeout=10", "ping"]);
+        run(
+            "mysql-queries: mariadb-admin ping",
+            &mut c,
+            None,
+            Expect::Any(&["mysqld is alive"]),
+        )?;
+        Ok(())
+    }
+
+    /// mysql-prepared: binary protocol (COM_STMT_PREPARE/EXECUTE/CLOSE) from Perl DBD::MariaDB
+    /// with server-side prepare.
+    pub fn prepared(&self, net: &Network) -> Result<()> {
+        say(format!(
+            "  binary prepared statements (perl DBD::MariaDB, mariadb_server_prepare=1): u_native from {}",
+            CLI_V4[2]
+        ));
+        net.client_source(CLI_V4[2])?;
+        let mut c = Self::client("perl");
+        c.env("DB_PASSWORD", PASSWORD)
+            .env("DB_HOST", SRV_V4)
+            .env("CANARY", CANARY)
+            .args(["-e", PERL_PREPARED]);
+        let out = run(
+            "mysql-prepared: perl DBD::MariaDB",
+            &mut c,
+            None,
+            Expect::Any(&["prepare error 1054", "done"]),
+        )?;
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            say(format!("  ... {l}"));
+        }
+        Ok(())
+    }
+
+    /// mysql-tls: a session over TLS.
+    pub fn tls(&self, net: &Network) -> Result<()> {
+        say(format!(
+            "  TLS session: u_tls from {} with --ssl",
+            CLI_V4[1]
+        ));
+        net.client_source(CLI_V4[1])?;
+        let mut c = Self::mariadb(SRV_V4, "u_tls", PASSWORD, Some("appdb"), true);
+        c.args([
+            "-e",
+            "SHOW SESSION STATUS LIKE 'Ssl_version'; SELECT COUNT(*) FROM items",
+        ]);
+        let out = run("mysql-tls: --ssl session", &mut c, None, Expect::Ok)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text.contains("TLSv1") {
+            bail!("step `mysql-tls`: the session did not use TLS: {text}");
+        }
+        say(format!(
+            "  ... {}",
+            text.lines()
+                .find(|l| l.contains("TLSv1"))
+                .unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+}
+
+const QUERIES_SCRIPT: &str = r"SELECT id, name, price FROM items WHERE name = '@CANARY@' OR id = 4242;
+SELECT COUNT(*) AS n, SUM(price) AS total FROM items;
+SELECT * FROM no_such_table;
+SELEC id FROM items;
+SELECT * FROM items ORDER BY id;
+BEGIN;
+UPDATE items SET price = price + 1 WHERE id <= 10;
+INSERT INTO items (id, name, price, created_at) VALUES (100001, 'inserted', 1.00, NOW());
+DELETE FROM items WHERE id = 100001;
+COMMIT;
+PREPARE s1 FROM 'SELECT id, name FROM items WHERE id = ?';
+SET @id = 42;
+EXECUTE s1 USING @id;
+SET @id = 4242;
+EXECUTE s1 USING @id;
+DEALLOCATE PREPARE s1;
+use otherdb
+SELECT DATABASE(), COUNT(*) FROM notes;
+use appdb
+DELIMITER //
+SELECT 1 AS one; SELECT 'two' AS two; SELECT 3 AS three //
+CALL two_results() //
+DELIMITER ;
+SELECT 'bye';
+";
+
+const PERL_PREPARED: &str = r#"
+use strict; use warnings; use DBI qw(:sql_types);
+my $dbh = DBI->connect("DBI:MariaDB:database=appdb;host=$ENV{DB_HOST};port=3306", "u_native", $ENV{DB_PASSWORD},
+    { RaiseError => 1, PrintError => 0, AutoCommit => 1, mariadb_server_prepare => 1 });
+my $sel = $dbh->prepare("SELECT id, name, price, created_at FROM items WHERE id BETWEEN ? AND ? ORDER BY id");
+for my $r ([1, 3], [100, 104], [4000, 4001]) {
+    $sel->bind_param(1, $r->[0], SQL_INTEGER);
+    $sel->bind_param(2, $r->[1], SQL_INTEGER);
+    $sel->execute;
+    my $rows = $sel->fetchall_arrayref;
+    printf "select %d..%d: %d rows\n", $r->[0], $r->[1], scalar @$rows;
+}
+my $upd = $dbh->prepare("UPDATE items SET price = price + ? WHERE id = ?");
+$upd->execute("1.50", 7);
+$upd->execute("2.25", 8);
+my $can = $dbh->prepare("SELECT COUNT(*) FROM items WHERE name = ?");
+$can->execute($ENV{CANARY});
+my ($n) = $can->fetchrow_array;
+print "canary rows: $n\n";
+$can->finish;
+eval { $dbh->prepare("SELECT no_such_column FROM items WHERE id = ?"); 1 } or print "prepare error ", $dbh->err, "\n";
+undef $sel; undef $upd; undef $can;
+$dbh->disconnect;
+print "done\n";
+"#;

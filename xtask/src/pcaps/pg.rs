@@ -1,0 +1,433 @@
+//! Private PostgreSQL server in the server namespace, and the PostgreSQL capture scenarios.
+
+use super::sys::{
+    CLI_NS, CLI_V4, CLI_V6, Daemon, Expect, Network, SRV_NS, SRV_V4, SRV_V6, in_ns, run, say,
+    user_ids,
+};
+use super::{CANARY, PASSWORD, Tls};
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+pub const PORT: u16 = 5432;
+
+/// The newest `/usr/lib/postgresql/N/bin` that has a server.
+pub fn find_bin() -> Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .context(
+            "step `preflight`: /usr/lib/postgresql missing; `apt-get install -y postgresql-15`",
+        )?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| {
+            bin.join("postgres").is_file() && bin.join("pgbench").is_file()
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "step `preflight`: no /usr/lib/postgresql/*/bin with postgres and pgbench; `apt-get install -y postgresql-15`"
+        ),
+    }
+}
+
+pub struct Pg {
+    daemon: Daemon,
+    bin: PathBuf,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+/// Runs a program as the `postgres` OS user (the server refuses to run as root), optionally
+/// inside a network namespace. `ip netns exec` and `setpriv` both exec, so the child's pid is the
+/// program's.
+fn as_postgres(ns: Option<&str>, program: &Path) -> Command {
+    let mut cmd = match ns {
+        Some(ns) => in_ns(ns, "setpriv"),
+        None => Command::new("setpriv"),
+    };
+    cmd.args([
+        "--reuid=postgres",
+        "--regid=postgres",
+        "--init-groups",
+        "--",
+    ])
+    .arg(program);
+    cmd
+}
+
+const HBA: &str = "\
+# TYPE  DATABASE USER     ADDRESS METHOD
+local   all      all              trust
+host    all      u_md5    all     md5
+host    all      u_scram  all     scram-sha-256
+host    all      u_clear  all     password
+hostssl all      u_tls    all     scram-sha-256
+";
+
+impl Pg {
+    pub fn start(tmp: &Path, tls: &Tls) -> Result<Self> {
+        let bin = find_bin()?;
+        let dir = tmp.join("pg");
+        let (data, sock) = (dir.join("data"), dir.join("sock"));
+        fs::create_dir_all(&sock)?;
+        let (uid, gid) = user_ids("postgres")
+            .context("step `postgres setup`: OS user `postgres` (from the postgresql package)")?;
+        let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+        fs::copy(&tls.cert, &crt)?;
+        fs::copy(&tls.key, &key)?;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        for p in [&dir, &sock, &crt, &key] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .with_context(|| format!("chown {}", p.display()))?;
+        }
+
+        say(format!("initdb {} ({})", data.display(), bin.display()));
+        let mut initdb = as_postgres(None, &bin.join("initdb"));
+        initdb
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--auth-local=trust",
+                "--auth-host=reject",
+            ])
+            .current_dir(&dir);
+        run("postgres initdb", &mut initdb, None, Expect::Ok)?;
+        fs::write(data.join("pg_hba.conf"), HBA)?;
+        let conf = format!(
+            "\n# added by cargo xtask pcaps\nlisten_addresses = '{SRV_V4},{SRV_V6}'\nport = {PORT}\n\
+             unix_socket_directories = '{}'\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n\
+             password_encryption = 'scram-sha-256'\nfsync = off\nmax_connections = 20\nshared_buffers = 16MB\n",
+            sock.display(),
+            crt.display(),
+            key.display()
+        );
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        std::io::Write::write_all(&mut f, conf.as_bytes())?;
+
+        let mut cmd = as_postgres(Some(SRV_NS), &bin.join("postgres"));
+        cmd.arg("-D").arg(&data).current_dir(&dir);
+        let mut daemon = Daemon::spawn("postgres", cmd, &dir.join("postgres.log"), "INT")?;
+        let isready = bin.join("pg_isready");
+        daemon.wait_ready(Duration::from_secs(30), || {
+            let st = Command::new(&isready)
+                .arg("-h")
+                .arg(&sock)
+                .args(["-p", &PORT.to_string(), "-q"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            matches!(st, Ok(s) if s.success())
+        })?;
+        let pg = Self {
+            daemon,
+            bin,
+            sock,
+            dir,
+        };
+        pg.setup()?;
+        Ok(pg)
+    }
+
+    /// psql as superuser over the Unix socket (never captured).
+    fn admin_sql(&self, step: &str, db: &str, sql: &str) -> Result<()> {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-p",
+            &PORT.to_string(),
+            "-d",
+            db,
+            "-h",
+        ])
+        .arg(&self.sock)
+        .args(["-f", "-"]);
+        run(step, &mut c, Some(sql.as_bytes()), Expect::Ok).map(|_| ())
+    }
+
+    fn setup(&self) -> Result<()> {
+        say(
+            "postgres: creating users u_md5 (md5), u_scram (scram-sha-256), u_clear (password), u_tls (hostssl), databases appdb, benchdb",
+        );
+        let pw = PASSWORD;
+        let sql = format!(
+            "SET password_encryption = 'md5';\n\
+             CREATE ROLE u_md5 LOGIN PASSWORD '{pw}';\n\
+             SET password_encryption = 'scram-sha-256';\n\
+             CREATE ROLE u_scram LOGIN PASSWORD '{pw}';\n\
+             CREATE ROLE u_clear LOGIN PASSWORD '{pw}';\n\
+             CREATE ROLE u_tls LOGIN PASSWORD '{pw}';\n\
+             CREATE DATABASE appdb OWNER u_scram;\n\
+             CREATE DATABASE benchdb OWNER u_scram;\n"
+        );
+        self.admin_sql("postgres setup: roles and databases", "postgres", &sql)?;
+        let sql = "SET ROLE u_scram;\n\
+             CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2) NOT NULL,\n\
+                                 created_at timestamptz NOT NULL DEFAULT now());\n\
+             INSERT INTO items SELECT g, 'item-' || g, (g % 1000) / 10.0,\n\
+                    timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute' FROM generate_series(1, 5000) g;\n\
+             GRANT SELECT ON items TO u_md5, u_clear, u_tls;\n";
+        self.admin_sql(
+            "postgres setup: table appdb.items (5000 rows)",
+            "appdb",
+            sql,
+        )?;
+        say("postgres: pgbench -i -s 1 benchdb");
+        let mut c = Command::new(self.bin.join("pgbench"));
+        c.args([
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-U",
+            "u_scram",
+            "-p",
+            &PORT.to_string(),
+            "-h",
+        ])
+        .arg(&self.sock)
+        .arg("benchdb");
+        run("postgres setup: pgbench -i", &mut c, None, Expect::Ok)?;
+        fs::write(self.dir.join("pipeline.sql"), PIPELINE_SCRIPT)?;
+        Ok(())
+    }
+
+    /// A client program run in the client namespace with a clean libpq environment.
+    fn client(&self, program: &str, password: &str) -> Command {
+        let mut c = in_ns(CLI_NS, self.bin.join(program));
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PGPASSWORD", password)
+            .env("PGSSLMODE", "disable")
+            .env("PGGSSENCMODE", "disable")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGPASSFILE", "/dev/null");
+        c
+    }
+
+    fn psql(&self, host: &str, user: &str, db: &str, sslmode: &str, password: &str) -> Command {
+        let mut c = self.client("psql", password);
+        c.args(["-X", "-w", "-d"])
+            .arg(format!("host={host} port={PORT} user={user} dbname={db} sslmode={sslmode} application_name=psql"));
+        c
+    }
+
+    fn pgbench(&self, src: &str, args: &[&str]) -> Command {
+        let mut c = self.client("pgbench", PASSWORD);
+        c.args([
+            "-n",
+            "-c",
+            "1",
+            "-h",
+            SRV_V4,
+            "-p",
+            &PORT.to_string(),
+            "-U",
+            "u_scram",
+        ])
+        .args(args);
+        say(format!("  pgbench {} (u_scram from {src})", args.join(" ")));
+        c
+    }
+
+    /// pg-auth: three methods that succeed, one over IPv6, and two failures.
+    pub fn auth(&self, net: &Network) -> Result<()> {
+        let q = ["-c", "SELECT current_user, inet_client_addr()"];
+        let ok = |label: &str, src: &str, host: &str, user: &str| -> Result<()> {
+            say(format!("  {label}: {user} from {src}"));
+            if host == SRV_V4 {
+                net.client_source(src)?;
+            }
+            run(
+                &format!("pg-auth: {label}"),
+                self.psql(host, user, "appdb", "disable", PASSWORD).args(q),
+                None,
+                Expect::Ok,
+            )
+            .map(|_| ())
+        };
+        ok("md5 login", CLI_V4[0], SRV_V4, "u_md5")?;
+        ok("scram-sha-256 login", CLI_V4[1], SRV_V4, "u_scram")?;
+        ok("cleartext password login", CLI_V4[2], SRV_V4, "u_clear")?;
+        ok("scram-sha-256 login over IPv6", CLI_V6, SRV_V6, "u_scram")?;
+        say(format!("  wrong password: u_scram from {}", CLI_V4[0]));
+        net.client_source(CLI_V4[0])?;
+        let mut c = self.psql(SRV_V4, "u_scram", "appdb", "disable", "wrong-password");
+        run(
+            "pg-auth: wrong password",
+            c.args(q),
+            None,
+            Expect::Fails(&["password authentication failed"]),
+        )?;
+        say(format!("  unknown database: u_md5 from {}", CLI_V4[1]));
+        net.client_source(CLI_V4[1])?;
+        let mut c = self.psql(SRV_V4, "u_md5", "nosuchdb", "disable", PASSWORD);
+        run(
+            "pg-auth: unknown database",
+            c.args(q),
+            None,
+            Expect::Fails(&["database \"nosuchdb\" does not exist"]),
+        )?;
+        Ok(())
+    }
+
+    /// pg-queries: one simple-query session with errors, a large result, COPY both ways; then a
+    /// cancelled query from a second client.
+    pub fn queries(&self, net: &Network) -> Result<()> {
+        say(format!(
+            "  simple-query session: u_scram from {}",
+            CLI_V4[0]
+        ));
+        net.client_source(CLI_V4[0])?;
+        let mut c = self.psql(SRV_V4, "u_scram", "appdb", "disable", PASSWORD);
+        c.args(["-v", "ON_ERROR_STOP=0", "-f", "-"]);
+        let script = QUERIES_SCRIPT.replace("@CANARY@", CANARY);
+        let out = run(
+            "pg-queries: simple-query session",
+            &mut c,
+            Some(script.as_bytes()),
+            Expect::Any(&["division by zero", "syntax error at or near \"SELEC\""]),
+        )?;
+        let rows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("item-"))
+            .count();
+        say(format!("  ... psql printed {rows} item rows"));
+
+        say(format!(
+            "  cancel request: u_scram from {}, SIGINT to psql during pg_sleep",
+            CLI_V4[1]
+        ));
+        net.client_source(CLI_V4[1])?;
+        let mut c = self.psql(SRV_V4, "u_scram", "appdb", "disable", PASSWORD);
+        c.args(["-c", "SELECT pg_sleep(30)"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c
+            .spawn()
+            .context("step `pg-queries: cancel`: starting psql")?;
+        thread::sleep(Duration::from_millis(1500));
+        let _ = Command::new("kill")
+            .args(["-s", "INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("canceling statement due to user request") {
+            bail!(
+                "step `pg-queries: cancel`: psql did not report a cancelled statement (exit {}): {err}",
+                out.status
+            );
+        }
+        Ok(())
+    }
+
+    /// pg-extended: extended query protocol (prepared and unnamed statements) and pipelining.
+    pub fn extended(&self, net: &Network) -> Result<()> {
+        net.client_source(CLI_V4[0])?;
+        let mut c = self.pgbench(
+            CLI_V4[0],
+            &["-M", "prepared", "-b", "tpcb-like", "-t", "4", "benchdb"],
+        );
+        run("pg-extended: pgbench -M prepared", &mut c, None, Expect::Ok)?;
+        net.client_source(CLI_V4[1])?;
+        let mut c = self.pgbench(
+            CLI_V4[1],
+            &["-M", "extended", "-b", "select-only", "-t", "5", "benchdb"],
+        );
+        run("pg-extended: pgbench -M extended", &mut c, None, Expect::Ok)?;
+        net.client_source(CLI_V4[2])?;
+        let script = self.dir.join("pipeline.sql");
+        let script = script.to_string_lossy();
+        let mut c = self.pgbench(
+            CLI_V4[2],
+            &["-M", "extended", "-f", &script, "-t", "3", "benchdb"],
+        );
+        run("pg-extended: pgbench pipeline", &mut c, None, Expect::Ok)?;
+        Ok(())
+    }
+
+    /// pg-tls: a session with sslmode=require.
+    pub fn tls(&self, net: &Network) -> Result<()> {
+        say(format!(
+            "  TLS session: u_tls from {} with sslmode=require",
+            CLI_V4[2]
+        ));
+        net.client_source(CLI_V4[2])?;
+        let mut c = self.psql(SRV_V4, "u_tls", "appdb", "require", PASSWORD);
+        c.args([
+            "-A",
+            "-t",
+            "-c",
+            "SELECT 'tls=' || ssl || ' ' || version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ]);
+        let out = run("pg-tls: sslmode=require session", &mut c, None, Expect::Ok)?;
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !line.starts_with("tls=t") {
+            bail!("step `pg-tls`: the session did not use TLS: {line}");
+        }
+        say(format!("  ... {line}"));
+        Ok(())
+    }
+
+    /// pg-plain: one small session, kept unwrapped.
+    pub fn plain(&self, net: &Network) -> Result<()> {
+        say(format!("  small session: u_scram from {}", CLI_V4[0]));
+        net.client_source(CLI_V4[0])?;
+        let q = format!("SELECT id, name FROM items WHERE name <> '{CANARY}' ORDER BY id LIMIT 3");
+        let mut c = self.psql(SRV_V4, "u_scram", "appdb", "disable", PASSWORD);
+        run("pg-plain: session", c.args(["-c", &q]), None, Expect::Ok).map(|_| ())
+    }
+
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+}
+
+const QUERIES_SCRIPT: &str = r"SELECT id, name, price FROM items WHERE name = '@CANARY@' OR id = 4242;
+SELECT count(*) AS n, sum(price) AS total FROM items;
+SELECT 1 AS one \; SELECT 'two' AS two \; SELECT 3 AS three;
+SELECT 1/0;
+SELEC id FROM items;
+SELECT * FROM items ORDER BY id;
+BEGIN;
+UPDATE items SET price = price + 1 WHERE id <= 10;
+INSERT INTO items (id, name, price) VALUES (100001, 'inserted', 1.00);
+DELETE FROM items WHERE id = 100001;
+COMMIT;
+COPY (SELECT id, name, price FROM items WHERE id <= 2000 ORDER BY id) TO STDOUT;
+CREATE TEMP TABLE t_in (id int, name text);
+COPY t_in FROM STDIN;
+1	copied-one
+2	copied-two
+3	copied-three
+\.
+SELECT count(*) FROM t_in;
+";
+
+const PIPELINE_SCRIPT: &str = r"\set aid random(1, 100000)
+\set delta random(-5000, 5000)
+\startpipeline
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+\endpipeline
+";
