@@ -68,6 +68,43 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test`, passing its output through, and ends with one closing line that sums
+/// every test binary's `test result:` line (cargo's own last line is the doc-tests').
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !st.success() {
+        bail!("cargo test failed ({st})");
+    }
+    Ok(())
+}
+
 fn build_ebpf() -> Result<PathBuf> {
     let route = toolchain::ensure(true)?;
     println!("xtask: building sensor-ebpf with {}", route.describe());
@@ -169,7 +206,7 @@ fn real_main() -> Result<()> {
             }
             // Tests that touch kernel state (netns, XDP attach) must not run concurrently.
             c.arg("--test-threads=1");
-            run(&mut c)
+            run_tests(&mut c)
         }
         Cmd::Pcaps(args) => pcaps::run(&args),
         Cmd::Lint => {

@@ -17,6 +17,8 @@ pub struct QueryKey {
     pub server: String,
     pub database: Option<String>,
     pub user: Option<String>,
+    /// Part of the key: a MySQL PREPARE and its EXECUTEs share a fingerprint.
+    pub verb: String,
     pub fingerprint: String,
 }
 
@@ -131,6 +133,7 @@ impl LatencyAggregator {
             server: q.endpoint.server.clone(),
             database: q.database.clone(),
             user: q.user.clone(),
+            verb: q.verb.clone(),
             fingerprint: q.fingerprint.clone(),
         };
         if !self.by_query.contains_key(&key) && self.by_query.len() >= self.max_keys {
@@ -139,12 +142,13 @@ impl LatencyAggregator {
                 server: key.server,
                 database: None,
                 user: None,
+                verb: "*".into(),
                 fingerprint: "(other)".into(),
             };
         }
         self.by_query
             .entry(key)
-            .or_insert_with(|| Stats::new(&q.verb))
+            .or_insert_with_key(|k| Stats::new(&k.verb))
             .observe(q);
         self.by_server
             .entry(q.endpoint.server.clone())
