@@ -60,6 +60,13 @@ pub fn rds_sensor(ctx: XdpContext) -> u32 {
     verdict
 }
 
+/// The benchmark floor: a program that only drops. `cargo xtask bench` measures the sensor
+/// against it in the same run (BPF_PROG_TEST_RUN's own overhead dominates this figure).
+#[xdp]
+pub fn bench_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 #[inline(always)]
 fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {

@@ -42,6 +42,13 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// The benchmark suite: every figure beside a baseline measured in the same run; writes
+    /// target/bench/results.json.
+    Bench {
+        /// A short smoke run (CI): same figures, fewer repetitions.
+        #[arg(long)]
+        quick: bool,
+    },
     /// cargo fmt --check and clippy -D warnings on the user-space and eBPF crates.
     Lint,
     /// Record the bundled captures from real PostgreSQL and MariaDB servers (root; netns).
@@ -209,6 +216,19 @@ fn real_main() -> Result<()> {
             run_tests(&mut c)
         }
         Cmd::Pcaps(args) => pcaps::run(&args),
+        Cmd::Bench { quick } => {
+            toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
+            let obj = build_ebpf()?;
+            let mut c = cargo();
+            c.args(["bench", "-p", "sensor-user", "--bench", "suite"])
+                .env("RDS_SENSOR_EBPF_OBJ", &obj)
+                .env("RDS_SENSOR_PCAPS", root().join("pcaps"))
+                .env("RDS_SENSOR_BENCH_OUT", root().join("target/bench"));
+            if quick {
+                c.args(["--", "--quick"]);
+            }
+            run(&mut c)
+        }
         Cmd::Lint => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([

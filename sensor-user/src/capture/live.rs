@@ -112,11 +112,26 @@ impl Sensor {
         })
     }
 
+    /// Loads another program of the object (e.g. `bench_floor`, the benchmark's baseline).
+    pub fn load_program(&mut self, name: &str) -> Result<&Xdp> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} not in the object"))?
+            .try_into()?;
+        prog.load().map_err(verifier_error)?;
+        Ok(prog)
+    }
+
     pub fn program(&self) -> Result<&Xdp> {
+        self.program_named(names::PROGRAM)
+    }
+
+    pub fn program_named(&self, name: &str) -> Result<&Xdp> {
         Ok(self
             .ebpf
-            .program(names::PROGRAM)
-            .ok_or_else(|| anyhow!("program {} not in the object", names::PROGRAM))?
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} not in the object"))?
             .try_into()?)
     }
 

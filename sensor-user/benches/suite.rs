@@ -1,0 +1,445 @@
+//! `cargo xtask bench`: every figure beside the baseline it is compared to, measured in the same
+//! run (these machines are noisy). Prints one table and writes `target/bench/results.json`.
+//!
+//! 1. XDP cost per packet (BPF_PROG_TEST_RUN) for each kind of frame, against `bench_floor`,
+//!    a program that only drops.
+//! 2. Decoder throughput (events per CPU-second, one thread) over the bundled captures,
+//!    against tshark dissecting the same frames.
+//! 3. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
+//!    from random sources), against the empty table.
+//!
+//! `--quick` runs each for a fraction of the time (CI's smoke run); no figure is asserted.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use aya::programs::{TestRun, TestRunOptions};
+use common::*;
+use rds_sensor::{
+    capture::{
+        live::{LiveOptions, Sensor},
+        packet::{Decapsulator, LinkType},
+        pcap::PcapReader,
+    },
+    pipeline::{Pipeline, PipelineOptions},
+    records::Record,
+    sinks::Sink,
+};
+use sensor_common::{DEFAULT_DB_PORTS, SensorConfig, tcp_flags as f};
+use serde::Serialize;
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+#[derive(Serialize)]
+struct Figure {
+    name: String,
+    value: f64,
+    unit: String,
+    baseline_name: String,
+    baseline_value: f64,
+    /// value / baseline_value.
+    ratio: f64,
+}
+
+fn figure(name: &str, value: f64, unit: &str, baseline_name: &str, baseline_value: f64) -> Figure {
+    Figure {
+        name: name.into(),
+        value,
+        unit: unit.into(),
+        baseline_name: baseline_name.into(),
+        baseline_value,
+        ratio: if baseline_value == 0.0 {
+            0.0
+        } else {
+            value / baseline_value
+        },
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only xdp|memory|decoder` runs one part (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let mut figures = Vec::new();
+    let kernel =
+        unsafe { libc::geteuid() } == 0 && rds_sensor::capture::live::embedded_object().is_some();
+    if !kernel && (want("xdp") || want("memory")) {
+        eprintln!(
+            "bench: XDP and memory figures need root and the XDP object (cargo xtask bench): skipped"
+        );
+    }
+    if kernel && want("xdp") {
+        xdp_cost(quick, &mut figures);
+    }
+    if kernel && want("memory") {
+        flow_memory(quick, &mut figures);
+    }
+    if want("decoder") {
+        decoder_throughput(quick, &mut figures);
+    }
+
+    println!(
+        "\n{:<44} {:>14} {:<9} {:<28} {:>14} {:>8}",
+        "figure", "value", "unit", "baseline", "value", "ratio"
+    );
+    for f in &figures {
+        println!(
+            "{:<44} {:>14.1} {:<9} {:<28} {:>14.1} {:>8.2}",
+            f.name, f.value, f.unit, f.baseline_name, f.baseline_value, f.ratio
+        );
+    }
+    let dir = std::env::var_os("RDS_SENSOR_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"));
+    std::fs::create_dir_all(&dir).expect("creating the results directory");
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap())
+        .expect("writing results.json");
+    println!("\nwrote {}", path.display());
+}
+
+/// Average ns per run of `prog` on `frame`.
+fn ns_per_packet(prog: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> f64 {
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("test_run");
+    // The kernel reports the mean duration of one run.
+    r.duration.as_nanos() as f64
+}
+
+fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
+    let repeat = if quick { 20_000 } else { 1_000_000 };
+    let mut sensor = Sensor::load(&LiveOptions {
+        ring_bytes: 256 << 20,
+        ..LiveOptions::default()
+    })
+    .expect("loading the XDP program");
+    // Drain the ring while the kernel runs the program, so that events cost what they cost
+    // live (a full ring would measure the drop path instead).
+    let mut ring = sensor.take_events().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let drainer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                while let Some(item) = ring.next() {
+                    n += item.len() as u64;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            n
+        })
+    };
+    let q = {
+        let mut m = b"Q\0\0\0\x2dselect * from accounts where id = 42\0".to_vec();
+        m.resize(46, b' ');
+        m
+    };
+    let mut resp: Vec<u8> = (0..1400u32).map(|i| (i % 251) as u8).collect();
+    let n = resp.len();
+    resp[n - 6..].copy_from_slice(b"Z\0\0\0\x05I");
+    let outer = Ip::V4(ENI, TARGET);
+    let inner = Ip::V4(CLIENT, SERVER);
+    let back = Ip::V4(SERVER, CLIENT);
+    let frames: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "xdp: vxlan db request (46 B)",
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(inner, 40000, 5432, f::PSH | f::ACK, &q),
+                outer,
+                &[],
+            ),
+        ),
+        (
+            "xdp: vxlan db response (1400 B)",
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(back, 5432, 40000, f::PSH | f::ACK, &resp),
+                outer,
+                &[],
+            ),
+        ),
+        (
+            "xdp: vxlan db control (SYN)",
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(inner, 40001, 5432, f::SYN, &[]),
+                outer,
+                &[],
+            ),
+        ),
+        (
+            "xdp: vxlan db ack (no payload)",
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(inner, 40000, 5432, f::ACK, &[]),
+                outer,
+                &[],
+            ),
+        ),
+        (
+            "xdp: vxlan non-db",
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(inner, 40002, 8080, f::PSH | f::ACK, &q),
+                outer,
+                &[],
+            ),
+        ),
+        (
+            "xdp: host ipv4 (ssh)",
+            inner_tcp(inner, 40003, 22, f::PSH | f::ACK, &q),
+        ),
+        (
+            "xdp: host ipv6 (ssh)",
+            inner_tcp(Ip::V6(v6(0x20), v6(0x10)), 40004, 22, f::PSH | f::ACK, &q),
+        ),
+    ];
+    let floor_name = "bench_floor (XDP_DROP only)";
+    sensor.load_program("bench_floor").expect("floor");
+    // Floor and sensor alternate on each frame, so drift hits both alike.
+    let mut rows = Vec::new();
+    for (name, frame) in &frames {
+        let floor = ns_per_packet(
+            sensor.program_named("bench_floor").expect("floor"),
+            frame,
+            repeat,
+        );
+        let value = ns_per_packet(sensor.program().unwrap(), frame, repeat);
+        rows.push((name.to_string(), value, floor));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = drainer.join();
+    for (name, value, floor) in rows {
+        figures.push(figure(&name, value, "ns/pkt", floor_name, floor));
+    }
+}
+
+/// Counts records without keeping them.
+#[derive(Default)]
+struct Count(Arc<std::sync::atomic::AtomicU64>);
+
+impl Sink for Count {
+    fn emit(&mut self, _record: &Record) -> anyhow::Result<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn cpu_time_thread() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn cpu_time_children() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
+    // Every frame of the bundled captures, in memory.
+    let mut frames: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+    for p in bundled_pcaps() {
+        let mut r = PcapReader::open(&p).expect("bundled capture");
+        while let Some(fr) = r.next_frame().expect("bundled capture") {
+            if fr.linktype == 1 {
+                frames.push((fr.ts_ns, fr.orig_len, fr.data.to_vec()));
+            }
+        }
+    }
+    assert!(
+        !frames.is_empty(),
+        "no bundled captures in {}",
+        pcaps_dir().display()
+    );
+    let rounds = if quick { 3 } else { 40 };
+
+    // Ours: the offline twin of the XDP program + the whole pipeline, on one thread.
+    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut events = 0u64;
+    let mut rec = Vec::with_capacity(8192);
+    let cpu0 = cpu_time_thread();
+    let wall0 = Instant::now();
+    for _ in 0..rounds {
+        let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
+        let mut pipeline =
+            Pipeline::new(PipelineOptions::default(), Box::new(Count(records.clone())));
+        for (ts, len, data) in &frames {
+            decap.process(LinkType::Ethernet, data, *len, *ts, &mut rec);
+            if !rec.is_empty() {
+                pipeline.on_record(&rec);
+                events += 1;
+            }
+        }
+        pipeline
+            .expire_flows(
+                &mut decap.flows,
+                u64::MAX,
+                Some(rds_sensor::records::FlowEnd::EndOfCapture),
+            )
+            .unwrap();
+    }
+    let ours_cpu = cpu_time_thread() - cpu0;
+    let _ = wall0;
+    let ours = events as f64 / ours_cpu;
+
+    // tshark: the same frames, repeated as many times, dissected as pgsql/mysql.
+    let dir = std::env::temp_dir().join(format!("rds-sensor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("all.pcap");
+    let tshark_rounds = if quick { 1 } else { 4 };
+    let all: Vec<Vec<u8>> = (0..tshark_rounds)
+        .flat_map(|_| frames.iter().map(|(_, _, d)| d.clone()))
+        .collect();
+    write_pcap(&big, &all);
+    let c0 = cpu_time_children();
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&big)
+        .args(["-Y", "pgsql || mysql", "-T", "fields", "-e", "frame.number"])
+        .output()
+        .expect("running tshark");
+    let tshark_cpu = cpu_time_children() - c0;
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tshark_events = events / rounds as u64 * tshark_rounds as u64;
+    let tshark = tshark_events as f64 / tshark_cpu;
+    let _ = std::fs::remove_dir_all(&dir);
+    figures.push(figure(
+        "decoder: events per CPU-second (1 thread)",
+        ours,
+        "events/s",
+        "tshark -Y 'pgsql || mysql'",
+        tshark,
+    ));
+}
+
+/// Reads a map's kernel memory from /proc/self/fdinfo (memlock).
+fn map_memlock(fd: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("memlock:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn flow_memory(quick: bool, figures: &mut Vec<Figure>) {
+    // A SYN flood from random sources into a database port fills the kernel flow table;
+    // the LRU map evicts beyond its capacity, so memory is bounded by the configuration.
+    let flows: u32 = if quick { 20_000 } else { 1_000_000 };
+    let capacity = 262_144u32;
+    let rss0 = rss_kib();
+    let mut sensor = Sensor::load(&LiveOptions {
+        flow_entries: capacity,
+        ..LiveOptions::default()
+    })
+    .expect("load");
+    let mut state = sensor.take_state().unwrap();
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let outer = Ip::V4(ENI, TARGET);
+    for _ in 0..flows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let src = (x as u32).to_be_bytes();
+        let frame = vxlan(
+            7341,
+            0x08,
+            &inner_tcp(
+                Ip::V4(src, SERVER),
+                (x >> 32) as u16 | 1024,
+                5432,
+                f::SYN,
+                &[],
+            ),
+            outer,
+            &[],
+        );
+        let _ = sensor.program().unwrap().test_run(TestRunOptions {
+            data_in: Some(&frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        });
+    }
+    let mut snapshot = Vec::new();
+    rds_sensor::flows::FlowSource::snapshot(&mut state, &mut snapshot);
+    let rss1 = rss_kib();
+    // The flow map's kernel memory, read from its fd.
+    let memlock = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target.to_string_lossy().contains("bpf-map").then_some(fd)
+        })
+        .map(map_memlock)
+        .sum::<u64>();
+    figures.push(figure(
+        &format!("memory: flows held after {flows} SYNs"),
+        snapshot.len() as f64,
+        "flows",
+        "flow table capacity",
+        capacity as f64,
+    ));
+    figures.push(figure(
+        "memory: all BPF maps (memlock)",
+        memlock as f64 / 1048576.0,
+        "MiB",
+        "ring buffer alone",
+        (LiveOptions::default().ring_bytes as f64) / 1048576.0,
+    ));
+    figures.push(figure(
+        "memory: RSS growth during the flood",
+        rss1.saturating_sub(rss0) as f64 / 1024.0,
+        "MiB",
+        "RSS before loading",
+        rss0 as f64 / 1024.0,
+    ));
+}
