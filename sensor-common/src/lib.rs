@@ -13,7 +13,7 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// LRU hash of [`FlowKey`](super::FlowKey) → [`FlowStats`](super::FlowStats).
     pub const FLOWS: &str = "FLOWS";
-    /// Per-CPU array of `u64` counters indexed by [`counter`](super::counter).
+    /// Per-CPU array with one [`Counters`](super::Counters).
     pub const COUNTERS: &str = "COUNTERS";
     /// Array of 65536 `u8`: the application protocol ([`proto`](super::proto)) of a database port, 0 if none.
     pub const DB_PORTS: &str = "DB_PORTS";
@@ -140,6 +140,14 @@ pub mod counter {
         "capped",
         "reserved15",
     ];
+}
+
+/// The per-CPU counters, one value in the `COUNTERS` map (one lookup per packet instead of
+/// one per counter), indexed by [`counter`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub v: [u64; counter::COUNT as usize],
 }
 
 /// Bits of [`SensorConfig::flags`].
@@ -321,6 +329,7 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 80);
     assert!(core::mem::align_of::<EventHeader>() == 8);
     assert!(core::mem::size_of::<SensorConfig>() == 8);
+    assert!(core::mem::size_of::<Counters>() == 8 * counter::COUNT as usize);
     assert!(core::mem::size_of::<EventBuf>() == 80 + 2 * MAX_PAYLOAD_CAP);
     assert!(MAX_PAYLOAD_CAP.is_power_of_two());
     assert!(DEFAULT_PAYLOAD_CAP as usize <= MAX_PAYLOAD_CAP);
@@ -335,6 +344,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::SensorConfig {}
     unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::Counters {}
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
-use parse::{IPPROTO_TCP, IPPROTO_UDP, L3, load, parse_eth, parse_ip};
+use parse::{IPPROTO_TCP, IPPROTO_UDP, L3, V4_MAPPED_ZERO, load, parse_eth, parse_ip};
 use sensor_common::{
-    EventBuf, EventHeader, FlowKey, FlowStats, MAX_PAYLOAD_CAP, NO_VNI, SensorConfig, config_flags,
-    counter, direction, split_payload, tcp_flags,
+    Counters, EventBuf, EventHeader, FlowKey, FlowStats, MAX_PAYLOAD_CAP, NO_VNI, SensorConfig,
+    config_flags, counter, direction, split_payload, tcp_flags,
 };
 
 /// Default ring size; user space resizes it at load time (`--ring-size`).
@@ -35,7 +35,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(262_144, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static DB_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
@@ -50,12 +50,24 @@ static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
 /// are read with bpf_xdp_load_bytes, which crosses fragments.
 #[xdp(frags)]
 pub fn rds_sensor(ctx: XdpContext) -> u32 {
-    count(counter::PACKETS);
-    let verdict = try_rds_sensor(&ctx);
+    // One lookup for all counters of this packet (per-CPU: no other CPU writes it).
+    let Some(c) = COUNTERS.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let c = unsafe { &mut *c };
+    c.v[counter::PACKETS as usize] += 1;
+    let cfg = match CONFIG.get(0) {
+        Some(cfg) => *cfg,
+        None => SensorConfig::default(),
+    };
+    let verdict = match fast_path(&ctx, &cfg, c) {
+        Some(v) => v,
+        None => slow_path(&ctx, &cfg, c),
+    };
     if verdict == xdp_action::XDP_DROP {
-        count(counter::DROPPED);
+        c.v[counter::DROPPED as usize] += 1;
     } else {
-        count(counter::PASSED);
+        c.v[counter::PASSED as usize] += 1;
     }
     verdict
 }
@@ -68,103 +80,236 @@ pub fn bench_floor(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn count(index: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(index) {
-        // Per-CPU slot: no other CPU writes it.
-        unsafe { *c += 1 };
+fn count(c: &mut Counters, index: u32) {
+    c.v[index as usize] += 1;
+}
+
+#[inline(always)]
+fn mirror_verdict(cfg: &SensorConfig) -> u32 {
+    if cfg.flags & config_flags::DROP_MIRRORED != 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// `N` bytes at a constant offset of a range already checked against data_end.
+#[inline(always)]
+fn rd<const N: usize>(base: usize, off: usize) -> [u8; N] {
+    unsafe { core::ptr::read_unaligned((base + off) as *const [u8; N]) }
+}
+
+// Offsets of the common layouts: Ethernet + IPv4 without options (+ UDP + VXLAN + Ethernet +
+// IPv4 without options) + TCP.
+const PLAIN_TCP: usize = 14 + 20;
+const VX_UDP: usize = 14 + 20;
+const VX_HDR: usize = VX_UDP + 8;
+const VX_INNER_IP: usize = VX_HDR + 8 + 14;
+const VX_TCP: usize = VX_INNER_IP + 20;
+
+/// The common layouts with direct packet access at constant offsets: one bounds check and no
+/// helper calls for headers. `None`: anything else (VLAN tags, IPv6, IP options, fragments,
+/// short or odd frames), which the general path handles. Nothing is counted before deciding.
+#[inline(always)]
+fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u32> {
+    let base = ctx.data();
+    if base + VX_UDP > ctx.data_end() {
+        return None;
+    }
+    let eth: [u8; 2] = rd(base, 12);
+    let ip: [u8; 20] = rd(base, 14);
+    if eth != [0x08, 0x00] || ip[0] != 0x45 || (ip[6] & 0x1f) | ip[7] != 0 {
+        return None;
+    }
+    match ip[9] {
+        IPPROTO_TCP => {
+            if base + PLAIN_TCP + 20 > ctx.data_end() {
+                return None;
+            }
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as u32;
+            if total < 20 {
+                return None;
+            }
+            let l3 = L3 {
+                l4_off: PLAIN_TCP,
+                l4_len: total - 20,
+                ip_len: total,
+                proto: IPPROTO_TCP,
+                v6: false,
+                addr_off: 14 + 12,
+            };
+            let tcp: [u8; 20] = rd(base, PLAIN_TCP);
+            handle_tcp(ctx, cfg, c, &tcp, &l3, NO_VNI, |key, dir| {
+                write_v4_key(key, dir, rd(base, 14 + 12), rd(base, 14 + 16));
+                true
+            });
+            Some(xdp_action::XDP_PASS)
+        }
+        IPPROTO_UDP => {
+            if base + VX_HDR > ctx.data_end() {
+                return None;
+            }
+            let udp: [u8; 4] = rd(base, VX_UDP);
+            if u16::from_be_bytes([udp[2], udp[3]]) != cfg.vxlan_port {
+                count(c, counter::NON_DB);
+                return Some(xdp_action::XDP_PASS);
+            }
+            if base + VX_TCP + 20 > ctx.data_end() {
+                return None;
+            }
+            let vx: [u8; 8] = rd(base, VX_HDR);
+            let inner_eth: [u8; 2] = rd(base, VX_INNER_IP - 2);
+            let inner: [u8; 20] = rd(base, VX_INNER_IP);
+            let total = u16::from_be_bytes([inner[2], inner[3]]) as u32;
+            if vx[0] & 0x08 == 0
+                || inner_eth != [0x08, 0x00]
+                || inner[0] != 0x45
+                || (inner[6] & 0x1f) | inner[7] != 0
+                || total < 20
+            {
+                return None;
+            }
+            count(c, counter::VXLAN);
+            if inner[9] != IPPROTO_TCP {
+                count(c, counter::NON_DB);
+                return Some(mirror_verdict(cfg));
+            }
+            let l3 = L3 {
+                l4_off: VX_TCP,
+                l4_len: total - 20,
+                ip_len: total,
+                proto: IPPROTO_TCP,
+                v6: false,
+                addr_off: VX_INNER_IP + 12,
+            };
+            let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+            let tcp: [u8; 20] = rd(base, VX_TCP);
+            handle_tcp(ctx, cfg, c, &tcp, &l3, vni, |key, dir| {
+                write_v4_key(
+                    key,
+                    dir,
+                    rd(base, VX_INNER_IP + 12),
+                    rd(base, VX_INNER_IP + 16),
+                );
+                true
+            });
+            Some(mirror_verdict(cfg))
+        }
+        _ => None,
     }
 }
 
 #[inline(always)]
-fn try_rds_sensor(ctx: &XdpContext) -> u32 {
-    let cfg = match CONFIG.get(0) {
-        Some(c) => *c,
-        None => SensorConfig::default(),
+fn write_v4_key(key: &mut FlowKey, dir: u8, src: [u8; 4], dst: [u8; 4]) {
+    let (client, server) = if dir == direction::TO_SERVER {
+        (src, dst)
+    } else {
+        (dst, src)
     };
+    key.client_addr = V4_MAPPED_ZERO;
+    key.server_addr = V4_MAPPED_ZERO;
+    key.client_addr[12..].copy_from_slice(&client);
+    key.server_addr[12..].copy_from_slice(&server);
+}
+
+/// Every other layout, with bounds-checked copies (see parse.rs for why).
+#[inline(always)]
+fn slow_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> u32 {
     let Some((ethertype, off)) = parse_eth(ctx, 0) else {
-        count(counter::MALFORMED);
+        count(c, counter::MALFORMED);
         return xdp_action::XDP_PASS;
     };
     let outer = match parse_ip(ctx, ethertype, off) {
         Ok(Some(l3)) => l3,
         Ok(None) => return xdp_action::XDP_PASS, // not IP: ARP and friends
-        Err(c) => {
-            count(c);
+        Err(e) => {
+            count(c, e);
             return xdp_action::XDP_PASS;
         }
     };
     if outer.proto == IPPROTO_UDP {
         let Some(udp) = load::<4>(ctx, outer.l4_off) else {
-            count(counter::MALFORMED);
+            count(c, counter::MALFORMED);
             return xdp_action::XDP_PASS;
         };
         let dport = u16::from_be_bytes([udp[2], udp[3]]);
         if dport == cfg.vxlan_port {
-            let verdict = if cfg.flags & config_flags::DROP_MIRRORED != 0 {
-                xdp_action::XDP_DROP
-            } else {
-                xdp_action::XDP_PASS
-            };
-            handle_vxlan(ctx, &cfg, outer.l4_off + 8);
-            return verdict;
+            handle_vxlan(ctx, cfg, c, outer.l4_off + 8);
+            return mirror_verdict(cfg);
         }
-        count(counter::NON_DB);
+        count(c, counter::NON_DB);
         return xdp_action::XDP_PASS;
     }
     if outer.proto == IPPROTO_TCP {
-        handle_tcp(ctx, &cfg, &outer, NO_VNI);
+        match load::<20>(ctx, outer.l4_off) {
+            Some(tcp) => handle_tcp(ctx, cfg, c, &tcp, &outer, NO_VNI, |key, dir| {
+                outer.write_key(ctx, key, dir)
+            }),
+            None => count(c, counter::MALFORMED),
+        }
     } else {
-        count(counter::NON_DB);
+        count(c, counter::NON_DB);
     }
     xdp_action::XDP_PASS
 }
 
 /// RFC 7348: flags(8, I = 0x08) reserved(24) VNI(24) reserved(8), then the inner frame.
 #[inline(always)]
-fn handle_vxlan(ctx: &XdpContext, cfg: &SensorConfig, off: usize) {
+fn handle_vxlan(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters, off: usize) {
     let Some(vx) = load::<8>(ctx, off) else {
-        count(counter::VXLAN_BAD);
+        count(c, counter::VXLAN_BAD);
         return;
     };
     if vx[0] & 0x08 == 0 {
-        count(counter::VXLAN_BAD);
+        count(c, counter::VXLAN_BAD);
         return;
     }
-    count(counter::VXLAN);
+    count(c, counter::VXLAN);
     let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
     let Some((ethertype, inner_off)) = parse_eth(ctx, off + 8) else {
-        count(counter::MALFORMED);
+        count(c, counter::MALFORMED);
         return;
     };
     match parse_ip(ctx, ethertype, inner_off) {
-        Ok(Some(inner)) if inner.proto == IPPROTO_TCP => handle_tcp(ctx, cfg, &inner, vni),
-        Ok(_) => count(counter::NON_DB),
-        Err(c) => count(c),
+        Ok(Some(inner)) if inner.proto == IPPROTO_TCP => match load::<20>(ctx, inner.l4_off) {
+            Some(tcp) => handle_tcp(ctx, cfg, c, &tcp, &inner, vni, |key, dir| {
+                inner.write_key(ctx, key, dir)
+            }),
+            None => count(c, counter::MALFORMED),
+        },
+        Ok(_) => count(c, counter::NON_DB),
+        Err(e) => count(c, e),
     }
 }
 
+/// A TCP segment whose header (`tcp`, 20 bytes) and IP facts (`l3`) were read by either path;
+/// `write_key` puts its addresses into the flow key.
 #[inline(always)]
-fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
-    let Some(tcp) = load::<20>(ctx, l3.l4_off) else {
-        count(counter::MALFORMED);
-        return;
-    };
+fn handle_tcp(
+    ctx: &XdpContext,
+    cfg: &SensorConfig,
+    c: &mut Counters,
+    tcp: &[u8; 20],
+    l3: &L3,
+    vni: u32,
+    write_key: impl FnOnce(&mut FlowKey, u8) -> bool,
+) {
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     let (dir, proto) = match db_port(dport) {
         0 => match db_port(sport) {
             0 => {
-                count(counter::NON_DB);
+                count(c, counter::NON_DB);
                 return;
             }
             p => (direction::TO_CLIENT, p),
         },
         p => (direction::TO_SERVER, p),
     };
-    count(counter::DB_SEGMENTS);
+    count(c, counter::DB_SEGMENTS);
     let doff = ((tcp[12] >> 4) as u32) * 4;
     if doff < 20 || doff > l3.l4_len {
-        count(counter::MALFORMED);
+        count(c, counter::MALFORMED);
         return;
     }
     let flags = tcp[13];
@@ -173,7 +318,7 @@ fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
     let present = frame_len.saturating_sub(payload_off);
     let captured = if present < payload_len {
-        count(counter::TRUNCATED);
+        count(c, counter::TRUNCATED);
         present
     } else {
         payload_len
@@ -185,8 +330,8 @@ fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
     };
     let hdr = unsafe { &mut (*buf).hdr };
     // The key is assembled in the scratch value rather than on the 512-byte stack.
-    if !l3.write_key(ctx, &mut hdr.key, dir) {
-        count(counter::MALFORMED);
+    if !write_key(&mut hdr.key, dir) {
+        count(c, counter::MALFORMED);
         return;
     }
     hdr.key.client_port = if dir == direction::TO_SERVER {
@@ -202,6 +347,7 @@ fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
     hdr.key.vni = vni;
 
     update_flow(
+        c,
         &hdr.key,
         dir,
         flags,
@@ -213,13 +359,13 @@ fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
 
     let control = flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
     if payload_len > 0 {
-        count(counter::DB_PAYLOAD_SEGMENTS);
+        count(c, counter::DB_PAYLOAD_SEGMENTS);
     } else if !(control && cfg.flags & config_flags::CONTROL_EVENTS != 0) {
         return;
     }
     let (head, tail) = split_payload(captured, cfg.payload_cap, cfg.tail_cap);
     if (head as u32 + tail as u32) < captured {
-        count(counter::CAPPED);
+        count(c, counter::CAPPED);
     }
     hdr.ts_ns = ts;
     hdr.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -230,7 +376,7 @@ fn handle_tcp(ctx: &XdpContext, cfg: &SensorConfig, l3: &L3, vni: u32) {
     hdr.proto = proto;
     hdr.ip_version = if l3.v6 { 6 } else { 4 };
     hdr._pad = [0; 4];
-    send_event(ctx, buf, payload_off, captured, head as u32, tail as u32);
+    send_event(ctx, c, buf, payload_off, captured, head as u32, tail as u32);
 }
 
 #[inline(always)]
@@ -242,7 +388,9 @@ fn db_port(port: u16) -> u8 {
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn update_flow(
+    c: &mut Counters,
     key: &FlowKey,
     dir: u8,
     flags: u8,
@@ -263,7 +411,7 @@ fn update_flow(
             match FLOWS.get_ptr_mut(key) {
                 Some(s) => s,
                 None => {
-                    count(counter::FLOW_UPDATE_FAILED);
+                    count(c, counter::FLOW_UPDATE_FAILED);
                     return;
                 }
             }
@@ -320,6 +468,7 @@ unsafe fn add(p: *mut u64, v: u64) {
 #[inline(always)]
 fn send_event(
     ctx: &XdpContext,
+    c: &mut Counters,
     buf: *mut EventBuf,
     payload_off: u32,
     captured: u32,
@@ -351,7 +500,7 @@ fn send_event(
     unsafe {
         let data = (&raw mut (*buf).data).cast::<u8>();
         if head > 0 && bpf_xdp_load_bytes(ctx.ctx, payload_off, data.cast(), head) != 0 {
-            count(counter::MALFORMED);
+            count(c, counter::MALFORMED);
             return;
         }
         if tail > 0
@@ -362,15 +511,15 @@ fn send_event(
                 tail,
             ) != 0
         {
-            count(counter::MALFORMED);
+            count(c, counter::MALFORMED);
             return;
         }
         (*buf).hdr.wire_len = bpf_xdp_get_buff_len(ctx.ctx) as u32;
         let len = EventHeader::SIZE + head as usize + tail as usize;
         let record = core::slice::from_raw_parts(buf.cast::<u8>(), len);
         match EVENTS.output::<[u8]>(record, 0) {
-            Ok(()) => count(counter::EVENTS_SENT),
-            Err(_) => count(counter::EVENTS_DROPPED),
+            Ok(()) => count(c, counter::EVENTS_SENT),
+            Err(_) => count(c, counter::EVENTS_DROPPED),
         }
     }
 }

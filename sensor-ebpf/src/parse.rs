@@ -92,7 +92,7 @@ impl L3 {
     }
 }
 
-const V4_MAPPED_ZERO: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
+pub const V4_MAPPED_ZERO: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
 
 /// Parses an IPv4 or IPv6 header at `off`. `Ok(None)`: not IP. `Err(counter)`: a frame to
 /// account under that counter (malformed, or a non-first fragment without an L4 header).

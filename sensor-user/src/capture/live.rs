@@ -6,7 +6,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use sensor_common::{FlowKey, FlowStats, SensorConfig, counter, names};
+use sensor_common::{Counters, FlowKey, FlowStats, SensorConfig, counter, names};
 
 /// The XDP object, embedded at build time (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf.o"));
@@ -226,7 +226,7 @@ impl Drop for Sensor {
 
 /// The kernel's counters and flow table.
 pub struct KernelState {
-    counters: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, Counters>,
     flows: BpfHashMap<MapData, FlowKey, FlowStats>,
 }
 
@@ -234,9 +234,10 @@ impl KernelState {
     /// Counters summed over CPUs.
     pub fn counters(&self) -> Result<[u64; counter::COUNT as usize]> {
         let mut out = [0u64; counter::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let values = self.counters.get(&(i as u32), 0)?;
-            *slot = values.iter().sum();
+        for cpu in self.counters.get(&0, 0)?.iter() {
+            for (o, v) in out.iter_mut().zip(cpu.v.iter()) {
+                *o += v;
+            }
         }
         Ok(out)
     }
