@@ -172,6 +172,11 @@ pub struct SensorConfig {
     pub tail_cap: u16,
     /// [`config_flags`] bits.
     pub flags: u16,
+    /// 0: the ring buffer's own adaptive wakeups. Otherwise records are written without
+    /// waking the reader (which drains on a short timer) until this many bytes are waiting,
+    /// then one forced wakeup: a wakeup costs several µs, far more than a record.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 impl Default for SensorConfig {
@@ -181,6 +186,8 @@ impl Default for SensorConfig {
             payload_cap: DEFAULT_PAYLOAD_CAP,
             tail_cap: DEFAULT_TAIL_CAP,
             flags: config_flags::DROP_MIRRORED | config_flags::CONTROL_EVENTS,
+            wakeup_bytes: 0,
+            _pad: 0,
         }
     }
 }
@@ -328,7 +335,7 @@ const _: () = {
     assert!(core::mem::align_of::<FlowStats>() == 8);
     assert!(core::mem::size_of::<EventHeader>() == 80);
     assert!(core::mem::align_of::<EventHeader>() == 8);
-    assert!(core::mem::size_of::<SensorConfig>() == 8);
+    assert!(core::mem::size_of::<SensorConfig>() == 16);
     assert!(core::mem::size_of::<Counters>() == 8 * counter::COUNT as usize);
     assert!(core::mem::size_of::<EventBuf>() == 80 + 2 * MAX_PAYLOAD_CAP);
     assert!(MAX_PAYLOAD_CAP.is_power_of_two());

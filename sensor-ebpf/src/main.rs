@@ -376,7 +376,16 @@ fn handle_tcp(
     hdr.proto = proto;
     hdr.ip_version = if l3.v6 { 6 } else { 4 };
     hdr._pad = [0; 4];
-    send_event(ctx, c, buf, payload_off, captured, head as u32, tail as u32);
+    send_event(
+        ctx,
+        c,
+        cfg.wakeup_bytes,
+        buf,
+        payload_off,
+        captured,
+        head as u32,
+        tail as u32,
+    );
 }
 
 #[inline(always)]
@@ -465,10 +474,29 @@ unsafe fn add(p: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Ring-buffer output flags for [`SensorConfig::wakeup_bytes`].
 #[inline(always)]
+fn wakeup_flags(wakeup_bytes: u32) -> u64 {
+    if wakeup_bytes == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn send_event(
     ctx: &XdpContext,
     c: &mut Counters,
+    wakeup_bytes: u32,
     buf: *mut EventBuf,
     payload_off: u32,
     captured: u32,
@@ -517,7 +545,7 @@ fn send_event(
         (*buf).hdr.wire_len = bpf_xdp_get_buff_len(ctx.ctx) as u32;
         let len = EventHeader::SIZE + head as usize + tail as usize;
         let record = core::slice::from_raw_parts(buf.cast::<u8>(), len);
-        match EVENTS.output::<[u8]>(record, 0) {
+        match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes)) {
             Ok(()) => count(c, counter::EVENTS_SENT),
             Err(_) => count(c, counter::EVENTS_DROPPED),
         }

@@ -29,6 +29,9 @@ pub struct AgentOptions {
     pub summary_every: Duration,
     /// Bytes of the queue between the ring-buffer reader and the pipeline.
     pub queue_bytes: usize,
+    /// The reader also drains on this timer: with `wakeup_bytes` set, the kernel writes
+    /// without waking it until a threshold, so the timer bounds how long a record waits.
+    pub drain_every: Duration,
 }
 
 impl Default for AgentOptions {
@@ -36,6 +39,7 @@ impl Default for AgentOptions {
         Self {
             summary_every: Duration::from_secs(10),
             queue_bytes: 64 << 20,
+            drain_every: Duration::from_millis(2),
         }
     }
 }
@@ -118,44 +122,46 @@ pub async fn run(
         .map_err(|e| anyhow!("polling the ring buffer : {e}"))?;
     let mut frame = Vec::with_capacity(8192);
     let mut records_read = 0u64;
+    // Moves every record the ring holds into the queue; a full queue drops and counts.
+    let mut drain = |rb: &mut aya::maps::RingBuf<aya::maps::MapData>| {
+        let mut n = 0u64;
+        while let Some(item) = rb.next() {
+            n += 1;
+            frame.clear();
+            frame.extend_from_slice(&(item.len() as u32).to_ne_bytes());
+            frame.extend_from_slice(&item);
+            drop(item);
+            if prod.vacant_len() >= frame.len() {
+                prod.push_slice(&frame);
+            } else {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        n
+    };
+    let mut timer = tokio::time::interval(opts.drain_every.max(Duration::from_micros(100)));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             guard = fd.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    records_read += 1;
-                    frame.clear();
-                    frame.extend_from_slice(&(item.len() as u32).to_ne_bytes());
-                    frame.extend_from_slice(&item);
-                    drop(item);
-                    if prod.vacant_len() >= frame.len() {
-                        prod.push_slice(&frame);
-                    } else {
-                        dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                records_read += drain(guard.get_inner_mut());
                 guard.clear_ready();
                 wake.unpark();
+            }
+            _ = timer.tick() => {
+                let n = drain(fd.get_mut());
+                if n > 0 {
+                    records_read += n;
+                    wake.unpark();
+                }
             }
         }
     }
     // Whatever the kernel wrote before we stopped.
-    let rb = fd.get_mut();
-    while let Some(item) = rb.next() {
-        records_read += 1;
-        frame.clear();
-        frame.extend_from_slice(&(item.len() as u32).to_ne_bytes());
-        frame.extend_from_slice(&item);
-        drop(item);
-        if prod.vacant_len() >= frame.len() {
-            prod.push_slice(&frame);
-        } else {
-            dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    records_read += drain(fd.get_mut());
     stop.store(true, Ordering::Release);
     wake.unpark();
     let mut report = worker

@@ -10,8 +10,10 @@
 pub mod agent;
 pub mod aggregate;
 pub mod capture;
+pub mod cli;
 pub mod decode;
 pub mod demo;
+pub mod detect;
 pub mod event;
 pub mod flows;
 pub mod netns;

@@ -3,6 +3,7 @@
 
 use crate::{
     aggregate::latency::LatencyAggregator,
+    detect::{Detector, Finding},
     event::Event,
     flows::{FlowSource, FlowTimeouts, FlowTracker},
     records::{Clock, FlowEnd, PortMap, Record, SummaryRecord, counter_map},
@@ -21,6 +22,8 @@ pub struct PipelineOptions {
     /// Query fingerprints tracked per latency window, and lines reported per window.
     pub latency_keys: usize,
     pub latency_top_n: usize,
+    /// Anomalous-client detection; its findings go to the sink after the record that raised them.
+    pub detector: Option<Detector>,
 }
 
 impl Default for PipelineOptions {
@@ -33,6 +36,7 @@ impl Default for PipelineOptions {
             redact: true,
             latency_keys: 10_000,
             latency_top_n: 20,
+            detector: None,
         }
     }
 }
@@ -57,6 +61,24 @@ pub struct Pipeline {
     pub stats: EventStats,
     last_summary_ns: Option<u64>,
     first_event_ns: Option<u64>,
+    detector: Option<Detector>,
+    findings: Vec<Finding>,
+}
+
+/// Feeds one record to the detector, if any, and sends the findings it raised to the sink.
+fn detect(
+    detector: &mut Option<Detector>,
+    findings: &mut Vec<Finding>,
+    sink: &mut dyn Sink,
+    r: &Record,
+) {
+    let Some(d) = detector else { return };
+    d.observe(r, findings);
+    for f in findings.drain(..) {
+        if let Err(e) = sink.emit(&Record::Finding(Box::new(f))) {
+            tracing::warn!(error = %e, "sink failed");
+        }
+    }
 }
 
 impl Pipeline {
@@ -71,6 +93,8 @@ impl Pipeline {
             stats: EventStats::default(),
             last_summary_ns: None,
             first_event_ns: None,
+            detector: opts.detector,
+            findings: Vec::new(),
         }
     }
 
@@ -103,6 +127,7 @@ impl Pipeline {
             if let Err(e) = self.sink.emit(&r) {
                 tracing::warn!(error = %e, "sink failed");
             }
+            detect(&mut self.detector, &mut self.findings, &mut *self.sink, &r);
         }
     }
 
@@ -117,7 +142,18 @@ impl Pipeline {
             .expire(now_ns, all.is_some(), &self.clock, &mut self.records);
         self.emit_records();
         for f in self.flows.expire(source, now_ns, all, &self.clock) {
-            self.sink.emit(&Record::Flow(f))?;
+            let r = Record::Flow(f);
+            self.sink.emit(&r)?;
+            detect(&mut self.detector, &mut self.findings, &mut *self.sink, &r);
+        }
+        if all.is_some()
+            && let Some(d) = &mut self.detector
+        {
+            // The end (capture over, agent stopping): pending finding updates, baseline saved.
+            d.finish(&mut self.findings);
+            for f in self.findings.drain(..) {
+                self.sink.emit(&Record::Finding(Box::new(f)))?;
+            }
         }
         Ok(())
     }
@@ -135,6 +171,13 @@ impl Pipeline {
             .last_summary_ns
             .unwrap_or(self.first_event_ns.unwrap_or(now_ns));
         self.last_summary_ns = Some(now_ns);
+        if let Some(d) = &mut self.detector {
+            // Quiet periods too: due finding updates, list reloads, baseline saves.
+            d.tick(now_ns, &mut self.findings);
+            for f in self.findings.drain(..) {
+                self.sink.emit(&Record::Finding(Box::new(f)))?;
+            }
+        }
         if !self.latency.is_empty() {
             let window_s = now_ns.saturating_sub(window_start) as f64 / 1e9;
             for l in self

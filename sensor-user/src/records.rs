@@ -177,6 +177,7 @@ pub enum Record {
     Query(QueryRecord),
     Latency(crate::aggregate::latency::LatencyRecord),
     Summary(SummaryRecord),
+    Finding(Box<crate::detect::Finding>),
 }
 
 /// Where a decoded connection runs; the pipeline fills it, decoders copy it into records.

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: every set-up step a fresh machine needs, then the task itself.
 
 mod pcaps;
+mod scenarios;
 mod toolchain;
 
 use anyhow::{Context, Result, bail};
@@ -53,6 +54,8 @@ enum Cmd {
     Lint,
     /// Record the bundled captures from real PostgreSQL and MariaDB servers (root; netns).
     Pcaps(pcaps::PcapsArgs),
+    /// Record the labelled detection corpus (pcaps/scenarios/) from real servers (root; netns).
+    Scenarios(scenarios::ScenariosArgs),
 }
 
 fn root() -> PathBuf {
@@ -216,6 +219,7 @@ fn real_main() -> Result<()> {
             run_tests(&mut c)
         }
         Cmd::Pcaps(args) => pcaps::run(&args),
+        Cmd::Scenarios(args) => scenarios::run(&args),
         Cmd::Bench { quick } => {
             toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
             let obj = build_ebpf()?;

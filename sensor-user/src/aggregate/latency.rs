@@ -58,7 +58,8 @@ impl Stats {
         self.errors += u64::from(q.error_code.is_some());
         self.rows += q.rows.unwrap_or(0);
         self.total_us += q.latency_us;
-        self.latency.saturating_record(q.latency_us.clamp(1, MAX_US));
+        self.latency
+            .saturating_record(q.latency_us.clamp(1, MAX_US));
         if let Some(f) = q.latency_first_byte_us {
             self.first_byte.saturating_record(f.clamp(1, MAX_US));
         }

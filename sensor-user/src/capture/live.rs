@@ -33,6 +33,9 @@ pub struct LiveOptions {
     pub flow_entries: u32,
     /// An eBPF object to load instead of the embedded one.
     pub object: Option<std::path::PathBuf>,
+    /// Waiting bytes that force a reader wakeup (see `SensorConfig::wakeup_bytes`); `None`:
+    /// an eighth of the ring; `Some(0)`: the ring buffer's own adaptive wakeups.
+    pub wakeup_bytes: Option<u32>,
 }
 
 impl Default for LiveOptions {
@@ -43,6 +46,7 @@ impl Default for LiveOptions {
             ring_bytes: 16 << 20,
             flow_entries: 262_144,
             object: None,
+            wakeup_bytes: None,
         }
     }
 }

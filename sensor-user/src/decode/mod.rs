@@ -6,6 +6,8 @@
 //! - [`fingerprint`]: statement verb and literal-free fingerprint, shared by both.
 
 pub mod fingerprint;
+pub mod mysql;
+pub mod postgres;
 
 use crate::records::{Clock, Endpoint, Record};
 use sensor_common::proto;
@@ -75,7 +77,8 @@ pub trait Decoder: Send {
 pub fn for_protocol(protocol: u8, mid_stream: bool) -> Option<Box<dyn Decoder>> {
     let _ = mid_stream;
     match protocol {
-        proto::POSTGRES | proto::MYSQL => None,
+        proto::POSTGRES => Some(Box::new(postgres::PostgresDecoder::new(mid_stream))),
+        proto::MYSQL => Some(Box::new(mysql::MysqlDecoder::new(mid_stream))),
         _ => None,
     }
 }

@@ -119,6 +119,24 @@ impl Sink for Stdout {
                     s.flows_reported,
                 )?
             }
+            Record::Finding(f) => writeln!(
+                self.out,
+                "finding {} {} instance={} remote={} user={} count={} {}",
+                f.severity_label,
+                f.finding_type,
+                f.resource.rds_db_instance_details.db_instance_identifier,
+                f.service
+                    .action
+                    .rds_login_attempt_action
+                    .remote_ip_details
+                    .ip(),
+                f.resource
+                    .rds_db_user_details
+                    .as_ref()
+                    .map_or("-", |u| u.user.as_str()),
+                f.service.count,
+                f.title,
+            )?,
         }
         Ok(())
     }

@@ -1,0 +1,301 @@
+//! moto, the AWS emulator, for the tests: installed into a venv under the target directory on
+//! first use (`pip install 'moto[server]==5.2.5'`), started as `moto_server -H 127.0.0.1 -p N`
+//! and killed when the guard drops. A test that cannot get moto fails, saying why.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Mutex, mpsc},
+    time::Duration,
+};
+
+pub const MOTO: &str = "moto[server]==5.2.5";
+pub const REGION: &str = "us-east-1";
+
+/// `target/` of this workspace (or CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    // The test binary is target/<profile>/deps/<name>.
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .expect("target directory")
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{cmd:?}: cannot run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The `moto_server` of the test venv, installing it first if needed.
+pub fn moto_server() -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = target_dir().join("moto-venv");
+    let bin = venv.join("bin/moto_server");
+    let marker = venv.join(".installed");
+    if bin.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == MOTO) {
+        return bin;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    eprintln!("installing {MOTO} into {} (once)", venv.display());
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let py = venv.join("bin/python");
+    let install = || -> Result<(), String> {
+        // A venv with pip; without python3-venv's ensurepip, a bare venv that the system pip
+        // (23+: --python) installs into.
+        let with_pip = run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+        match with_pip {
+            Ok(()) => run(Command::new(&py).args(["-m", "pip", "install", "--quiet", MOTO])),
+            Err(first) => {
+                let _ = std::fs::remove_dir_all(&venv);
+                run(Command::new(&python)
+                    .args(["-m", "venv", "--without-pip"])
+                    .arg(&venv))
+                .and_then(|_| {
+                    run(Command::new(&python)
+                        .args(["-m", "pip", "--python"])
+                        .arg(&py)
+                        .args(["install", "--quiet", MOTO]))
+                })
+                .map_err(|second| format!("{first}\n--- then ---\n{second}"))
+            }
+        }
+    };
+    if let Err(e) = install() {
+        panic!(
+            "cannot install moto, which these tests run against: {e}\n\
+             They need python3 (3.9+) with venv or pip, and PyPI. On Debian: \
+             apt-get install python3-venv python3-pip"
+        );
+    }
+    assert!(
+        bin.is_file(),
+        "{} missing after installing moto",
+        bin.display()
+    );
+    std::fs::write(&marker, MOTO).expect("writing the venv marker");
+    bin
+}
+
+/// A running moto_server; killed on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    /// On a port of its choosing.
+    pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let bin = moto_server();
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
+                        let p: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                        if let Ok(p) = p.parse::<u16>() {
+                            let _ = tx.send(Ok(p));
+                            sent = true;
+                        }
+                    }
+                }
+                // Keep draining so moto never blocks on a full pipe.
+            }
+            if !sent {
+                let _ = tx.send(Err(seen));
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(p)) => p,
+            Ok(Err(out)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("moto_server exited without serving:\n{out}");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("moto_server did not say which port it serves within 60 s");
+            }
+        };
+        Self { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+    l.local_addr().expect("local address").port()
+}
+
+/// An SDK configuration for moto: fixed test credentials, region, endpoint.
+pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_sdk_cloudwatch::config::{Credentials, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "tests",
+        )))
+        .build()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// SampleCount and Sum of a metric with exactly these dimensions' values (moto matches any
+/// superset of the dimensions given), over all time.
+pub async fn stats(
+    cw: &aws_sdk_cloudwatch::Client,
+    namespace: &str,
+    name: &str,
+    dims: &[(&str, &str)],
+) -> (f64, f64) {
+    use aws_sdk_cloudwatch::{
+        primitives::DateTime,
+        types::{Dimension, Statistic},
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = cw
+        .get_metric_statistics()
+        .namespace(namespace)
+        .metric_name(name)
+        .set_dimensions(Some(
+            dims.iter()
+                .map(|(n, v)| Dimension::builder().name(*n).value(*v).build())
+                .collect(),
+        ))
+        .start_time(DateTime::from_secs(946_684_800))
+        .end_time(DateTime::from_secs(now + 3 * 86_400))
+        .period(86_400)
+        .statistics(Statistic::SampleCount)
+        .statistics(Statistic::Sum)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "GetMetricStatistics {name}: {}",
+                aws_sdk_cloudwatch::error::DisplayErrorContext(&e)
+            )
+        });
+    out.datapoints().iter().fold((0.0, 0.0), |(c, s), d| {
+        (
+            c + d.sample_count().unwrap_or(0.0),
+            s + d.sum().unwrap_or(0.0),
+        )
+    })
+}
+
+/// Every message in a log group (all streams).
+pub async fn log_messages(logs: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let r = logs
+            .filter_log_events()
+            .log_group_name(group)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "FilterLogEvents {group}: {}",
+                    aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+                )
+            });
+        out.extend(
+            r.events()
+                .iter()
+                .filter_map(|e| e.message().map(str::to_string)),
+        );
+        match r.next_token() {
+            Some(t) if !r.events().is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Every message in a log group, read with boto3 from moto's venv: log groups that an
+/// EventBridge rule writes to get fractional timestamps from moto, which the Rust SDK refuses.
+pub fn log_messages_boto3(endpoint: &str, group: &str) -> Vec<String> {
+    let python = moto_server().with_file_name("python");
+    let script = r#"
+import boto3, json, sys
+c = boto3.client("logs", endpoint_url=sys.argv[1], region_name=sys.argv[3],
+                 aws_access_key_id="testing", aws_secret_access_key="testing")
+out, kw = [], {"logGroupName": sys.argv[2]}
+while True:
+    r = c.filter_log_events(**kw)
+    out += [e["message"] for e in r["events"]]
+    if not r.get("nextToken") or not r["events"]:
+        break
+    kw["nextToken"] = r["nextToken"]
+print(json.dumps(out))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, endpoint, group, REGION])
+        .output()
+        .expect("running the venv's python");
+    assert!(
+        out.status.success(),
+        "boto3 filter_log_events {group}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON list of messages")
+}

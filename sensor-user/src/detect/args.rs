@@ -1,0 +1,90 @@
+//! The detection switches of `rds-sensor run`, `analyze` and `demo`.
+
+use super::{Detector, DetectorOptions, intel::Cidr};
+use crate::records::Clock;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Anomalous-client detection. On when `--detect` or any other of these switches is given.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DetectArgs {
+    /// Report findings (GuardDuty RDS Protection types and more) as `{"kind":"finding"}`.
+    #[arg(long)]
+    pub detect: bool,
+    /// File of malicious addresses/CIDRs, one a line, `#` comments; reloaded when it changes
+    /// (repeat for several files; implies --detect).
+    #[arg(long = "malicious-ips", value_name = "FILE")]
+    pub malicious_ips: Vec<PathBuf>,
+    /// File of Tor exit node addresses, same format (repeat; implies --detect).
+    #[arg(long = "tor-exits", value_name = "FILE")]
+    pub tor_exits: Vec<PathBuf>,
+    /// Client network the security group should allow (repeat or separate with commas);
+    /// clients elsewhere are reported (implies --detect).
+    #[arg(long = "allowed-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allowed_cidrs: Vec<Cidr>,
+    /// JSON map of server address to RDS instance: {"IP:PORT": {"dbInstanceIdentifier": …,
+    /// "dbClusterIdentifier": …, "engine": …, "tags": {…}}} (implies --detect).
+    #[arg(long, value_name = "FILE")]
+    pub instance_map: Option<PathBuf>,
+    /// Behavioural baseline, loaded at start and saved periodically and at the end
+    /// (implies --detect).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Seconds, from an instance's first record, during which anomalies are learned, not
+    /// reported [default: 1209600, two weeks] (implies --detect).
+    #[arg(long, value_name = "SECONDS")]
+    pub learning_period: Option<u64>,
+    /// MaxMind-format database (GeoLite2/GeoIP2 ASN, ISP, Country or City) for the client's
+    /// ASN, organisation and country (implies --detect).
+    #[arg(long, value_name = "FILE")]
+    pub asn_db: Option<PathBuf>,
+    /// Repeats of a finding are emitted as an update at most this often [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub finding_update_interval: Option<u64>,
+    /// Seconds (record time) between baseline saves [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub baseline_save_interval: Option<u64>,
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse()
+}
+
+impl DetectArgs {
+    pub fn enabled(&self) -> bool {
+        self.detect
+            || !self.malicious_ips.is_empty()
+            || !self.tor_exits.is_empty()
+            || !self.allowed_cidrs.is_empty()
+            || self.instance_map.is_some()
+            || self.baseline.is_some()
+            || self.learning_period.is_some()
+            || self.asn_db.is_some()
+            || self.finding_update_interval.is_some()
+            || self.baseline_save_interval.is_some()
+    }
+
+    pub fn options(&self) -> DetectorOptions {
+        let d = DetectorOptions::default();
+        DetectorOptions {
+            learning_period_s: self.learning_period.unwrap_or(d.learning_period_s),
+            baseline: self.baseline.clone(),
+            save_every_s: self.baseline_save_interval.unwrap_or(d.save_every_s),
+            update_every_s: self.finding_update_interval.unwrap_or(d.update_every_s),
+            malicious_lists: self.malicious_ips.clone(),
+            tor_lists: self.tor_exits.clone(),
+            allowed: self.allowed_cidrs.clone(),
+            instance_map: self.instance_map.clone(),
+            asn_db: self.asn_db.clone(),
+            ..d
+        }
+    }
+
+    /// The detector these switches ask for, or none.
+    pub fn detector(&self, clock: Clock) -> Result<Option<Detector>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        Detector::new(self.options(), clock).map(Some)
+    }
+}

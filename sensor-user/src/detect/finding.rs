@@ -1,0 +1,777 @@
+//! Findings shaped like Amazon GuardDuty's RDS Protection findings, their types and default
+//! severities, the recommended responses, and the deduplication of repeats.
+
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    /// GuardDuty's numbers: Low 1.0–3.9, Medium 4.0–6.9, High 7.0–8.9.
+    pub fn number(self) -> f64 {
+        match self {
+            Self::Low => 2.0,
+            Self::Medium => 5.0,
+            Self::High => 8.0,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Low => "Low",
+            Self::Medium => "Medium",
+            Self::High => "High",
+        }
+    }
+}
+
+/// Every finding type: GuardDuty's nine RDS Protection types, and the ones only packets show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FindingType {
+    AnomalousSuccessfulLogin,
+    AnomalousFailedLogin,
+    SuccessfulBruteForce,
+    MaliciousIpSuccessfulLogin,
+    MaliciousIpFailedLogin,
+    MaliciousIpDiscovery,
+    TorSuccessfulLogin,
+    TorFailedLogin,
+    TorDiscovery,
+    DataStaging,
+    PrivilegeDrift,
+    CredentialSpraying,
+    PortProbe,
+    CleartextAuthentication,
+    Md5Authentication,
+    OutsideAllowedNetworks,
+    NewClientEdge,
+}
+
+/// How the response differs by finding family.
+#[derive(Clone, Copy)]
+enum Family {
+    Login,
+    Intel,
+    Sql,
+    Probe,
+    WeakAuth,
+    Network,
+}
+
+impl FindingType {
+    pub const ALL: [FindingType; 17] = [
+        Self::AnomalousSuccessfulLogin,
+        Self::AnomalousFailedLogin,
+        Self::SuccessfulBruteForce,
+        Self::MaliciousIpSuccessfulLogin,
+        Self::MaliciousIpFailedLogin,
+        Self::MaliciousIpDiscovery,
+        Self::TorSuccessfulLogin,
+        Self::TorFailedLogin,
+        Self::TorDiscovery,
+        Self::DataStaging,
+        Self::PrivilegeDrift,
+        Self::CredentialSpraying,
+        Self::PortProbe,
+        Self::CleartextAuthentication,
+        Self::Md5Authentication,
+        Self::OutsideAllowedNetworks,
+        Self::NewClientEdge,
+    ];
+
+    /// The type name, in GuardDuty's `ThreatPurpose:ResourceType/ThreatFamilyName.DetectionMechanism`
+    /// form; the first nine are GuardDuty's own.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AnomalousSuccessfulLogin => {
+                "CredentialAccess:RDS/AnomalousBehavior.SuccessfulLogin"
+            }
+            Self::AnomalousFailedLogin => "CredentialAccess:RDS/AnomalousBehavior.FailedLogin",
+            Self::SuccessfulBruteForce => {
+                "CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce"
+            }
+            Self::MaliciousIpSuccessfulLogin => {
+                "CredentialAccess:RDS/MaliciousIPCaller.SuccessfulLogin"
+            }
+            Self::MaliciousIpFailedLogin => "CredentialAccess:RDS/MaliciousIPCaller.FailedLogin",
+            Self::MaliciousIpDiscovery => "Discovery:RDS/MaliciousIPCaller",
+            Self::TorSuccessfulLogin => "CredentialAccess:RDS/TorIPCaller.SuccessfulLogin",
+            Self::TorFailedLogin => "CredentialAccess:RDS/TorIPCaller.FailedLogin",
+            Self::TorDiscovery => "Discovery:RDS/TorIPCaller",
+            Self::DataStaging => "Exfiltration:RDS/AnomalousBehavior.DataStaging",
+            Self::PrivilegeDrift => "PrivilegeEscalation:RDS/AnomalousBehavior.PrivilegeDrift",
+            Self::CredentialSpraying => "CredentialAccess:RDS/CredentialSpraying.ManyUsers",
+            Self::PortProbe => "Discovery:RDS/PortProbe.Unauthenticated",
+            Self::CleartextAuthentication => "CredentialAccess:RDS/WeakAuthentication.Cleartext",
+            Self::Md5Authentication => "CredentialAccess:RDS/WeakAuthentication.MD5",
+            Self::OutsideAllowedNetworks => "Policy:RDS/UnallowedNetwork.Connection",
+            Self::NewClientEdge => "InitialAccess:RDS/AnomalousBehavior.NewClientEdge",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The default severity; some types raise it (see [`crate::detect`]).
+    pub fn default_severity(self) -> Severity {
+        match self {
+            Self::AnomalousSuccessfulLogin => Severity::Low,
+            Self::AnomalousFailedLogin => Severity::Low,
+            Self::SuccessfulBruteForce => Severity::High,
+            Self::MaliciousIpSuccessfulLogin => Severity::High,
+            Self::MaliciousIpFailedLogin => Severity::Medium,
+            Self::MaliciousIpDiscovery => Severity::Medium,
+            Self::TorSuccessfulLogin => Severity::High,
+            Self::TorFailedLogin => Severity::Medium,
+            Self::TorDiscovery => Severity::Medium,
+            Self::DataStaging => Severity::High,
+            Self::PrivilegeDrift => Severity::Medium,
+            Self::CredentialSpraying => Severity::Medium,
+            Self::PortProbe => Severity::Low,
+            Self::CleartextAuthentication => Severity::Medium,
+            Self::Md5Authentication => Severity::Low,
+            Self::OutsideAllowedNetworks => Severity::Medium,
+            Self::NewClientEdge => Severity::Low,
+        }
+    }
+
+    fn family(self) -> Family {
+        match self {
+            Self::AnomalousSuccessfulLogin
+            | Self::AnomalousFailedLogin
+            | Self::SuccessfulBruteForce
+            | Self::CredentialSpraying => Family::Login,
+            Self::MaliciousIpSuccessfulLogin
+            | Self::MaliciousIpFailedLogin
+            | Self::TorSuccessfulLogin
+            | Self::TorFailedLogin => Family::Intel,
+            Self::DataStaging | Self::PrivilegeDrift => Family::Sql,
+            Self::MaliciousIpDiscovery | Self::TorDiscovery | Self::PortProbe => Family::Probe,
+            Self::CleartextAuthentication | Self::Md5Authentication => Family::WeakAuth,
+            Self::OutsideAllowedNetworks | Self::NewClientEdge => Family::Network,
+        }
+    }
+
+    /// What to do, after AWS's guidance on remediating a potentially compromised database and
+    /// the RDS security best practices.
+    pub fn recommended_response(self) -> &'static [&'static str] {
+        const REVIEW: &str = "Review the database audit logs (PostgreSQL log_connections/pgAudit, MariaDB/MySQL audit plugin, Database Activity Streams) for what the session did, and the CloudTrail events of the instance.";
+        const SG: &str = "Tighten the DB instance's security group (and network ACLs) to the client networks that need access; keep the instance out of public subnets (PubliclyAccessible=false).";
+        const KILL: &str = "If the activity is unauthorized, terminate the session (pg_terminate_backend / KILL) and rotate the credential of the affected database user (or move it to IAM database authentication or Secrets Manager rotation).";
+        match self.family() {
+            Family::Login => &[
+                "Confirm with the owner of the database user whether this login was expected.",
+                KILL,
+                SG,
+                REVIEW,
+            ],
+            Family::Intel => &[
+                "Treat the credential as compromised: the source is on a threat list.",
+                KILL,
+                SG,
+                REVIEW,
+            ],
+            Family::Sql => &[
+                "Confirm whether the statements and data volume were expected for this user.",
+                KILL,
+                "Grant the user only the privileges it needs (least privilege: revoke DDL, GRANT and bulk export rights from application users).",
+                REVIEW,
+            ],
+            Family::Probe => &[
+                SG,
+                "Block the source address in network ACLs or AWS Network Firewall if it keeps probing.",
+                REVIEW,
+            ],
+            Family::WeakAuth => &[
+                "Require TLS for every connection (rds.force_ssl=1 / require_secure_transport=ON).",
+                "Switch the user to SCRAM-SHA-256 (PostgreSQL) or caching_sha2_password (MySQL), or IAM database authentication, and rotate its password: it may have been exposed on the network.",
+                REVIEW,
+            ],
+            Family::Network => &[
+                "Confirm whether this client should reach the database.",
+                SG,
+                KILL,
+                REVIEW,
+            ],
+        }
+    }
+}
+
+/// `resource.rdsDbInstanceDetails`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceDetails {
+    pub db_instance_identifier: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_cluster_identifier: Option<String>,
+    pub engine: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_instance_arn: Option<String>,
+    pub tags: Vec<Tag>,
+    /// The server address the sensor saw (not a GuardDuty field).
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// `resource.rdsDbUserDetails`. GuardDuty gives every field as a string.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDetails {
+    pub user: String,
+    pub application: String,
+    pub database: String,
+    pub ssl: String,
+    pub auth_method: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub resource_type: &'static str,
+    pub rds_db_instance_details: InstanceDetails,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rds_db_user_details: Option<UserDetails>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn_org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Country {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country_name: Option<String>,
+}
+
+/// `service.action.rdsLoginAttemptAction.remoteIpDetails`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteIpDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_address_v4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_address_v6: Option<String>,
+    pub organization: Organization,
+    pub country: Country,
+    /// Not GuardDuty fields: the client network the baseline keys on, whether the address is
+    /// public, and the threat-list entries it matched.
+    pub network: String,
+    pub public: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threat_lists: Vec<String>,
+}
+
+impl RemoteIpDetails {
+    /// The address, or `-` when the finding has none.
+    pub fn ip(&self) -> &str {
+        self.ip_address_v4
+            .as_deref()
+            .or(self.ip_address_v6.as_deref())
+            .unwrap_or("-")
+    }
+}
+
+/// One element of `LoginAttributes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginAttribute {
+    pub user: String,
+    pub application: String,
+    pub failed_login_attempts: u64,
+    pub successful_login_attempts: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdsLoginAttemptAction {
+    pub remote_ip_details: RemoteIpDetails,
+    #[serde(rename = "LoginAttributes")]
+    pub login_attributes: Vec<LoginAttribute>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    pub action_type: &'static str,
+    pub rds_login_attempt_action: RdsLoginAttemptAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_name: &'static str,
+    pub action: Action,
+    pub event_first_seen: String,
+    pub event_last_seen: String,
+    pub count: u64,
+    pub archived: bool,
+}
+
+/// What the packets showed: statement classes, fingerprints, volumes, why it is unusual.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statement_classes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flow_ends: Vec<String>,
+}
+
+const LIST_MAX: usize = 20;
+
+fn union(into: &mut Vec<String>, from: &[String]) {
+    for s in from {
+        if into.len() >= LIST_MAX {
+            break;
+        }
+        if !into.contains(s) {
+            into.push(s.clone());
+        }
+    }
+}
+
+fn add(into: &mut Option<u64>, from: Option<u64>) {
+    if let Some(f) = from {
+        *into = Some(into.unwrap_or(0).saturating_add(f));
+    }
+}
+
+impl Evidence {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Folds a repeat's evidence in: lists are united (bounded), totals added, baselines kept.
+    pub fn merge(&mut self, o: &Evidence) {
+        union(&mut self.reasons, &o.reasons);
+        union(&mut self.statement_classes, &o.statement_classes);
+        union(&mut self.fingerprints, &o.fingerprints);
+        union(&mut self.users, &o.users);
+        union(&mut self.error_codes, &o.error_codes);
+        union(&mut self.flow_ends, &o.flow_ends);
+        add(&mut self.queries, o.queries);
+        add(&mut self.rows, o.rows);
+        add(&mut self.bytes, o.bytes);
+        add(&mut self.connections, o.connections);
+        if o.baseline_rows.is_some() {
+            self.baseline_rows = o.baseline_rows;
+        }
+        if o.baseline_bytes.is_some() {
+            self.baseline_bytes = o.baseline_bytes;
+        }
+    }
+}
+
+/// A finding, serialised as `{"kind":"finding", …}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub schema_version: &'static str,
+    /// Stable for one type + actor + resource: updates of a finding keep its id.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub finding_type: &'static str,
+    pub severity: f64,
+    pub severity_label: &'static str,
+    pub title: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub resource: Resource,
+    pub service: Service,
+    pub recommended_response: &'static [&'static str],
+    #[serde(skip_serializing_if = "Evidence::is_empty")]
+    pub evidence: Evidence,
+    #[serde(skip)]
+    pub first_ns: u64,
+    #[serde(skip)]
+    pub last_ns: u64,
+}
+
+/// One occurrence, before deduplication.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub kind: FindingType,
+    pub severity: Severity,
+    /// Who: a client address, or `user@instance` for credential-centred types.
+    pub actor: String,
+    pub title: String,
+    pub description: String,
+    pub instance: InstanceDetails,
+    pub user: Option<UserDetails>,
+    pub remote: RemoteIpDetails,
+    pub logins: Vec<LoginAttribute>,
+    pub evidence: Evidence,
+    /// Wall-clock ns of the occurrence.
+    pub ts_ns: u64,
+}
+
+pub fn rfc3339(wall_ns: u64) -> String {
+    humantime::format_rfc3339_micros(
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(wall_ns),
+    )
+    .to_string()
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+struct Entry {
+    finding: Finding,
+    last_emit_ns: u64,
+    dirty: bool,
+}
+
+/// Repeats of a finding (same type, actor and resource) update its count and last-seen time
+/// instead of making a new one; an update is emitted at most every `update_every_ns`, and the
+/// last pending ones on [`flush`](Self::flush).
+pub struct FindingLog {
+    entries: HashMap<String, Entry>,
+    pub update_every_ns: u64,
+    pub max_entries: usize,
+    /// Findings forgotten because the log was full.
+    pub evicted: u64,
+}
+
+impl FindingLog {
+    pub fn new(update_every_ns: u64) -> Self {
+        Self {
+            entries: HashMap::new(),
+            update_every_ns,
+            max_entries: 50_000,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Records an occurrence; returns the finding to emit now, if any (a new finding always,
+    /// an update when the previous emission is old enough).
+    pub fn report(&mut self, o: Observation, now_ns: u64) -> Option<Finding> {
+        let key = format!(
+            "{}|{}|{}",
+            o.kind.name(),
+            o.actor,
+            o.instance.db_instance_identifier
+        );
+        if let Some(e) = self.entries.get_mut(&key) {
+            let f = &mut e.finding;
+            f.service.count += 1;
+            if o.ts_ns >= f.last_ns {
+                f.last_ns = o.ts_ns;
+                f.updated_at = rfc3339(o.ts_ns);
+                f.service.event_last_seen = f.updated_at.clone();
+                f.description = o.description;
+                f.title = o.title;
+                if o.user.is_some() {
+                    f.resource.rds_db_user_details = o.user;
+                }
+                if !o.logins.is_empty() {
+                    f.service.action.rds_login_attempt_action.login_attributes = o.logins;
+                }
+                let r = &mut f.service.action.rds_login_attempt_action.remote_ip_details;
+                if o.remote.ip_address_v4.is_some() || o.remote.ip_address_v6.is_some() {
+                    *r = o.remote;
+                }
+            }
+            if o.severity.number() > f.severity {
+                f.severity = o.severity.number();
+                f.severity_label = o.severity.label();
+            }
+            f.evidence.merge(&o.evidence);
+            e.dirty = true;
+            if now_ns.saturating_sub(e.last_emit_ns) >= self.update_every_ns {
+                e.dirty = false;
+                e.last_emit_ns = now_ns;
+                return Some(e.finding.clone());
+            }
+            return None;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.evict();
+        }
+        let at = rfc3339(o.ts_ns);
+        let finding = Finding {
+            schema_version: "2.0",
+            id: format!(
+                "{:016x}{:016x}",
+                fnv(&key),
+                fnv(&format!("rds-sensor|{key}"))
+            ),
+            finding_type: o.kind.name(),
+            severity: o.severity.number(),
+            severity_label: o.severity.label(),
+            title: o.title,
+            description: o.description,
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            resource: Resource {
+                resource_type: "RDSDBInstance",
+                rds_db_instance_details: o.instance,
+                rds_db_user_details: o.user,
+            },
+            service: Service {
+                service_name: "rds-sensor",
+                action: Action {
+                    action_type: "RDS_LOGIN_ATTEMPT",
+                    rds_login_attempt_action: RdsLoginAttemptAction {
+                        remote_ip_details: o.remote,
+                        login_attributes: o.logins,
+                    },
+                },
+                event_first_seen: at.clone(),
+                event_last_seen: at,
+                count: 1,
+                archived: false,
+            },
+            recommended_response: o.kind.recommended_response(),
+            evidence: o.evidence,
+            first_ns: o.ts_ns,
+            last_ns: o.ts_ns,
+        };
+        self.entries.insert(
+            key,
+            Entry {
+                finding: finding.clone(),
+                last_emit_ns: now_ns,
+                dirty: false,
+            },
+        );
+        Some(finding)
+    }
+
+    /// Updates whose quiet period is over.
+    pub fn due(&mut self, now_ns: u64) -> Vec<Finding> {
+        let every = self.update_every_ns;
+        let mut out: Vec<Finding> = self
+            .entries
+            .values_mut()
+            .filter(|e| e.dirty && now_ns.saturating_sub(e.last_emit_ns) >= every)
+            .map(|e| {
+                e.dirty = false;
+                e.last_emit_ns = now_ns;
+                e.finding.clone()
+            })
+            .collect();
+        out.sort_by_key(|f| f.first_ns);
+        out
+    }
+
+    /// Every pending update (at shutdown / end of capture).
+    pub fn flush(&mut self, now_ns: u64) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .entries
+            .values_mut()
+            .filter(|e| e.dirty)
+            .map(|e| {
+                e.dirty = false;
+                e.last_emit_ns = now_ns;
+                e.finding.clone()
+            })
+            .collect();
+        out.sort_by_key(|f| f.first_ns);
+        out
+    }
+
+    /// Forgets the least recently seen tenth of the findings.
+    fn evict(&mut self) {
+        let mut ages: Vec<(u64, String)> = self
+            .entries
+            .iter()
+            .map(|(k, e)| (e.finding.last_ns, k.clone()))
+            .collect();
+        ages.sort();
+        for (_, k) in ages.into_iter().take(self.max_entries / 10 + 1) {
+            self.entries.remove(&k);
+            self.evicted += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(kind: FindingType, actor: &str, ts_s: u64) -> Observation {
+        Observation {
+            kind,
+            severity: kind.default_severity(),
+            actor: actor.to_string(),
+            title: "t".into(),
+            description: format!("d{ts_s}"),
+            instance: InstanceDetails {
+                db_instance_identifier: "pg-1".into(),
+                engine: "postgres".into(),
+                ..InstanceDetails::default()
+            },
+            user: None,
+            remote: RemoteIpDetails::default(),
+            logins: vec![],
+            evidence: Evidence {
+                rows: Some(10),
+                fingerprints: vec![format!("select {ts_s}")],
+                ..Evidence::default()
+            },
+            ts_ns: ts_s * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_guardduty_severities_hold() {
+        let mut names: Vec<&str> = FindingType::ALL.iter().map(|t| t.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), FindingType::ALL.len());
+        for t in FindingType::ALL {
+            assert_eq!(FindingType::from_name(t.name()), Some(t));
+            let (tactic, rest) = t.name().split_once(":RDS/").expect("Tactic:RDS/…");
+            assert!(!tactic.is_empty() && !rest.is_empty());
+            assert!(!t.recommended_response().is_empty());
+        }
+        use FindingType::*;
+        use Severity::*;
+        for (t, s) in [
+            (AnomalousSuccessfulLogin, Low),
+            (AnomalousFailedLogin, Low),
+            (SuccessfulBruteForce, High),
+            (MaliciousIpSuccessfulLogin, High),
+            (MaliciousIpFailedLogin, Medium),
+            (MaliciousIpDiscovery, Medium),
+            (TorSuccessfulLogin, High),
+            (TorFailedLogin, Medium),
+            (TorDiscovery, Medium),
+        ] {
+            assert_eq!(t.default_severity(), s, "{}", t.name());
+        }
+        assert_eq!(High.number(), 8.0);
+        assert_eq!(Medium.label(), "Medium");
+    }
+
+    #[test]
+    fn repeats_update_count_and_are_rate_limited() {
+        let mut log = FindingLog::new(60_000_000_000);
+        let t = FindingType::PortProbe;
+        let first = log
+            .report(obs(t, "203.0.113.9", 100), 100_000_000_000)
+            .unwrap();
+        assert_eq!(first.service.count, 1);
+        // Repeats within 60 s: counted, not emitted.
+        for s in 101..110 {
+            assert!(
+                log.report(obs(t, "203.0.113.9", s), s * 1_000_000_000)
+                    .is_none()
+            );
+        }
+        // Another actor is another finding.
+        let other = log
+            .report(obs(t, "203.0.113.10", 105), 105_000_000_000)
+            .unwrap();
+        assert_ne!(other.id, first.id);
+        assert!(log.due(150_000_000_000).is_empty());
+        let due = log.due(160_000_000_000);
+        assert_eq!(due.len(), 1);
+        let u = &due[0];
+        assert_eq!(u.id, first.id);
+        assert_eq!(u.service.count, 10);
+        assert_eq!(u.service.event_first_seen, first.service.event_first_seen);
+        assert_eq!(u.service.event_last_seen, rfc3339(109_000_000_000));
+        assert_eq!(u.evidence.rows, Some(100));
+        assert_eq!(u.evidence.fingerprints.len(), 10);
+        // Nothing pending any more.
+        assert!(log.due(500_000_000_000).is_empty());
+        assert!(log.flush(500_000_000_000).is_empty());
+        // A repeat long after: emitted at once.
+        let again = log
+            .report(obs(t, "203.0.113.9", 300), 300_000_000_000)
+            .unwrap();
+        assert_eq!(again.service.count, 11);
+        assert!(
+            log.report(obs(t, "203.0.113.9", 301), 301_000_000_000)
+                .is_none()
+        );
+        let flushed = log.flush(302_000_000_000);
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].service.count, 12);
+        assert_eq!(log.len(), 2);
+    }
+
+    #[test]
+    fn severity_only_rises_on_repeats() {
+        let mut log = FindingLog::new(0);
+        let mut o = obs(FindingType::AnomalousSuccessfulLogin, "x", 1);
+        o.severity = Severity::Medium;
+        log.report(o.clone(), 1).unwrap();
+        o.severity = Severity::High;
+        assert_eq!(log.report(o.clone(), 2).unwrap().severity_label, "High");
+        o.severity = Severity::Low;
+        assert_eq!(log.report(o, 3).unwrap().severity_label, "High");
+    }
+
+    #[test]
+    fn a_full_log_forgets_the_oldest() {
+        let mut log = FindingLog::new(0);
+        log.max_entries = 10;
+        for i in 0..25 {
+            log.report(obs(FindingType::PortProbe, &format!("a{i}"), i), i);
+        }
+        assert!(log.len() <= 10);
+        assert!(log.evicted >= 15);
+    }
+}

@@ -1,0 +1,1144 @@
+//! The detector on synthetic records: severity rules, learning, patterns, intel, persistence,
+//! deduplication.
+
+use super::*;
+use crate::records::{Endpoint, FlowEnd, FlowRecord, LoginRecord, Outcome, QueryRecord, Record};
+
+const SRV: &str = "198.51.100.10:5432";
+const APP: &str = "198.51.100.20";
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rds-detect-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ep(client: &str, port: u16) -> Endpoint {
+    let client = if client.contains(':') {
+        format!("[{client}]:{port}")
+    } else {
+        format!("{client}:{port}")
+    };
+    Endpoint {
+        client,
+        server: SRV.into(),
+        vni: None,
+        protocol: "postgresql",
+    }
+}
+
+/// Seconds of record time → ns (the default clock has offset 0: wall = ts).
+fn t(s: u64) -> u64 {
+    1_700_000_000 * NS + s * NS
+}
+
+struct L<'a> {
+    ip: &'a str,
+    port: u16,
+    user: &'a str,
+    ok: bool,
+    at: u64,
+    auth: &'a str,
+    app: &'a str,
+    db: &'a str,
+    tls: bool,
+}
+
+impl Default for L<'_> {
+    fn default() -> Self {
+        Self {
+            ip: APP,
+            port: 40000,
+            user: "app",
+            ok: true,
+            at: 0,
+            auth: "scram-sha-256",
+            app: "orders-api",
+            db: "appdb",
+            tls: false,
+        }
+    }
+}
+
+fn login(l: L<'_>) -> Record {
+    Record::Login(LoginRecord {
+        ts: String::new(),
+        endpoint: ep(l.ip, l.port),
+        user: Some(l.user.into()),
+        database: Some(l.db.into()),
+        application: Some(l.app.into()),
+        outcome: if l.ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        },
+        error_code: (!l.ok).then(|| "28P01".into()),
+        tls: l.tls,
+        auth_method: Some(l.auth.into()),
+        server_version: None,
+        ts_ns: t(l.at),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn query(
+    ip: &str,
+    port: u16,
+    user: &str,
+    sql_fp: &str,
+    verb: &str,
+    rows: u64,
+    bytes: u64,
+    at: u64,
+) -> Record {
+    Record::Query(QueryRecord {
+        ts: String::new(),
+        endpoint: ep(ip, port),
+        user: Some(user.into()),
+        database: Some("appdb".into()),
+        verb: verb.into(),
+        fingerprint: sql_fp.into(),
+        query: None,
+        rows: Some(rows),
+        error_code: None,
+        bytes_request: 60,
+        bytes_response: bytes,
+        latency_first_byte_us: None,
+        latency_us: 100,
+        prepared: false,
+        ts_ns: t(at),
+    })
+}
+
+fn flow(ip: &str, port: u16, at: u64, payload_to_server: u64, end: FlowEnd) -> Record {
+    Record::Flow(FlowRecord {
+        client: ep(ip, port).client,
+        server: SRV.into(),
+        vni: None,
+        protocol: "postgresql",
+        first_seen: String::new(),
+        last_seen: String::new(),
+        first_seen_ns: t(at),
+        duration_us: 1000,
+        packets_to_server: 3,
+        packets_to_client: 2,
+        bytes_to_server: 180 + payload_to_server,
+        bytes_to_client: 120,
+        payload_bytes_to_server: payload_to_server,
+        payload_bytes_to_client: 0,
+        syn: 1,
+        syn_ack: 1,
+        fin_to_server: u64::from(end == FlowEnd::Fin),
+        fin_to_client: u64::from(end == FlowEnd::Fin),
+        rst: u64::from(end == FlowEnd::Rst),
+        truncated: 0,
+        end,
+    })
+}
+
+fn detector(learning_s: u64, f: impl FnOnce(&mut DetectorOptions)) -> Detector {
+    let mut o = DetectorOptions {
+        learning_period_s: learning_s,
+        update_every_s: 60,
+        ..DetectorOptions::default()
+    };
+    f(&mut o);
+    Detector::new(o, Clock::default()).unwrap()
+}
+
+fn feed(d: &mut Detector, recs: impl IntoIterator<Item = Record>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for r in recs {
+        d.observe(&r, &mut out);
+    }
+    out
+}
+
+fn types(fs: &[Finding]) -> Vec<&'static str> {
+    let mut v: Vec<&str> = fs.iter().map(|f| f.finding_type).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn find(fs: &[Finding], k: FindingType) -> &Finding {
+    fs.iter()
+        .rev()
+        .find(|f| f.finding_type == k.name())
+        .unwrap_or_else(|| panic!("no {} in {:?}", k.name(), types(fs)))
+}
+
+/// 100 s of normal application traffic: logins from the app network, SELECT/INSERT/UPDATE.
+fn learn_app(d: &mut Detector) {
+    let mut recs = Vec::new();
+    for i in 0..50u64 {
+        let port = 40000 + i as u16;
+        let ip = if i % 2 == 0 { APP } else { "198.51.100.21" };
+        recs.push(login(L {
+            ip,
+            port,
+            at: i * 2,
+            ..L::default()
+        }));
+        recs.push(query(
+            ip,
+            port,
+            "app",
+            "select * from orders where id = ?",
+            "SELECT",
+            1 + i % 20,
+            400,
+            i * 2,
+        ));
+        recs.push(query(
+            ip,
+            port,
+            "app",
+            "insert into orders values (?+)",
+            "INSERT",
+            1,
+            20,
+            i * 2,
+        ));
+        recs.push(query(
+            ip,
+            port,
+            "app",
+            "update orders set state = ? where id = ?",
+            "UPDATE",
+            1,
+            20,
+            i * 2,
+        ));
+        recs.push(flow(ip, port, i * 2, 900, FlowEnd::Fin));
+    }
+    // One health checker that connects and closes, and one typo.
+    recs.push(flow("198.51.100.5", 50000, 10, 0, FlowEnd::Fin));
+    recs.push(login(L {
+        port: 41000,
+        ok: false,
+        at: 20,
+        ..L::default()
+    }));
+    assert!(
+        feed(d, recs).is_empty(),
+        "nothing is reported while learning"
+    );
+}
+
+#[test]
+fn benign_traffic_after_learning_reports_nothing() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let mut recs = Vec::new();
+    for i in 0..50u64 {
+        let port = 45000 + i as u16;
+        let at = 200 + i * 3;
+        recs.push(login(L {
+            port,
+            at,
+            ..L::default()
+        }));
+        recs.push(query(
+            APP,
+            port,
+            "app",
+            "select * from orders where id = ?",
+            "SELECT",
+            5,
+            400,
+            at,
+        ));
+        recs.push(query(
+            APP,
+            port,
+            "app",
+            "update orders set state = ? where id = ?",
+            "UPDATE",
+            1,
+            20,
+            at,
+        ));
+        recs.push(flow(APP, port, at, 900, FlowEnd::Fin));
+    }
+    recs.push(flow("198.51.100.5", 50001, 300, 0, FlowEnd::Fin));
+    recs.push(login(L {
+        port: 46000,
+        ok: false,
+        at: 310,
+        ..L::default()
+    }));
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
+    assert!(out.is_empty(), "{:?}", types(&out));
+}
+
+#[test]
+fn anomalous_login_severity_private_public_and_after_public_failures() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    // A private network never used by `app`: Low.
+    let out = feed(
+        &mut d,
+        [login(L {
+            ip: "10.9.9.9",
+            at: 200,
+            ..L::default()
+        })],
+    );
+    let f = find(&out, FindingType::AnomalousSuccessfulLogin);
+    assert_eq!(f.severity_label, "Low");
+    assert_eq!(f.severity, 2.0);
+    assert!(
+        f.description
+            .contains("first login of app from network 10.9.9.0/24"),
+        "{}",
+        f.description
+    );
+    // A public one: Medium.
+    let out = feed(
+        &mut d,
+        [login(L {
+            ip: "45.155.205.33",
+            at: 210,
+            ..L::default()
+        })],
+    );
+    assert_eq!(
+        find(&out, FindingType::AnomalousSuccessfulLogin).severity_label,
+        "Medium"
+    );
+    // After failed logins as `app` from (other) public addresses: High.
+    let mut recs: Vec<Record> = (0..5)
+        .map(|i| {
+            login(L {
+                ip: "185.199.1.10",
+                port: 42000 + i,
+                ok: false,
+                at: 220 + u64::from(i),
+                ..L::default()
+            })
+        })
+        .collect();
+    recs.push(login(L {
+        ip: "93.184.216.34",
+        at: 230,
+        ..L::default()
+    }));
+    let out = feed(&mut d, recs);
+    let f = find(&out, FindingType::AnomalousSuccessfulLogin);
+    assert_eq!(f.severity_label, "High");
+    assert_eq!(f.severity, 8.0);
+    assert!(
+        f.evidence
+            .reasons
+            .iter()
+            .any(|r| r.contains("5 failed logins")),
+        "{:?}",
+        f.evidence.reasons
+    );
+    // The failures themselves: unusual (unknown network), Low.
+    assert_eq!(
+        find(&out, FindingType::AnomalousFailedLogin).severity_label,
+        "Low"
+    );
+    // Failures from private addresses do not make it High.
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let mut recs: Vec<Record> = (0..6)
+        .map(|i| {
+            login(L {
+                ip: "10.1.1.1",
+                port: 42000 + i,
+                ok: false,
+                at: 220 + u64::from(i),
+                ..L::default()
+            })
+        })
+        .collect();
+    recs.push(login(L {
+        ip: "10.2.2.2",
+        at: 230,
+        ..L::default()
+    }));
+    assert_eq!(
+        find(&feed(&mut d, recs), FindingType::AnomalousSuccessfulLogin).severity_label,
+        "Low"
+    );
+}
+
+#[test]
+fn unusual_application_and_database_are_reasons() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let out = feed(
+        &mut d,
+        [login(L {
+            app: "psql",
+            db: "postgres",
+            at: 200,
+            ..L::default()
+        })],
+    );
+    let f = find(&out, FindingType::AnomalousSuccessfulLogin);
+    assert!(
+        f.evidence
+            .reasons
+            .iter()
+            .any(|r| r.contains("application `psql`"))
+    );
+    assert!(
+        f.evidence
+            .reasons
+            .iter()
+            .any(|r| r.contains("database postgres"))
+    );
+    // 198.51.100.0/24 never reached `postgres`: a new edge too.
+    assert_eq!(find(&out, FindingType::NewClientEdge).severity_label, "Low");
+    let u = f.resource.rds_db_user_details.as_ref().unwrap();
+    assert_eq!(
+        (u.user.as_str(), u.application.as_str(), u.database.as_str()),
+        ("app", "psql", "postgres")
+    );
+    assert_eq!(u.ssl, "false");
+    assert_eq!(u.auth_method, "scram-sha-256");
+}
+
+#[test]
+fn brute_force_ending_in_success() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let ip = "45.155.205.77";
+    let mut recs: Vec<Record> = (0..8)
+        .map(|i| {
+            login(L {
+                ip,
+                port: 43000 + i,
+                ok: false,
+                at: 200 + u64::from(i),
+                ..L::default()
+            })
+        })
+        .collect();
+    recs.push(login(L {
+        ip,
+        port: 43100,
+        at: 210,
+        ..L::default()
+    }));
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
+    let f = find(&out, FindingType::SuccessfulBruteForce);
+    assert_eq!(f.severity_label, "High");
+    assert_eq!(f.service.count, 1);
+    let la = &f.service.action.rds_login_attempt_action.login_attributes;
+    assert_eq!(la.len(), 1);
+    assert_eq!(
+        (la[0].failed_login_attempts, la[0].successful_login_attempts),
+        (8, 1)
+    );
+    assert_eq!(
+        f.service
+            .action
+            .rds_login_attempt_action
+            .remote_ip_details
+            .ip_address_v4
+            .as_deref(),
+        Some(ip)
+    );
+    assert_eq!(
+        find(&out, FindingType::AnomalousSuccessfulLogin).severity_label,
+        "High"
+    );
+    // The failed logins fold into one finding whose count is 8.
+    let failed: Vec<&Finding> = out
+        .iter()
+        .filter(|f| f.finding_type == FindingType::AnomalousFailedLogin.name())
+        .collect();
+    assert_eq!(failed.first().unwrap().service.count, 1);
+    assert_eq!(failed.last().unwrap().service.count, 8);
+    assert_eq!(failed.first().unwrap().id, failed.last().unwrap().id);
+    // Brute force also fires while learning (a pattern, not an anomaly).
+    let mut d = detector(1_000_000, |_| {});
+    let mut recs: Vec<Record> = (0..5)
+        .map(|i| {
+            login(L {
+                ip,
+                port: 43000 + i,
+                ok: false,
+                at: u64::from(i),
+                ..L::default()
+            })
+        })
+        .collect();
+    recs.push(login(L {
+        ip,
+        port: 43100,
+        at: 10,
+        ..L::default()
+    }));
+    assert_eq!(
+        types(&feed(&mut d, recs)),
+        vec![FindingType::SuccessfulBruteForce.name()]
+    );
+    // Four failures are not enough.
+    let mut d = detector(1_000_000, |_| {});
+    let mut recs: Vec<Record> = (0..4)
+        .map(|i| {
+            login(L {
+                ip,
+                port: 43000 + i,
+                ok: false,
+                at: u64::from(i),
+                ..L::default()
+            })
+        })
+        .collect();
+    recs.push(login(L {
+        ip,
+        port: 43100,
+        at: 10,
+        ..L::default()
+    }));
+    assert!(feed(&mut d, recs).is_empty());
+}
+
+#[test]
+fn credential_spraying() {
+    let mut d = detector(1_000_000, |_| {});
+    let users = ["admin", "postgres", "root", "app", "backup"];
+    let recs: Vec<Record> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            login(L {
+                ip: "203.0.113.66",
+                port: 44000 + i as u16,
+                user: u,
+                ok: false,
+                at: i as u64,
+                ..L::default()
+            })
+        })
+        .collect();
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
+    let f = find(&out, FindingType::CredentialSpraying);
+    assert_eq!(f.severity_label, "Medium");
+    let mut users = f.evidence.users.clone();
+    users.sort();
+    assert_eq!(users, vec!["admin", "app", "backup", "postgres", "root"]);
+    assert_eq!(f.service.count, 2);
+    // A success during the spray: High.
+    let mut out = feed(
+        &mut d,
+        [login(L {
+            ip: "203.0.113.66",
+            port: 44100,
+            user: "backup",
+            at: 20,
+            ..L::default()
+        })],
+    );
+    d.finish(&mut out);
+    assert_eq!(
+        find(&out, FindingType::CredentialSpraying).severity_label,
+        "High"
+    );
+}
+
+#[test]
+fn probes_after_learning_but_not_from_learned_health_checkers() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let mut recs = vec![
+        // The health checker's network probed while learning: quiet.
+        flow("198.51.100.5", 50002, 200, 0, FlowEnd::Fin),
+        // Half-open scan from a public address, connect scan from a private one.
+        flow("45.155.205.90", 60000, 201, 0, FlowEnd::Rst),
+        flow("45.155.205.90", 60001, 202, 0, FlowEnd::Rst),
+        flow("10.7.7.7", 60002, 203, 8, FlowEnd::Fin),
+        // A connection still open at the end of the capture is not a probe.
+        flow("10.8.8.8", 60003, 204, 0, FlowEnd::EndOfCapture),
+    ];
+    // A real session whose login the sensor did not see (TLS): not a probe, a new edge.
+    recs.push(flow("10.6.6.6", 60004, 205, 2400, FlowEnd::Fin));
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
+    let probes: Vec<&Finding> = out
+        .iter()
+        .filter(|f| f.finding_type == FindingType::PortProbe.name())
+        .collect();
+    let public = probes
+        .iter()
+        .rev()
+        .find(|f| f.description.starts_with("45.155.205.90"))
+        .unwrap();
+    assert_eq!(public.severity_label, "Medium");
+    assert_eq!(public.service.count, 2);
+    assert_eq!(public.evidence.connections, Some(2));
+    assert_eq!(public.evidence.flow_ends, vec!["rst"]);
+    let private = probes
+        .iter()
+        .find(|f| f.description.starts_with("10.7.7.7"))
+        .unwrap();
+    assert_eq!(private.severity_label, "Low");
+    assert!(
+        !probes
+            .iter()
+            .any(|f| f.description.starts_with("198.51.100.5"))
+    );
+    assert!(!probes.iter().any(|f| f.description.starts_with("10.8.8.8")));
+    let edge = find(&out, FindingType::NewClientEdge);
+    assert!(
+        edge.description.contains("10.6.6.0/24"),
+        "{}",
+        edge.description
+    );
+    // A flow that had a login is never a probe.
+    let mut d = detector(0, |_| {});
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                ip: "10.5.5.5",
+                port: 1,
+                ok: false,
+                ..L::default()
+            }),
+            flow("10.5.5.5", 1, 1, 0, FlowEnd::Fin),
+        ],
+    );
+    assert!(!types(&out).contains(&FindingType::PortProbe.name()));
+}
+
+#[test]
+fn threat_lists_fire_during_learning() {
+    let dir = tmpdir("intel");
+    let (mal, tor) = (dir.join("malicious.txt"), dir.join("tor.txt"));
+    std::fs::write(&mal, "# bad\n45.155.205.0/24\nnot an address\n").unwrap();
+    std::fs::write(&tor, "185.220.101.7\n2001:db8:7::/48\n").unwrap();
+    let mut d = detector(1_000_000, |o| {
+        o.malicious_lists = vec![mal.clone()];
+        o.tor_lists = vec![tor.clone()];
+    });
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                ip: "45.155.205.33",
+                at: 1,
+                ..L::default()
+            }),
+            login(L {
+                ip: "45.155.205.34",
+                ok: false,
+                at: 2,
+                ..L::default()
+            }),
+            flow("45.155.205.35", 1, 3, 0, FlowEnd::Rst),
+            login(L {
+                ip: "185.220.101.7",
+                at: 4,
+                ..L::default()
+            }),
+            login(L {
+                ip: "2001:db8:7::9",
+                ok: false,
+                at: 5,
+                ..L::default()
+            }),
+            flow("185.220.101.7", 2, 6, 0, FlowEnd::Fin),
+        ],
+    );
+    let sev = |k: FindingType| find(&out, k).severity_label;
+    assert_eq!(sev(FindingType::MaliciousIpSuccessfulLogin), "High");
+    assert_eq!(sev(FindingType::MaliciousIpFailedLogin), "Medium");
+    assert_eq!(sev(FindingType::MaliciousIpDiscovery), "Medium");
+    assert_eq!(sev(FindingType::TorSuccessfulLogin), "High");
+    assert_eq!(sev(FindingType::TorFailedLogin), "Medium");
+    assert_eq!(sev(FindingType::TorDiscovery), "Medium");
+    let r = &find(&out, FindingType::TorFailedLogin)
+        .service
+        .action
+        .rds_login_attempt_action
+        .remote_ip_details;
+    assert_eq!(r.ip_address_v6.as_deref(), Some("2001:db8:7::9"));
+    assert!(
+        r.threat_lists[0].starts_with("tor:2001:db8:7::/48"),
+        "{:?}",
+        r.threat_lists
+    );
+    assert_eq!(types(&out).len(), 6, "{:?}", types(&out));
+    // The lists are reloaded when they change.
+    std::fs::write(&tor, "185.220.101.8\n").unwrap();
+    for l in &mut d.tor.0 {
+        l.reload_if_changed();
+    }
+    let out = feed(
+        &mut d,
+        [login(L {
+            ip: "185.220.101.8",
+            at: 10,
+            ..L::default()
+        })],
+    );
+    assert_eq!(types(&out), vec![FindingType::TorSuccessfulLogin.name()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn weak_authentication_and_allowed_networks() {
+    let mut d = detector(1_000_000, |o| {
+        o.allowed = vec!["198.51.100.0/24".parse().unwrap()];
+    });
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                user: "u_md5",
+                auth: "md5",
+                at: 1,
+                ..L::default()
+            }),
+            login(L {
+                user: "u_clear",
+                auth: "cleartext",
+                at: 2,
+                ..L::default()
+            }),
+            login(L {
+                user: "u_tls",
+                auth: "cleartext",
+                tls: true,
+                at: 3,
+                ..L::default()
+            }),
+            login(L {
+                user: "u_scram",
+                at: 4,
+                ..L::default()
+            }),
+        ],
+    );
+    assert_eq!(
+        find(&out, FindingType::Md5Authentication).severity_label,
+        "Low"
+    );
+    assert_eq!(
+        find(&out, FindingType::CleartextAuthentication).severity_label,
+        "Medium"
+    );
+    assert_eq!(
+        out.len(),
+        2,
+        "TLS hides the method; SCRAM is fine: {:?}",
+        types(&out)
+    );
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                ip: "203.0.113.50",
+                ok: false,
+                at: 5,
+                ..L::default()
+            }),
+            flow("203.0.113.51", 7, 6, 0, FlowEnd::Rst),
+        ],
+    );
+    let f = find(&out, FindingType::OutsideAllowedNetworks);
+    assert_eq!(f.severity_label, "Medium");
+    // A successful login from there: the same finding (same address), raised to High.
+    let mut out = feed(
+        &mut d,
+        [login(L {
+            ip: "203.0.113.50",
+            at: 7,
+            ..L::default()
+        })],
+    );
+    assert!(
+        out.is_empty(),
+        "a repeat within the update interval is not emitted at once"
+    );
+    d.finish(&mut out);
+    let f = out
+        .iter()
+        .find(|f| f.description.starts_with("203.0.113.50"))
+        .unwrap();
+    assert_eq!(f.severity_label, "High");
+    assert_eq!(f.service.count, 2);
+}
+
+#[test]
+fn privilege_drift() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                port: 47000,
+                at: 200,
+                ..L::default()
+            }),
+            query(
+                APP,
+                47000,
+                "app",
+                "select * from orders where id = ?",
+                "SELECT",
+                1,
+                300,
+                201,
+            ),
+            query(
+                APP,
+                47000,
+                "app",
+                "delete from orders where id > ?",
+                "DELETE",
+                30,
+                20,
+                202,
+            ),
+        ],
+    );
+    let f = find(&out, FindingType::PrivilegeDrift);
+    assert_eq!(f.severity_label, "Medium");
+    assert_eq!(f.evidence.statement_classes, vec!["DELETE"]);
+    let u = f.resource.rds_db_user_details.as_ref().unwrap();
+    assert_eq!(
+        (u.application.as_str(), u.auth_method.as_str()),
+        ("orders-api", "scram-sha-256")
+    );
+    assert_eq!(
+        f.evidence.fingerprints,
+        vec!["delete from orders where id > ?"]
+    );
+    let out = feed(
+        &mut d,
+        [
+            query(APP, 47000, "app", "drop table orders", "DROP", 0, 20, 203),
+            query(
+                APP,
+                47000,
+                "app",
+                "grant all on orders to public",
+                "GRANT",
+                0,
+                20,
+                204,
+            ),
+        ],
+    );
+    assert!(out.is_empty(), "updates wait for the update interval");
+    let mut out = Vec::new();
+    d.finish(&mut out);
+    let f = find(&out, FindingType::PrivilegeDrift);
+    assert_eq!(f.severity_label, "High");
+    assert_eq!(f.service.count, 3);
+    assert_eq!(
+        f.evidence.statement_classes,
+        vec!["DELETE", "DROP TABLE", "GRANT"]
+    );
+    assert!(
+        f.recommended_response
+            .iter()
+            .any(|r| r.contains("least privilege"))
+    );
+}
+
+#[test]
+fn data_staging_per_query_and_per_window() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    // A known fingerprint read 20 rows at most; a dump of 50 000 rows is staging.
+    let out = feed(
+        &mut d,
+        [query(
+            APP,
+            48000,
+            "app",
+            "select * from orders where id = ?",
+            "SELECT",
+            50_000,
+            3_000_000,
+            200,
+        )],
+    );
+    let f = find(&out, FindingType::DataStaging);
+    assert_eq!(f.severity_label, "High");
+    assert_eq!(f.evidence.rows, Some(50_000));
+    assert_eq!(f.evidence.baseline_rows, Some(20));
+    // Many medium reads that add up within the window.
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let recs: Vec<Record> = (0..30)
+        .map(|i| {
+            query(
+                "198.51.100.21",
+                48001,
+                "app",
+                "select * from orders where id = ?",
+                "SELECT",
+                150,
+                6000,
+                200 + i,
+            )
+        })
+        .collect();
+    let out = feed(&mut d, recs);
+    let f = find(&out, FindingType::DataStaging);
+    assert!(f.evidence.rows.unwrap() > 1000);
+    assert_eq!(out.len(), 1, "one report per window");
+    // Writes do not count as reads.
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let out = feed(
+        &mut d,
+        [query(
+            APP,
+            48002,
+            "app",
+            "update orders set state = ? where id = ?",
+            "UPDATE",
+            90_000,
+            20,
+            200,
+        )],
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn baseline_survives_a_restart_and_a_corrupt_file() {
+    let dir = tmpdir("persist");
+    let path = dir.join("baseline.json");
+    let mut d = detector(100, |o| o.baseline = Some(path.clone()));
+    learn_app(&mut d);
+    let mut out = Vec::new();
+    d.finish(&mut out);
+    assert!(out.is_empty());
+    assert!(path.exists());
+    // A new process: learning is over (it started at the first record of the first run).
+    let mut d = detector(100, |o| o.baseline = Some(path.clone()));
+    assert!(d.baseline().instances.contains_key("198.51.100.10"));
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                port: 49000,
+                at: 300,
+                ..L::default()
+            }),
+            login(L {
+                ip: "10.3.3.3",
+                at: 301,
+                ..L::default()
+            }),
+        ],
+    );
+    assert_eq!(
+        types(&out),
+        vec![
+            FindingType::AnomalousSuccessfulLogin.name(),
+            FindingType::NewClientEdge.name(),
+        ]
+    );
+    d.finish(&mut Vec::new());
+    // Corrupt the file: the last good version (.prev) is used.
+    std::fs::write(&path, "{ not json").unwrap();
+    let mut d = detector(100, |o| o.baseline = Some(path.clone()));
+    assert!(
+        d.baseline().instances["198.51.100.10"]
+            .users
+            .contains_key("app")
+    );
+    let out = feed(
+        &mut d,
+        [login(L {
+            port: 49001,
+            at: 400,
+            ..L::default()
+        })],
+    );
+    assert!(out.is_empty(), "{:?}", types(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn learning_is_per_instance() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    // Another instance appears late: it learns for its own period.
+    let mut r = login(L {
+        ip: "10.4.4.4",
+        at: 500,
+        ..L::default()
+    });
+    if let Record::Login(l) = &mut r {
+        l.endpoint.server = "198.51.100.11:3306".into(); // another host
+        l.endpoint.protocol = "mysql";
+    }
+    assert!(feed(&mut d, [r]).is_empty());
+}
+
+#[test]
+fn instance_map_and_asn_enrichment() {
+    use crate::detect::mmdb_write::{MmdbWriter, Value, block};
+    let dir = tmpdir("enrich");
+    let map = dir.join("instances.json");
+    std::fs::write(&map, format!(r#"{{"{SRV}": {{"dbInstanceIdentifier": "orders-pg-1", "dbClusterIdentifier": "orders", "engine": "postgres", "engineVersion": "15.4", "tags": {{"env": "prod"}}}}}}"#)).unwrap();
+    let mut w = MmdbWriter::new("GeoLite2-ASN");
+    w.insert(
+        block("45.155.205.0/24"),
+        Value::map([
+            ("autonomous_system_number", Value::U32(64501)),
+            (
+                "autonomous_system_organization",
+                Value::str("Example Hosting"),
+            ),
+        ]),
+    );
+    let mmdb = dir.join("asn.mmdb");
+    std::fs::write(&mmdb, w.build()).unwrap();
+    let mut d = detector(0, |o| {
+        o.instance_map = Some(map.clone());
+        o.asn_db = Some(mmdb.clone());
+    });
+    let out = feed(
+        &mut d,
+        [login(L {
+            ip: "45.155.205.9",
+            at: 1,
+            ..L::default()
+        })],
+    );
+    let f = find(&out, FindingType::AnomalousSuccessfulLogin);
+    let i = &f.resource.rds_db_instance_details;
+    assert_eq!(i.db_instance_identifier, "orders-pg-1");
+    assert_eq!(i.db_cluster_identifier.as_deref(), Some("orders"));
+    assert_eq!(
+        i.tags,
+        vec![finding::Tag {
+            key: "env".into(),
+            value: "prod".into()
+        }]
+    );
+    let r = &f.service.action.rds_login_attempt_action.remote_ip_details;
+    assert_eq!(r.organization.asn.as_deref(), Some("64501"));
+    assert_eq!(r.organization.asn_org.as_deref(), Some("Example Hosting"));
+    assert!(r.public);
+    // The JSON shape automation consumes.
+    let v = serde_json::to_value(Record::Finding(Box::new(f.clone()))).unwrap();
+    assert_eq!(v["kind"], "finding");
+    assert_eq!(
+        v["type"],
+        "CredentialAccess:RDS/AnomalousBehavior.SuccessfulLogin"
+    );
+    assert_eq!(v["severity"], 5.0);
+    assert_eq!(
+        v["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"],
+        "orders-pg-1"
+    );
+    assert_eq!(
+        v["resource"]["rdsDbUserDetails"]["authMethod"],
+        "scram-sha-256"
+    );
+    assert_eq!(
+        v["service"]["action"]["rdsLoginAttemptAction"]["remoteIpDetails"]["organization"]["asn"],
+        "64501"
+    );
+    assert_eq!(
+        v["service"]["action"]["rdsLoginAttemptAction"]["LoginAttributes"][0]["successfulLoginAttempts"],
+        1
+    );
+    assert_eq!(v["service"]["count"], 1);
+    assert!(v["recommendedResponse"].as_array().unwrap().len() >= 3);
+    // Bad inputs are errors that name the file.
+    let e = Detector::new(
+        DetectorOptions {
+            instance_map: Some(dir.join("nope.json")),
+            ..DetectorOptions::default()
+        },
+        Clock::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(format!("{e:#}").contains("nope.json"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn statement_classes() {
+    let c = |v: &str, fp: &str| statement_class(v, fp);
+    assert_eq!(c("SELECT", "select * from t"), "SELECT");
+    assert_eq!(c("DROP", "drop table if exists t"), "DROP TABLE");
+    assert_eq!(
+        c("CREATE", "create or replace function f() ..."),
+        "CREATE FUNCTION"
+    );
+    assert_eq!(
+        c("CREATE", "create temp table t (a int)"),
+        "CREATE TEMP TABLE"
+    );
+    assert_eq!(c("CREATE", "create user x identified by ?"), "CREATE USER");
+    assert_eq!(c("ALTER", "alter system set x = ?"), "ALTER SYSTEM");
+    assert_eq!(c("COPY", "copy t to program ?"), "COPY PROGRAM");
+    assert_eq!(c("COPY", "copy (select a from t) to stdout"), "COPY TO");
+    assert_eq!(c("COPY", "copy t from stdin"), "COPY FROM");
+    assert_eq!(
+        c("SELECT", "select * from t into outfile ?"),
+        "SELECT INTO OUTFILE"
+    );
+    assert_eq!(c("SELECT", "select pg_read_file(?)"), "SELECT FILE ACCESS");
+    assert_eq!(c("SET", "set role admin"), "SET ROLE");
+    assert_eq!(c("SET", "set search_path = ?"), "SET");
+    assert_eq!(c("", "grant select on t to u"), "GRANT");
+    assert!(is_dangerous_class("DROP TABLE"));
+    assert!(is_dangerous_class("COPY PROGRAM"));
+    assert!(!is_dangerous_class("DELETE"));
+    assert!(!is_dangerous_class("CREATE TEMP TABLE"));
+}
+
+#[test]
+fn command_line_switches() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        d: DetectArgs,
+    }
+    let c = Cli::parse_from(["x"]);
+    assert!(!c.d.enabled());
+    let c = Cli::parse_from([
+        "x",
+        "--allowed-cidr",
+        "198.51.100.0/24,2001:db8::/32",
+        "--allowed-cidr",
+        "10.0.0.0/8",
+        "--learning-period",
+        "60",
+        "--tor-exits",
+        "a",
+        "--tor-exits",
+        "b",
+    ]);
+    assert!(c.d.enabled());
+    let o = c.d.options();
+    assert_eq!(o.allowed.len(), 3);
+    assert_eq!(o.learning_period_s, 60);
+    assert_eq!(o.tor_lists.len(), 2);
+    assert_eq!(o.update_every_s, 60);
+    assert!(Cli::try_parse_from(["x", "--allowed-cidr", "10.0.0.0/33"]).is_err());
+    assert!(
+        Cli::parse_from(["x", "--detect"])
+            .d
+            .detector(Clock::default())
+            .unwrap()
+            .is_some()
+    );
+}
