@@ -139,6 +139,14 @@ fn build_user(obj: &Path) -> Result<PathBuf> {
     Ok(root().join("target/release/rds-sensor"))
 }
 
+/// `rds-sensor-cloudwatch` (the AWS SDK's build takes minutes, so only `build` makes it).
+fn build_cloudwatch(obj: &Path) -> Result<PathBuf> {
+    run(cargo()
+        .args(["build", "--release", "-p", "sensor-cloudwatch"])
+        .env("RDS_SENSOR_EBPF_OBJ", obj))?;
+    Ok(root().join("target/release/rds-sensor-cloudwatch"))
+}
+
 fn main() {
     if let Err(e) = real_main() {
         eprintln!("xtask: error: {e:#}");
@@ -159,7 +167,8 @@ fn real_main() -> Result<()> {
         Cmd::Build => {
             let obj = build_ebpf()?;
             let bin = build_user(&obj)?;
-            println!("xtask: {}", bin.display());
+            let cw = build_cloudwatch(&obj)?;
+            println!("xtask: {}\nxtask: {}", bin.display(), cw.display());
             Ok(())
         }
         Cmd::Run {
@@ -200,6 +209,9 @@ fn real_main() -> Result<()> {
             let obj = build_ebpf()?;
             let mut c = cargo();
             c.args(["test", "--workspace"])
+                // Tests talk to a local CloudWatch emulator only: never let the SDK probe the
+                // EC2 instance-metadata address for a region or credentials.
+                .env("AWS_EC2_METADATA_DISABLED", "true")
                 .env("RDS_SENSOR_EBPF_OBJ", &obj)
                 .env("RDS_SENSOR_PCAPS", root().join("pcaps"));
             if toolchain::is_root() {
