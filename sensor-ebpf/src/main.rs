@@ -79,6 +79,13 @@ pub fn bench_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// The benchmark's traffic generator: run with BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX sends each
+/// frame out of the ingress device (a veth), so the sensor on its peer receives it.
+#[xdp]
+pub fn bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 #[inline(always)]
 fn count(c: &mut Counters, index: u32) {
     c.v[index as usize] += 1;

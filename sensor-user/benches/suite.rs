@@ -83,6 +83,9 @@ fn main() {
     if kernel && want("xdp") {
         xdp_cost(quick, &mut figures);
     }
+    if kernel && want("live") {
+        live_frames(quick, &mut figures);
+    }
     if kernel && want("memory") {
         flow_memory(quick, &mut figures);
     }
@@ -236,6 +239,182 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
     for (name, value, floor) in rows {
         figures.push(figure(&name, value, "ns/pkt", floor_name, floor));
     }
+}
+
+/// A veth pair with both ends in this namespace, deleted on drop.
+struct LocalVeth {
+    a: String,
+    b: String,
+}
+
+impl LocalVeth {
+    fn new() -> Self {
+        let id = std::process::id() % 100_000;
+        let (a, b) = (format!("rdsb{id}a"), format!("rdsb{id}b"));
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        let me = Self { a, b };
+        // No IPv6 autoconfiguration traffic of their own: only the generator's frames.
+        for dev in [&me.a, &me.b] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+        }
+        ip(&["link", "set", &me.a, "up"]);
+        ip(&["link", "set", &me.b, "up"]);
+        me
+    }
+
+    fn ifindex(name: &str) -> u32 {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .expect("ifindex")
+            .trim()
+            .parse()
+            .expect("ifindex")
+    }
+}
+
+impl Drop for LocalVeth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.a]).status();
+    }
+}
+
+/// Sends `n` copies of `frame` out of `ifindex` with the kernel's live-frames generator
+/// (BPF_PROG_TEST_RUN + XDP_TX) and returns the wall time: the receiving veth's NAPI runs
+/// on the same CPU between batches, so the time includes the receiver's XDP program.
+fn live_send(
+    generator: &aya::programs::Xdp,
+    frame: &[u8],
+    ifindex: u32,
+    n: u32,
+) -> std::time::Duration {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    // The kernel insists that data_end equals the frame's length (no metadata).
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let t0 = Instant::now();
+    generator
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: n,
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::default()
+        })
+        .expect("live-frames test_run");
+    t0.elapsed()
+}
+
+fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
+    let n: u32 = if quick { 200_000 } else { 5_000_000 };
+    let veth = LocalVeth::new();
+    let a = LocalVeth::ifindex(&veth.a);
+    let q = b"Q\0\0\0\x0dselect 1\0";
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(Ip::V4(CLIENT, SERVER), 40000, 5432, f::PSH | f::ACK, q),
+        Ip::V4(ENI, TARGET),
+        &[],
+    );
+    let mut generator = Sensor::load(&LiveOptions {
+        ring_bytes: 1 << 16,
+        flow_entries: 1024,
+        ..LiveOptions::default()
+    })
+    .expect("load");
+    generator.load_program("bench_tx").expect("bench_tx");
+    // The sending veth needs XDP enabled itself: the generator requires the ingress device's
+    // XDP receive queue to be registered, which veth does only while a program is attached.
+    generator
+        .attach_named(
+            "bench_tx",
+            &veth.a,
+            rds_sensor::capture::live::AttachMode::Native,
+        )
+        .expect("attach the generator's end");
+
+    // Baseline: a program that drops everything, on the receiving end.
+    let mut floor = Sensor::load(&LiveOptions {
+        ring_bytes: 1 << 16,
+        flow_entries: 1024,
+        ..LiveOptions::default()
+    })
+    .expect("load");
+    floor.load_program("bench_floor").expect("floor");
+    floor
+        .attach_named(
+            "bench_floor",
+            &veth.b,
+            rds_sensor::capture::live::AttachMode::Native,
+        )
+        .expect("attach floor");
+    let floor_time = live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n);
+    floor.detach().unwrap();
+    drop(floor);
+
+    // The sensor, with a reader draining its ring as the agent does.
+    let mut sensor = Sensor::load(&LiveOptions {
+        ring_bytes: 64 << 20,
+        ..LiveOptions::default()
+    })
+    .expect("load");
+    sensor
+        .attach(&veth.b, rds_sensor::capture::live::AttachMode::Native)
+        .expect("attach sensor");
+    let mut ring = sensor.take_events().unwrap();
+    let state = sensor.take_state().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                while ring.next().is_some() {
+                    n += 1;
+                }
+                if stopping {
+                    return n;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let sensor_time = live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let read = reader.join().unwrap();
+    let k = state.counters().unwrap();
+    use sensor_common::counter as c;
+    sensor.detach().unwrap();
+
+    let mpps = |t: std::time::Duration| n as f64 / t.as_secs_f64() / 1e6;
+    figures.push(figure(
+        "live frames: sensor on a veth (VXLAN db request)",
+        mpps(sensor_time),
+        "Mpps",
+        "drop-all on the same veth",
+        mpps(floor_time),
+    ));
+    figures.push(figure(
+        "live frames: frames seen by the sensor",
+        k[c::PACKETS as usize] as f64,
+        "frames",
+        "frames sent",
+        n as f64,
+    ));
+    let accounted = k[c::EVENTS_SENT as usize] + k[c::EVENTS_DROPPED as usize];
+    figures.push(figure(
+        "live frames: events read + counted ring drops",
+        (read + k[c::EVENTS_DROPPED as usize]) as f64,
+        "events",
+        "events the program accounted",
+        accounted as f64,
+    ));
 }
 
 /// Counts records without keeping them.

@@ -57,6 +57,7 @@ pub struct Sensor {
     link: Option<XdpLinkId>,
     /// Which mode the program ended up attached in.
     pub attached: Option<(String, &'static str)>,
+    attached_name: String,
 }
 
 pub fn embedded_object() -> Option<&'static [u8]> {
@@ -113,6 +114,7 @@ impl Sensor {
             ebpf,
             link: None,
             attached: None,
+            attached_name: names::PROGRAM.to_string(),
         })
     }
 
@@ -142,10 +144,21 @@ impl Sensor {
     /// Attaches to `iface`. The attachment is a bpf_link owned by this process: if the
     /// process dies, the kernel detaches the program.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&'static str> {
+        self.attach_named(names::PROGRAM, iface, mode)
+    }
+
+    /// Attaches another (loaded) program of the object instead, e.g. the benchmark floor.
+    pub fn attach_named(
+        &mut self,
+        name: &str,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<&'static str> {
+        self.attached_name = name.to_string();
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(names::PROGRAM)
-            .ok_or_else(|| anyhow!("program missing"))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
             .try_into()?;
         let (link, used) = match mode {
             AttachMode::Native => (
@@ -185,7 +198,7 @@ impl Sensor {
         if let Some(link) = self.link.take() {
             let prog: &mut Xdp = self
                 .ebpf
-                .program_mut(names::PROGRAM)
+                .program_mut(&self.attached_name)
                 .ok_or_else(|| anyhow!("program missing"))?
                 .try_into()?;
             prog.detach(link).context("detaching XDP")?;

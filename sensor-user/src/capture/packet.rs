@@ -416,11 +416,15 @@ impl Decapsulator {
             ip_version: if l3.v6 { 6 } else { 4 },
             _pad: [0; 4],
         };
-        let p = payload_off as usize;
         record.extend_from_slice(crate::event::header_bytes(&hdr));
-        record.extend_from_slice(&b[p..p + head as usize]);
-        let tail_start = p + captured as usize - tail as usize;
-        record.extend_from_slice(&b[tail_start..tail_start + tail as usize]);
+        // When the frame ends inside the TCP options, the payload offset lies past its end
+        // and nothing is captured (head = tail = 0): slice only what is there.
+        if captured > 0 {
+            let p = payload_off as usize;
+            let end = p + captured as usize;
+            record.extend_from_slice(&b[p..p + head as usize]);
+            record.extend_from_slice(&b[end - tail as usize..end]);
+        }
         self.count(counter::EVENTS_SENT);
     }
 }

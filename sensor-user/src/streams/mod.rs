@@ -191,14 +191,28 @@ impl Streams {
             };
             if seq == next {
                 deliver(st, seq, &seg, conn.decoder.as_mut(), &mut cx, dir);
-                drain_held(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                drain_held(
+                    st,
+                    conn.decoder.as_mut(),
+                    &mut cx,
+                    dir,
+                    &mut self.stats,
+                    seg.ts,
+                );
             } else if seq_lt(seq, next) {
                 let end = seq.wrapping_add(seg.len);
                 if seq_lt(next, end) {
                     // Overlap: deliver only the new part.
                     let skip = next.wrapping_sub(seq);
                     deliver_from(st, seq, skip, &seg, conn.decoder.as_mut(), &mut cx, dir);
-                    drain_held(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                    drain_held(
+                        st,
+                        conn.decoder.as_mut(),
+                        &mut cx,
+                        dir,
+                        &mut self.stats,
+                        seg.ts,
+                    );
                 } else {
                     self.stats.retransmits += 1;
                 }
@@ -363,13 +377,16 @@ fn hold(
     );
 }
 
-/// Delivers held segments that now continue the stream.
+/// Delivers held segments that now continue the stream. Their bytes count as arrived at
+/// `now` (when the hole filled) if that is later than their own arrival: a byte is usable
+/// only once everything before it has arrived, and latencies must not run backwards.
 fn drain_held(
     st: &mut DirState,
     dec: &mut dyn Decoder,
     cx: &mut DecodeCtx<'_>,
     dir: Dir,
     stats: &mut StreamStats,
+    now: u64,
 ) {
     loop {
         let Some(next) = st.next else { return };
@@ -385,7 +402,7 @@ fn drain_held(
         };
         st.held_bytes -= h.head.len() + h.tail.len();
         let seg = Segment {
-            ts: h.ts,
+            ts: h.ts.max(now),
             len: h.len,
             head: &h.head,
             tail: &h.tail,
@@ -422,7 +439,8 @@ fn force_first_hole(
         dec.gap(cx, dir, ts, missing as u64);
         st.next = Some(seq);
     }
-    drain_held(st, dec, cx, dir, stats);
+    // The hole will never fill: what follows it keeps its own arrival time.
+    drain_held(st, dec, cx, dir, stats, 0);
 }
 
 /// The peer acknowledged `ack`: bytes of this direction before it that we never saw are lost.
@@ -501,7 +519,7 @@ mod tests {
             let next = *st.next.get_or_insert(seq);
             if seq == next {
                 deliver(&mut st, seq, &seg, &mut dec, &mut cx, Dir::Request);
-                drain_held(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats);
+                drain_held(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats, 0);
             } else if seq_lt(seq, next) {
                 if seq_lt(next, seq.wrapping_add(seg.len)) {
                     deliver_from(

@@ -311,7 +311,7 @@ pub const FACTS: &[Fact] = &[
     // ---- mysql-auth
     fact!(
         "mysql-auth.pcap",
-        "Six login requests, in order.",
+        "Seven login requests, in order.",
         "mysql.user",
         "mysql.user",
         Values(&[
@@ -320,6 +320,7 @@ pub const FACTS: &[Fact] = &[
             "u_native",
             "u_native",
             "u_native",
+            "u_ed25519",
             "u_ed25519"
         ])
     ),
@@ -339,22 +340,31 @@ pub const FACTS: &[Fact] = &[
             "192.0.2.20",
             "198.51.100.20",
             "192.0.2.21",
-            "198.51.100.21"
+            "198.51.100.21",
+            "192.0.2.22",
+            "198.51.100.22"
         ])
     ),
     fact!(
         "mysql-auth.pcap",
-        "Both ed25519 logins go through an AuthSwitchRequest to client_ed25519.",
+        "The three ed25519 logins go through an AuthSwitchRequest to client_ed25519.",
         "mysql.auth_switch_request.name",
         "mysql.auth_switch_request.name",
-        Values(&["client_ed25519", "client_ed25519"])
+        Values(&["client_ed25519", "client_ed25519", "client_ed25519"])
     ),
     fact!(
         "mysql-auth.pcap",
-        "Three logins fail: 1045 (wrong password), 1049 (unknown database), 1044 (no access to the database).",
+        "Four logins fail: 1045 (wrong password), 1049 (unknown database), 1044 (no access to the database), 1045 (ed25519, wrong password: after the AuthSwitchRequest and the client's signature).",
         "mysql.error_code",
         "mysql.error_code",
-        Values(&["1045", "1049", "1044"])
+        Values(&["1045", "1049", "1044", "1045"])
+    ),
+    fact!(
+        "mysql-auth.pcap",
+        "The failed ed25519 login: AuthSwitchRequest (0xfe), the client's 64-byte ed25519 signature, then ERR 1045 (a multi-round exchange whose outcome is only in the server's last packet).",
+        "tcp.port == 3306 && ip.addr == 198.51.100.22 && mysql.packet_number >= 2",
+        "mysql.response_code",
+        Values(&["0xff", "0xfe", "0xff"])
     ),
     fact!(
         "mysql-auth.pcap",
@@ -372,20 +382,20 @@ pub const FACTS: &[Fact] = &[
     // ---- mysql-queries
     fact!(
         "mysql-queries.pcap",
-        "Client commands in order (3 COM_QUERY, 2 COM_INIT_DB, 1 COM_QUIT, 14 COM_PING); the first 25 are one session from 198.51.100.20, the ping session is from 198.51.100.21.",
+        "Client commands in order (3 COM_QUERY, 2 COM_INIT_DB, 1 COM_QUIT, 14 COM_PING); the first 25 are one session from 198.51.100.20, then the ping session from 198.51.100.21, then the pipelined session from 198.51.100.22.",
         "mysql.command",
         "mysql.command",
         Values(&[
             "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3", "3",
-            "2", "3", "3", "2", "3", "3", "3", "1", "14", "1"
+            "2", "3", "3", "2", "3", "3", "3", "1", "14", "1", "3", "3", "3", "3", "3", "1"
         ])
     ),
     fact!(
         "mysql-queries.pcap",
-        "Two errors: 1146 (unknown table), 1064 (syntax).",
+        "Three errors: 1146 (unknown table), 1064 (syntax), and 1054 (unknown column) for the second query of the pipelined session's second batch.",
         "mysql.error_code",
         "mysql.error_code",
-        Values(&["1146", "1064"])
+        Values(&["1146", "1064", "1054"])
     ),
     fact!(
         "mysql-queries.pcap",
@@ -414,15 +424,15 @@ pub const FACTS: &[Fact] = &[
     ),
     fact!(
         "mysql-queries.pcap",
-        "The large result is complete: 20024 text values in all rows (5000 rows x 4 columns of `SELECT * FROM items` + 24 others), its last row included.",
-        "mysql.row.text",
+        "The large result is complete: 20024 text values in all rows of the first session (5000 rows x 4 columns of `SELECT * FROM items` + 24 others), its last row included.",
+        "mysql.row.text && ip.dst == 198.51.100.20",
         "mysql.row.text",
         Total(20024)
     ),
     fact!(
         "mysql-queries.pcap",
         "(the last row)",
-        "mysql.row.text",
+        "mysql.row.text && ip.dst == 198.51.100.20",
         "mysql.row.text",
         Count("item-5000", 1)
     ),
@@ -430,6 +440,32 @@ pub const FACTS: &[Fact] = &[
         "mysql-queries.pcap",
         "One COM_PING, from 198.51.100.21 (mariadb-admin ping).",
         "mysql.command == 14 && ip.src == 198.51.100.21",
+        Frames(1)
+    ),
+    fact!(
+        "mysql-queries.pcap",
+        "Pipelined session (198.51.100.22): its commands are two COM_QUERY, three COM_QUERY, COM_QUIT ...",
+        "ip.src == 198.51.100.22 && mysql.command",
+        "mysql.command",
+        Values(&["3", "3", "3", "3", "3", "1"])
+    ),
+    fact!(
+        "mysql-queries.pcap",
+        "... and each batch of COM_QUERY is one frame: the client wrote them all before reading any answer (two requests in flight, then three).",
+        "ip.src == 198.51.100.22 && count(mysql.command) >= 2",
+        "mysql.command",
+        Values(&["3", "3", "3", "3", "3"])
+    ),
+    fact!(
+        "mysql-queries.pcap",
+        "The answer to the first pipelined query (300 rows) spans several full-size segments.",
+        "ip.dst == 198.51.100.22 && tcp.len == 1448",
+        SomeFrames
+    ),
+    fact!(
+        "mysql-queries.pcap",
+        "The second batch: a result set, ERR 1054, then the UPDATE's OK with 3 affected rows.",
+        "ip.dst == 198.51.100.22 && mysql.affected_rows == 3",
         Frames(1)
     ),
     // ---- mysql-prepared
@@ -649,11 +685,13 @@ fn describe(file: &str) -> &'static str {
             `SELECT id, name FROM items WHERE name <> 'canary-literal-4242' ORDER BY id LIMIT 3`."
         }
         "mysql-auth.pcap" => {
-            "Six MariaDB logins (mariadb client, TLS off, `-e 'SELECT CURRENT_USER(), DATABASE()'`): u_native \
+            "Seven MariaDB logins (mariadb client, TLS off, `-e 'SELECT CURRENT_USER(), DATABASE()'`): u_native \
             (mysql_native_password) from 198.51.100.20; u_ed25519 (ed25519: the server answers the client's \
             mysql_native_password with an AuthSwitchRequest to client_ed25519) from 198.51.100.21; u_native over IPv6 from \
             2001:db8:100::20; u_native with a wrong password from 198.51.100.22 (1045); u_native to the unknown database \
-            nosuchdb from 198.51.100.20 (1049); u_ed25519 to otherdb, where it has no grant, from 198.51.100.21 (1044)."
+            nosuchdb from 198.51.100.20 (1049); u_ed25519 to otherdb, where it has no grant, from 198.51.100.21 (1044); \
+            u_ed25519 with a wrong password from 198.51.100.22 (AuthSwitchRequest, the client's ed25519 signature, then 1045: \
+            the closest MariaDB has to a failed caching_sha2_password exchange, which no Debian package can serve)."
         }
         "mysql-queries.pcap" => {
             "One mariadb client session (u_native, appdb, 198.51.100.20) of COM_QUERY: the canary query, an \
@@ -661,7 +699,11 @@ fn describe(file: &str) -> &'static str {
             (5000 rows, text protocol), BEGIN/UPDATE/INSERT/DELETE/COMMIT, SQL-level PREPARE/EXECUTE (twice)/DEALLOCATE (these \
             are COM_QUERY too), `use otherdb` and `use appdb` (COM_INIT_DB; the client sends `SELECT DATABASE()` before each), a \
             multi-statement query, `CALL two_results()` (two result sets, then the final OK), `SELECT 'bye'`, COM_QUIT. Then \
-            `mariadb-admin ping` from 198.51.100.21 (COM_PING)."
+            `mariadb-admin ping` from 198.51.100.21 (COM_PING). Then a pipelining client from 198.51.100.22 (python3, raw \
+            socket, real mysql_native_password handshake as u_native into appdb) that writes several COM_QUERY in one send \
+            before reading any answer: `SELECT id, name, price FROM items WHERE id <= 300 ORDER BY id` + `SELECT COUNT(*) AS n \
+            FROM items`; then `SELECT 'first' AS a` + `SELECT no_such_column FROM items` (1054) + `UPDATE items SET price = \
+            price + 1 WHERE id <= 3` (3 rows); COM_QUIT."
         }
         "mysql-prepared.pcap" => {
             "Binary protocol prepared statements from Perl DBD::MariaDB with mariadb_server_prepare=1 (u_native, \
@@ -688,7 +730,7 @@ pub fn readme() -> String {
         r#"# pcaps: real PostgreSQL and MariaDB sessions, as AWS VPC Traffic Mirroring delivers them
 
 Generated by `cargo xtask pcaps` (`xtask/src/pcaps.rs`); do not edit by hand, re-run it (as root, on Debian 12 with
-postgresql-15, mariadb-server, mariadb-client, libdbd-mariadb-perl, tcpdump, openssl; tshark for the final check).
+postgresql-15, mariadb-server, mariadb-client, libdbd-mariadb-perl, python3, tcpdump, openssl; tshark for the final check).
 A re-run records new sessions: timestamps, ports, salts, nonces and random pgbench parameters change, but every fact
 listed below holds, and the run checks each of them with tshark and fails if one does not.
 
@@ -700,7 +742,7 @@ listed below holds, and the run checks each of them with tshark and fails if one
   client source address of each session is chosen with a host route's preferred source.
 - PostgreSQL 15 on port 5432 and MariaDB 10.11 on port 3306 (Debian 12 packages), private data dirs, real
   authentication, TLS with a self-signed P-256 certificate (CN=db.rds-sensor.test).
-- Real clients (psql, pgbench, mariadb, mariadb-admin, Perl DBD::MariaDB) in the client namespace while
+- Real clients (psql, pgbench, mariadb, mariadb-admin, Perl DBD::MariaDB, a python3 raw-socket client that pipelines) in the client namespace while
   `tcpdump -i <client veth> 'tcp port 5432 or tcp port 3306'` runs there. Only those two ports are captured.
 - Inner IPv4 header and TCP checksums are recomputed (a veth leaves checksum-offloaded TCP checksums unfilled; a NIC,
   and so a mirror session, carries correct ones).

@@ -185,6 +185,17 @@ impl My {
         let mut c = Self::mariadb(SRV_V4, "u_ed25519", PASSWORD, Some("otherdb"), false);
         let step = "mysql-auth: access denied to database";
         run(step, c.args(q), None, Expect::Fails(&["ERROR 1044"]))?;
+        // A failed multi-round login (the closest MariaDB has to a failed caching_sha2_password
+        // exchange, Zeek #3880): AuthSwitchRequest to client_ed25519, the client's signature
+        // with the wrong password, then ERR 1045.
+        say(format!(
+            "  ed25519 wrong password: u_ed25519 from {}",
+            CLI_V4[2]
+        ));
+        net.client_source(CLI_V4[2])?;
+        let mut c = Self::mariadb(SRV_V4, "u_ed25519", "wrong-password", Some("appdb"), false);
+        let step = "mysql-auth: ed25519 wrong password";
+        run(step, c.args(q), None, Expect::Fails(&["ERROR 1045"]))?;
         Ok(())
     }
 
@@ -226,6 +237,29 @@ impl My {
             None,
             Expect::Any(&["mysqld is alive"]),
         )?;
+        say(format!(
+            "  pipelined COM_QUERY (raw-socket python3 client): u_native from {}",
+            CLI_V4[2]
+        ));
+        net.client_source(CLI_V4[2])?;
+        if !Path::new(PYTHON).exists() {
+            bail!(
+                "step `mysql-queries`: {PYTHON} is needed for the pipelined client; `apt-get install -y python3`"
+            );
+        }
+        let mut c = Self::client(PYTHON);
+        c.env("DB_PASSWORD", PASSWORD)
+            .env("DB_HOST", SRV_V4)
+            .args(["-c", PY_PIPELINED]);
+        let out = run(
+            "mysql-queries: pipelined COM_QUERY",
+            &mut c,
+            None,
+            Expect::Ok,
+        )?;
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            say(format!("  ... {l}"));
+        }
         Ok(())
     }
 
@@ -284,6 +318,117 @@ impl My {
         self.daemon.stop();
     }
 }
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A client that writes several COM_QUERY packets in one send before reading any answer
+/// (Packetbeat #18471), after a real mysql_native_password handshake; it reads and checks
+/// every answer. Raw sockets: no driver pipelines COM_QUERY.
+const PY_PIPELINED: &str = r#"
+import hashlib, os, socket, struct, sys
+
+s = socket.create_connection((os.environ["DB_HOST"], 3306), timeout=10)
+
+def exact(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit("connection closed")
+        b += c
+    return b
+
+def read():
+    h = exact(4)
+    return h[3], exact(h[0] | h[1] << 8 | h[2] << 16)
+
+def packet(seq, body):
+    return struct.pack("<I", len(body))[:3] + bytes([seq]) + body
+
+def lenenc(b, i):
+    c = b[i]
+    if c < 0xFB:
+        return c, i + 1
+    n = {0xFC: 2, 0xFD: 3, 0xFE: 8}[c]
+    return int.from_bytes(b[i + 1:i + 1 + n], "little"), i + 1 + n
+
+def response():
+    # One whole answer: OK / ERR / result sets until SERVER_MORE_RESULTS_EXISTS is clear.
+    out = []
+    while True:
+        _, p = read()
+        if p[0] == 0xFF:
+            out.append(("error", p[1] | p[2] << 8))
+            return out
+        if p[0] == 0x00:
+            affected, i = lenenc(p, 1)
+            _, i = lenenc(p, i)
+            status = p[i] | p[i + 1] << 8
+            out.append(("affected", affected))
+        else:
+            n, _ = lenenc(p, 0)
+            for _ in range(n):
+                read()
+            _, eof = read()
+            assert eof[0] == 0xFE and len(eof) < 9, "EOF after the column definitions"
+            rows = 0
+            while True:
+                _, r = read()
+                if r[0] == 0xFE and len(r) < 9:
+                    status = r[3] | r[4] << 8
+                    break
+                if r[0] == 0xFF:
+                    out.append(("error", r[1] | r[2] << 8))
+                    return out
+                rows += 1
+            out.append(("rows", rows))
+        if not status & 0x0008:
+            return out
+
+# Handshake: HandshakeV10 -> HandshakeResponse41 (mysql_native_password) -> OK.
+_, g = read()
+assert g[0] == 10, "protocol 10 greeting"
+i = g.index(b"\0", 1) + 1 + 4
+salt = g[i:i + 8]
+i += 9 + 2 + 1 + 2 + 2
+auth_len = g[i]
+i += 1 + 10
+salt += g[i:i + max(13, auth_len - 8) - 1]
+pw = os.environ["DB_PASSWORD"].encode()
+h1 = hashlib.sha1(pw).digest()
+h3 = hashlib.sha1(salt[:20] + hashlib.sha1(h1).digest()).digest()
+scramble = bytes(a ^ b for a, b in zip(h1, h3))
+# LONG_PASSWORD, LONG_FLAG, CONNECT_WITH_DB, PROTOCOL_41, TRANSACTIONS, SECURE_CONNECTION,
+# MULTI_RESULTS, PLUGIN_AUTH
+caps = 0x1 | 0x4 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x20000 | 0x80000
+hello = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"u_native\0" + bytes([20]) + scramble
+hello += b"appdb\0mysql_native_password\0"
+s.sendall(packet(1, hello))
+_, ok = read()
+assert ok[0] == 0x00, "login refused: %r" % ok
+
+def batch(queries):
+    # Every COM_QUERY in one write, before reading any answer.
+    s.sendall(b"".join(packet(0, b"\x03" + q.encode()) for q in queries))
+    return [response() for _ in queries]
+
+a = batch([
+    "SELECT id, name, price FROM items WHERE id <= 300 ORDER BY id",
+    "SELECT COUNT(*) AS n FROM items",
+])
+assert a == [[("rows", 300)], [("rows", 1)]], a
+print("batch 1 (2 COM_QUERY in one write):", a)
+b = batch([
+    "SELECT 'first' AS a",
+    "SELECT no_such_column FROM items",
+    "UPDATE items SET price = price + 1 WHERE id <= 3",
+])
+assert b == [[("rows", 1)], [("error", 1054)], [("affected", 3)]], b
+print("batch 2 (3 COM_QUERY in one write):", b)
+s.sendall(packet(0, b"\x01"))
+s.close()
+print("done")
+"#;
 
 const QUERIES_SCRIPT: &str = r"SELECT id, name, price FROM items WHERE name = '@CANARY@' OR id = 4242;
 SELECT COUNT(*) AS n, SUM(price) AS total FROM items;

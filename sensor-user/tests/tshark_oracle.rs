@@ -1,0 +1,241 @@
+//! The protocol decoders against an independent oracle: tshark's pgsql and mysql dissectors
+//! over the bundled captures (see `oracle/mod.rs` for how expectations are derived). For every
+//! capture: each query reported exactly once, paired with the right response (order per
+//! connection), with the same error code and rows, and latency and first-byte latency equal to
+//! the tshark-derived values within 1 µs; every login with its user, database, outcome, error
+//! code and method; TLS sessions counted and not decoded.
+//!
+//! What tshark cannot tell, and so is not checked here: anything inside TLS (pg-tls,
+//! mysql-tls: only that the session is TLS, which must be counted, and that no login or query
+//! comes from it); pg-queries-trunc128 (frames cut to 128 bytes: tshark cannot reassemble
+//! them), for which the check is that what the sensor does report is true of the full capture.
+
+mod oracle;
+
+use oracle::*;
+
+fn run(name: &str) {
+    let p = pcap(name);
+    assert!(p.exists(), "{} is missing", p.display());
+    let (fails, summary) = check_capture(&p);
+    report(&fails, &summary);
+    assert!(fails.is_empty(), "{summary}\n{}", fails.join("\n"));
+}
+
+#[test]
+fn oracle_pg_auth() {
+    run("pg-auth.pcap");
+}
+
+#[test]
+fn oracle_pg_queries() {
+    run("pg-queries.pcap");
+}
+
+#[test]
+fn oracle_pg_extended() {
+    run("pg-extended.pcap");
+}
+
+#[test]
+fn oracle_pg_plain_query() {
+    run("pg-plain-query.pcap");
+}
+
+#[test]
+fn oracle_pg_tls() {
+    run("pg-tls.pcap");
+}
+
+#[test]
+fn oracle_mysql_auth() {
+    run("mysql-auth.pcap");
+}
+
+#[test]
+fn oracle_mysql_queries() {
+    run("mysql-queries.pcap");
+}
+
+#[test]
+fn oracle_mysql_prepared() {
+    run("mysql-prepared.pcap");
+}
+
+#[test]
+fn oracle_mysql_tls() {
+    run("mysql-tls.pcap");
+}
+
+/// A capture added to `pcaps/` must get an oracle test (or a reason not to).
+#[test]
+fn every_bundled_capture_is_checked() {
+    let covered = [
+        "pg-auth.pcap",
+        "pg-queries.pcap",
+        "pg-extended.pcap",
+        "pg-plain-query.pcap",
+        "pg-tls.pcap",
+        "mysql-auth.pcap",
+        "mysql-queries.pcap",
+        "mysql-prepared.pcap",
+        "mysql-tls.pcap",
+        // tshark cannot reassemble cut frames: see truncated_capture_reports_only_true_figures.
+        "pg-queries-trunc128.pcap",
+    ];
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(pcaps_dir()).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        if (n.ends_with(".pcap") || n.ends_with(".pcapng")) && !covered.contains(&n.as_str()) {
+            missing.push(n);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "captures without an oracle test: {missing:?}"
+    );
+}
+
+/// The oracle itself: what it derives matches the facts pcaps/README.md states (counts checked
+/// by `cargo xtask pcaps`), so a bug in the oracle cannot silently weaken the checks above.
+#[test]
+fn oracle_agrees_with_the_readme_facts() {
+    let e = expectations(&pcap("pg-extended.pcap"));
+    assert!(e.problems.is_empty(), "{:?}", e.problems);
+    // 42 Execute, none failed: 42 extended-protocol queries, each with its Parse text.
+    let ext: Vec<_> = e.queries.iter().filter(|q| q.prepared).collect();
+    assert_eq!(ext.len(), 42);
+    assert!(ext.iter().all(|q| q.text.is_some() && q.error.is_none()));
+    // The pipeline client: 9 Executes answered in 3 chunks; Executes of one chunk share the
+    // request frame, yet each gets its own completion.
+    let pipe: Vec<_> = ext
+        .iter()
+        .filter(|q| q.client.starts_with("198.51.100.22:"))
+        .collect();
+    assert_eq!(pipe.len(), 9);
+    assert!(pipe.windows(2).all(|w| w[0].end_ns <= w[1].end_ns));
+
+    let e = expectations(&pcap("pg-auth.pcap"));
+    assert!(e.problems.is_empty(), "{:?}", e.problems);
+    let codes: Vec<_> = e.logins.iter().filter_map(|l| l.error.clone()).collect();
+    assert_eq!(codes, ["28P01", "3D000"]);
+    assert_eq!(e.logins.len(), 6);
+    assert_eq!(e.logins.iter().filter(|l| l.success).count(), 4);
+
+    let e = expectations(&pcap("pg-queries.pcap"));
+    assert!(e.problems.is_empty(), "{:?}", e.problems);
+    let errs: Vec<_> = e.queries.iter().filter_map(|q| q.error.clone()).collect();
+    assert_eq!(errs, ["22012", "42601", "57014"]);
+    assert!(e.queries.iter().any(|q| q.rows == Some(Some(5000))));
+    assert_eq!(e.cancels.len(), 1);
+
+    let e = expectations(&pcap("mysql-queries.pcap"));
+    assert!(e.problems.is_empty(), "{:?}", e.problems);
+    let errs: Vec<_> = e.queries.iter().filter_map(|q| q.error.clone()).collect();
+    assert!(errs.starts_with(&["1146".to_string(), "1064".to_string()]));
+    assert!(e.queries.iter().any(|q| q.rows == Some(Some(5000))));
+    // CALL two_results(): 3 + 1 rows over two result sets, then the final OK.
+    let call = e
+        .queries
+        .iter()
+        .find(|q| q.text.as_deref() == Some("CALL two_results()"))
+        .expect("the CALL");
+    assert_eq!(call.rows, Some(Some(4)));
+
+    let e = expectations(&pcap("mysql-prepared.pcap"));
+    assert!(e.problems.is_empty(), "{:?}", e.problems);
+    let exec: Vec<_> = e.queries.iter().filter(|q| q.prepared).collect();
+    assert_eq!(exec.len(), 6);
+    assert!(exec.iter().all(|q| q.text.is_some()));
+    let errs: Vec<_> = e.queries.iter().filter_map(|q| q.error.clone()).collect();
+    assert_eq!(errs, ["1054"]);
+
+    let e = expectations(&pcap("mysql-auth.pcap"));
+    assert!(e.problems.is_empty(), "{:?}", e.problems);
+    let codes: Vec<_> = e.logins.iter().filter_map(|l| l.error.clone()).collect();
+    assert!(codes.starts_with(&["1045".to_string(), "1049".to_string(), "1044".to_string()]));
+
+    for (f, n) in [("pg-tls.pcap", 1), ("mysql-tls.pcap", 1)] {
+        let e = expectations(&pcap(f));
+        assert_eq!(e.tls.len(), n, "{f}");
+        assert!(e.queries.is_empty() && e.logins.is_empty(), "{f}");
+    }
+}
+
+/// pg-queries-trunc128 is pg-queries with every frame cut to 128 bytes (same frames and
+/// timestamps). tshark cannot reassemble it, but the full capture's oracle says what is true:
+/// every login must match; every query the sensor still reports must be a real query (same
+/// connection and start) with exactly its latency, error and first byte, never a guess.
+#[test]
+fn truncated_capture_reports_only_true_figures() {
+    let full = expectations(&pcap("pg-queries.pcap"));
+    assert!(full.problems.is_empty(), "{:?}", full.problems);
+    let run = run_sensor(&pcap("pg-queries-trunc128.pcap"));
+    let mut fails = Vec::new();
+    let mut exact = 0;
+    for r in run.queries() {
+        let Some(e) = full.queries.iter().find(|e| {
+            e.client == r.endpoint.client
+                && e.server == r.endpoint.server
+                && e.ts_ns.abs_diff(r.ts_ns) <= 1000
+        }) else {
+            fails.push(format!(
+                "a query record at ts {} ({} `{}`) that is no request of pg-queries.pcap",
+                r.ts, r.verb, r.fingerprint
+            ));
+            continue;
+        };
+        let mut d = Vec::new();
+        if r.latency_us.abs_diff(e.latency_us()) > 1 {
+            d.push(format!(
+                "latency_us {}, true {}",
+                r.latency_us,
+                e.latency_us()
+            ));
+        }
+        if let (Some(a), Some(b)) = (r.latency_first_byte_us, e.first_byte_us())
+            && a.abs_diff(b) > 1
+        {
+            d.push(format!("latency_first_byte_us {a}, true {b}"));
+        }
+        if r.error_code.is_some() && r.error_code != e.error {
+            d.push(format!("error_code {:?}, true {:?}", r.error_code, e.error));
+        }
+        if let (Some(got), Some(Some(want))) = (r.rows, e.rows)
+            && got != want
+        {
+            d.push(format!("rows {got}, true {want}"));
+        }
+        if d.is_empty() {
+            exact += 1;
+        } else {
+            fails.push(format!("{}: {}", e.what, d.join("; ")));
+        }
+    }
+    let logins = run.logins();
+    if logins.len() != full.logins.len() {
+        fails.push(format!(
+            "{} logins, the full capture has {}",
+            logins.len(),
+            full.logins.len()
+        ));
+    }
+    for (r, e) in logins.iter().zip(full.logins.iter()) {
+        if r.user != e.user
+            || r.database != e.database
+            || (r.outcome == rds_sensor::records::Outcome::Success) != e.success
+        {
+            fails.push(format!("login {r:?} differs from {e:?}"));
+        }
+    }
+    eprintln!(
+        "pg-queries-trunc128.pcap: {} of {} queries reported, {exact} with exact figures; {} differences",
+        run.queries().len(),
+        full.queries.len(),
+        fails.len()
+    );
+    for f in &fails {
+        eprintln!("  {f}");
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
