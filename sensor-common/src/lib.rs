@@ -9,6 +9,10 @@
 /// Names of the maps and the program in the eBPF object. User space looks them up by these.
 pub mod names {
     pub const PROGRAM: &str = "rds_sensor";
+    /// Parses the inside of GENEVE frames; tail-called from [`PROGRAM`] through [`JUMP`].
+    pub const GENEVE_PROGRAM: &str = "rds_sensor_geneve";
+    /// Program array of tail calls; slot 0 is [`GENEVE_PROGRAM`].
+    pub const JUMP: &str = "JUMP";
     /// Ring buffer of [`EventHeader`](super::EventHeader) + payload bytes.
     pub const EVENTS: &str = "EVENTS";
     /// LRU hash of [`FlowKey`](super::FlowKey) → [`FlowStats`](super::FlowStats).
@@ -55,6 +59,9 @@ pub const DEFAULT_DB_PORTS: [(u16, u8); 4] = [
 
 /// IANA VXLAN port; AWS VPC Traffic Mirroring sends to it.
 pub const VXLAN_PORT: u16 = 4789;
+/// IANA GENEVE port; an AWS Gateway Load Balancer sends to its appliances on it (a mirror
+/// session whose target is a GWLB endpoint arrives as GENEVE around VXLAN).
+pub const GENEVE_PORT: u16 = 6081;
 /// VNI value of a segment that arrived without encapsulation (SPAN port, capture on the host).
 /// Real VNIs are 24-bit, so this cannot collide.
 pub const NO_VNI: u32 = u32::MAX;
@@ -119,6 +126,8 @@ pub mod counter {
     pub const NON_DB: u32 = 13;
     /// Database segments whose payload was longer than the cap (head + tail were sent).
     pub const CAPPED: u32 = 14;
+    /// Frames to the GENEVE port with a valid GENEVE header (decapsulated, then parsed again).
+    pub const GENEVE: u32 = 15;
     pub const COUNT: u32 = 16;
 
     /// Names used in logs, JSON and metrics, indexed by counter.
@@ -138,7 +147,7 @@ pub mod counter {
         "dropped",
         "non_db",
         "capped",
-        "reserved15",
+        "geneve",
     ];
 }
 
@@ -176,7 +185,9 @@ pub struct SensorConfig {
     /// waking the reader (which drains on a short timer) until this many bytes are waiting,
     /// then one forced wakeup: a wakeup costs several µs, far more than a record.
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// UDP destination port of GENEVE, host byte order; 0 turns GENEVE off.
+    pub geneve_port: u16,
+    pub _pad: u16,
 }
 
 impl Default for SensorConfig {
@@ -187,6 +198,7 @@ impl Default for SensorConfig {
             tail_cap: DEFAULT_TAIL_CAP,
             flags: config_flags::DROP_MIRRORED | config_flags::CONTROL_EVENTS,
             wakeup_bytes: 0,
+            geneve_port: GENEVE_PORT,
             _pad: 0,
         }
     }

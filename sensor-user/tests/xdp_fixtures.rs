@@ -479,6 +479,98 @@ fn xdp_fixtures() {
     let ev = one_event("syn", &o);
     assert_eq!((ev.hdr.payload_len, ev.hdr.tcp_flags), (0, f::SYN));
 
+    // GENEVE from a Gateway Load Balancer: the original IP packet inside; when the GWLB
+    // endpoint is a mirror target, that packet is the mirror session's VXLAN.
+    let mirrored = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(inner4, 40009, 5432, f::PSH | f::ACK, &q),
+        outer4,
+        &[],
+    );
+    let gwlb_options = [0x01, 0x08, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]; // one 8-byte option
+    let frame = geneve(
+        77,
+        0,
+        0x0800,
+        &gwlb_options,
+        &mirrored[14..],
+        Ip::V4(ENI, TARGET),
+    );
+    let o = h.run("geneve_vxlan", &frame);
+    assert_eq!(o.verdict, XDP_DROP);
+    expect_counts(
+        "geneve_vxlan",
+        &o,
+        &[
+            (c::GENEVE, 1),
+            (c::VXLAN, 1),
+            (c::DB_SEGMENTS, 1),
+            (c::DB_PAYLOAD_SEGMENTS, 1),
+            (c::EVENTS_SENT, 1),
+            (c::DROPPED, 1),
+        ],
+    );
+    let ev = one_event("geneve_vxlan", &o);
+    check_hdr(
+        "geneve_vxlan",
+        &ev.hdr,
+        direction::TO_SERVER,
+        mapped(CLIENT),
+        mapped(SERVER),
+        40009,
+        5432,
+        7341,
+    );
+    assert_eq!(ev.head(), &q[..]);
+    // GENEVE straight around the database packet (IP, then Ethernet): the GENEVE VNI is used.
+    let pkt = inner_tcp(inner4, 40010, 5432, f::PSH | f::ACK, &q);
+    let o = h.run(
+        "geneve_ip",
+        &geneve(78, 0, 0x0800, &[], &pkt[14..], Ip::V4(ENI, TARGET)),
+    );
+    check_hdr(
+        "geneve_ip",
+        &one_event("geneve_ip", &o).hdr,
+        direction::TO_SERVER,
+        mapped(CLIENT),
+        mapped(SERVER),
+        40010,
+        5432,
+        78,
+    );
+    let o = h.run(
+        "geneve_eth",
+        &geneve(79, 0, 0x6558, &[], &pkt, Ip::V4(ENI, TARGET)),
+    );
+    check_hdr(
+        "geneve_eth",
+        &one_event("geneve_eth", &o).hdr,
+        direction::TO_SERVER,
+        mapped(CLIENT),
+        mapped(SERVER),
+        40010,
+        5432,
+        79,
+    );
+    // An unknown GENEVE version is malformed, not parsed.
+    let o = h.run(
+        "geneve_v1",
+        &geneve(80, 1, 0x0800, &[], &pkt[14..], Ip::V4(ENI, TARGET)),
+    );
+    expect_counts("geneve_v1", &o, &[(c::MALFORMED, 1), (c::DROPPED, 1)]);
+    let frame = geneve(
+        77,
+        0,
+        0x0800,
+        &gwlb_options,
+        &mirrored[14..],
+        Ip::V4(ENI, TARGET),
+    );
+    for cut in 14..frame.len() {
+        h.run(&format!("geneve_cut_at_{cut}"), &frame[..cut]);
+    }
+
     // Every truncation of a valid frame: a verdict and counters, never a fault, and the twin
     // agrees at every length (checked inside run()).
     let frame = vxlan(

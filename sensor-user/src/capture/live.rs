@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sensor_common::{Counters, FlowKey, FlowStats, SensorConfig, counter, names};
@@ -110,6 +110,15 @@ impl Sensor {
             .ok_or_else(|| anyhow!("program {} not in the object", names::PROGRAM))?
             .try_into()?;
         prog.load().map_err(verifier_error)?;
+        let geneve: &mut Xdp = ebpf
+            .program_mut(names::GENEVE_PROGRAM)
+            .ok_or_else(|| anyhow!("program {} not in the object", names::GENEVE_PROGRAM))?
+            .try_into()?;
+        geneve.load().map_err(verifier_error)?;
+        let geneve_fd = geneve.fd()?.try_clone()?;
+        let mut jump = ProgramArray::try_from(map(&mut ebpf, names::JUMP)?)?;
+        jump.set(0, &geneve_fd, 0)
+            .context("installing the GENEVE tail call")?;
         Ok(Self {
             ebpf,
             link: None,

@@ -285,6 +285,15 @@ impl Decapsulator {
                 self.vxlan(b, outer.l4_off + 8, wire_len, ts, record);
                 return verdict;
             }
+            if self.config.geneve_port != 0 && dport == self.config.geneve_port {
+                let verdict = if self.config.flags & config_flags::DROP_MIRRORED != 0 {
+                    Verdict::Drop
+                } else {
+                    Verdict::Pass
+                };
+                self.geneve(b, outer.l4_off + 8, wire_len, ts, record);
+                return verdict;
+            }
             self.count(counter::NON_DB);
             return Verdict::Pass;
         }
@@ -294,6 +303,47 @@ impl Decapsulator {
             self.count(counter::NON_DB);
         }
         Verdict::Pass
+    }
+
+    /// GENEVE (RFC 8926), as the kernel handles it: IP or Ethernet inside, VXLAN or TCP next.
+    fn geneve(&mut self, b: &[u8], off: usize, wire_len: u32, ts: u64, record: &mut Vec<u8>) {
+        let Some(g) = b.get(off..off + 8) else {
+            self.count(counter::MALFORMED);
+            return;
+        };
+        if g[0] >> 6 != 0 {
+            self.count(counter::MALFORMED);
+            return;
+        }
+        let inner = off + 8 + ((g[0] & 0x3f) as usize) * 4;
+        let vni = u32::from_be_bytes([0, g[4], g[5], g[6]]);
+        let (ethertype, ip_off) = match u16::from_be_bytes([g[2], g[3]]) {
+            0x6558 => match parse_eth(b, inner) {
+                Some(e) => e,
+                None => {
+                    self.count(counter::MALFORMED);
+                    return;
+                }
+            },
+            p @ (ETH_P_IP | ETH_P_IPV6) => (p, inner),
+            _ => {
+                self.count(counter::NON_DB);
+                return;
+            }
+        };
+        self.count(counter::GENEVE);
+        match parse_ip(b, ethertype, ip_off) {
+            Ok(Some(l3)) if l3.proto == IPPROTO_UDP => match be16(b, l3.l4_off + 2) {
+                Some(port) if port == self.config.vxlan_port => {
+                    self.vxlan(b, l3.l4_off + 8, wire_len, ts, record)
+                }
+                Some(_) => self.count(counter::NON_DB),
+                None => self.count(counter::MALFORMED),
+            },
+            Ok(Some(l3)) if l3.proto == IPPROTO_TCP => self.tcp(b, &l3, vni, wire_len, ts, record),
+            Ok(_) => self.count(counter::NON_DB),
+            Err(c) => self.count(c),
+        }
     }
 
     fn vxlan(&mut self, b: &[u8], off: usize, wire_len: u32, ts: u64, record: &mut Vec<u8>) {

@@ -151,6 +151,25 @@ pub fn vxlan(vni: u32, flags: u8, inner: &[u8], outer: Ip, vlans: &[(u16, u16)])
     eth(ethertype(&outer), vlans, &ip(outer, 17, &u, &[], &[]))
 }
 
+/// A GENEVE frame (RFC 8926) to UDP 6081: `protocol` 0x0800/0x86dd for an IP packet (as a
+/// Gateway Load Balancer sends), 0x6558 for an Ethernet frame; `options` a multiple of 4 bytes.
+pub fn geneve(
+    vni: u32,
+    version: u8,
+    protocol: u16,
+    options: &[u8],
+    inner: &[u8],
+    outer: Ip,
+) -> Vec<u8> {
+    let mut g = vec![(version << 6) | (options.len() / 4) as u8, 0];
+    g.extend_from_slice(&protocol.to_be_bytes());
+    g.extend_from_slice(&(vni << 8).to_be_bytes());
+    g.extend_from_slice(options);
+    g.extend_from_slice(inner);
+    let u = udp(50000, 6081, &g);
+    eth(ethertype(&outer), &[], &ip(outer, 17, &u, &[], &[]))
+}
+
 pub fn inner_tcp(addrs: Ip, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let t = tcp(sport, dport, 1000, 2000, flags, payload);
     eth(ethertype(&addrs), &[], &ip(addrs, 6, &t, &[], &[]))
