@@ -138,21 +138,22 @@ fn normalize(sql: &str, dialect: Dialect) -> String {
             push_tok(&mut out, &mut pending_space, "?");
             continue;
         }
-        if c == b'"' {
-            if dialect == Dialect::MySql {
-                i = skip_quoted(b, i, b'"', true);
-                push_tok(&mut out, &mut pending_space, "?");
-            } else {
-                let end = skip_quoted(b, i, b'"', false);
-                push_tok(&mut out, &mut pending_space, &sql[i..end.min(b.len())]);
-                i = end;
-            }
+        if c == b'"' && dialect == Dialect::MySql {
+            i = skip_quoted(b, i, b'"', true);
+            push_tok(&mut out, &mut pending_space, "?");
             continue;
         }
-        if c == b'`' {
-            let end = skip_quoted(b, i, b'`', false);
-            push_tok(&mut out, &mut pending_space, &sql[i..end.min(b.len())]);
-            i = end;
+        // Quoted identifiers ("…" in PostgreSQL, `…` in MySQL) are kept, but only when
+        // closed: an unterminated one would carry the rest of the text, literals included.
+        if (c == b'"' && dialect == Dialect::Postgres) || (c == b'`' && dialect == Dialect::MySql) {
+            let end = skip_quoted(b, i, c, false);
+            let closed = end <= b.len() && end >= i + 2 && b[end - 1] == c;
+            push_tok(
+                &mut out,
+                &mut pending_space,
+                if closed { &sql[i..end] } else { "?" },
+            );
+            i = end.min(b.len());
             continue;
         }
         // dollar quoting / positional parameters
@@ -462,6 +463,11 @@ mod tests {
     #[test]
     fn unterminated_and_hostile_input_never_leaks_or_panics() {
         assert_eq!(pg("select 'secret"), "select ?");
+        // An unterminated quoted identifier must not carry what follows.
+        assert_eq!(pg("select \"abc 'canary-literal-4242'"), "select ?");
+        assert_eq!(my("select `abc 'canary-literal-4242'"), "select ?");
+        // A backtick is no quote in PostgreSQL: the literal after it is still replaced.
+        assert!(!pg("s`LECT 'canary-literal-4242'").contains("canary"));
         assert_eq!(pg("select $a$secret"), "select ?");
         for s in [
             "'", "$", "$1", "E'", "/*", "--", "\"", "`", "(", ")", "((((", "U&'x", "0x", "1e",

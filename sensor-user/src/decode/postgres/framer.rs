@@ -1,12 +1,20 @@
 //! Message framing for one direction: turns arbitrarily sliced bytes and gaps into whole
-//! messages, keeping only the body bytes the decoder reads (bounded) and skipping the rest.
+//! messages, keeping only the body bytes the decoder reads (bounded) and skipping the rest
+//! without buffering it (a 1 GiB DataRow costs its header).
 //!
 //! In sync, a gap inside a message body is skipped (the length is known) and the message is
 //! marked incomplete. A gap that reaches past the current message, a gap where a header was
-//! due, or a header that cannot be (unknown type, length out of bounds for the type) loses
-//! framing. Out of sync, bytes go to a bounded scan buffer, searched for the first offset that
-//! starts a plausible chain of messages (see [`check_chain`]); the buffered bytes from there on
-//! are replayed through the framer with their original timestamps.
+//! due, or a header that cannot be (type not valid for the direction, length outside the
+//! bounds for the type: see [`super::messages::body_bounds`]) loses framing; the message cut by
+//! the gap is still reported (incomplete). Out of sync, bytes go to a bounded scan buffer
+//! ([`SCAN_CAP`]), searched for the first offset that starts a plausible chain of messages
+//! ([`check_chain`]: two complete messages with enough evidence, or a message peers flush
+//! after, such as ReadyForQuery, Sync or a Query, ending exactly where the bytes at hand end).
+//! A gap arriving out of sync accepts the first candidate whose last, partial message lacks
+//! exactly the gap's length (segments end where messages do more often than not). The
+//! buffered bytes from the boundary on are replayed with their original timestamps.
+//! `resyncs` counts boundaries found after a loss, `skipped_bytes` the bytes dropped on the
+//! way, `malformed` impossible headers.
 
 use super::messages::{
     MAX_STARTUP, SCAN_MAX_BODY, be32, body_bounds, keep_len, plausible_body, strength, valid_type,
@@ -167,7 +175,7 @@ fn walk(dir: Dir, buf: &[u8]) -> (Chain, Option<u64>) {
         // boundary (a lone Query, the Sync closing a batch, a ReadyForQuery).
         let flushed = match dir {
             Dir::Response => t == b'Z',
-            Dir::Request => matches!(t, b'S' | b'H' | b'X') || (t == b'Q' && avail.len() >= 8),
+            Dir::Request => matches!(t, b'S' | b'H' | b'X') || (t == b'Q' && avail.len() >= 2),
         };
         if flushed && end == buf.len() {
             return (Chain::Accept, None);

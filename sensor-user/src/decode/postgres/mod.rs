@@ -49,31 +49,48 @@
 //! # Losses
 //!
 //! See [`framer`] for framing and resynchronisation. What the decoder does when framing is
-//! lost (never guessing rows or latencies):
+//! lost, never guessing rows, latencies or pairings:
 //!
-//! - **Response side**: decided when framing is found again, since requests keep coming
-//!   while responses are out of sync and later gaps may hide their answers. One request group
-//!   (a Query, or extended messages up to a Sync) pending: it is completed by what follows. A
-//!   simple query keeps its latency (the ReadyForQuery is real); `rows` only from a
-//!   CommandComplete tag and only for a single-statement string (a multi-statement string may
-//!   have lost tags in the gap); `latency_first_byte_us` None unless a response byte came
-//!   before the loss. For extended Executes the completions seen after the resync are matched
-//!   to the *last* pending Executes (completions are in order and the gap can only have
-//!   hidden earlier ones), the others dropped; with an ErrorResponse among them that is only
-//!   exact when none are missing, otherwise all are dropped. Several groups pending: how many
-//!   were answered inside the loss is unknowable, so they are dropped and a barrier (below)
-//!   stamped with the resync time takes their place.
+//! - **Response side**: decided when framing is found again (not at the loss: requests keep
+//!   coming while responses are out of sync, and later gaps may hide their answers). The
+//!   groups (a Query, or extended messages up to a Sync) whose request began before the
+//!   latest lost byte are *affected*. Exactly one affected group, and no later request sent
+//!   before the resync point: the resumed bytes are its, and it goes on *tainted*. A simple
+//!   query keeps its latency (the ReadyForQuery is real); `rows` only from a CommandComplete
+//!   tag and only for a single-statement string (a multi-statement string may have lost tags);
+//!   `latency_first_byte_us` None unless a response byte came before the loss; the lost bytes
+//!   count in `bytes_response` only if its answer had begun before them. For extended
+//!   Executes the completions seen after the resync are matched to the *last* pending
+//!   Executes (completions are in order, so the loss can only have hidden earlier ones), the
+//!   others dropped; with an ErrorResponse among them that is only exact when none are
+//!   missing, otherwise all are dropped. Otherwise (several affected groups, or a later
+//!   request that the resumed bytes may answer): how many answers ended in the loss is
+//!   unknowable, so the affected groups are dropped for a barrier (below).
+//! - A query completed after a response-side loss is **held** until the next request-stream
+//!   event: data proves no request was lost before it and releases the record; a gap means a
+//!   lost request could own the answer that completed it, and drops it. The connection's end
+//!   releases what is held.
+//! - An `error_code` of None on a tainted query means no ErrorResponse was *seen*: one may
+//!   have been lost (there is no "unknown" in [`QueryRecord`]).
 //! - **Request side**: requests in the gap are unknown, so a barrier goes into the queue. It
-//!   swallows responses until one arrives no earlier than the first request seen after the
-//!   loss (a response cannot precede its request; exact for clients that wait for each
-//!   answer). Requests after the resync are not reported until a group boundary (Query, or
-//!   the message after a Sync), the group cut by the loss absorbing its one ReadyForQuery.
-//!   The unnamed statement and portal are forgotten (their Parse/Bind may be in the gap).
+//!   swallows responses until one arrives no earlier than the first request queued behind it
+//!   (a response cannot precede its request; exact for clients that wait for each answer); a
+//!   request that turns up older than a response the barrier swallowed is not queued (its
+//!   answer may be gone). Requests after the resync are not reported until a group boundary
+//!   (Query, or the message after a Sync): if the loss cut an extended group open, that Sync
+//!   closes it (one ReadyForQuery); otherwise the cut group swallows its ReadyForQuery. The
+//!   unnamed statement and portal are forgotten (their Parse/Bind may be in the gap).
+//! - Clients that pipeline (send a request before the previous answer ended) defeat the
+//!   barrier's timing rule; after a loss in such a stream a few records may pair wrongly
+//!   until the stream is idle again. Without loss, pipelining is exact.
 //! - **Mid-stream start**: both directions hunt for a boundary; a barrier swallows responses
 //!   to requests never seen; user and database are None. If the first request bytes are a
 //!   start-up packet after all (the SYN was missed), the connection is decoded from the start.
 //! - At most [`MAX_GROUPS`] request groups and [`MAX_EXECS`] Executes per group pend; beyond,
 //!   the queue is dropped (counted in `pending_overflow`) and replaced by a barrier.
+//! - Text the fingerprinter cannot lex (a `'`, a backtick, or an unterminated quoted
+//!   identifier in its output, e.g. from garbled bytes) is cut there and marked ` …`, so no
+//!   raw text can leak through a fingerprint.
 
 pub mod framer;
 pub mod messages;

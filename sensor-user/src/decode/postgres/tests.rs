@@ -1872,3 +1872,54 @@ fn answer_ending_in_a_gap_is_not_given_to_the_next_query() {
     );
     assert_eq!((q[1].rows, q[1].latency_us), (Some(1), 1000));
 }
+
+#[test]
+fn answer_lost_with_the_next_request_is_not_misattributed() {
+    // Q1's whole answer and Q2's request are lost; Q2's answer resyncs the response side
+    // before the request side reports its loss. Q1 must not be completed by Q2's answer.
+    let mut steps = ready_steps();
+    let a1 = cat(&[
+        row_desc(&["x"]),
+        data_row(&[b"1"]),
+        complete("SELECT 1"),
+        ready(b'I'),
+    ]);
+    steps.extend([
+        d(C, 100, query("SELECT 1")),
+        g(S, 103, a1.len() as u64),
+        d(S, 103, cat(&[complete("BEGIN"), ready(b'T')])),
+        g(C, 104, query("BEGIN").len() as u64),
+        d(C, 104, query("COMMIT")),
+        d(S, 106, cat(&[complete("COMMIT"), ready(b'I')])),
+    ]);
+    let r = run(&steps);
+    let q = r.queries();
+    assert_eq!(q.len(), 1, "{q:#?}");
+    assert_eq!((q[0].verb.as_str(), q[0].latency_us), ("COMMIT", 2000));
+}
+
+#[test]
+fn lost_bytes_count_toward_a_started_answer() {
+    let mut steps = ready_steps();
+    let resp = cat(&[
+        row_desc(&["id", "v"]),
+        many_rows(300),
+        complete("SELECT 300"),
+        ready(b'I'),
+    ]);
+    steps.extend([
+        d(C, 100, query("SELECT id, v FROM t")),
+        d(S, 101, resp[..1536].to_vec()),
+        g(S, 101, (resp.len() - 1536 - 128) as u64),
+        d(S, 101, resp[resp.len() - 128..].to_vec()),
+        d(C, 200, query("SELECT 2")),
+    ]);
+    let r = run(&steps);
+    let q = r.queries();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        (q[0].rows, q[0].bytes_response),
+        (Some(300), resp.len() as u64)
+    );
+    assert_eq!(r.stats.resyncs, 1);
+}
