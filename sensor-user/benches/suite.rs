@@ -86,6 +86,9 @@ fn main() {
     if kernel && want("live") {
         live_frames(quick, &mut figures);
     }
+    if kernel && want("cpu") {
+        end_to_end_cpu(quick, &mut figures);
+    }
     if kernel && want("memory") {
         flow_memory(quick, &mut figures);
     }
@@ -414,6 +417,136 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
         "events",
         "events the program accounted",
         accounted as f64,
+    ));
+}
+
+/// Busy CPU time of the whole machine (user, system, irq, softirq), in seconds.
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6];
+    busy as f64 / 100.0
+}
+
+/// End-to-end CPU per million database packets: the whole agent (XDP in softirq, ring
+/// reader, decoders) against tshark live-dissecting the same traffic on the same interface
+/// (AF_PACKET capture + user-space decode). The replay's own cost is measured alone and
+/// subtracted from both.
+fn end_to_end_cpu(quick: bool, figures: &mut Vec<Figure>) {
+    use rds_sensor::netns::VethPair;
+    let loops = if quick { 2 } else { 20 };
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for p in bundled_pcaps() {
+        let mut r = PcapReader::open(&p).expect("bundled capture");
+        while let Some(fr) = r.next_frame().expect("bundled capture") {
+            if fr.linktype == 1 && fr.data.len() <= 9000 {
+                frames.push(fr.data.to_vec());
+            }
+        }
+    }
+    let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
+    let mut rec = Vec::new();
+    for f in &frames {
+        decap.process(LinkType::Ethernet, f, f.len() as u32, 0, &mut rec);
+    }
+    let db_packets = decap.counters[sensor_common::counter::DB_SEGMENTS as usize] * loops;
+    let dir = std::env::temp_dir().join(format!("rds-sensor-cpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("all.pcap");
+    write_pcap(&pcap, &frames);
+    let pair = VethPair::new("bc").expect("veth pair");
+    let replay = || {
+        let st = pair
+            .ns
+            .command("tcpreplay")
+            .args([
+                "-q",
+                "--topspeed",
+                "-i",
+                &pair.inside,
+                &format!("--loop={loops}"),
+            ])
+            .arg(&pcap)
+            .output()
+            .expect("tcpreplay");
+        assert!(
+            st.status.success(),
+            "tcpreplay: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(500));
+    // The replay alone.
+    settle();
+    let b0 = machine_busy();
+    replay();
+    settle();
+    let alone = machine_busy() - b0;
+
+    // The agent, as operators run it.
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
+        .args([
+            "run",
+            "--iface",
+            &pair.outside,
+            "--json",
+            "--summary-interval",
+            "3600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rds-sensor");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let b0 = machine_busy();
+    replay();
+    settle();
+    let sensor = machine_busy() - b0;
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+
+    // tshark live on the same interface.
+    let mut tshark = Command::new("tshark")
+        .args([
+            "-n",
+            "-i",
+            &pair.outside,
+            "-Y",
+            "pgsql || mysql",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tshark");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let b0 = machine_busy();
+    replay();
+    // tshark's work is done when it has dissected everything: give it time, then stop it
+    // and count the CPU it spent until it exited.
+    settle();
+    unsafe { libc::kill(tshark.id() as i32, libc::SIGINT) };
+    let _ = tshark.wait();
+    let tshark_cpu = machine_busy() - b0;
+    let _ = std::fs::remove_dir_all(&dir);
+    let per_m = |cpu: f64| (cpu - alone).max(0.0) / db_packets as f64 * 1e6;
+    figures.push(figure(
+        "end to end: CPU-s per million db packets",
+        per_m(sensor),
+        "CPU-s",
+        "tshark live on the same veth",
+        per_m(tshark_cpu),
     ));
 }
 
