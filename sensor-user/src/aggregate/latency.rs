@@ -8,16 +8,19 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// Latencies are clamped to an hour; 3 significant digits (0.1% relative error).
+/// Latencies are clamped to an hour.
 const MAX_US: u64 = 3_600_000_000;
-const SIGFIG: u8 = 3;
+/// Per server: 3 significant digits (0.1% relative error).
+const SIGFIG_SERVER: u8 = 3;
+/// Per fingerprint: 2 significant digits (1%). A 3-digit histogram covering up to a second
+/// holds ~10k counters (80 KiB); with thousands of fingerprints, two histograms each, memory
+/// and the zeroing of fresh histograms dominated (it was most of the decoder benchmark's
+/// time). At 2 digits one is ~1.7k counters.
+const SIGFIG_QUERY: u8 = 2;
 
-/// An auto-resizing histogram: it covers only up to the largest value recorded, so one that
-/// saw sub-second latencies holds ~10k counters instead of the ~24k a fixed 1 µs–1 h range
-/// needs. Allocating and zeroing fixed-range histograms per fingerprint dominated the
-/// decoder benchmark.
-fn histogram() -> Histogram<u64> {
-    Histogram::new(SIGFIG).expect("3 significant digits is valid")
+/// An auto-resizing histogram: it covers only up to the largest value recorded.
+fn histogram(sigfig: u8) -> Histogram<u64> {
+    Histogram::new(sigfig).expect("2 or 3 significant digits is valid")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,15 +44,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new(verb: &str) -> Self {
+    fn new(verb: &str, sigfig: u8) -> Self {
         Self {
             verb: verb.to_string(),
             count: 0,
             errors: 0,
             rows: 0,
             total_us: 0,
-            latency: histogram(),
-            first_byte: histogram(),
+            latency: histogram(sigfig),
+            first_byte: histogram(sigfig),
         }
     }
 
@@ -58,10 +61,11 @@ impl Stats {
         self.errors += u64::from(q.error_code.is_some());
         self.rows += q.rows.unwrap_or(0);
         self.total_us += q.latency_us;
-        self.latency
-            .saturating_record(q.latency_us.clamp(1, MAX_US));
+        // `record`, not `saturating_record`: only `record` grows an auto-resizing histogram
+        // (saturating_record clamps to its current, small, range).
+        let _ = self.latency.record(q.latency_us.clamp(1, MAX_US));
         if let Some(f) = q.latency_first_byte_us {
-            self.first_byte.saturating_record(f.clamp(1, MAX_US));
+            let _ = self.first_byte.record(f.clamp(1, MAX_US));
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct LatencyRecord {
     pub first_byte_us: Percentiles,
     /// Rank by total time in this window (1 = most), 0 for per-server lines.
     pub rank: usize,
+    /// Events were dropped in this window (ring buffer full, queue full): the figures come
+    /// from a sample of the queries, not all of them.
+    pub sampled: bool,
 }
 
 pub struct LatencyAggregator {
@@ -157,11 +164,11 @@ impl LatencyAggregator {
         }
         self.by_query
             .entry(key)
-            .or_insert_with_key(|k| Stats::new(&k.verb))
+            .or_insert_with_key(|k| Stats::new(&k.verb, SIGFIG_QUERY))
             .observe(q);
         self.by_server
             .entry(q.endpoint.server.clone())
-            .or_insert_with(|| Stats::new("*"))
+            .or_insert_with(|| Stats::new("*", SIGFIG_SERVER))
             .observe(q);
     }
 
@@ -230,6 +237,7 @@ fn line(
         latency_us: Percentiles::of(&s.latency),
         first_byte_us: Percentiles::of(&s.first_byte),
         rank,
+        sampled: false,
     }
 }
 
@@ -286,7 +294,22 @@ mod tests {
             "{:?}",
             fast.latency_us
         );
-        assert_eq!(fast.latency_us.max, 1000);
+        assert!(
+            (1000..=1010).contains(&fast.latency_us.max),
+            "{:?}",
+            fast.latency_us
+        );
+        // The 5 s outlier is kept (the histograms grow to cover it), not clamped.
+        assert!(
+            (4_950_000..=5_050_000).contains(&r[1].latency_us.max),
+            "{:?}",
+            r[1].latency_us
+        );
+        assert!(
+            (4_995_000..=5_005_000).contains(&r[0].latency_us.max),
+            "{:?}",
+            r[0].latency_us
+        );
         assert!(a.is_empty(), "the window resets");
     }
 
