@@ -6,6 +6,7 @@
 //! the end of each delivery where a plausible packet starts.
 
 use super::DecodeCtx;
+use bytes::{Buf, BytesMut};
 
 /// Payload length that says "continued in the next packet".
 pub const MAX_PACKET: u32 = 0xff_ffff;
@@ -76,7 +77,8 @@ pub struct Framer {
     head: Vec<u8>,
     broken: bool,
     cap: usize,
-    window: Vec<u8>,
+    /// Bytes held while hunting for a packet boundary; consumed from the front (`advance`).
+    window: BytesMut,
     window_cap: usize,
     /// Set by `arm`: the next header must carry this sequence id.
     expect: Option<u8>,
@@ -100,7 +102,7 @@ impl Framer {
             head: Vec::new(),
             broken: false,
             cap,
-            window: Vec::new(),
+            window: BytesMut::new(),
             window_cap,
             expect: None,
         }
@@ -120,7 +122,7 @@ impl Framer {
     pub fn arm(&mut self, cx: &mut DecodeCtx<'_>, seq: u8) {
         if self.st == St::Lost {
             cx.stats.skipped_bytes += self.window.len() as u64;
-            self.window = Vec::new();
+            self.window = BytesMut::new();
             self.st = St::Header;
             self.hdr_len = 0;
             self.active = false;
@@ -131,7 +133,7 @@ impl Framer {
     /// Leaves framing for good (e.g. TLS): everything after is hunted, never framed.
     pub fn stop(&mut self) {
         self.st = St::Lost;
-        self.window = Vec::new();
+        self.window = BytesMut::new();
         self.head = Vec::new();
         self.active = false;
     }
@@ -233,19 +235,19 @@ impl Framer {
                     {
                         cx.stats.skipped_bytes += off as u64;
                         let rest = self.window.split_off(off);
-                        self.window = Vec::new();
+                        self.window = BytesMut::new();
                         sink.unframed(cx, -(rest.len() as i64), ts);
                         self.st = St::Header;
                         self.hdr_len = 0;
                         self.active = false;
                         self.expect = None;
                         sink.resynced(cx);
-                        return Some(rest);
+                        return Some(rest.to_vec());
                     }
                     if self.window.len() > self.window_cap {
                         let drop = self.window.len() - self.window_cap;
                         cx.stats.skipped_bytes += drop as u64;
-                        self.window.drain(..drop);
+                        self.window.advance(drop);
                     }
                 }
             }

@@ -20,6 +20,7 @@ use super::messages::{
     MAX_STARTUP, SCAN_MAX_BODY, be32, body_bounds, keep_len, plausible_body, strength, valid_type,
 };
 use crate::decode::{DecoderStats, Dir};
+use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 
 /// Bytes held while hunting for a boundary.
@@ -113,7 +114,9 @@ pub struct Framer {
     dropped: Option<u64>,
     /// Bytes lost (gaps) or dropped since sync was lost.
     lost_bytes: u64,
-    scan: Vec<u8>,
+    /// Bytes held while looking for a message boundary; consumed from the front, so a
+    /// `BytesMut` (`advance` is O(1)) rather than a `Vec` (`drain(..k)` moves the rest).
+    scan: BytesMut,
     /// (offset in `scan`, timestamp) of each delivered piece.
     chunks: VecDeque<(usize, u64)>,
 }
@@ -196,7 +199,7 @@ impl Framer {
             initial: lost,
             dropped: None,
             lost_bytes: 0,
-            scan: Vec::new(),
+            scan: BytesMut::new(),
             chunks: VecDeque::new(),
         }
     }
@@ -218,7 +221,7 @@ impl Framer {
         self.initial = false;
         self.dropped = None;
         self.lost_bytes = 0;
-        self.scan = Vec::new();
+        self.scan = BytesMut::new();
         self.chunks.clear();
     }
 
@@ -484,7 +487,7 @@ impl Framer {
                 .map_or(0, |c| c.1);
             self.dropped = Some(self.dropped.unwrap_or(0).max(ts));
         }
-        self.scan.drain(..k);
+        self.scan.advance(k);
         while self.chunks.len() > 1 && self.chunks[1].0 <= k {
             self.chunks.pop_front();
         }
