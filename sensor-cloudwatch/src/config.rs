@@ -141,7 +141,12 @@ impl Config {
                 serde_json::from_str(&text)
                     .with_context(|| format!("{}: bad CloudWatch settings", path.display()))?
             }
-            None => Config::default(),
+            // The `[cloudwatch]` table of rds-sensor's --config file.
+            None => match &args.file_settings {
+                Some(v) => serde_json::from_value(v.clone())
+                    .context("[cloudwatch] of the --config file: bad CloudWatch settings")?,
+                None => Config::default(),
+            },
         };
         if let Some(s) = args.metrics_sink {
             c.metrics_sink = match s {

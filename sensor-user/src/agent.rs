@@ -32,6 +32,8 @@ pub struct AgentOptions {
     /// The reader also drains on this timer: with `wakeup_bytes` set, the kernel writes
     /// without waking it until a threshold, so the timer bounds how long a record waits.
     pub drain_every: Duration,
+    /// SIGHUP: settings put here are applied by the pipeline thread (see `config::Reloadable`).
+    pub reload: Option<Arc<std::sync::Mutex<Option<crate::config::Reloadable>>>>,
 }
 
 impl Default for AgentOptions {
@@ -40,6 +42,7 @@ impl Default for AgentOptions {
             summary_every: Duration::from_secs(10),
             queue_bytes: 64 << 20,
             drain_every: Duration::from_millis(2),
+            reload: None,
         }
     }
 }
@@ -71,7 +74,8 @@ pub async fn run(
     let worker = {
         let stop = stop.clone();
         let dropped = dropped.clone();
-        let summary_every = opts.summary_every;
+        let mut summary_every = opts.summary_every;
+        let reload = opts.reload.clone();
         std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || -> Result<AgentReport> {
@@ -100,6 +104,19 @@ pub async fn run(
                     if last_expire.elapsed() >= Duration::from_secs(1) {
                         pipeline.expire_flows(&mut state, now(libc::CLOCK_MONOTONIC), None)?;
                         last_expire = std::time::Instant::now();
+                    }
+                    if let Some(r) = reload
+                        .as_ref()
+                        .and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()))
+                    {
+                        summary_every = Duration::from_secs(r.summary_interval_s.max(1));
+                        match pipeline.reload(&r) {
+                            Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+                            Err(e) => tracing::warn!(
+                                error = %format!("{e:#}"),
+                                "SIGHUP: reload failed, previous lists and maps kept"
+                            ),
+                        }
                     }
                     if last_summary.elapsed() >= summary_every {
                         let c = state.counters()?;

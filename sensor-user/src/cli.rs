@@ -107,6 +107,10 @@ pub struct CloudWatchArgs {
     /// DBInstanceIdentifier dimension; `--db-instance` overrides it.
     #[arg(skip)]
     pub instance_map: Option<PathBuf>,
+    /// The `[cloudwatch]` table of `--config` (without `enabled`), as the JSON object a
+    /// `--cloudwatch-config` file holds; below that file and the switches.
+    #[arg(skip)]
+    pub file_settings: Option<serde_json::Value>,
 }
 
 impl CloudWatchArgs {
@@ -151,10 +155,39 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Make a netns + veth pair, attach to it and replay captures into it in a loop.
     Demo(DemoArgs),
+    /// The configuration file (`--config FILE` of run, analyze and demo).
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Write every key with its default and what it means (commented TOML) to stdout.
+    #[arg(long)]
+    print_default: bool,
+    /// Check a file: parse and validate it, say what is wrong.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
 struct Common {
+    /// TOML configuration file (`rds-sensor config --print-default` shows every key); switches
+    /// given on the command line override it. SIGHUP re-reads it (live).
+    #[arg(long, env = "RDS_SENSOR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Plain log lines even when stdout is a terminal (no live dashboard).
+    #[arg(long)]
+    no_tui: bool,
+    /// Serve Prometheus `/metrics` here (run, demo): PORT (on 127.0.0.1) or ADDRESS:PORT.
+    /// Off unless given.
+    #[arg(long, value_name = "ADDR", value_parser = crate::sinks::prometheus::parse_listen)]
+    prometheus: Option<std::net::SocketAddr>,
+    /// The file `--config` named, once read (limits come from it).
+    #[arg(skip)]
+    file: Option<crate::config::Config>,
+    /// The live dashboard, in place of stdout, when it runs.
+    #[arg(skip)]
+    screen: Option<crate::sinks::tui::TuiSink>,
     /// Database ports, PORT or PORT=PROTOCOL (postgresql, mysql, mssql, oracle). Repeat or
     /// separate with commas. Default: 5432, 3306, 1433, 1521.
     #[arg(long = "port", value_delimiter = ',', value_parser = parse_port)]
@@ -202,7 +235,15 @@ impl Common {
     }
 
     fn pipeline(&self, clock: Clock, extra: Vec<Box<dyn Sink>>) -> Result<Pipeline> {
-        let stdout: Box<dyn Sink> = Box::new(Stdout::new(self.json));
+        let limits = self
+            .file
+            .as_ref()
+            .map(|f| f.limits.clone())
+            .unwrap_or_default();
+        let stdout: Box<dyn Sink> = match &self.screen {
+            Some(screen) => Box::new(screen.clone()),
+            None => Box::new(Stdout::new(self.json)),
+        };
         let sink = if extra.is_empty() {
             stdout
         } else {
@@ -219,7 +260,14 @@ impl Common {
                 clock,
                 redact: !self.no_redact,
                 detector: self.detect.detector(clock)?,
-                ..PipelineOptions::default()
+                streams: crate::streams::StreamLimits {
+                    max_connections: limits.connections,
+                    max_held_segments: limits.held_segments,
+                    max_held_bytes: limits.held_bytes,
+                    ..crate::streams::StreamLimits::default()
+                },
+                latency_keys: limits.fingerprints,
+                latency_top_n: limits.top_fingerprints,
             },
             sink,
         ))
@@ -277,8 +325,8 @@ impl LiveArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Interface to attach to.
-    #[arg(long, short)]
+    /// Interface to attach to (or `capture.interface` of --config).
+    #[arg(long, short, default_value = "", hide_default_value = true)]
     iface: String,
     #[command(flatten)]
     common: Common,
@@ -290,6 +338,10 @@ struct RunArgs {
 struct AnalyzeArgs {
     /// pcap or pcapng file (Ethernet, Linux cooked SLL/SLL2 or raw IP).
     file: PathBuf,
+    /// Also write a self-contained HTML report here: latency histograms and percentiles over
+    /// time (SVG) per server and top fingerprint, logins, findings with their evidence.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -334,34 +386,78 @@ fn finish(finish: Option<Box<dyn FnOnce() -> Result<()>>>) -> Result<()> {
 
 /// Parses the command line and runs it.
 pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Config(c) = &cli.command {
+        return config_command(c);
+    }
+    if let Some((_, sub)) = matches.subcommand() {
+        apply_config_file(&mut cli.command, sub)?;
+    }
     let common = match &cli.command {
         Command::Run(r) => &r.common,
         Command::Analyze(a) => &a.common,
         Command::Demo(d) => &d.common,
+        Command::Config(_) => unreachable!("handled above"),
     };
     if ext.is_none() && common.cloudwatch.enabled() {
         return delegate();
     }
+    // The dashboard when run/demo write to a terminal (log lines then go to its panel).
+    let mut dashboard = use_dashboard(&cli.command).then(crate::sinks::tui::Dashboard::new);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_ansi(dashboard.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(match &dashboard {
+            Some(d) => d.log_writer(),
+            None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        })
         .init();
+    // `q` on the dashboard: part of the agent's shutdown future below.
+    let quit = match (&mut dashboard, &mut cli.command) {
+        (
+            Some(d),
+            Command::Run(RunArgs { common, .. }) | Command::Demo(DemoArgs { common, .. }),
+        ) => {
+            let (screen, quit) = d.start()?;
+            common.screen = Some(screen);
+            Some(quit)
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Analyze(a) => {
-            let extra = extra_sinks(ext, &a.common, Mode::Offline)?;
+            let mut extra = extra_sinks(ext, &a.common, Mode::Offline)?;
+            let report = a
+                .report
+                .as_ref()
+                .map(|p| crate::report::Report::new(p.clone(), a.file.display().to_string()));
+            if let Some(r) = &report {
+                extra.sinks.push(Box::new(r.clone()));
+            }
+            let progress = crate::report::progress::Progress::start(&a.file);
             let mut pipeline = a.common.pipeline(Clock::default(), extra.sinks)?;
             let opts = OfflineOptions {
                 ports: a.common.ports(),
                 config: a.common.config(false),
-                flow_capacity: 1 << 20,
+                flow_capacity: a
+                    .common
+                    .file
+                    .as_ref()
+                    .map_or(1 << 20, |f| f.limits.offline_flows),
             };
             let out = offline::analyze(&a.file, &opts, &mut pipeline);
             // The sinks see the end of their input when the pipeline drops them.
             drop(pipeline);
+            drop(progress);
+            if let Some(r) = &report {
+                r.write()?;
+                tracing::info!(report = %r.path().display(), "report written");
+            }
             let shipped = finish(extra.finish);
             let out = out?;
             tracing::debug!(frames = out.frames, "analyzed");
@@ -373,17 +469,25 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             rt.block_on(async {
                 // Watch the signals before attaching, so that one arriving in between still
                 // ends in a clean detach and a last summary.
-                let stop = shutdown(r.live.duration)?;
+                let stop = or_quit(shutdown(r.live.duration)?, quit);
                 let mut sensor = Sensor::load(&r.live.live(&r.common))?;
                 let mode = sensor.attach(&r.iface, r.live.mode)?;
                 tracing::info!(iface = %r.iface, mode, "attached");
+                // Down/up and renames: still attached. Deleted: stop, then exit with an error.
+                let (deleted, gone) = crate::ifwatch::watch(&r.iface, Duration::from_millis(500))?;
                 let report = agent::run(
                     &mut sensor,
-                    r.common.pipeline(Clock::monotonic(), extra.sinks)?,
-                    r.live.agent(),
-                    stop,
+                    r.common.pipeline(
+                        Clock::monotonic(),
+                        with_prometheus(&r.common, extra.sinks).await?,
+                    )?,
+                    agent_options(&r.live, &r.common)?,
+                    async {
+                        tokio::select! { _ = stop => {}, _ = deleted => {} }
+                    },
                 )
                 .await?;
+                gone.check(&r.iface)?;
                 sensor.detach()?;
                 tracing::info!(
                     events = report.events,
@@ -398,7 +502,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             let extra = extra_sinks(ext, &d.common, Mode::Live)?;
             let rt = runtime()?;
             rt.block_on(async {
-                let stop = shutdown(d.live.duration)?;
+                let stop = or_quit(shutdown(d.live.duration)?, quit);
                 let pcaps = demo::find_pcaps(&d.pcaps)?;
                 demo::run(
                     DemoOptions {
@@ -407,8 +511,11 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                         mode: d.live.mode,
                     },
                     d.live.live(&d.common),
-                    d.common.pipeline(Clock::monotonic(), extra.sinks)?,
-                    d.live.agent(),
+                    d.common.pipeline(
+                        Clock::monotonic(),
+                        with_prometheus(&d.common, extra.sinks).await?,
+                    )?,
+                    agent_options(&d.live, &d.common)?,
                     stop,
                 )
                 .await?;
@@ -416,7 +523,221 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             })?;
             finish(extra.finish)
         }
+        Command::Config(_) => unreachable!("handled above"),
     }
+}
+
+/// The agent's options; with --config, a task that re-reads the file on SIGHUP and hands what
+/// can change live (`config::Reloadable`) to the pipeline thread. Must run inside the runtime.
+fn agent_options(live: &LiveArgs, common: &Common) -> Result<AgentOptions> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut opts = live.agent();
+    let (Some(path), Some(first)) = (&common.config, &common.file) else {
+        return Ok(opts);
+    };
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    opts.reload = Some(slot.clone());
+    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+    let (path, mut current) = (path.clone(), first.clone());
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match crate::config::Config::load(&path) {
+                Ok(new) => {
+                    let restart = current.needs_restart(&new);
+                    if !restart.is_empty() {
+                        tracing::warn!(
+                            sections = restart.join("; "),
+                            "SIGHUP: these changed and take effect only after a restart"
+                        );
+                    }
+                    if let Ok(mut s) = slot.lock() {
+                        *s = Some(new.reloadable());
+                    }
+                    current = new;
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "SIGHUP: configuration not reloaded, the running one is kept"
+                ),
+            }
+        }
+    });
+    Ok(opts)
+}
+
+/// With --prometheus, starts `/metrics` and adds its sink.
+async fn with_prometheus(
+    common: &Common,
+    mut sinks: Vec<Box<dyn Sink>>,
+) -> Result<Vec<Box<dyn Sink>>> {
+    if let Some(addr) = common.prometheus {
+        let p = crate::sinks::prometheus::Prometheus::new(&common.cloudwatch.db_instances);
+        let local = p.clone().serve(addr).await?;
+        tracing::info!(address = %local, "Prometheus metrics at http://{local}/metrics");
+        sinks.push(Box::new(p));
+    }
+    Ok(sinks)
+}
+
+/// Whether `run` / `demo` show the dashboard: stdout is a terminal, and neither --no-tui,
+/// --json nor a sink that prints (--metrics-sink stdout) is asked for.
+fn use_dashboard(cmd: &Command) -> bool {
+    let common = match cmd {
+        Command::Run(r) => &r.common,
+        Command::Demo(d) => &d.common,
+        _ => return false,
+    };
+    !common.no_tui
+        && !common.json
+        && common.cloudwatch.metrics_sink != Some(MetricsSink::Stdout)
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
+/// The shutdown future, also resolved by `q` on the dashboard.
+async fn or_quit(
+    stop: impl std::future::Future<Output = ()>,
+    quit: Option<impl std::future::Future<Output = ()>>,
+) {
+    match quit {
+        Some(quit) => tokio::select! {
+            _ = stop => {}
+            _ = quit => tracing::info!("q: stopping"),
+        },
+        None => stop.await,
+    }
+}
+
+/// `rds-sensor config`.
+fn config_command(c: &ConfigArgs) -> Result<()> {
+    if let Some(path) = &c.check {
+        crate::config::Config::load(path)?;
+        println!("{}: ok", path.display());
+    } else if c.print_default {
+        print!("{}", crate::config::DEFAULT_TOML);
+    } else {
+        bail!("`rds-sensor config` needs --print-default or --check FILE");
+    }
+    Ok(())
+}
+
+/// Whether a switch was given (command line or environment), so that it beats the file.
+fn given(m: &clap::ArgMatches, id: &str) -> bool {
+    use clap::parser::ValueSource;
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Reads `--config` and takes from it every setting no switch gave.
+fn apply_config_file(cmd: &mut Command, m: &clap::ArgMatches) -> Result<()> {
+    let (common, live, iface) = match cmd {
+        Command::Run(r) => (&mut r.common, Some(&mut r.live), Some(&mut r.iface)),
+        Command::Analyze(a) => (&mut a.common, None, None),
+        Command::Demo(d) => (&mut d.common, Some(&mut d.live), None),
+        Command::Config(_) => return Ok(()),
+    };
+    let Some(path) = common.config.clone() else {
+        if iface.is_some_and(|i| i.is_empty()) {
+            bail!("no interface: give --iface, or capture.interface in a --config file");
+        }
+        return Ok(());
+    };
+    let cfg = crate::config::Config::load(&path)?;
+    let g = |id: &str| given(m, id);
+    if !g("ports") {
+        common.ports = cfg.ports();
+    }
+    if !g("json") {
+        common.json = cfg.output.json;
+    }
+    if !g("no_tui") {
+        common.no_tui = !cfg.output.tui;
+    }
+    if !g("payload_cap") {
+        common.payload_cap = cfg.capture.payload_cap;
+    }
+    if !g("tail_cap") {
+        common.tail_cap = cfg.capture.tail_cap;
+    }
+    if !g("flow_idle_timeout") {
+        common.flow_idle_timeout = cfg.limits.flow_idle_timeout_s;
+    }
+    if !g("no_redact") {
+        common.no_redact = !cfg.redaction.redact;
+    }
+    if !g("prometheus") && !cfg.output.prometheus.is_empty() {
+        common.prometheus = cfg.output.prometheus.parse().ok();
+    }
+    let cw = &mut common.cloudwatch;
+    if cfg.cloudwatch_enabled() {
+        cw.cloudwatch = true;
+    }
+    cw.file_settings = cfg.cloudwatch_settings();
+    // The file's first: a --db-instance for the same server comes later and wins.
+    let mut instances: Vec<(String, String)> = cfg.instances.clone().into_iter().collect();
+    instances.append(&mut cw.db_instances);
+    cw.db_instances = instances;
+    let (d, f) = (&mut common.detect, &cfg.detect);
+    let defaults = crate::config::Detect::default();
+    let path_of = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    d.detect |= f.enabled;
+    if d.malicious_ips.is_empty() {
+        d.malicious_ips = f.malicious_ips.iter().map(PathBuf::from).collect();
+    }
+    if d.tor_exits.is_empty() {
+        d.tor_exits = f.tor_exits.iter().map(PathBuf::from).collect();
+    }
+    if d.allowed_cidrs.is_empty() {
+        d.allowed_cidrs = cfg.allowed_cidrs();
+    }
+    d.instance_map = d.instance_map.take().or_else(|| path_of(&f.instance_map));
+    d.baseline = d.baseline.take().or_else(|| path_of(&f.baseline));
+    d.asn_db = d.asn_db.take().or_else(|| path_of(&f.asn_db));
+    // Only values other than the defaults: any of these switches turns detection on.
+    let set = |v: u64, default: u64| (v != default).then_some(v);
+    d.learning_period = d
+        .learning_period
+        .or(set(f.learning_period_s, defaults.learning_period_s));
+    d.finding_update_interval = d.finding_update_interval.or(set(
+        f.finding_update_interval_s,
+        defaults.finding_update_interval_s,
+    ));
+    d.baseline_save_interval = d.baseline_save_interval.or(set(
+        f.baseline_save_interval_s,
+        defaults.baseline_save_interval_s,
+    ));
+    d.thresholds = Some(f.thresholds.clone());
+    if let Some(l) = live {
+        if !g("mode") {
+            l.mode = cfg.capture.xdp_mode.into();
+        }
+        if !g("ring_size") {
+            l.ring_size = cfg.capture.ring_size;
+        }
+        if !g("flow_entries") {
+            l.flow_entries = cfg.limits.flow_entries;
+        }
+        if !g("pass_mirrored") {
+            l.pass_mirrored = cfg.capture.pass_mirrored;
+        }
+        if !g("summary_interval") {
+            l.summary_interval = cfg.output.summary_interval_s;
+        }
+    }
+    if let Some(iface) = iface {
+        if iface.is_empty() {
+            iface.clone_from(&cfg.capture.interface);
+        }
+        if iface.is_empty() {
+            bail!(
+                "no interface: give --iface, or capture.interface in {}",
+                path.display()
+            );
+        }
+    }
+    common.file = Some(cfg);
+    Ok(())
 }
 
 /// Runs [`CLOUDWATCH_BINARY`] from this binary's directory in place of this process, with the

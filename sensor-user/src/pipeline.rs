@@ -63,6 +63,9 @@ pub struct Pipeline {
     first_event_ns: Option<u64>,
     detector: Option<Detector>,
     findings: Vec<Finding>,
+    /// Events dropped (ring buffer full + queue full) up to the last summary: a latency window
+    /// with more is marked `sampled`.
+    drops_at_last_summary: u64,
 }
 
 /// Feeds one record to the detector, if any, and sends the findings it raised to the sink.
@@ -95,6 +98,7 @@ impl Pipeline {
             first_event_ns: None,
             detector: opts.detector,
             findings: Vec::new(),
+            drops_at_last_summary: 0,
         }
     }
 
@@ -178,12 +182,16 @@ impl Pipeline {
                 self.sink.emit(&Record::Finding(Box::new(f)))?;
             }
         }
+        let drops = counters[counter::EVENTS_DROPPED as usize] + self.stats.queue_dropped;
+        let sampled = drops > self.drops_at_last_summary;
+        self.drops_at_last_summary = drops;
         if !self.latency.is_empty() {
             let window_s = now_ns.saturating_sub(window_start) as f64 / 1e9;
-            for l in self
+            for mut l in self
                 .latency
                 .report(self.clock.rfc3339(window_start), window_s)
             {
+                l.sampled = sampled;
                 self.sink.emit(&Record::Latency(l))?;
             }
         }
@@ -203,6 +211,21 @@ impl Pipeline {
         };
         self.sink.emit(&Record::Summary(rec))?;
         self.sink.flush()
+    }
+
+    /// SIGHUP (see `config::Reloadable`): redaction of connections seen from now on, and the
+    /// detector's lists, allowed networks and instance map; every other state is kept.
+    pub fn reload(&mut self, r: &crate::config::Reloadable) -> anyhow::Result<()> {
+        self.streams.redact = r.redact;
+        if let Some(d) = &mut self.detector {
+            d.reload(
+                &r.allowed_cidrs,
+                &r.malicious_ips,
+                &r.tor_exits,
+                r.instance_map.as_deref(),
+            )?;
+        }
+        Ok(())
     }
 
     pub fn flows_reported(&self) -> u64 {

@@ -1,5 +1,6 @@
 //! `cargo xtask …`: every set-up step a fresh machine needs, then the task itself.
 
+mod fuzz;
 mod pcaps;
 mod scenarios;
 mod toolchain;
@@ -52,6 +53,8 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy -D warnings on the user-space and eBPF crates.
     Lint,
+    /// Fuzz every target of fuzz/ (libFuzzer via cargo-fuzz, else a stable-Rust loop).
+    Fuzz(fuzz::FuzzArgs),
     /// Record the bundled captures from real PostgreSQL and MariaDB servers (root; netns).
     Pcaps(pcaps::PcapsArgs),
     /// Record the labelled detection corpus (pcaps/scenarios/) from real servers (root; netns).
@@ -230,6 +233,7 @@ fn real_main() -> Result<()> {
             c.arg("--test-threads=1");
             run_tests(&mut c)
         }
+        Cmd::Fuzz(args) => fuzz::run_fuzz(&args),
         Cmd::Pcaps(args) => pcaps::run(&args),
         Cmd::Scenarios(args) => scenarios::run(&args),
         Cmd::Bench { quick } => {

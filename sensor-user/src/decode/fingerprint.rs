@@ -333,6 +333,17 @@ fn skip_number(b: &[u8], i: usize) -> usize {
     j
 }
 
+/// The word that ends `s` (trailing spaces ignored).
+fn last_word(s: &str) -> &str {
+    let t = s.trim_end();
+    let start = t
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    &t[start..]
+}
+
 /// `(?, ?, ?)` → `(?+)`; `values (?+), (?+)` → `values (?+)`.
 fn collapse_lists(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -354,8 +365,12 @@ fn collapse_lists(s: &str) -> String {
                         }
                         continue;
                     }
-                    if b.get(j) == Some(&b')') && n > 0 {
-                        if !(out.ends_with("(?+), ") || out.ends_with("(?+),")) {
+                    // Only value lists collapse: `IN (…)`, `VALUES (…)` and the rows that
+                    // follow; a function's arguments (`pg_sleep(?)`) keep their arity.
+                    let repeated_row = out.ends_with("(?+), ") || out.ends_with("(?+),");
+                    let list = repeated_row || matches!(last_word(&out), "in" | "values");
+                    if b.get(j) == Some(&b')') && n > 0 && list {
+                        if !repeated_row {
                             out.push_str("(?+)");
                         } else {
                             // repeated row: drop the separator we already wrote
@@ -433,6 +448,14 @@ mod tests {
             "insert into t (a, b) values (?+)"
         );
         assert_eq!(pg("select count(*) from t"), "select count(*) from t");
+        assert_eq!(
+            pg("select pg_sleep(1), f(1, 'a')"),
+            "select pg_sleep(?), f(?, ?)"
+        );
+        assert_eq!(
+            pg("select * from t where a not in ($1,$2)"),
+            "select * from t where a not in (?+)"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct DetectArgs {
     /// Seconds (record time) between baseline saves [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub baseline_save_interval: Option<u64>,
+    /// Rule thresholds, from the config file (`[detect.thresholds]`); default otherwise.
+    #[arg(skip)]
+    pub thresholds: Option<super::Thresholds>,
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
@@ -76,7 +79,7 @@ impl DetectArgs {
             allowed: self.allowed_cidrs.clone(),
             instance_map: self.instance_map.clone(),
             asn_db: self.asn_db.clone(),
-            ..d
+            thresholds: self.thresholds.clone().unwrap_or_default(),
         }
     }
 

@@ -56,8 +56,9 @@ use std::path::PathBuf;
 
 const NS: u64 = 1_000_000_000;
 
-/// Thresholds of the pattern and volume rules.
-#[derive(Clone, Debug)]
+/// Thresholds of the pattern and volume rules (`[detect.thresholds]` of the config file).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// Failed logins of one user from one address, within `failure_window_s`, that make a
     /// following success a brute force.
@@ -403,6 +404,33 @@ struct Actor {
 }
 
 impl Detector {
+    /// SIGHUP: new malicious/Tor lists, allowed networks and instance map; the baseline, open
+    /// findings and every window are kept. On an unreadable file nothing changes.
+    pub fn reload(
+        &mut self,
+        allowed: &[Cidr],
+        malicious: &[PathBuf],
+        tor: &[PathBuf],
+        instance_map: Option<&std::path::Path>,
+    ) -> Result<()> {
+        let m = Lists::load("malicious", malicious)?;
+        let t = Lists::load("tor", tor)?;
+        let instances = match instance_map {
+            Some(p) => InstanceMap::load(p)?,
+            None => InstanceMap::default(),
+        };
+        self.malicious = m;
+        self.tor = t;
+        self.instances = instances;
+        self.inst_cache.clear();
+        self.allowed = allowed.iter().copied().collect();
+        self.opts.allowed = allowed.to_vec();
+        self.opts.malicious_lists = malicious.to_vec();
+        self.opts.tor_lists = tor.to_vec();
+        self.opts.instance_map = instance_map.map(PathBuf::from);
+        Ok(())
+    }
+
     /// Loads the lists, the instance map, the mmdb and the baseline. Unreadable list, map or
     /// mmdb files are errors (naming the file); a corrupt baseline is not (see
     /// [`BaselineStore::load`]).

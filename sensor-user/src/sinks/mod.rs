@@ -1,6 +1,8 @@
 //! Where records go. One module per sink.
 
+pub mod prometheus;
 pub mod stdout;
+pub mod tui;
 
 use crate::records::Record;
 

@@ -78,7 +78,7 @@ impl Sink for Stdout {
             )?,
             Record::Latency(l) => writeln!(
                 self.out,
-                "latency {} {} db={} user={} n={} err={} rows={} p50={}us p99={}us max={}us total={}us {}",
+                "latency {} {} db={} user={} n={} err={} rows={} p50={}us p99={}us max={}us total={}us {}{}",
                 l.server,
                 if l.rank == 0 {
                     "server".to_string()
@@ -95,6 +95,11 @@ impl Sink for Stdout {
                 l.latency_us.max,
                 l.total_us,
                 l.fingerprint,
+                if l.sampled {
+                    " (sampled: events dropped)"
+                } else {
+                    ""
+                },
             )?,
             Record::Summary(s) => {
                 let k = |n: &str| {

@@ -1,0 +1,414 @@
+//! The configuration file (`--config FILE`, TOML). [`DEFAULT_TOML`] is every key with its
+//! default and what it means (`rds-sensor config --print-default`); [`Config::default`] is the
+//! same values, which a test keeps in step.
+//!
+//! Unknown keys are rejected by serde (`deny_unknown_fields`: the error names the key and lists
+//! the allowed ones); values serde cannot check are checked by [`Config::validate`], whose
+//! errors name the key (`database.ports[1]`) and say what is allowed.
+
+use crate::{capture::live::AttachMode, detect::Thresholds, detect::intel::Cidr};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, path::Path};
+
+/// Every key with its default, commented.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub capture: Capture,
+    pub database: Database,
+    /// Server → DBInstanceIdentifier.
+    pub instances: BTreeMap<String, String>,
+    pub detect: Detect,
+    pub redaction: Redaction,
+    pub output: Output,
+    pub limits: Limits,
+    /// `enabled`, then the CloudWatch sinks' own settings, handed to them as they are.
+    pub cloudwatch: toml::Table,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capture {
+    pub interface: String,
+    pub xdp_mode: XdpMode,
+    pub ring_size: u32,
+    pub payload_cap: u16,
+    pub tail_cap: u16,
+    pub pass_mirrored: bool,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self {
+            interface: String::new(),
+            xdp_mode: XdpMode::Auto,
+            ring_size: 16 << 20,
+            payload_cap: sensor_common::DEFAULT_PAYLOAD_CAP,
+            tail_cap: sensor_common::DEFAULT_TAIL_CAP,
+            pass_mirrored: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpMode> for AttachMode {
+    fn from(m: XdpMode) -> Self {
+        match m {
+            XdpMode::Auto => AttachMode::Auto,
+            XdpMode::Native => AttachMode::Native,
+            XdpMode::Generic => AttachMode::Generic,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    pub ports: Vec<String>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            ports: ["5432=postgresql", "3306=mysql", "1433=mssql", "1521=oracle"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Detect {
+    pub enabled: bool,
+    pub allowed_cidrs: Vec<String>,
+    pub malicious_ips: Vec<String>,
+    pub tor_exits: Vec<String>,
+    pub instance_map: String,
+    pub baseline: String,
+    pub baseline_save_interval_s: u64,
+    pub asn_db: String,
+    pub learning_period_s: u64,
+    pub finding_update_interval_s: u64,
+    pub thresholds: Thresholds,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        let d = crate::detect::DetectorOptions::default();
+        Self {
+            enabled: false,
+            allowed_cidrs: Vec::new(),
+            malicious_ips: Vec::new(),
+            tor_exits: Vec::new(),
+            instance_map: String::new(),
+            baseline: String::new(),
+            baseline_save_interval_s: d.save_every_s,
+            asn_db: String::new(),
+            learning_period_s: d.learning_period_s,
+            finding_update_interval_s: d.update_every_s,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redaction {
+    pub redact: bool,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Self { redact: true }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Output {
+    pub json: bool,
+    pub tui: bool,
+    pub summary_interval_s: u64,
+    pub prometheus: String,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self {
+            json: false,
+            tui: true,
+            summary_interval_s: 10,
+            prometheus: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub flow_entries: u32,
+    pub offline_flows: usize,
+    pub flow_idle_timeout_s: u64,
+    pub connections: usize,
+    pub held_segments: usize,
+    pub held_bytes: usize,
+    pub fingerprints: usize,
+    pub top_fingerprints: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let s = crate::streams::StreamLimits::default();
+        Self {
+            flow_entries: 262_144,
+            offline_flows: 1 << 20,
+            flow_idle_timeout_s: 300,
+            connections: s.max_connections,
+            held_segments: s.max_held_segments,
+            held_bytes: s.max_held_bytes,
+            fingerprints: 10_000,
+            top_fingerprints: 20,
+        }
+    }
+}
+
+/// Keys of `[cloudwatch]` besides the CloudWatch sinks' own.
+const CLOUDWATCH_ENABLED: &str = "enabled";
+
+impl Config {
+    /// Reads, parses and validates a file; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let c: Config = toml::from_str(text).map_err(|e| {
+            // toml's message names the key (and shows the line); keep it as it is.
+            anyhow::anyhow!("{}", e.to_string().trim_end())
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what the types do not.
+    pub fn validate(&self) -> Result<()> {
+        for (i, p) in self.database.ports.iter().enumerate() {
+            crate::ports::parse_port(p).map_err(|e| {
+                anyhow::anyhow!(
+                    "database.ports[{i}]: {e}; allowed: \"PORT\" or \"PORT=PROTOCOL\" \
+                     (postgresql, mysql, mssql, oracle)"
+                )
+            })?;
+        }
+        if self.database.ports.is_empty() {
+            bail!("database.ports: empty; give at least one port (e.g. [\"5432\"])");
+        }
+        for (i, c) in self.detect.allowed_cidrs.iter().enumerate() {
+            c.parse::<Cidr>().map_err(|e| {
+                anyhow::anyhow!(
+                    "detect.allowed_cidrs[{i}]: {e}; allowed: an address or ADDRESS/LENGTH \
+                     (e.g. \"10.0.0.0/16\", \"2001:db8::/32\")"
+                )
+            })?;
+        }
+        for (server, id) in &self.instances {
+            server_key(server).map_err(|e| anyhow::anyhow!("instances.\"{server}\": {e}"))?;
+            if id.is_empty() {
+                bail!("instances.\"{server}\": empty identifier; allowed: a DBInstanceIdentifier");
+            }
+        }
+        let c = &self.capture;
+        if c.ring_size < 4096 || !c.ring_size.is_power_of_two() {
+            bail!(
+                "capture.ring_size: {}; allowed: a power of two, at least 4096",
+                c.ring_size
+            );
+        }
+        if c.payload_cap as usize > sensor_common::MAX_PAYLOAD_CAP {
+            bail!(
+                "capture.payload_cap: {}; allowed: 0 to {}",
+                c.payload_cap,
+                sensor_common::MAX_PAYLOAD_CAP
+            );
+        }
+        if c.tail_cap > c.payload_cap {
+            bail!(
+                "capture.tail_cap: {}; allowed: 0 to capture.payload_cap ({})",
+                c.tail_cap,
+                c.payload_cap
+            );
+        }
+        if self.output.summary_interval_s == 0 {
+            bail!("output.summary_interval_s: 0; allowed: 1 second or more");
+        }
+        if !self.output.prometheus.is_empty() {
+            self.output
+                .prometheus
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "output.prometheus: `{}`; allowed: ADDRESS:PORT (e.g. \"127.0.0.1:9187\") or \"\" (off)",
+                        self.output.prometheus
+                    )
+                })?;
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.flow_entries", l.flow_entries as usize),
+            ("limits.offline_flows", l.offline_flows),
+            ("limits.flow_idle_timeout_s", l.flow_idle_timeout_s as usize),
+            ("limits.connections", l.connections),
+            ("limits.fingerprints", l.fingerprints),
+        ] {
+            if v == 0 {
+                bail!("{key}: 0; allowed: 1 or more");
+            }
+        }
+        let t = &self.detect.thresholds;
+        for (key, v) in [
+            (
+                "detect.thresholds.failure_rate_factor",
+                t.failure_rate_factor,
+            ),
+            ("detect.thresholds.login_rate_factor", t.login_rate_factor),
+            ("detect.thresholds.staging_factor", t.staging_factor),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{key}: {v}; allowed: a number above 0");
+            }
+        }
+        if let Some(v) = self.cloudwatch.get(CLOUDWATCH_ENABLED)
+            && !v.is_bool()
+        {
+            bail!("cloudwatch.enabled: `{v}`; allowed: true or false");
+        }
+        Ok(())
+    }
+
+    /// `[cloudwatch] enabled`.
+    pub fn cloudwatch_enabled(&self) -> bool {
+        self.cloudwatch
+            .get(CLOUDWATCH_ENABLED)
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The CloudWatch sinks' settings of `[cloudwatch]` (without `enabled`), as the JSON
+    /// object their `--cloudwatch-config` file holds; none when there are none.
+    pub fn cloudwatch_settings(&self) -> Option<serde_json::Value> {
+        let mut t = self.cloudwatch.clone();
+        t.remove(CLOUDWATCH_ENABLED);
+        if t.is_empty() {
+            return None;
+        }
+        serde_json::to_value(&t).ok()
+    }
+
+    /// The database ports, parsed (validated already).
+    pub fn ports(&self) -> Vec<(u16, u8)> {
+        self.database
+            .ports
+            .iter()
+            .filter_map(|p| crate::ports::parse_port(p).ok())
+            .collect()
+    }
+
+    /// The allowed client CIDRs, parsed (validated already).
+    pub fn allowed_cidrs(&self) -> Vec<Cidr> {
+        self.detect
+            .allowed_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+}
+
+/// A server key of `[instances]`: ADDRESS or ADDRESS:PORT (IPv6: `[ADDR]:PORT` or ADDR).
+fn server_key(s: &str) -> Result<(), String> {
+    let allowed = "allowed: ADDRESS or ADDRESS:PORT (IPv6: [ADDRESS]:PORT)";
+    if s.parse::<std::net::IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!("not a server address; {allowed}"))
+    }
+}
+
+/// What SIGHUP can change without a restart; see [`DEFAULT_TOML`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reloadable {
+    pub redact: bool,
+    pub summary_interval_s: u64,
+    pub allowed_cidrs: Vec<Cidr>,
+    pub malicious_ips: Vec<std::path::PathBuf>,
+    pub tor_exits: Vec<std::path::PathBuf>,
+    pub instance_map: Option<std::path::PathBuf>,
+    pub instances: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn reloadable(&self) -> Reloadable {
+        let paths = |v: &[String]| v.iter().map(std::path::PathBuf::from).collect();
+        Reloadable {
+            redact: self.redaction.redact,
+            summary_interval_s: self.output.summary_interval_s,
+            allowed_cidrs: self.allowed_cidrs(),
+            malicious_ips: paths(&self.detect.malicious_ips),
+            tor_exits: paths(&self.detect.tor_exits),
+            instance_map: (!self.detect.instance_map.is_empty())
+                .then(|| self.detect.instance_map.clone().into()),
+            instances: self.instances.clone(),
+        }
+    }
+
+    /// Keys that changed between `self` and `new` and need a restart to take effect.
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.capture != new.capture {
+            out.push("capture");
+        }
+        if self.database != new.database {
+            out.push("database");
+        }
+        if self.limits != new.limits {
+            out.push("limits");
+        }
+        if self.cloudwatch != new.cloudwatch {
+            out.push("cloudwatch");
+        }
+        if self.output.json != new.output.json
+            || self.output.tui != new.output.tui
+            || self.output.prometheus != new.output.prometheus
+        {
+            out.push("output (json, tui, prometheus)");
+        }
+        let (a, b) = (&self.detect, &new.detect);
+        if a.enabled != b.enabled
+            || a.baseline != b.baseline
+            || a.asn_db != b.asn_db
+            || a.learning_period_s != b.learning_period_s
+            || a.thresholds != b.thresholds
+            || a.baseline_save_interval_s != b.baseline_save_interval_s
+            || a.finding_update_interval_s != b.finding_update_interval_s
+        {
+            out.push("detect (enabled, baseline, asn_db, periods, thresholds)");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,436 @@
+//! `/metrics` in the Prometheus text exposition format (`--prometheus 127.0.0.1:9187`, or
+//! `output.prometheus` in the config file): the figures the CloudWatch sink sends, as counters
+//! since start and latency summaries, for teams that scrape.
+//!
+//! A minimal HTTP/1.1 server on tokio's `TcpListener`: `GET /metrics` (any other path: 404),
+//! one response per connection. Loopback unless an address says otherwise.
+
+use crate::records::{Outcome, Record};
+use crate::sinks::Sink;
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+/// `PORT` (loopback) or `ADDRESS:PORT`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("`{s}`: expected PORT or ADDRESS:PORT (e.g. 127.0.0.1:9187)"))
+}
+
+#[derive(Default)]
+struct Series {
+    queries: u64,
+    errors: u64,
+    rows: u64,
+    latency: Option<Histogram<u64>>,
+    first_byte: Option<Histogram<u64>>,
+    latency_sum_us: u64,
+    first_byte_sum_us: u64,
+}
+
+fn record(h: &mut Option<Histogram<u64>>, v: u64) {
+    h.get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"))
+        .saturating_record(v.max(1));
+}
+
+#[derive(Default)]
+struct Metrics {
+    /// (instance, database)
+    queries: BTreeMap<(String, String), Series>,
+    /// (instance, outcome)
+    logins: BTreeMap<(String, &'static str), u64>,
+    /// instance → (to server, to client, flows)
+    bytes: BTreeMap<String, (u64, u64, u64)>,
+    health: Vec<(&'static str, &'static str, &'static str, u64)>,
+}
+
+/// The sink; clones share the figures with the server.
+#[derive(Clone, Default)]
+pub struct Prometheus {
+    metrics: Arc<Mutex<Metrics>>,
+    /// Server → DBInstanceIdentifier (`--db-instance`, `[instances]`).
+    instances: Arc<HashMap<String, String>>,
+}
+
+impl Prometheus {
+    pub fn new(instances: &[(String, String)]) -> Self {
+        Self {
+            metrics: Arc::default(),
+            instances: Arc::new(instances.iter().cloned().collect()),
+        }
+    }
+
+    fn instance(&self, server: &str) -> String {
+        if let Some(id) = self.instances.get(server) {
+            return id.clone();
+        }
+        let addr = server
+            .rsplit_once(':')
+            .map_or(server, |(a, _)| a)
+            .trim_matches(['[', ']']);
+        self.instances
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| server.to_string())
+    }
+
+    /// Binds and serves until the runtime stops.
+    pub async fn serve(self, addr: SocketAddr) -> Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the Prometheus endpoint to {addr}"))?;
+        let local = listener.local_addr()?;
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.answer(conn).await {
+                        tracing::debug!(error = %e, "prometheus: connection");
+                    }
+                });
+            }
+        });
+        Ok(local)
+    }
+
+    async fn answer(&self, mut conn: tokio::net::TcpStream) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        let read = async {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                let n = conn.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), read).await??;
+        let line = String::from_utf8_lossy(&buf);
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+            ("GET", "/metrics") => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.render(),
+            ),
+            ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
+            _ => (
+                "405 Method Not Allowed",
+                "text/plain",
+                "GET only\n".to_string(),
+            ),
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(body.as_bytes()).await?;
+        conn.shutdown().await?;
+        Ok(())
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = String::new();
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let counter = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&Series) -> u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((inst, db), s) in &m.queries {
+                let _ = writeln!(
+                    o,
+                    "{name}{{db_instance=\"{}\",database=\"{}\"}} {}",
+                    esc(inst),
+                    esc(db),
+                    f(s)
+                );
+            }
+        };
+        counter(&mut o, "rds_sensor_queries_total", "Queries seen.", &|s| {
+            s.queries
+        });
+        counter(
+            &mut o,
+            "rds_sensor_query_errors_total",
+            "Queries answered with an error.",
+            &|s| s.errors,
+        );
+        counter(
+            &mut o,
+            "rds_sensor_rows_total",
+            "Rows returned or affected.",
+            &|s| s.rows,
+        );
+        for (name, help, pick) in [
+            (
+                "rds_sensor_query_latency_seconds",
+                "From the request's first byte to the end of the response.",
+                0,
+            ),
+            (
+                "rds_sensor_query_time_to_first_byte_seconds",
+                "From the request's first byte to the response's first byte.",
+                1,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
+            for ((inst, db), s) in &m.queries {
+                let (h, sum) = if pick == 0 {
+                    (&s.latency, s.latency_sum_us)
+                } else {
+                    (&s.first_byte, s.first_byte_sum_us)
+                };
+                let Some(h) = h else { continue };
+                let labels = format!("db_instance=\"{}\",database=\"{}\"", esc(inst), esc(db));
+                for q in [0.5, 0.9, 0.99] {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{{labels},quantile=\"{q}\"}} {}",
+                        h.value_at_quantile(q) as f64 / 1e6
+                    );
+                }
+                let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum as f64 / 1e6);
+                let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.len());
+            }
+        }
+        let name = "rds_sensor_logins_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Login attempts by outcome.\n# TYPE {name} counter"
+        );
+        for ((inst, outcome), n) in &m.logins {
+            let _ = writeln!(
+                o,
+                "{name}{{db_instance=\"{}\",outcome=\"{outcome}\"}} {n}",
+                esc(inst)
+            );
+        }
+        for (name, help, idx) in [
+            (
+                "rds_sensor_bytes_to_server_total",
+                "IP bytes client to server, from ended flows.",
+                0,
+            ),
+            (
+                "rds_sensor_bytes_to_client_total",
+                "IP bytes server to client, from ended flows.",
+                1,
+            ),
+            ("rds_sensor_flows_total", "Flows reported.", 2),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (inst, v) in &m.bytes {
+                let v = [v.0, v.1, v.2][idx];
+                let _ = writeln!(o, "{name}{{db_instance=\"{}\"}} {v}", esc(inst));
+            }
+        }
+        for (name, kind, help, v) in &m.health {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        o
+    }
+}
+
+impl Sink for Prometheus {
+    fn emit(&mut self, r: &Record) -> Result<()> {
+        let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Record::Query(q) => {
+                let key = (
+                    self.instance(&q.endpoint.server),
+                    q.database.clone().unwrap_or_default(),
+                );
+                let s = m.queries.entry(key).or_default();
+                s.queries += 1;
+                s.errors += u64::from(q.error_code.is_some());
+                s.rows += q.rows.unwrap_or(0);
+                record(&mut s.latency, q.latency_us);
+                s.latency_sum_us += q.latency_us;
+                if let Some(fb) = q.latency_first_byte_us {
+                    record(&mut s.first_byte, fb);
+                    s.first_byte_sum_us += fb;
+                }
+            }
+            Record::Login(l) => {
+                let outcome = match l.outcome {
+                    Outcome::Success => "success",
+                    Outcome::Failure => "failure",
+                };
+                *m.logins
+                    .entry((self.instance(&l.endpoint.server), outcome))
+                    .or_default() += 1;
+            }
+            Record::Flow(f) => {
+                let e = m.bytes.entry(self.instance(&f.server)).or_default();
+                e.0 += f.bytes_to_server;
+                e.1 += f.bytes_to_client;
+                e.2 += 1;
+            }
+            Record::Summary(s) => {
+                let k = |n: &str| s.kernel.get(n).and_then(|v| v.as_u64()).unwrap_or(0);
+                m.health = vec![
+                    (
+                        "rds_sensor_packets_total",
+                        "counter",
+                        "Frames the XDP program saw.",
+                        k("packets"),
+                    ),
+                    (
+                        "rds_sensor_events_total",
+                        "counter",
+                        "Events user space received.",
+                        s.events,
+                    ),
+                    (
+                        "rds_sensor_ring_drops_total",
+                        "counter",
+                        "Events lost: ring buffer full.",
+                        k("events_dropped_ring_full"),
+                    ),
+                    (
+                        "rds_sensor_queue_drops_total",
+                        "counter",
+                        "Events lost: reader queue full.",
+                        s.queue_dropped,
+                    ),
+                    (
+                        "rds_sensor_bad_records_total",
+                        "counter",
+                        "Ring-buffer records that failed validation.",
+                        s.bad_records,
+                    ),
+                    (
+                        "rds_sensor_truncated_total",
+                        "counter",
+                        "Segments truncated by the mirror (MTU or PacketLength).",
+                        k("truncated"),
+                    ),
+                    (
+                        "rds_sensor_active_flows",
+                        "gauge",
+                        "Flows open.",
+                        s.flows_active as u64,
+                    ),
+                    (
+                        "rds_sensor_active_connections",
+                        "gauge",
+                        "Connections the decoders follow.",
+                        s.connections_active as u64,
+                    ),
+                ];
+            }
+            Record::Latency(_) | Record::Finding(_) => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Endpoint, QueryRecord};
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("9187").unwrap().to_string(), "127.0.0.1:9187");
+        assert_eq!(
+            parse_listen("[::1]:9187").unwrap().to_string(),
+            "[::1]:9187"
+        );
+        assert!(
+            parse_listen("localhost")
+                .unwrap_err()
+                .contains("ADDRESS:PORT")
+        );
+    }
+
+    #[test]
+    fn scrape() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut sink = Prometheus::new(&[("10.0.3.17".into(), "orders-db".into())]);
+        for (us, err) in [(1_000, false), (2_000, false), (400_000, true)] {
+            sink.emit(&Record::Query(QueryRecord {
+                ts: String::new(),
+                endpoint: Endpoint {
+                    client: "10.0.1.5:40000".into(),
+                    server: "10.0.3.17:5432".into(),
+                    vni: None,
+                    protocol: "postgresql",
+                },
+                user: Some("app".into()),
+                database: Some("orders".into()),
+                verb: "SELECT".into(),
+                fingerprint: "SELECT ?".into(),
+                query: None,
+                rows: Some(2),
+                error_code: err.then(|| "57014".into()),
+                bytes_request: 1,
+                bytes_response: 1,
+                latency_first_byte_us: Some(us / 2),
+                latency_us: us,
+                prepared: false,
+                ts_ns: 0,
+            }))
+            .unwrap();
+        }
+        let body = rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let addr = sink
+                .clone()
+                .serve(parse_listen("0").unwrap())
+                .await
+                .unwrap();
+            assert!(addr.ip().is_loopback());
+            let get = |path: &'static str| async move {
+                let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+                c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                let mut out = String::new();
+                c.read_to_string(&mut out).await.unwrap();
+                out
+            };
+            assert!(get("/").await.starts_with("HTTP/1.1 404"));
+            get("/metrics").await
+        });
+        assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+        assert!(body.contains("Content-Type: text/plain; version=0.0.4"));
+        let l = "{db_instance=\"orders-db\",database=\"orders\"}";
+        for line in [
+            "# TYPE rds_sensor_queries_total counter".to_string(),
+            format!("rds_sensor_queries_total{l} 3"),
+            format!("rds_sensor_query_errors_total{l} 1"),
+            format!("rds_sensor_rows_total{l} 6"),
+            "# TYPE rds_sensor_query_latency_seconds summary".to_string(),
+            "rds_sensor_query_latency_seconds{db_instance=\"orders-db\",database=\"orders\",quantile=\"0.5\"} 0.002".to_string(),
+            "rds_sensor_query_latency_seconds{db_instance=\"orders-db\",database=\"orders\",quantile=\"0.99\"} 0.4".to_string(),
+            format!("rds_sensor_query_latency_seconds_sum{l} 0.403"),
+            format!("rds_sensor_query_latency_seconds_count{l} 3"),
+        ] {
+            assert!(body.lines().any(|x| x.starts_with(&line)), "no `{line}` in\n{body}");
+        }
+    }
+}

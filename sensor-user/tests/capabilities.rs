@@ -1,0 +1,178 @@
+//! Least privilege: `rds-sensor run` as `nobody` with only CAP_BPF, CAP_NET_ADMIN and
+//! CAP_PERFMON (setpriv from util-linux: those three in the inheritable, ambient and bounding
+//! sets, nothing else) attaches, sees a replayed capture, and detaches cleanly on SIGTERM.
+//! Without CAP_BPF it fails with an error, not a panic.
+
+mod common;
+
+use common::*;
+use rds_sensor::netns::VethPair;
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
+
+/// The binary copied where `nobody` may read and execute it (the target dir may not be).
+fn public_binary() -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rds-sensor-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("rds-sensor");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
+}
+
+fn user() -> (&'static str, &'static str) {
+    let ok = |cmd: &str, name: &str| {
+        Command::new("getent")
+            .args([cmd, name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ok("passwd", "nobody") && ok("group", "nogroup") {
+        return ("nobody", "nogroup");
+    }
+    if !ok("passwd", "rds-sensor-test") {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "rds-sensor-test",
+            ])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd rds-sensor-test");
+    }
+    ("rds-sensor-test", "rds-sensor-test")
+}
+
+fn as_user(bin: &Path, dir: &Path, caps: &str, args: &[&str]) -> Command {
+    let (u, g) = user();
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={u}"),
+        &format!("--regid={g}"),
+        "--init-groups",
+        &format!("--inh-caps=-all,{caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set=-all,{caps}"),
+    ])
+    .arg(bin)
+    .args(args)
+    .current_dir(dir)
+    .env("RUST_LOG", "info");
+    c
+}
+
+fn xdp_attached(iface: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+#[test]
+fn runs_as_nobody_with_bpf_net_admin_perfmon_only() {
+    if !kernel_available("runs_as_nobody_with_bpf_net_admin_perfmon_only") {
+        return;
+    }
+    let (dir, bin) = public_binary();
+    let pair = VethPair::new("cp").unwrap();
+    let caps = "+bpf,+net_admin,+perfmon";
+    let mut child = as_user(
+        &bin,
+        &dir,
+        caps,
+        &[
+            "run",
+            "--iface",
+            &pair.outside,
+            "--json",
+            "--summary-interval",
+            "1",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("setpriv (util-linux)");
+    let start = Instant::now();
+    while !xdp_attached(&pair.outside) {
+        if let Some(st) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "rds-sensor as an unprivileged user exited ({st}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never attached");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The process really is unprivileged: not uid 0, only the three capabilities.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+            .unwrap()
+    };
+    assert_ne!(field("Uid:"), "0", "runs as a non-root user");
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    let want = (1u64 << 12) | (1 << 38) | (1 << 39); // NET_ADMIN, PERFMON, BPF
+    assert_eq!(
+        eff, want,
+        "effective capabilities: exactly BPF, NET_ADMIN, PERFMON"
+    );
+
+    pair.replay(&pcaps_dir().join("pg-queries.pcap"), Some(5000))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "clean exit on SIGTERM: {stderr}");
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "summary")
+        .expect("a last summary");
+    assert!(
+        last["events"].as_u64().unwrap() > 0,
+        "events arrived: {last}"
+    );
+    assert!(!xdp_attached(&pair.outside), "detached after SIGTERM");
+    drop(pair);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_cap_bpf_it_fails_with_an_error() {
+    if !kernel_available("without_cap_bpf_it_fails_with_an_error") {
+        return;
+    }
+    let (dir, bin) = public_binary();
+    let pair = VethPair::new("cq").unwrap();
+    let out = as_user(
+        &bin,
+        &dir,
+        "+net_admin,+perfmon",
+        &["run", "--iface", &pair.outside, "--duration", "2"],
+    )
+    .output()
+    .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail without CAP_BPF");
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    assert!(!xdp_attached(&pair.outside));
+    drop(pair);
+    let _ = std::fs::remove_dir_all(&dir);
+}

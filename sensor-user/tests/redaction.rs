@@ -1,0 +1,220 @@
+//! Secrets never leave: the real binary over every bundled capture that carries the known
+//! password (`Sup3r-Secret-Pw!`, in clear in pg-auth.pcap) or the canary literal
+//! (`canary-literal-4242`, see pcaps/README.md), in JSON and text mode, with and without
+//! `--detect`, with logging at debug; stdout and stderr must hold neither secret, in plain, hex
+//! or base64 form. The live path once: `rds-sensor run --json` on a veth pair while the captures
+//! are replayed into it. And `--no-redact` does show the canary, so the search can fail.
+
+mod common;
+
+use common::*;
+use rds_sensor::netns::VethPair;
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
+const PASSWORD: &str = "Sup3r-Secret-Pw!";
+const CANARY: &str = "canary-literal-4242";
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    s
+}
+
+/// The forms a secret could leak in: plain, hex (both cases), and base64 at each of the three
+/// alignments it could have inside a longer encoded buffer (only the characters that depend on
+/// the secret's bytes alone).
+fn forms(secret: &str) -> Vec<String> {
+    let b = secret.as_bytes();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let mut v = vec![secret.to_string(), hex.clone(), hex.to_uppercase()];
+    for skip in 0..3 {
+        let tail = &b[skip..];
+        let whole = tail.len() / 3 * 3;
+        v.push(base64(&tail[..whole]));
+    }
+    v
+}
+
+/// Panics if any form of either secret is in `text`.
+fn assert_clean(what: &str, text: &str) {
+    for secret in [PASSWORD, CANARY] {
+        for f in forms(secret) {
+            assert!(
+                !text.contains(&f),
+                "{what}: the output holds {secret:?} (as {f:?}):\n{}",
+                text.lines()
+                    .filter(|l| l.contains(&f))
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
+
+fn holds(path: &Path, needle: &str) -> bool {
+    let data = std::fs::read(path).unwrap();
+    data.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every bundled capture (top level and scenarios/) whose bytes hold either secret.
+fn secret_captures() -> Vec<PathBuf> {
+    let mut all = bundled_pcaps();
+    if let Ok(d) = std::fs::read_dir(pcaps_dir().join("scenarios")) {
+        let mut s: Vec<PathBuf> = d
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+            .collect();
+        s.sort();
+        all.extend(s);
+    }
+    all.retain(|p| holds(p, PASSWORD) || holds(p, CANARY));
+    all
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn analyze(pcap: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .arg("analyze")
+        .arg(pcap)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "analyze {} {args:?}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn analyze_never_prints_a_secret() {
+    let pcaps = secret_captures();
+    let names: Vec<String> = pcaps
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "pg-auth.pcap",
+        "pg-queries.pcap",
+        "pg-plain-query.pcap",
+        "mysql-queries.pcap",
+        "mysql-prepared.pcap",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} should carry a secret (found: {names:?})"
+        );
+    }
+    let detect = ["--detect", "--allowed-cidr", "10.0.0.0/8"];
+    for pcap in &pcaps {
+        let name = pcap.file_name().unwrap().to_string_lossy();
+        for (mode, args) in [
+            ("json", vec!["--json"]),
+            ("text", vec![]),
+            ("json --detect", [&["--json"][..], &detect[..]].concat()),
+            ("text --detect", detect.to_vec()),
+        ] {
+            let out = analyze(pcap, &args);
+            let t = text(&out);
+            assert!(
+                !out.stdout.is_empty(),
+                "{name} {mode}: no output at all, so nothing was checked"
+            );
+            assert_clean(&format!("{name} ({mode})"), &t);
+        }
+    }
+}
+
+#[test]
+fn no_redact_shows_the_canary() {
+    // The search above can fail: with --no-redact the literal is printed.
+    for name in ["pg-queries.pcap", "mysql-queries.pcap"] {
+        let out = analyze(&pcaps_dir().join(name), &["--json", "--no-redact"]);
+        assert!(
+            text(&out).contains(CANARY),
+            "{name}: --no-redact should show {CANARY}"
+        );
+    }
+}
+
+#[test]
+fn live_run_never_prints_a_secret() {
+    if !kernel_available("live_run_never_prints_a_secret") {
+        return;
+    }
+    let pair = VethPair::new("rd").unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--iface",
+            &pair.outside,
+            "--json",
+            "--summary-interval",
+            "1",
+            "--detect",
+            "--allowed-cidr",
+            "10.0.0.0/8",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the attachment, then replay.
+    let start = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["-d", "link", "show", "dev", &pair.outside])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("xdp") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "XDP never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for name in ["pg-queries.pcap", "pg-auth.pcap", "mysql-prepared.pcap"] {
+        pair.replay(&pcaps_dir().join(name), Some(5000)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\"kind\":\"query\""),
+        "the live run decoded queries: {stdout}"
+    );
+    assert_clean("live run --json", &text(&out));
+}
