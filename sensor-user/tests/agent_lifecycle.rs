@@ -82,6 +82,62 @@ fn signals_detach_and_sigkill_leaves_nothing() {
     }
 }
 
+/// Socket inodes of `pid` that are listening TCP/UDP sockets (any address).
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|t| {
+                    let t = t.to_string_lossy().into_owned();
+                    t.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // st 0A = LISTEN for TCP; any bound UDP socket counts as listening.
+            let listening = if table.starts_with("tcp") {
+                f.get(3) == Some(&"0A")
+            } else {
+                true
+            };
+            if listening && f.get(9).is_some_and(|i| inodes.iter().any(|x| x == i)) {
+                found.push(format!("{table} {}", f[1]));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_listening_socket_unless_configured() {
+    if !kernel_available("no_listening_socket_unless_configured") {
+        return;
+    }
+    let pair = VethPair::new("ls").unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--iface", &pair.outside, "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("XDP attached", || xdp_attached(&pair.outside));
+    let open = listening_sockets(child.id());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait_with_output();
+    assert!(
+        open.is_empty(),
+        "the agent listens without being asked to: {open:?}"
+    );
+}
+
 #[test]
 fn demo_shows_traffic_and_leaves_nothing_behind() {
     if !kernel_available("demo_shows_traffic_and_leaves_nothing_behind") {
