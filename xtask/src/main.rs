@@ -1,6 +1,9 @@
 //! `cargo xtask …`: every set-up step a fresh machine needs, then the task itself.
 
+mod dbserver;
 mod fuzz;
+mod netlab;
+mod pcapfmt;
 mod pcaps;
 mod scenarios;
 mod toolchain;

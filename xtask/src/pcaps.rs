@@ -5,20 +5,51 @@
 //! MariaDB servers in the server namespace, client scenarios from the client namespace while
 //! tcpdump captures on the client veth, conversion (VXLAN wrap / truncation / plain), then
 //! `pcaps/README.md` and a tshark check of every fact the README states.
-//! Every piece of state is owned by a guard (see `sys`), so errors clean up too.
+//! Every piece of state is owned by a guard (see `crate::netlab`), so errors clean up too.
+//! The lab network, process plumbing and server start-up are shared with `cargo xtask scenarios`
+//! (`crate::netlab`, `crate::dbserver`, `crate::pcapfmt`).
 
 mod facts;
 mod my;
-mod pcapfmt;
 mod pg;
-mod sys;
 
+use crate::dbserver::{MY_PORT, PG_PORT};
+use crate::netlab::{
+    self, Capture, Expect, NetSpec, Network, TempDir, require_tool, run as run_cmd, say,
+};
+use crate::pcapfmt;
 use anyhow::{Context, Result, bail};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use sys::{Capture, Expect, Network, TempDir, require_tool, run as run_cmd, say};
+
+/// Network namespace the database servers run in.
+pub const SRV_NS: &str = "rdspcap-srv";
+/// Network namespace the clients (and tcpdump) run in.
+pub const CLI_NS: &str = "rdspcap-cli";
+pub const SRV_V4: &str = "198.51.100.10";
+pub const SRV_V6: &str = "2001:db8:100::10";
+/// Client addresses, all on the client veth. The first one is the primary address.
+pub const CLI_V4: [&str; 3] = ["198.51.100.20", "198.51.100.21", "198.51.100.22"];
+pub const CLI_V6: &str = "2001:db8:100::20";
+
+/// The lab network: one server address per family, three IPv4 clients and one IPv6 client, fixed
+/// MACs (the committed captures show them).
+pub static LAB: NetSpec = NetSpec {
+    srv_ns: SRV_NS,
+    cli_ns: CLI_NS,
+    srv_if: "rdsp-s",
+    cli_if: "rdsp-c",
+    macs: Some(("02:42:c6:33:64:0a", "02:42:c6:33:64:14")),
+    srv_v4: &[SRV_V4],
+    srv_v6: SRV_V6,
+    cli_v4: &CLI_V4,
+    cli_v6: CLI_V6,
+};
+
+/// What tcpdump records.
+const CAPTURE_FILTER: &str = "tcp port 5432 or tcp port 3306";
 
 /// Password of every test user.
 pub const PASSWORD: &str = "Sup3r-Secret-Pw!";
@@ -163,7 +194,7 @@ impl Tls {
             "-subj",
             "/CN=db.rds-sensor.test",
             "-addext",
-            &format!("subjectAltName=IP:{},IP:{}", sys::SRV_V4, sys::SRV_V6),
+            &format!("subjectAltName=IP:{},IP:{}", SRV_V4, SRV_V6),
             "-keyout",
         ])
         .arg(&key)
@@ -181,25 +212,13 @@ pub fn eni_for_client(client: IpAddr) -> Ipv4Addr {
         IpAddr::V4(a) if a.octets()[..3] == [198, 51, 100] => {
             Ipv4Addr::new(192, 0, 2, a.octets()[3])
         }
-        IpAddr::V6(a) if a.to_string() == sys::CLI_V6 => Ipv4Addr::new(192, 0, 2, 20),
+        IpAddr::V6(a) if a.to_string() == CLI_V6 => Ipv4Addr::new(192, 0, 2, 20),
         _ => Ipv4Addr::new(192, 0, 2, 1),
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
 fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
-    let uid = sys::stdout_of("preflight", Command::new("id").arg("-u"))?;
-    if uid != "0" {
-        bail!(
-            "step `preflight`: must run as root (network namespaces, tcpdump, servers); uid is {uid}"
-        );
-    }
+    netlab::require_root()?;
     for (tool, pkg) in [
         ("ip", "iproute2"),
         ("tcpdump", "tcpdump"),
@@ -209,7 +228,7 @@ fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
         require_tool(tool, pkg)?;
     }
     if want_pg {
-        let bin = pg::find_bin()?;
+        let bin = crate::dbserver::pg_find_bin()?;
         say(format!("using PostgreSQL from {}", bin.display()));
     }
     if want_my {
@@ -238,17 +257,23 @@ fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
 /// Captures the traffic `scenario` makes into `<raw_dir>/<name>.pcap`.
 /// If the kernel drops packets (a busy machine), the scenario is recorded again; the scenarios
 /// change only data no README fact depends on, so a repeat gives the same facts.
-fn record(raw_dir: &Path, name: &str, scenario: impl Fn() -> Result<()>) -> Result<()> {
+fn record(
+    net: &Network,
+    raw_dir: &Path,
+    name: &str,
+    scenario: impl Fn() -> Result<()>,
+) -> Result<()> {
     const ATTEMPTS: u32 = 3;
     let path = raw_dir.join(format!("{name}.pcap"));
     for attempt in 1..=ATTEMPTS {
         say(format!("== recording {name} =="));
-        let cap = Capture::start(&path).with_context(|| format!("recording {name}"))?;
+        let cap = Capture::start(net, &path, CAPTURE_FILTER)
+            .with_context(|| format!("recording {name}"))?;
         scenario().with_context(|| format!("recording {name}"))?;
         match cap.finish() {
             Ok(0) => bail!("recording {name}: tcpdump captured no packets"),
             Ok(_) => return Ok(()),
-            Err(e) if e.is::<sys::Dropped>() && attempt < ATTEMPTS => {
+            Err(e) if e.is::<netlab::Dropped>() && attempt < ATTEMPTS => {
                 say(format!(
                     "{e}; recording {name} again (attempt {} of {ATTEMPTS})",
                     attempt + 1
@@ -275,7 +300,7 @@ fn convert(raw_dir: &Path, out_dir: &Path, f: &OutFile) -> Result<()> {
     let mirror = |truncate| pcapfmt::Mirror {
         vni,
         target: MIRROR_TARGET,
-        server_ports: &[pg::PORT, my::PORT],
+        server_ports: &[PG_PORT, MY_PORT],
         eni_for_client,
         truncate,
     };
@@ -302,13 +327,14 @@ fn convert(raw_dir: &Path, out_dir: &Path, f: &OutFile) -> Result<()> {
 }
 
 pub fn run(args: &PcapsArgs) -> Result<()> {
+    netlab::set_log_tag("pcaps");
     let started = Instant::now();
     let want_pg = args.only.is_none_or(|p| p == Proto::Pg);
     let want_my = args.only.is_none_or(|p| p == Proto::Mysql);
     let out_dir = args
         .out
         .clone()
-        .unwrap_or_else(|| workspace_root().join("pcaps"));
+        .unwrap_or_else(|| crate::root().join("pcaps"));
     preflight(want_pg, want_my)?;
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
@@ -317,23 +343,23 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
     let raw_dir = tmp.path.join("raw");
     std::fs::create_dir_all(&raw_dir)?;
     {
-        let net = Network::create().context("step `network setup`")?;
+        let net = Network::create(&LAB).context("step `network setup`")?;
         let tls = Tls::generate(&tmp.path)?;
         if want_pg {
             let mut pg = pg::Pg::start(&tmp.path, &tls).context("step `postgres server`")?;
-            record(&raw_dir, "pg-auth", || pg.auth(&net))?;
-            record(&raw_dir, "pg-queries", || pg.queries(&net))?;
-            record(&raw_dir, "pg-extended", || pg.extended(&net))?;
-            record(&raw_dir, "pg-tls", || pg.tls(&net))?;
-            record(&raw_dir, "pg-plain", || pg.plain(&net))?;
+            record(&net, &raw_dir, "pg-auth", || pg.auth(&net))?;
+            record(&net, &raw_dir, "pg-queries", || pg.queries(&net))?;
+            record(&net, &raw_dir, "pg-extended", || pg.extended(&net))?;
+            record(&net, &raw_dir, "pg-tls", || pg.tls(&net))?;
+            record(&net, &raw_dir, "pg-plain", || pg.plain(&net))?;
             pg.stop();
         }
         if want_my {
             let mut my = my::My::start(&tmp.path, &tls).context("step `mariadb server`")?;
-            record(&raw_dir, "mysql-auth", || my.auth(&net))?;
-            record(&raw_dir, "mysql-queries", || my.queries(&net))?;
-            record(&raw_dir, "mysql-prepared", || my.prepared(&net))?;
-            record(&raw_dir, "mysql-tls", || my.tls(&net))?;
+            record(&net, &raw_dir, "mysql-auth", || my.auth(&net))?;
+            record(&net, &raw_dir, "mysql-queries", || my.queries(&net))?;
+            record(&net, &raw_dir, "mysql-prepared", || my.prepared(&net))?;
+            record(&net, &raw_dir, "mysql-tls", || my.tls(&net))?;
             my.stop();
         }
         say("removing network namespaces");

@@ -5,7 +5,8 @@
 //! drift from the files.
 
 use super::{CANARY, MIRROR_TARGET, OUTPUTS, PASSWORD, TRUNCATE_TO, VNI_MYSQL, VNI_PG};
-use super::{Form, Proto, pcapfmt::OUTER_LEN};
+use super::{Form, Proto};
+use crate::pcapfmt::OUTER_LEN;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -642,7 +643,7 @@ pub fn verify(dir: &Path, names: &[&str]) -> Result<()> {
             failed.join("\n  ")
         );
     }
-    super::sys::say(format!("tshark confirms all {n} README facts"));
+    crate::netlab::say(format!("tshark confirms all {n} README facts"));
     Ok(())
 }
 

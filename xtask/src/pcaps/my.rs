@@ -1,68 +1,33 @@
 //! Private MariaDB server in the server namespace, and the MySQL-protocol capture scenarios.
 
-use super::sys::{
-    CLI_NS, CLI_V4, CLI_V6, Daemon, Expect, Network, SRV_NS, SRV_V4, SRV_V6, in_ns, run, say,
-};
-use super::{CANARY, PASSWORD, Tls};
+use super::{CANARY, CLI_NS, CLI_V4, CLI_V6, PASSWORD, SRV_NS, SRV_V4, SRV_V6, Tls};
+use crate::dbserver::{MY_PORT, MyConfig, MyServer};
+use crate::netlab::{Expect, Network, run, say};
 use anyhow::{Result, bail};
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
-pub const PORT: u16 = 3306;
-
+/// The server (see `crate::dbserver`).
 pub struct My {
-    daemon: Daemon,
-    sock: PathBuf,
+    server: MyServer,
 }
 
 impl My {
     pub fn start(tmp: &Path, tls: &Tls) -> Result<Self> {
-        let dir = tmp.join("mysql");
-        let (data, sock) = (dir.join("data"), dir.join("mysqld.sock"));
-        fs::create_dir_all(&dir)?;
-        say(format!("mariadb-install-db {}", data.display()));
-        let mut c = Command::new("mariadb-install-db");
-        // --no-defaults must come first: ignore /etc/mysql so nothing touches the system server.
-        c.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args([
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--skip-name-resolve",
-            ]);
-        run("mariadb install-db", &mut c, None, Expect::Ok)?;
-
-        let mut cmd = in_ns(SRV_NS, "mariadbd");
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", sock.display()))
-            .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
-            .arg(format!("--port={PORT}"))
-            .arg(format!("--bind-address={SRV_V4},{SRV_V6}"))
-            .arg(format!("--ssl-cert={}", tls.cert.display()))
-            .arg(format!("--ssl-key={}", tls.key.display()))
-            .args([
-                "--user=root",
-                "--skip-name-resolve",
-                "--plugin-load-add=auth_ed25519",
-                "--innodb-buffer-pool-size=32M",
-                "--max-connections=20",
-            ]);
-        let mut daemon = Daemon::spawn("mariadbd", cmd, &dir.join("mariadbd.log"), "TERM")?;
-        daemon.wait_ready(Duration::from_secs(60), || {
-            let st = Command::new("mariadb-admin")
-                .arg("--no-defaults")
-                .arg(format!("--socket={}", sock.display()))
-                .args(["-uroot", "ping"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            matches!(st, Ok(s) if s.success())
-        })?;
-        let my = Self { daemon, sock };
+        let server = MyServer::start(
+            tmp,
+            &MyConfig {
+                ns: SRV_NS,
+                bind: &[SRV_V4, SRV_V6],
+                max_connections: 20,
+                extra_args: &[
+                    format!("--ssl-cert={}", tls.cert.display()),
+                    format!("--ssl-key={}", tls.key.display()),
+                    "--plugin-load-add=auth_ed25519".to_string(),
+                ],
+            },
+        )?;
+        let my = Self { server };
         my.setup()?;
         Ok(my)
     }
@@ -94,45 +59,17 @@ impl My {
              CREATE TABLE notes (id INT PRIMARY KEY, body TEXT);\n\
              INSERT INTO notes VALUES (1, 'first'), (2, 'second');\n"
         );
-        let mut c = Command::new("mariadb");
-        c.arg("--no-defaults")
-            .arg(format!("--socket={}", self.sock.display()))
-            .arg("-uroot");
-        run(
-            "mariadb setup: users, appdb.items (5000 rows)",
-            &mut c,
-            Some(sql.as_bytes()),
-            Expect::Ok,
-        )
-        .map(|_| ())
+        self.server
+            .root_sql("mariadb setup: users, appdb.items (5000 rows)", &sql)
     }
 
     fn client(program: &str) -> Command {
-        let mut c = in_ns(CLI_NS, program);
-        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        c
+        MyServer::client(CLI_NS, program)
     }
 
     /// `mariadb` (the mysql command-line client) over TCP, TLS off unless `tls`.
     fn mariadb(host: &str, user: &str, password: &str, db: Option<&str>, tls: bool) -> Command {
-        let mut c = Self::client("mariadb");
-        c.arg("--no-defaults")
-            .args([
-                "--protocol=TCP",
-                "-h",
-                host,
-                "-P",
-                &PORT.to_string(),
-                "-u",
-                user,
-            ])
-            .arg(format!("--password={password}"))
-            .arg(if tls { "--ssl" } else { "--skip-ssl" })
-            .args(["--batch", "--connect-timeout=10"]);
-        if let Some(db) = db {
-            c.args(["-D", db]);
-        }
-        c
+        MyServer::mariadb(CLI_NS, host, user, password, db, tls)
     }
 
     /// mysql-auth: two plugins that succeed (one with an auth switch), one IPv6 login, three failures.
@@ -225,7 +162,7 @@ impl My {
                 "-h",
                 SRV_V4,
                 "-P",
-                &PORT.to_string(),
+                &MY_PORT.to_string(),
                 "-u",
                 "u_native",
             ])
@@ -315,7 +252,7 @@ impl My {
     }
 
     pub fn stop(&mut self) {
-        self.daemon.stop();
+        self.server.stop();
     }
 }
 

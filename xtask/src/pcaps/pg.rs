@@ -1,64 +1,18 @@
 //! Private PostgreSQL server in the server namespace, and the PostgreSQL capture scenarios.
 
-use super::sys::{
-    CLI_NS, CLI_V4, CLI_V6, Daemon, Expect, Network, SRV_NS, SRV_V4, SRV_V6, in_ns, run, say,
-    user_ids,
-};
-use super::{CANARY, PASSWORD, Tls};
+use super::{CANARY, CLI_NS, CLI_V4, CLI_V6, PASSWORD, SRV_NS, SRV_V4, SRV_V6, Tls};
+use crate::dbserver::{PG_PORT, PgConfig, PgServer};
+use crate::netlab::{Expect, Network, run, say};
 use anyhow::{Context, Result, bail};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-pub const PORT: u16 = 5432;
-
-/// The newest `/usr/lib/postgresql/N/bin` that has a server.
-pub fn find_bin() -> Result<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .context(
-            "step `preflight`: /usr/lib/postgresql missing; `apt-get install -y postgresql-15`",
-        )?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin): &(u32, PathBuf)| {
-            bin.join("postgres").is_file() && bin.join("pgbench").is_file()
-        })
-        .collect();
-    versions.sort();
-    match versions.pop() {
-        Some((_, bin)) => Ok(bin),
-        None => bail!(
-            "step `preflight`: no /usr/lib/postgresql/*/bin with postgres and pgbench; `apt-get install -y postgresql-15`"
-        ),
-    }
-}
-
+/// The server (see `crate::dbserver`) and the files the scenarios use.
 pub struct Pg {
-    daemon: Daemon,
-    bin: PathBuf,
-    sock: PathBuf,
-    dir: PathBuf,
-}
-
-/// Runs a program as the `postgres` OS user (the server refuses to run as root), optionally
-/// inside a network namespace. `ip netns exec` and `setpriv` both exec, so the child's pid is the
-/// program's.
-fn as_postgres(ns: Option<&str>, program: &Path) -> Command {
-    let mut cmd = match ns {
-        Some(ns) => in_ns(ns, "setpriv"),
-        None => Command::new("setpriv"),
-    };
-    cmd.args([
-        "--reuid=postgres",
-        "--regid=postgres",
-        "--init-groups",
-        "--",
-    ])
-    .arg(program);
-    cmd
+    server: PgServer,
 }
 
 const HBA: &str = "\
@@ -72,96 +26,30 @@ hostssl all      u_tls    all     scram-sha-256
 
 impl Pg {
     pub fn start(tmp: &Path, tls: &Tls) -> Result<Self> {
-        let bin = find_bin()?;
-        let dir = tmp.join("pg");
-        let (data, sock) = (dir.join("data"), dir.join("sock"));
-        fs::create_dir_all(&sock)?;
-        let (uid, gid) = user_ids("postgres")
-            .context("step `postgres setup`: OS user `postgres` (from the postgresql package)")?;
-        let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
-        fs::copy(&tls.cert, &crt)?;
-        fs::copy(&tls.key, &key)?;
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-        for p in [&dir, &sock, &crt, &key] {
-            std::os::unix::fs::chown(p, Some(uid), Some(gid))
-                .with_context(|| format!("chown {}", p.display()))?;
-        }
-
-        say(format!("initdb {} ({})", data.display(), bin.display()));
-        let mut initdb = as_postgres(None, &bin.join("initdb"));
-        initdb
-            .args(["-D"])
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-                "--auth-local=trust",
-                "--auth-host=reject",
-            ])
-            .current_dir(&dir);
-        run("postgres initdb", &mut initdb, None, Expect::Ok)?;
-        fs::write(data.join("pg_hba.conf"), HBA)?;
-        let conf = format!(
-            "\n# added by cargo xtask pcaps\nlisten_addresses = '{SRV_V4},{SRV_V6}'\nport = {PORT}\n\
-             unix_socket_directories = '{}'\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n\
-             password_encryption = 'scram-sha-256'\nfsync = off\nmax_connections = 20\nshared_buffers = 16MB\n",
-            sock.display(),
-            crt.display(),
-            key.display()
+        let dir = PgServer::dir(tmp);
+        let extra_conf = format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\npassword_encryption = 'scram-sha-256'\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
         );
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))?;
-        std::io::Write::write_all(&mut f, conf.as_bytes())?;
-
-        let mut cmd = as_postgres(Some(SRV_NS), &bin.join("postgres"));
-        cmd.arg("-D").arg(&data).current_dir(&dir);
-        let mut daemon = Daemon::spawn("postgres", cmd, &dir.join("postgres.log"), "INT")?;
-        let isready = bin.join("pg_isready");
-        daemon.wait_ready(Duration::from_secs(30), || {
-            let st = Command::new(&isready)
-                .arg("-h")
-                .arg(&sock)
-                .args(["-p", &PORT.to_string(), "-q"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            matches!(st, Ok(s) if s.success())
-        })?;
-        let pg = Self {
-            daemon,
-            bin,
-            sock,
-            dir,
-        };
+        let server = PgServer::start(
+            tmp,
+            &PgConfig {
+                ns: SRV_NS,
+                listen: &[SRV_V4, SRV_V6],
+                hba: HBA,
+                max_connections: 20,
+                extra_conf: &extra_conf,
+                private_files: &[(&tls.cert, "server.crt"), (&tls.key, "server.key")],
+            },
+        )?;
+        let pg = Self { server };
         pg.setup()?;
         Ok(pg)
     }
 
-    /// psql as superuser over the Unix socket (never captured).
     fn admin_sql(&self, step: &str, db: &str, sql: &str) -> Result<()> {
-        let mut c = Command::new(self.bin.join("psql"));
-        c.args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "postgres",
-            "-p",
-            &PORT.to_string(),
-            "-d",
-            db,
-            "-h",
-        ])
-        .arg(&self.sock)
-        .args(["-f", "-"]);
-        run(step, &mut c, Some(sql.as_bytes()), Expect::Ok).map(|_| ())
+        self.server.admin_sql(step, db, sql)
     }
 
     fn setup(&self) -> Result<()> {
@@ -192,7 +80,7 @@ impl Pg {
             sql,
         )?;
         say("postgres: pgbench -i -s 1 benchdb");
-        let mut c = Command::new(self.bin.join("pgbench"));
+        let mut c = Command::new(self.server.bin.join("pgbench"));
         c.args([
             "-i",
             "-s",
@@ -201,33 +89,24 @@ impl Pg {
             "-U",
             "u_scram",
             "-p",
-            &PORT.to_string(),
+            &PG_PORT.to_string(),
             "-h",
         ])
-        .arg(&self.sock)
+        .arg(&self.server.sock)
         .arg("benchdb");
         run("postgres setup: pgbench -i", &mut c, None, Expect::Ok)?;
-        fs::write(self.dir.join("pipeline.sql"), PIPELINE_SCRIPT)?;
+        fs::write(self.server.dir.join("pipeline.sql"), PIPELINE_SCRIPT)?;
         Ok(())
     }
 
-    /// A client program run in the client namespace with a clean libpq environment.
     fn client(&self, program: &str, password: &str) -> Command {
-        let mut c = in_ns(CLI_NS, self.bin.join(program));
-        c.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("PGPASSWORD", password)
-            .env("PGSSLMODE", "disable")
-            .env("PGGSSENCMODE", "disable")
-            .env("PGCONNECT_TIMEOUT", "10")
-            .env("PGPASSFILE", "/dev/null");
-        c
+        self.server.client(CLI_NS, program, password)
     }
 
     fn psql(&self, host: &str, user: &str, db: &str, sslmode: &str, password: &str) -> Command {
         let mut c = self.client("psql", password);
         c.args(["-X", "-w", "-d"])
-            .arg(format!("host={host} port={PORT} user={user} dbname={db} sslmode={sslmode} application_name=psql"));
+            .arg(format!("host={host} port={PG_PORT} user={user} dbname={db} sslmode={sslmode} application_name=psql"));
         c
     }
 
@@ -240,7 +119,7 @@ impl Pg {
             "-h",
             SRV_V4,
             "-p",
-            &PORT.to_string(),
+            &PG_PORT.to_string(),
             "-U",
             "u_scram",
         ])
@@ -355,7 +234,7 @@ impl Pg {
         );
         run("pg-extended: pgbench -M extended", &mut c, None, Expect::Ok)?;
         net.client_source(CLI_V4[2])?;
-        let script = self.dir.join("pipeline.sql");
+        let script = self.server.dir.join("pipeline.sql");
         let script = script.to_string_lossy();
         let mut c = self.pgbench(
             CLI_V4[2],
@@ -398,7 +277,7 @@ impl Pg {
     }
 
     pub fn stop(&mut self) {
-        self.daemon.stop();
+        self.server.stop();
     }
 }
 

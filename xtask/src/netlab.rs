@@ -1,4 +1,7 @@
-//! Process, network-namespace and capture plumbing for `cargo xtask pcaps`.
+//! The network lab both capture recorders run in (`cargo xtask pcaps`, `cargo xtask scenarios`):
+//! two network namespaces joined by a veth pair (database servers in one, clients and tcpdump in
+//! the other), plus the process plumbing around it (running and checking commands, daemons,
+//! tcpdump captures, temp dirs).
 //!
 //! Everything that creates state on the machine returns a guard whose `Drop` undoes it, so an
 //! error anywhere (or a panic) still removes namespaces, stops servers and deletes temp dirs.
@@ -8,35 +11,31 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Network namespace the database servers run in.
-pub const SRV_NS: &str = "rdspcap-srv";
-/// Network namespace the clients (and tcpdump) run in.
-pub const CLI_NS: &str = "rdspcap-cli";
-/// veth end inside the server namespace.
-pub const SRV_IF: &str = "rdsp-s";
-/// veth end inside the client namespace; tcpdump captures here.
-pub const CLI_IF: &str = "rdsp-c";
-pub const SRV_MAC: &str = "02:42:c6:33:64:0a";
-pub const CLI_MAC: &str = "02:42:c6:33:64:14";
-pub const SRV_V4: &str = "198.51.100.10";
-pub const SRV_V6: &str = "2001:db8:100::10";
-/// Client addresses, all on the client veth. The first one is the primary address.
-pub const CLI_V4: [&str; 3] = ["198.51.100.20", "198.51.100.21", "198.51.100.22"];
-pub const CLI_V6: &str = "2001:db8:100::20";
+static LOG_TAG: OnceLock<&'static str> = OnceLock::new();
+
+/// Sets the `[tag]` in front of every log line (the recorder's name); once, at start-up.
+pub fn set_log_tag(tag: &'static str) {
+    let _ = LOG_TAG.set(tag);
+}
+
+fn log_tag() -> &'static str {
+    LOG_TAG.get().copied().unwrap_or("xtask")
+}
 
 pub fn say(msg: impl std::fmt::Display) {
     // Never panics (println! does on a closed pipe): `say` runs inside Drop guards, and a panic
     // there while unwinding would abort and leave servers and namespaces behind.
-    let _ = writeln!(std::io::stdout(), "[pcaps] {msg}");
+    let _ = writeln!(std::io::stdout(), "[{}] {msg}", log_tag());
 }
 
 /// Like `say`, on stderr.
 pub fn warn(msg: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stderr(), "[pcaps] warning: {msg}");
+    let _ = writeln!(std::io::stderr(), "[{}] warning: {msg}", log_tag());
 }
 
 /// Shell-like rendering of a command, for logs and error messages.
@@ -113,6 +112,12 @@ pub fn run(step: &str, cmd: &mut Command, stdin: Option<&[u8]>, expect: Expect) 
         cmd.output()
             .with_context(|| format!("step `{step}`: cannot start `{shown}`"))?
     };
+    check(step, &shown, &out, expect)?;
+    Ok(out)
+}
+
+/// Checks the outcome of `shown` (a command line, see [`describe`]) against `expect`.
+pub fn check(step: &str, shown: &str, out: &Output, expect: Expect) -> Result<()> {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     let problem = match expect {
@@ -134,7 +139,7 @@ pub fn run(step: &str, cmd: &mut Command, stdin: Option<&[u8]>, expect: Expect) 
             tail(&out.stdout, 10)
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Runs `cmd`, which must exit 0, and returns its trimmed stdout.
@@ -150,11 +155,13 @@ pub fn in_ns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
-fn ip(step: &str, args: &[&str]) -> Result<()> {
+/// `ip ARGS`, which must succeed.
+pub fn ip(step: &str, args: &[&str]) -> Result<()> {
     run(step, Command::new("ip").args(args), None, Expect::Ok).map(|_| ())
 }
 
-fn signal(pid: u32, sig: &str) {
+/// Sends `sig` (a name: INT, TERM, KILL) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args(["-s", sig, &pid.to_string()])
         .stdout(Stdio::null())
@@ -162,7 +169,8 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+/// Waits for `child` to exit, at most `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -203,8 +211,31 @@ impl Drop for TempDir {
     }
 }
 
+/// Layout of a lab network: names of the namespaces and veth ends, and the addresses on each side.
+/// A client address in the server's /24 gets a /24 (on-link), any other (the "internet" ones) a
+/// /32; the server namespace routes everything back over the veth.
+pub struct NetSpec {
+    /// Network namespace the database servers run in.
+    pub srv_ns: &'static str,
+    /// Network namespace the clients (and tcpdump) run in.
+    pub cli_ns: &'static str,
+    /// veth end inside the server namespace.
+    pub srv_if: &'static str,
+    /// veth end inside the client namespace; tcpdump captures here.
+    pub cli_if: &'static str,
+    /// Fixed MAC addresses (server, client) of the veth ends; `None`: the kernel picks.
+    pub macs: Option<(&'static str, &'static str)>,
+    /// Server IPv4 addresses; the first one's /24 is the on-link client network.
+    pub srv_v4: &'static [&'static str],
+    pub srv_v6: &'static str,
+    /// Client IPv4 addresses, all on the client veth.
+    pub cli_v4: &'static [&'static str],
+    pub cli_v6: &'static str,
+}
+
 /// The two namespaces and the veth pair between them; deleting the namespaces deletes the veths.
 pub struct Network {
+    pub spec: &'static NetSpec,
     made: Vec<&'static str>,
 }
 
@@ -237,26 +268,43 @@ fn remove_stale_netns(name: &str) -> Result<()> {
     ip("remove stale netns", &["netns", "del", name])
 }
 
+/// The /24 network part (`a.b.c.`) of an IPv4 address.
+fn net24(addr: &str) -> &str {
+    addr.rfind('.').map_or(addr, |i| &addr[..=i])
+}
+
 impl Network {
-    pub fn create() -> Result<Self> {
-        remove_stale_netns(SRV_NS)?;
-        remove_stale_netns(CLI_NS)?;
-        let mut net = Self { made: Vec::new() };
-        for ns in [SRV_NS, CLI_NS] {
+    pub fn create(spec: &'static NetSpec) -> Result<Self> {
+        let NetSpec {
+            srv_ns,
+            cli_ns,
+            srv_if,
+            cli_if,
+            ..
+        } = *spec;
+        remove_stale_netns(srv_ns)?;
+        remove_stale_netns(cli_ns)?;
+        let mut net = Self {
+            spec,
+            made: Vec::new(),
+        };
+        for ns in [srv_ns, cli_ns] {
             ip("create netns", &["netns", "add", ns])?;
             net.made.push(ns);
             ip("bring up loopback", &["-n", ns, "link", "set", "lo", "up"])?;
         }
-        let step = "create veth pair";
-        ip(
-            step,
-            &[
-                "link", "add", SRV_IF, "address", SRV_MAC, "netns", SRV_NS, "type", "veth", "peer",
-                "name", CLI_IF, "address", CLI_MAC, "netns", CLI_NS,
-            ],
-        )?;
+        let (srv_mac, cli_mac) = match spec.macs {
+            Some((s, c)) => (vec!["address", s], vec!["address", c]),
+            None => (vec![], vec![]),
+        };
+        let mut veth = vec!["link", "add", srv_if];
+        veth.extend(&srv_mac);
+        veth.extend(["netns", srv_ns, "type", "veth", "peer", "name", cli_if]);
+        veth.extend(&cli_mac);
+        veth.extend(["netns", cli_ns]);
+        ip("create veth pair", &veth)?;
         let step = "configure veths";
-        for (ns, dev) in [(SRV_NS, SRV_IF), (CLI_NS, CLI_IF)] {
+        for (ns, dev) in [(srv_ns, srv_if), (cli_ns, cli_if)] {
             // gso_max_segs 1: no TSO/GSO super-packets, so the capture holds MTU-sized segments
             // as a real NIC puts them on the wire.
             ip(
@@ -277,82 +325,58 @@ impl Network {
             )?;
             ip(step, &["-n", ns, "link", "set", dev, "up"])?;
         }
-        ip(
-            step,
-            &[
-                "-n",
-                SRV_NS,
-                "addr",
-                "add",
-                &format!("{SRV_V4}/24"),
-                "dev",
-                SRV_IF,
-            ],
-        )?;
-        ip(
-            step,
-            &[
-                "-n",
-                SRV_NS,
-                "addr",
-                "add",
-                &format!("{SRV_V6}/64"),
-                "dev",
-                SRV_IF,
-                "nodad",
-            ],
-        )?;
-        for a in CLI_V4 {
-            ip(
-                step,
-                &[
-                    "-n",
-                    CLI_NS,
-                    "addr",
-                    "add",
-                    &format!("{a}/24"),
-                    "dev",
-                    CLI_IF,
-                ],
-            )?;
+        let add = |ns: &str, dev: &str, addr: String, nodad: bool| {
+            let mut args = vec!["-n", ns, "addr", "add", &addr, "dev", dev];
+            if nodad {
+                args.push("nodad");
+            }
+            ip(step, &args)
+        };
+        for a in spec.srv_v4 {
+            add(srv_ns, srv_if, format!("{a}/24"), false)?;
         }
+        add(srv_ns, srv_if, format!("{}/64", spec.srv_v6), true)?;
+        // Replies to off-link clients (the "internet" addresses) go back over the veth too.
         ip(
             step,
-            &[
-                "-n",
-                CLI_NS,
-                "addr",
-                "add",
-                &format!("{CLI_V6}/64"),
-                "dev",
-                CLI_IF,
-                "nodad",
-            ],
+            &["-n", srv_ns, "route", "add", "default", "dev", srv_if],
         )?;
+        let lan = net24(spec.srv_v4[0]);
+        for a in spec.cli_v4 {
+            let len = if net24(a) == lan { 24 } else { 32 };
+            add(cli_ns, cli_if, format!("{a}/{len}"), false)?;
+        }
+        add(cli_ns, cli_if, format!("{}/64", spec.cli_v6), true)?;
         say(format!(
-            "network: netns {SRV_NS} ({SRV_IF} {SRV_V4}, {SRV_V6}) <-veth-> netns {CLI_NS} ({CLI_IF} {}, {CLI_V6})",
-            CLI_V4.join(", ")
+            "network: netns {srv_ns} ({srv_if} {}, {}) <-veth-> netns {cli_ns} ({cli_if} {}, {})",
+            spec.srv_v4.join(", "),
+            spec.srv_v6,
+            spec.cli_v4.join(", "),
+            spec.cli_v6
         ));
         Ok(net)
     }
 
-    /// Makes the next IPv4 connections from the client namespace to the server use source
+    /// Makes the next IPv4 connections from the client namespace to the servers use source
     /// address `src` (a host route with a preferred source; libpq and libmariadb cannot bind).
     pub fn client_source(&self, src: &str) -> Result<()> {
-        ip(
-            "select client source address",
-            &[
-                "-n",
-                CLI_NS,
-                "route",
-                "replace",
-                &format!("{SRV_V4}/32"),
-                "dev",
-                CLI_IF,
-                "src",
-                src,
-            ],
-        )
+        for dst in self.spec.srv_v4 {
+            ip(
+                "select client source address",
+                &[
+                    "-n",
+                    self.spec.cli_ns,
+                    "route",
+                    "replace",
+                    &format!("{dst}/32"),
+                    "dev",
+                    self.spec.cli_if,
+                    "src",
+                    src,
+                ],
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -481,9 +505,11 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Starts tcpdump on the client veth and waits until it is listening.
-    pub fn start(path: &Path) -> Result<Self> {
-        let mut cmd = in_ns(CLI_NS, "tcpdump");
+    /// Starts tcpdump on the client veth of `net`, capturing what `filter` (a pcap filter)
+    /// selects, and waits until it is listening.
+    pub fn start(net: &Network, path: &Path, filter: &str) -> Result<Self> {
+        let (cli_ns, cli_if) = (net.spec.cli_ns, net.spec.cli_if);
+        let mut cmd = in_ns(cli_ns, "tcpdump");
         // --immediate-mode: hand over every packet at once; with the default buffer timeout the
         // packets of the last second are still in the ring when SIGINT stops tcpdump.
         // -Z root: Debian's tcpdump otherwise drops to user `tcpdump`, who cannot write here.
@@ -500,10 +526,10 @@ impl Capture {
             "root",
             "-w",
         ];
-        cmd.args(["-i", CLI_IF])
+        cmd.args(["-i", cli_if])
             .args(opts)
             .arg(path)
-            .arg("tcp port 5432 or tcp port 3306")
+            .arg(filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -538,7 +564,7 @@ impl Capture {
             }
         }
         say(format!(
-            "tcpdump capturing on {CLI_NS}/{CLI_IF} into {}",
+            "tcpdump capturing on {cli_ns}/{cli_if} into {}",
             path.display()
         ));
         Ok(cap)
@@ -598,6 +624,17 @@ pub fn user_ids(user: &str) -> Result<(u32, u32)> {
     let uid = stdout_of("look up user", Command::new("id").args(["-u", user]))?;
     let gid = stdout_of("look up user", Command::new("id").args(["-g", user]))?;
     Ok((uid.parse()?, gid.parse()?))
+}
+
+/// Fails unless this runs as root (network namespaces, tcpdump, servers need it).
+pub fn require_root() -> Result<()> {
+    let uid = stdout_of("preflight", Command::new("id").arg("-u"))?;
+    if uid != "0" {
+        bail!(
+            "step `preflight`: must run as root (network namespaces, tcpdump, servers); uid is {uid}"
+        );
+    }
+    Ok(())
 }
 
 /// Fails unless `program` can be found on PATH (or is an existing path).
