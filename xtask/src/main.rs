@@ -214,7 +214,8 @@ fn real_main() -> Result<()> {
             toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
             let obj = build_ebpf()?;
             let mut c = cargo();
-            c.args(["test", "--workspace"])
+            // --no-fail-fast: every test binary runs, so the closing line counts them all.
+            c.args(["test", "--workspace", "--no-fail-fast"])
                 // Tests talk to a local CloudWatch emulator only: never let the SDK probe the
                 // EC2 instance-metadata address for a region or credentials.
                 .env("AWS_EC2_METADATA_DISABLED", "true")
