@@ -754,4 +754,109 @@ fn flow_memory(quick: bool, figures: &mut Vec<Figure>) {
         "RSS before loading",
         rss0 as f64 / 1024.0,
     ));
+    agent_under_flood(quick, figures);
+}
+
+fn rss_kib_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The whole agent (`rds-sensor run`) on a veth while a SYN flood from random sources (as
+/// mirrored VXLAN frames) is replayed into it: its RSS, with the connection and flow tables
+/// at their limits, against its RSS once attached and idle.
+fn agent_under_flood(quick: bool, figures: &mut Vec<Figure>) {
+    use rds_sensor::netns::VethPair;
+    let n: u32 = if quick { 30_000 } else { 300_000 };
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let outer = Ip::V4(ENI, TARGET);
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let src = (x as u32).to_be_bytes();
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(
+                    Ip::V4(src, SERVER),
+                    (x >> 32) as u16 | 1024,
+                    5432,
+                    f::SYN,
+                    &[],
+                ),
+                outer,
+                &[],
+            )
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("rds-sensor-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("flood.pcap");
+    write_pcap(&pcap, &frames);
+    let pair = VethPair::new("bf").expect("veth pair");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
+        .args([
+            "run",
+            "--iface",
+            &pair.outside,
+            "--json",
+            "--no-tui",
+            "--flow-entries",
+            "65536",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rds-sensor");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let idle = rss_kib_of(agent.id());
+    let mut peak = idle;
+    let replay = std::thread::spawn({
+        let ns = pair.ns.name.clone();
+        let inside = pair.inside.clone();
+        let pcap = pcap.clone();
+        move || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "tcpreplay",
+                    "-q",
+                    "--topspeed",
+                    "-i",
+                    &inside,
+                ])
+                .arg(&pcap)
+                .output()
+                .expect("tcpreplay")
+        }
+    });
+    while !replay.is_finished() {
+        peak = peak.max(rss_kib_of(agent.id()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        peak = peak.max(rss_kib_of(agent.id()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = replay.join();
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    figures.push(figure(
+        &format!("memory: agent RSS, {n} SYNs from random sources"),
+        peak as f64 / 1024.0,
+        "MiB",
+        "agent RSS attached, idle",
+        idle as f64 / 1024.0,
+    ));
 }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod bounded;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -184,14 +184,11 @@ impl FlowTable {
 
     fn entry(&mut self, key: &FlowKey, ts: u64) -> &mut FlowStats {
         if !self.map.contains_key(key) && self.map.len() >= self.capacity {
-            // Least recently updated, as the kernel's LRU approximates.
-            if let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, s)| s.last_ns)
-                .map(|(k, _)| *k)
-            {
-                self.map.remove(&oldest);
+            // Least recently updated first, as the kernel's LRU approximates; a batch at a
+            // time so that a flood of new flows costs O(1) amortised, not a scan each.
+            let batch = crate::bounded::batch(self.capacity);
+            for k in crate::bounded::oldest(&self.map, batch, |s| s.last_ns) {
+                self.map.remove(&k);
                 self.evicted += 1;
             }
         }

@@ -72,10 +72,14 @@ pub trait Decoder: Send {
     fn encrypted(&self) -> bool;
 }
 
+/// Whether there is a decoder for `protocol`.
+pub fn decodes(protocol: u8) -> bool {
+    matches!(protocol, proto::POSTGRES | proto::MYSQL)
+}
+
 /// A decoder for a connection to a server port speaking `protocol`, if there is one.
 /// `mid_stream`: the connection was already open when the sensor first saw it.
 pub fn for_protocol(protocol: u8, mid_stream: bool) -> Option<Box<dyn Decoder>> {
-    let _ = mid_stream;
     match protocol {
         proto::POSTGRES => Some(Box::new(postgres::PostgresDecoder::new(mid_stream))),
         proto::MYSQL => Some(Box::new(mysql::MysqlDecoder::new(mid_stream))),

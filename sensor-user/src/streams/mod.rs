@@ -48,6 +48,8 @@ pub struct StreamStats {
     pub connections_evicted: u64,
     /// Connections first seen mid-stream (no SYN).
     pub mid_stream: u64,
+    /// Handshakes without payload forgotten because too many were pending (a SYN flood).
+    pub handshakes_evicted: u64,
     pub retransmits: u64,
     pub out_of_order: u64,
     /// Holes declared lost, and their bytes.
@@ -89,8 +91,17 @@ fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
+/// A handshake seen before any payload: where each direction's data will start.
+struct Handshake {
+    next: [Option<u32>; 2],
+    ts: u64,
+}
+
 pub struct Streams {
     conns: HashMap<FlowKey, Conn>,
+    /// Connections that have shaken hands but sent nothing yet. A decoder is made only when
+    /// payload arrives, so a SYN flood costs a small entry per source, not a connection.
+    handshakes: HashMap<FlowKey, Handshake>,
     pub limits: StreamLimits,
     pub stats: StreamStats,
     pub decoder_stats: DecoderStats,
@@ -101,6 +112,7 @@ impl Streams {
     pub fn new(limits: StreamLimits, redact: bool) -> Self {
         Self {
             conns: HashMap::new(),
+            handshakes: HashMap::new(),
             limits,
             stats: StreamStats::default(),
             decoder_stats: DecoderStats::default(),
@@ -118,27 +130,55 @@ impl Streams {
         let flags = ev.hdr.tcp_flags;
         if !self.conns.contains_key(&key) {
             // Only a connection we can decode is worth tracking.
-            let syn = flags & tcp_flags::SYN != 0;
-            let Some(decoder) = decode::for_protocol(ev.hdr.proto, !syn) else {
-                return;
-            };
-            // A bare FIN/RST of a connection we never saw carries nothing to decode.
-            if !syn && ev.hdr.payload_len == 0 {
+            if !decode::decodes(ev.hdr.proto) {
                 return;
             }
+            let d = (ev.hdr.direction & 1) as usize;
+            if ev.hdr.payload_len == 0 {
+                if flags & tcp_flags::SYN != 0 {
+                    if !self.handshakes.contains_key(&key)
+                        && self.handshakes.len() >= self.limits.max_connections
+                    {
+                        let batch = crate::bounded::batch(self.limits.max_connections);
+                        for k in crate::bounded::oldest(&self.handshakes, batch, |h| h.ts) {
+                            self.handshakes.remove(&k);
+                            self.stats.handshakes_evicted += 1;
+                        }
+                    }
+                    let h = self.handshakes.entry(key).or_insert(Handshake {
+                        next: [None; 2],
+                        ts: ev.hdr.ts_ns,
+                    });
+                    h.next[d] = Some(ev.hdr.seq.wrapping_add(1));
+                    h.ts = ev.hdr.ts_ns;
+                } else if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+                    // Closed before any payload (a probe, a health check): nothing to decode.
+                    self.handshakes.remove(&key);
+                }
+                return;
+            }
+            let handshake = self.handshakes.remove(&key);
+            let Some(decoder) = decode::for_protocol(ev.hdr.proto, handshake.is_none()) else {
+                return;
+            };
             if self.conns.len() >= self.limits.max_connections {
                 self.evict_oldest(clock, out);
             }
             self.stats.connections_opened += 1;
-            if !syn {
+            if handshake.is_none() {
                 self.stats.mid_stream += 1;
+            }
+            let mut dirs = [DirState::default(), DirState::default()];
+            if let Some(h) = handshake {
+                dirs[0].next = h.next[0];
+                dirs[1].next = h.next[1];
             }
             self.conns.insert(
                 key,
                 Conn {
                     endpoint: Endpoint::new(&key, ev.hdr.proto),
                     decoder,
-                    dirs: [DirState::default(), DirState::default()],
+                    dirs,
                     last_ts: ev.hdr.ts_ns,
                     rst: false,
                 },
@@ -241,6 +281,9 @@ impl Streams {
 
     /// Closes connections idle at `now_ns`; with `all`, every connection.
     pub fn expire(&mut self, now_ns: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
+        let idle_ns = self.limits.idle_ns;
+        self.handshakes
+            .retain(|_, h| !all && now_ns.saturating_sub(h.ts) < idle_ns);
         let idle: Vec<FlowKey> = self
             .conns
             .iter()
@@ -252,13 +295,11 @@ impl Streams {
         }
     }
 
+    /// Makes room: closes the least recently active connections, a batch at a time.
     fn evict_oldest(&mut self, clock: &Clock, out: &mut Vec<Record>) {
-        if let Some((k, ts)) = self
-            .conns
-            .iter()
-            .min_by_key(|(_, c)| c.last_ts)
-            .map(|(k, c)| (*k, c.last_ts))
-        {
+        let batch = crate::bounded::batch(self.limits.max_connections);
+        for k in crate::bounded::oldest(&self.conns, batch, |c| c.last_ts) {
+            let ts = self.conns.get(&k).map_or(0, |c| c.last_ts);
             self.stats.connections_evicted += 1;
             self.close(&k, ts, clock, out);
             self.stats.connections_closed -= 1;
