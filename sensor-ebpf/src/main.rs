@@ -502,6 +502,7 @@ fn handle_tcp(
         c,
         cfg.wakeup_bytes,
         buf,
+        frame_len,
         payload_off,
         captured,
         head as u32,
@@ -619,6 +620,7 @@ fn send_event(
     c: &mut Counters,
     wakeup_bytes: u32,
     buf: *mut EventBuf,
+    frame_len: u32,
     payload_off: u32,
     captured: u32,
     head: u32,
@@ -663,7 +665,7 @@ fn send_event(
             count(c, counter::MALFORMED);
             return;
         }
-        (*buf).hdr.wire_len = bpf_xdp_get_buff_len(ctx.ctx) as u32;
+        (*buf).hdr.wire_len = frame_len;
         let len = EventHeader::SIZE + head as usize + tail as usize;
         let record = core::slice::from_raw_parts(buf.cast::<u8>(), len);
         match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes)) {

@@ -213,6 +213,15 @@ impl Decapsulator {
         }
     }
 
+    /// What the kernel does with a mirror copy (VXLAN or GENEVE).
+    fn mirror_verdict(&self) -> Verdict {
+        if self.config.flags & config_flags::DROP_MIRRORED != 0 {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    }
+
     fn count(&mut self, c: u32) {
         self.counters[c as usize] += 1;
     }
@@ -274,20 +283,12 @@ impl Decapsulator {
                 return Verdict::Pass;
             };
             if dport == self.config.vxlan_port {
-                let verdict = if self.config.flags & config_flags::DROP_MIRRORED != 0 {
-                    Verdict::Drop
-                } else {
-                    Verdict::Pass
-                };
+                let verdict = self.mirror_verdict();
                 self.vxlan(b, outer.l4_off + 8, wire_len, ts, record);
                 return verdict;
             }
             if self.config.geneve_port != 0 && dport == self.config.geneve_port {
-                let verdict = if self.config.flags & config_flags::DROP_MIRRORED != 0 {
-                    Verdict::Drop
-                } else {
-                    Verdict::Pass
-                };
+                let verdict = self.mirror_verdict();
                 self.geneve(b, outer.l4_off + 8, wire_len, ts, record);
                 return verdict;
             }

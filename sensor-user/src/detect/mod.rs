@@ -784,15 +784,45 @@ impl Detector {
         let ipk = ip.to_string();
 
         // Threat intelligence and policy: always.
-        if let Some((c, p)) = self.malicious.lookup(ip) {
+        // The two intel lists differ only in their finding types and wording.
+        let hits: Vec<_> = [
+            (
+                self.malicious.lookup(ip),
+                FindingType::MaliciousIpSuccessfulLogin,
+                FindingType::MaliciousIpFailedLogin,
+                "a known malicious IP address",
+                "on the malicious list",
+            ),
+            (
+                self.tor.lookup(ip),
+                FindingType::TorSuccessfulLogin,
+                FindingType::TorFailedLogin,
+                "a Tor exit node",
+                "a Tor exit node listed in",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(hit, yes, no, what, listed)| {
+            hit.map(|(c, p)| {
+                (
+                    c.to_string(),
+                    p.display().to_string(),
+                    yes,
+                    no,
+                    what,
+                    listed,
+                )
+            })
+        })
+        .collect();
+        for (c, p, yes, no, what, listed) in hits {
             let (k, t) = if ok {
-                (FindingType::MaliciousIpSuccessfulLogin, "Successful login")
+                (yes, "Successful login")
             } else {
-                (FindingType::MaliciousIpFailedLogin, "Failed login")
+                (no, "Failed login")
             };
             let desc = format!(
-                "{ip} {verb} as {user} to database {db} on {id}; the address is on the malicious list {} ({c}).",
-                p.display()
+                "{ip} {verb} as {user} to database {db} on {id}; the address is {listed} {p} ({c})."
             );
             self.report(
                 out,
@@ -802,30 +832,7 @@ impl Detector {
                 &inst,
                 &a,
                 ud.clone(),
-                format!("{t} from a known malicious IP address to RDS DB instance {id}"),
-                desc,
-                Evidence::default(),
-            );
-        }
-        if let Some((c, p)) = self.tor.lookup(ip) {
-            let (k, t) = if ok {
-                (FindingType::TorSuccessfulLogin, "Successful login")
-            } else {
-                (FindingType::TorFailedLogin, "Failed login")
-            };
-            let desc = format!(
-                "{ip} {verb} as {user} to database {db} on {id}; the address is a Tor exit node ({c}, {}).",
-                p.display()
-            );
-            self.report(
-                out,
-                k,
-                k.default_severity(),
-                ipk.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("{t} from a Tor exit node to RDS DB instance {id}"),
+                format!("{t} from {what} to RDS DB instance {id}"),
                 desc,
                 Evidence::default(),
             );
