@@ -53,6 +53,9 @@ enum Cmd {
         /// A short smoke run (CI): same figures, fewer repetitions.
         #[arg(long)]
         quick: bool,
+        /// One part only: xdp, live, cpu, decoder or memory (for profiling).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// cargo fmt --check and clippy -D warnings on the user-space and eBPF crates.
     Lint,
@@ -240,7 +243,7 @@ fn real_main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run_fuzz(&args),
         Cmd::Pcaps(args) => pcaps::run(&args),
         Cmd::Scenarios(args) => scenarios::run(&args),
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
             let obj = build_ebpf()?;
             let mut c = cargo();
@@ -248,8 +251,12 @@ fn real_main() -> Result<()> {
                 .env("RDS_SENSOR_EBPF_OBJ", &obj)
                 .env("RDS_SENSOR_PCAPS", root().join("pcaps"))
                 .env("RDS_SENSOR_BENCH_OUT", root().join("target/bench"));
+            c.arg("--");
             if quick {
-                c.args(["--", "--quick"]);
+                c.arg("--quick");
+            }
+            if let Some(part) = only {
+                c.args(["--only", &part]);
             }
             run(&mut c)
         }
