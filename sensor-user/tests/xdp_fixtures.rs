@@ -571,6 +571,54 @@ fn xdp_fixtures() {
         h.run(&format!("geneve_cut_at_{cut}"), &frame[..cut]);
     }
 
+    // Plain IPv6 (the direct-access IPv6 path): a database segment, a UDP datagram that is
+    // not VXLAN, VXLAN over untagged IPv6 (handed to the general path), and every cut.
+    let inner6 = Ip::V6(v6(0x20), v6(0x10));
+    let frame = inner_tcp(inner6, 40010, 5432, f::PSH | f::ACK, &q);
+    let o = h.run("host_ipv6_db", &frame);
+    assert_eq!(o.verdict, XDP_PASS);
+    let ev = one_event("host_ipv6_db", &o);
+    check_hdr(
+        "host_ipv6_db",
+        &ev.hdr,
+        direction::TO_SERVER,
+        v6(0x20),
+        v6(0x10),
+        40010,
+        5432,
+        NO_VNI,
+    );
+    assert_eq!(ev.hdr.ip_version, 6);
+    assert_eq!(ev.head(), &q[..]);
+    let back = inner_tcp(Ip::V6(v6(0x10), v6(0x20)), 5432, 40010, f::ACK, &[]);
+    let o = h.run("host_ipv6_db_ack", &back);
+    expect_counts(
+        "host_ipv6_db_ack",
+        &o,
+        &[(c::DB_SEGMENTS, 1), (c::PASSED, 1)],
+    );
+    let frame = eth(
+        0x86dd,
+        &[],
+        &ip(inner6, 17, &udp(5353, 53, b"dns"), &[], &[]),
+    );
+    let o = h.run("host_ipv6_udp", &frame);
+    expect_counts("host_ipv6_udp", &o, &[(c::NON_DB, 1), (c::PASSED, 1)]);
+    let frame = vxlan(
+        9,
+        0x08,
+        &inner_tcp(Ip::V4(CLIENT, SERVER), 40011, 5432, f::PSH | f::ACK, &q),
+        Ip::V6(v6(0x07), v6(0x05)),
+        &[],
+    );
+    let o = h.run("vxlan_over_ipv6", &frame);
+    assert_eq!(o.verdict, XDP_DROP);
+    assert_eq!(one_event("vxlan_over_ipv6", &o).hdr.key.vni, 9);
+    let frame = inner_tcp(inner6, 40012, 5432, f::PSH | f::ACK, &q);
+    for cut in 14..frame.len() {
+        h.run(&format!("ipv6_cut_at_{cut}"), &frame[..cut]);
+    }
+
     // Every truncation of a valid frame: a verdict and counters, never a fault, and the twin
     // agrees at every length (checked inside run()).
     let frame = vxlan(
