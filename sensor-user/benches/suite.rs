@@ -130,7 +130,7 @@ fn ns_per_packet(prog: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> f64 {
 }
 
 fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
-    let repeat = if quick { 20_000 } else { 1_000_000 };
+    let repeat = if quick { 20_000 } else { 300_000 };
     let mut sensor = Sensor::load(&LiveOptions {
         ring_bytes: 256 << 20,
         ..LiveOptions::default()
@@ -227,16 +227,38 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
     let floor_name = "bench_floor (XDP_DROP only)";
     sensor.load_program("bench_floor").expect("floor");
     // Floor and sensor alternate on each frame, so drift hits both alike.
+    // Each is the best of several alternating runs: a test_run is a tight loop that other
+    // work on a noisy VM can only slow down, so the minimum is the repeatable figure.
+    let rounds = if quick { 2 } else { 7 };
     let mut rows = Vec::new();
     for (name, frame) in &frames {
-        let floor = ns_per_packet(
-            sensor.program_named("bench_floor").expect("floor"),
-            frame,
-            repeat,
-        );
-        let value = ns_per_packet(sensor.program().unwrap(), frame, repeat);
+        let (mut floor, mut value) = (f64::MAX, f64::MAX);
+        for _ in 0..rounds {
+            floor = floor.min(ns_per_packet(
+                sensor.program_named("bench_floor").expect("floor"),
+                frame,
+                repeat,
+            ));
+            value = value.min(ns_per_packet(sensor.program().unwrap(), frame, repeat));
+        }
         rows.push((name.to_string(), value, floor));
     }
+    // The exact clock alone (one bpf_ktime_get_ns): every event pays it.
+    sensor.load_program("bench_clock").expect("clock");
+    let (mut floor, mut value) = (f64::MAX, f64::MAX);
+    for _ in 0..rounds {
+        floor = floor.min(ns_per_packet(
+            sensor.program_named("bench_floor").expect("floor"),
+            &frames[0].1,
+            repeat,
+        ));
+        value = value.min(ns_per_packet(
+            sensor.program_named("bench_clock").expect("clock"),
+            &frames[0].1,
+            repeat,
+        ));
+    }
+    rows.push(("xdp: exact clock read alone".to_string(), value, floor));
     stop.store(true, Ordering::Relaxed);
     let _ = drainer.join();
     for (name, value, floor) in rows {
@@ -599,12 +621,17 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
     let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut events = 0u64;
     let mut rec = Vec::with_capacity(8192);
+    // One twin and one pipeline for the whole run, as a live agent or `analyze` has: each round
+    // ends every connection and flow (below), so the next one decodes them from scratch again,
+    // but the setup a real run pays once (the twin's port table, the latency aggregator's
+    // per-server histograms, table growth) is not paid again every ~1300 events.
+    let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
+    let mut pipeline = Pipeline::new(PipelineOptions::default(), Box::new(Count(records.clone())));
+    let mut per_round = None;
     let cpu0 = cpu_time_thread();
     let wall0 = Instant::now();
     for _ in 0..rounds {
-        let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
-        let mut pipeline =
-            Pipeline::new(PipelineOptions::default(), Box::new(Count(records.clone())));
+        let before = records.load(Ordering::Relaxed);
         for (ts, len, data) in &frames {
             decap.process(LinkType::Ethernet, data, *len, *ts, &mut rec);
             if !rec.is_empty() {
@@ -619,6 +646,9 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
                 Some(rds_sensor::records::FlowEnd::EndOfCapture),
             )
             .unwrap();
+        // Every round is the same work: the same records from the same frames.
+        let n = records.load(Ordering::Relaxed) - before;
+        assert_eq!(*per_round.get_or_insert(n), n, "a round made other records");
     }
     let ours_cpu = cpu_time_thread() - cpu0;
     let _ = wall0;

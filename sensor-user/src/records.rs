@@ -51,6 +51,41 @@ impl Clock {
     }
 }
 
+/// `SocketAddr`'s `Display` text (`a.b.c.d:port`, `[v6]:port`); IPv4, the common case, without
+/// the formatting machinery (a connection and a flow record each format two).
+pub fn addr_string(a: std::net::SocketAddr) -> String {
+    fn push_dec(s: &mut String, mut v: u16) {
+        let mut buf = [0u8; 5];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for &c in &buf[i..] {
+            s.push(c as char);
+        }
+    }
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            let mut s = String::with_capacity(21);
+            for (i, o) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_dec(&mut s, u16::from(o));
+            }
+            s.push(':');
+            push_dec(&mut s, v4.port());
+            s
+        }
+        a => a.to_string(),
+    }
+}
+
 /// Current time of a clock, in ns.
 pub fn now(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -108,8 +143,8 @@ pub struct FlowRecord {
 impl FlowRecord {
     pub fn new(key: &FlowKey, s: &FlowStats, end: FlowEnd, clock: &Clock, proto: u8) -> Self {
         Self {
-            client: event::client(key).to_string(),
-            server: event::server(key).to_string(),
+            client: addr_string(event::client(key)),
+            server: addr_string(event::server(key)),
             vni: (key.vni != NO_VNI).then_some(key.vni),
             protocol: proto::name(proto),
             first_seen: clock.rfc3339(s.first_ns),
@@ -193,8 +228,8 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(key: &FlowKey, proto: u8) -> Self {
         Self {
-            client: event::client(key).to_string(),
-            server: event::server(key).to_string(),
+            client: addr_string(event::client(key)),
+            server: addr_string(event::server(key)),
             vni: (key.vni != NO_VNI).then_some(key.vni),
             protocol: proto::name(proto),
         }
@@ -260,4 +295,28 @@ pub struct QueryRecord {
     pub prepared: bool,
     #[serde(skip)]
     pub ts_ns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::addr_string;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    #[test]
+    fn addr_string_is_display() {
+        let ips = [
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(192, 168, 100, 255)),
+            IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6("2001:db8::ff00:42:8329".parse().unwrap()),
+        ];
+        for ip in ips {
+            for port in [0, 7, 10, 99, 100, 5432, 9999, 10000, 65535] {
+                let a = SocketAddr::new(ip, port);
+                assert_eq!(addr_string(a), a.to_string());
+            }
+        }
+    }
 }

@@ -6,7 +6,13 @@
 use crate::records::QueryRecord;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+
+/// Keyed by text clients choose (fingerprints, user and database names): hashbrown with its
+/// default hasher, foldhash, randomly seeded per map (HashDoS resistant), looked up by a
+/// borrowed key ([`KeyRef`]) so that a query of a known key allocates nothing.
+type HashMap<K, V> = hashbrown::HashMap<K, V>;
 
 /// Latencies are clamped to an hour.
 const MAX_US: u64 = 3_600_000_000;
@@ -23,7 +29,62 @@ fn histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new(sigfig).expect("2 or 3 significant digits is valid")
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+/// Values a [`Lat`] keeps inline before it makes its histogram.
+const FEW: usize = 8;
+
+/// A latency distribution: the first [`FEW`] values inline, then an HdrHistogram holding them
+/// all. Most keys of a window see a handful of queries, and most are never reported (only the
+/// top N are), so making and zeroing two histograms for each was the aggregator's main cost.
+/// A histogram is order-independent, so one made from the inline values at report time is the
+/// one recording them would have made.
+pub enum Lat {
+    Few { n: u8, v: [u64; FEW] },
+    Hist(Histogram<u64>),
+}
+
+impl Lat {
+    fn new() -> Self {
+        Lat::Few { n: 0, v: [0; FEW] }
+    }
+
+    fn record(&mut self, value: u64, sigfig: u8) {
+        match self {
+            Lat::Few { n, v } if (*n as usize) < FEW => {
+                v[*n as usize] = value;
+                *n += 1;
+            }
+            Lat::Few { v, .. } => {
+                let mut h = histogram(sigfig);
+                for &x in v.iter() {
+                    // `record`, not `saturating_record`: only `record` grows an auto-resizing
+                    // histogram (saturating_record clamps to its current, small, range).
+                    let _ = h.record(x);
+                }
+                let _ = h.record(value);
+                *self = Lat::Hist(h);
+            }
+            Lat::Hist(h) => {
+                let _ = h.record(value);
+            }
+        }
+    }
+
+    /// The histogram of every value recorded.
+    pub fn histogram(&self, sigfig: u8) -> Cow<'_, Histogram<u64>> {
+        match self {
+            Lat::Few { n, v } => {
+                let mut h = histogram(sigfig);
+                for &x in &v[..*n as usize] {
+                    let _ = h.record(x);
+                }
+                Cow::Owned(h)
+            }
+            Lat::Hist(h) => Cow::Borrowed(h),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QueryKey {
     pub server: String,
     pub database: Option<String>,
@@ -33,14 +94,63 @@ pub struct QueryKey {
     pub fingerprint: String,
 }
 
+/// A [`QueryKey`] borrowed from a query record: looks the key up without allocating.
+#[derive(Hash, PartialEq, Eq)]
+struct KeyRef<'a> {
+    server: &'a str,
+    database: Option<&'a str>,
+    user: Option<&'a str>,
+    verb: &'a str,
+    fingerprint: &'a str,
+}
+
+impl QueryKey {
+    fn as_key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            server: &self.server,
+            database: self.database.as_deref(),
+            user: self.user.as_deref(),
+            verb: &self.verb,
+            fingerprint: &self.fingerprint,
+        }
+    }
+}
+
+impl KeyRef<'_> {
+    fn to_key(&self) -> QueryKey {
+        QueryKey {
+            server: self.server.to_string(),
+            database: self.database.map(str::to_string),
+            user: self.user.map(str::to_string),
+            verb: self.verb.to_string(),
+            fingerprint: self.fingerprint.to_string(),
+        }
+    }
+}
+
+/// Hashed as its borrowed form, so that the two find the same entries.
+impl Hash for QueryKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_key_ref().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<QueryKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &QueryKey) -> bool {
+        *self == key.as_key_ref()
+    }
+}
+
 pub struct Stats {
     pub verb: String,
     pub count: u64,
     pub errors: u64,
     pub rows: u64,
     pub total_us: u64,
-    pub latency: Histogram<u64>,
-    pub first_byte: Histogram<u64>,
+    /// Significant digits of the histograms.
+    pub sigfig: u8,
+    pub latency: Lat,
+    pub first_byte: Lat,
 }
 
 impl Stats {
@@ -51,8 +161,9 @@ impl Stats {
             errors: 0,
             rows: 0,
             total_us: 0,
-            latency: histogram(sigfig),
-            first_byte: histogram(sigfig),
+            sigfig,
+            latency: Lat::new(),
+            first_byte: Lat::new(),
         }
     }
 
@@ -61,11 +172,10 @@ impl Stats {
         self.errors += u64::from(q.error_code.is_some());
         self.rows += q.rows.unwrap_or(0);
         self.total_us += q.latency_us;
-        // `record`, not `saturating_record`: only `record` grows an auto-resizing histogram
-        // (saturating_record clamps to its current, small, range).
-        let _ = self.latency.record(q.latency_us.clamp(1, MAX_US));
+        self.latency
+            .record(q.latency_us.clamp(1, MAX_US), self.sigfig);
         if let Some(f) = q.latency_first_byte_us {
-            let _ = self.first_byte.record(f.clamp(1, MAX_US));
+            self.first_byte.record(f.clamp(1, MAX_US), self.sigfig);
         }
     }
 }
@@ -138,38 +248,49 @@ impl LatencyAggregator {
         Self {
             max_keys,
             top_n,
-            by_query: HashMap::new(),
-            by_server: HashMap::new(),
+            by_query: HashMap::default(),
+            by_server: HashMap::default(),
             overflowed: 0,
         }
     }
 
     pub fn observe(&mut self, q: &QueryRecord) {
-        let mut key = QueryKey {
-            server: q.endpoint.server.clone(),
-            database: q.database.clone(),
-            user: q.user.clone(),
-            verb: q.verb.clone(),
-            fingerprint: q.fingerprint.clone(),
+        let key = KeyRef {
+            server: &q.endpoint.server,
+            database: q.database.as_deref(),
+            user: q.user.as_deref(),
+            verb: &q.verb,
+            fingerprint: &q.fingerprint,
         };
-        if !self.by_query.contains_key(&key) && self.by_query.len() >= self.max_keys {
-            self.overflowed += 1;
-            key = QueryKey {
-                server: key.server,
-                database: None,
-                user: None,
-                verb: "*".into(),
-                fingerprint: "(other)".into(),
-            };
+        match self.by_query.get_mut(&key) {
+            Some(s) => s.observe(q),
+            None => {
+                let key = if self.by_query.len() >= self.max_keys {
+                    self.overflowed += 1;
+                    QueryKey {
+                        server: q.endpoint.server.clone(),
+                        database: None,
+                        user: None,
+                        verb: "*".into(),
+                        fingerprint: "(other)".into(),
+                    }
+                } else {
+                    key.to_key()
+                };
+                self.by_query
+                    .entry(key)
+                    .or_insert_with_key(|k| Stats::new(&k.verb, SIGFIG_QUERY))
+                    .observe(q);
+            }
         }
-        self.by_query
-            .entry(key)
-            .or_insert_with_key(|k| Stats::new(&k.verb, SIGFIG_QUERY))
-            .observe(q);
-        self.by_server
-            .entry(q.endpoint.server.clone())
-            .or_insert_with(|| Stats::new("*", SIGFIG_SERVER))
-            .observe(q);
+        match self.by_server.get_mut(q.endpoint.server.as_str()) {
+            Some(s) => s.observe(q),
+            None => {
+                let mut s = Stats::new("*", SIGFIG_SERVER);
+                s.observe(q);
+                self.by_server.insert(q.endpoint.server.clone(), s);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -234,8 +355,8 @@ fn line(
         errors: s.errors,
         rows: s.rows,
         total_us: s.total_us,
-        latency_us: Percentiles::of(&s.latency),
-        first_byte_us: Percentiles::of(&s.first_byte),
+        latency_us: Percentiles::of(&s.latency.histogram(s.sigfig)),
+        first_byte_us: Percentiles::of(&s.first_byte.histogram(s.sigfig)),
         rank,
         sampled: false,
     }

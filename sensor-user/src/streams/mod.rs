@@ -14,7 +14,11 @@ use crate::{
     records::{Clock, Endpoint, Record},
 };
 use sensor_common::{FlowKey, tcp_flags};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// Keyed by addresses and ports an attacker chooses: foldhash, randomly seeded per map (HashDoS
+/// resistant), at a fraction of SipHash's cost per lookup.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct StreamLimits {
@@ -111,8 +115,8 @@ pub struct Streams {
 impl Streams {
     pub fn new(limits: StreamLimits, redact: bool) -> Self {
         Self {
-            conns: HashMap::new(),
-            handshakes: HashMap::new(),
+            conns: HashMap::default(),
+            handshakes: HashMap::default(),
             limits,
             stats: StreamStats::default(),
             decoder_stats: DecoderStats::default(),

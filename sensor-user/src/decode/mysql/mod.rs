@@ -283,7 +283,9 @@ struct Session {
     /// Next sequence id of the connection-phase exchange.
     seq_next: u8,
     deprecate_eof: Option<bool>,
-    pending: VecDeque<Pending>,
+    /// Boxed: a response's every packet takes the front one out and may put it back, which
+    /// moves only a pointer then.
+    pending: VecDeque<Box<Pending>>,
     stmts: Stmts,
     last_prepared: Option<u32>,
     /// Sequence id of an EOF that may still follow the last response (a PREPARE answered
@@ -434,7 +436,7 @@ impl Decoder for MysqlDecoder {
             if q.bytes_response == 0 {
                 q.end_ts = q.end_ts.max(ts_ns);
             }
-            s.emit_query(cx, q);
+            s.emit_query(cx, *q);
         }
     }
 
@@ -668,7 +670,7 @@ impl Session {
                     let _ = l; // outcome unknown: never guess
                     continue;
                 }
-                self.emit_query(cx, q);
+                self.emit_query(cx, *q);
             }
             self.arm_resp = Some(p.last_seq.wrapping_add(1));
             *resp_lost = false;
@@ -684,7 +686,7 @@ impl Session {
                 && q.login.is_none()
             {
                 q.uncertain = true;
-                self.emit_query(cx, q);
+                self.emit_query(cx, *q);
             }
         }
         let Some(&cmd) = p.head.first() else {
@@ -783,7 +785,7 @@ impl Session {
             self.pending.pop_front();
             cx.stats.pending_overflow += 1;
         }
-        self.pending.push_back(q);
+        self.pending.push_back(Box::new(q));
     }
 
     /// A client packet continuing an exchange (LOCAL INFILE data, COM_CHANGE_USER auth).
@@ -855,7 +857,7 @@ impl Session {
                 }
                 self.emit_login(cx, l, outcome, q.error.take());
             } else {
-                self.emit_query(cx, q);
+                self.emit_query(cx, *q);
             }
         } else {
             self.pending.push_front(q);

@@ -119,7 +119,14 @@ pub struct Framer {
     scan: BytesMut,
     /// (offset in `scan`, timestamp) of each delivered piece.
     chunks: VecDeque<(usize, u64)>,
+    /// A small body buffer handed back by the decoder ([`Framer::recycle`]), reused for the
+    /// next message that keeps bytes: most messages (rows) keep a few, and an allocation
+    /// each cost more than the rest of their framing.
+    spare: Vec<u8>,
 }
+
+/// Largest body buffer kept for reuse.
+const SPARE_CAP: usize = 4096;
 
 /// Verdict on a candidate boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +208,15 @@ impl Framer {
             lost_bytes: 0,
             scan: BytesMut::new(),
             chunks: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back the body of a message the decoder is done with, for reuse.
+    pub fn recycle(&mut self, mut body: Vec<u8>) {
+        if body.capacity() > self.spare.capacity() && body.capacity() <= SPARE_CAP {
+            body.clear();
+            self.spare = body;
         }
     }
 
@@ -421,7 +437,13 @@ impl Framer {
                         body_len,
                         remaining: body_len,
                         keep,
-                        body: Vec::with_capacity(keep.min(4096)),
+                        body: if keep == 0 {
+                            Vec::new()
+                        } else {
+                            let mut body = std::mem::take(&mut self.spare);
+                            body.reserve(keep.min(SPARE_CAP));
+                            body
+                        },
                         holed: false,
                         start_ts: start,
                     };
@@ -503,6 +525,9 @@ impl Framer {
         while self.lost && !self.scan.is_empty() {
             let mut found = None;
             for i in 0..self.scan.len() {
+                if self.cannot_start(i) {
+                    continue;
+                }
                 match check_chain(self.dir, &self.scan[i..]) {
                     Chain::Reject => {}
                     v => {
@@ -533,6 +558,9 @@ impl Framer {
     /// message lacks exactly `len` bytes; if so the bytes before it are dropped.
     fn gap_completes_chain(&mut self, len: u64, stats: &mut DecoderStats) -> bool {
         for i in 0..self.scan.len() {
+            if self.cannot_start(i) {
+                continue;
+            }
             match walk(self.dir, &self.scan[i..]) {
                 (Chain::Reject, _) => {}
                 (_, short) => {
@@ -548,6 +576,13 @@ impl Framer {
             }
         }
         false
+    }
+
+    /// What [`walk`] says first of most offsets, without the call: a whole header there whose
+    /// type byte is not one of the direction's rejects the offset.
+    #[inline]
+    fn cannot_start(&self, i: usize) -> bool {
+        self.scan.len() - i >= 5 && !valid_type(self.dir, self.scan[i])
     }
 
     /// In sync at the start of the scan buffer: replays it (framing may be lost again).

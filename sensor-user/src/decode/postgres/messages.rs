@@ -30,11 +30,25 @@ const BACKEND: &[u8] = b"RK23CdcGHWDIEVvnNAtS1sZT";
 /// ErrorResponse / NoticeResponse field codes.
 const ERROR_FIELDS: &[u8] = b"SVCMDHPpqWstcdnFLR";
 
-pub fn valid_type(dir: Dir, t: u8) -> bool {
-    match dir {
-        Dir::Request => FRONTEND.contains(&t),
-        Dir::Response => BACKEND.contains(&t),
+/// One bit per type byte, per direction: checked for every message header, so a table lookup
+/// rather than a scan of the lists above.
+const VALID: [[u64; 4]; 2] = [type_set(FRONTEND), type_set(BACKEND)];
+
+const fn type_set(types: &[u8]) -> [u64; 4] {
+    let mut set = [0u64; 4];
+    let mut i = 0;
+    while i < types.len() {
+        let t = types[i] as usize;
+        set[t / 64] |= 1 << (t % 64);
+        i += 1;
     }
+    set
+}
+
+#[inline]
+pub fn valid_type(dir: Dir, t: u8) -> bool {
+    let set = &VALID[matches!(dir, Dir::Response) as usize];
+    set[t as usize / 64] & (1 << (t % 64)) != 0
 }
 
 /// Inclusive bounds of the body length (the declared length minus its own 4 bytes).
@@ -418,5 +432,18 @@ mod tests {
             StartupPacket::Ssl
         );
         assert_eq!(parse_startup(&[1, 2, 3, 4]), StartupPacket::Invalid);
+    }
+}
+
+#[cfg(test)]
+mod valid_type_tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_the_lists() {
+        for t in 0..=255u8 {
+            assert_eq!(valid_type(Dir::Request, t), FRONTEND.contains(&t), "{t}");
+            assert_eq!(valid_type(Dir::Response, t), BACKEND.contains(&t), "{t}");
+        }
     }
 }

@@ -677,8 +677,14 @@ impl PostgresDecoder {
     fn drain_events(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir) {
         while let Some(ev) = self.evs.pop_front() {
             match (ev, dir) {
-                (Ev::Msg(m), Dir::Request) => self.on_request(cx, m),
-                (Ev::Msg(m), Dir::Response) => self.on_response(cx, m),
+                (Ev::Msg(m), Dir::Request) => {
+                    self.on_request(cx, &m);
+                    self.req.recycle(m.body);
+                }
+                (Ev::Msg(m), Dir::Response) => {
+                    self.on_response(cx, &m);
+                    self.resp.recycle(m.body);
+                }
                 (Ev::Lost { malformed }, Dir::Request) => self.on_request_lost(malformed),
                 (Ev::Lost { .. }, Dir::Response) => {}
                 (
@@ -821,7 +827,7 @@ impl PostgresDecoder {
 
     // ---- requests ----
 
-    fn on_request(&mut self, cx: &mut DecodeCtx<'_>, m: Msg) {
+    fn on_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
         match self.phase {
             Phase::Startup | Phase::AwaitAnswer if m.typ == 0 => self.on_startup_packet(cx, m),
             Phase::Auth => {
@@ -848,7 +854,7 @@ impl PostgresDecoder {
         }
     }
 
-    fn on_startup_packet(&mut self, cx: &mut DecodeCtx<'_>, m: Msg) {
+    fn on_startup_packet(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
         match messages::parse_startup(&m.body) {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 self.phase = Phase::AwaitAnswer;
@@ -984,8 +990,8 @@ impl PostgresDecoder {
         Some(&mut self.groups[n - 2]).filter(|g| matches!(g.kind, Kind::Extended { .. }))
     }
 
-    fn on_typed_request(&mut self, cx: &mut DecodeCtx<'_>, m: Msg) {
-        self.track_statements(cx, &m);
+    fn on_typed_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+        self.track_statements(cx, m);
         if let Some(first) = &mut self.req_discard {
             let first = *first.get_or_insert(m.start_ts);
             match m.typ {
@@ -1044,7 +1050,7 @@ impl PostgresDecoder {
                 );
             }
             // (Flush and Sync belong to what came before them, and are not counted.)
-            b'P' | b'B' | b'D' | b'C' => self.note_pre(&m),
+            b'P' | b'B' | b'D' | b'C' => self.note_pre(m),
             b'E' => {
                 let mut pos = 0;
                 let portal = cstr(&m.body, &mut pos).unwrap_or_default();
@@ -1098,7 +1104,7 @@ impl PostgresDecoder {
 
     // ---- responses ----
 
-    fn on_response(&mut self, cx: &mut DecodeCtx<'_>, m: Msg) {
+    fn on_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
         match self.phase {
             Phase::AwaitAnswer if m.answer => match m.typ {
                 b'S' | b'G' => self.go_encrypted(cx),
@@ -1113,7 +1119,7 @@ impl PostgresDecoder {
         }
     }
 
-    fn on_auth_response(&mut self, cx: &mut DecodeCtx<'_>, m: Msg) {
+    fn on_auth_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
         match m.typ {
             b'R' => {
                 let Some(l) = self.login.as_mut() else { return };
@@ -1187,7 +1193,7 @@ impl PostgresDecoder {
         }
     }
 
-    fn on_query_response(&mut self, cx: &mut DecodeCtx<'_>, m: Msg) {
+    fn on_query_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
         let t = m.typ;
         // Asynchronous: belongs to no query.
         if t == b'A' {
@@ -1221,7 +1227,7 @@ impl PostgresDecoder {
             }
             match g.kind {
                 Kind::Simple(mut q) => {
-                    q.saw_response(&m);
+                    q.saw_response(m);
                     let rows = q.simple_rows();
                     self.session
                         .emit(cx, &q, rows, q.first_resp, m.end_ts, q.tainted);
@@ -1242,10 +1248,10 @@ impl PostgresDecoder {
         }
         match &mut g.kind {
             Kind::Simple(q) => {
-                q.saw_response(&m);
+                q.saw_response(m);
                 match t {
                     b'D' => q.cur_rows += 1,
-                    b'C' => q.statement_done(&m),
+                    b'C' => q.statement_done(m),
                     b'E' => {
                         if q.error.is_none() {
                             q.error = messages::error_fields(&m.body).1;
@@ -1257,7 +1263,7 @@ impl PostgresDecoder {
             }
             Kind::Extended { execs, deferred } => {
                 if let Some(d) = deferred {
-                    d.on_msg(&m);
+                    d.on_msg(m);
                     return;
                 }
                 if g.failed {
@@ -1269,7 +1275,7 @@ impl PostgresDecoder {
                     }
                     return;
                 };
-                q.saw_response(&m);
+                q.saw_response(m);
                 let rows = match t {
                     b'D' => {
                         q.cur_rows += 1;
