@@ -207,6 +207,10 @@ struct Common {
     /// Show query literals, parameters and authentication payloads (redacted by default).
     #[arg(long)]
     no_redact: bool,
+    /// Memory cap in MiB (0: none; at least 64): the reader queue, held out-of-order bytes
+    /// and followed connections are sized to stay under it (`limits.memory_mib`).
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<usize>,
     #[command(flatten)]
     cloudwatch: CloudWatchArgs,
     #[command(flatten)]
@@ -234,12 +238,22 @@ impl Common {
         c
     }
 
-    fn pipeline(&self, clock: Clock, extra: Vec<Box<dyn Sink>>) -> Result<Pipeline> {
-        let limits = self
+    /// The file's limits (or the defaults) with the switches that override them.
+    fn limits(&self) -> crate::config::Limits {
+        let mut limits = self
             .file
             .as_ref()
             .map(|f| f.limits.clone())
             .unwrap_or_default();
+        if let Some(m) = self.memory_mib {
+            limits.memory_mib = m;
+        }
+        limits
+    }
+
+    fn pipeline(&self, clock: Clock, extra: Vec<Box<dyn Sink>>) -> Result<Pipeline> {
+        let limits = self.limits();
+        let budget = crate::config::MemoryBudget::of(&limits);
         let stdout: Box<dyn Sink> = match &self.screen {
             Some(screen) => Box::new(screen.clone()),
             None => Box::new(Stdout::new(self.json)),
@@ -261,9 +275,10 @@ impl Common {
                 redact: !self.no_redact,
                 detector: self.detect.detector(clock)?,
                 streams: crate::streams::StreamLimits {
-                    max_connections: limits.connections,
+                    max_connections: budget.connections,
                     max_held_segments: limits.held_segments,
                     max_held_bytes: limits.held_bytes,
+                    max_held_total: budget.held_bytes_total,
                     ..crate::streams::StreamLimits::default()
                 },
                 latency_keys: limits.fingerprints,
@@ -532,6 +547,23 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
 fn agent_options(live: &LiveArgs, common: &Common) -> Result<AgentOptions> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut opts = live.agent();
+    let limits = common.limits();
+    let m = limits.memory_mib;
+    if m != 0 {
+        if m < crate::config::MemoryBudget::MIN_MIB {
+            bail!(
+                "--memory-mib {m}: allowed 0 (no cap) or {} and more",
+                crate::config::MemoryBudget::MIN_MIB
+            );
+        }
+        if live.ring_size as usize > (m << 20) / 4 {
+            bail!(
+                "--ring-size {} MiB is more than a quarter of the memory cap ({m} MiB)",
+                live.ring_size >> 20
+            );
+        }
+    }
+    opts.queue_bytes = crate::config::MemoryBudget::of(&limits).queue_bytes;
     let (Some(path), Some(first)) = (&common.config, &common.file) else {
         return Ok(opts);
     };

@@ -165,6 +165,50 @@ pub struct Limits {
     pub held_bytes: usize,
     pub fingerprints: usize,
     pub top_fingerprints: usize,
+    /// Held out-of-order bytes across all connections.
+    pub held_bytes_total: usize,
+    /// The agent's memory cap in MiB (0: none); see [`MemoryBudget`].
+    pub memory_mib: usize,
+}
+
+/// What a memory cap leaves to each bounded structure of the agent: a quarter to the queue
+/// between the ring reader and the pipeline, an eighth to held out-of-order bytes, an eighth
+/// to connection state, and the rest to the ring buffer's touched pages, the latency
+/// histograms, detector state and the process itself. Each is the smaller of its share and
+/// its own limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub queue_bytes: usize,
+    pub held_bytes_total: usize,
+    pub connections: usize,
+}
+
+/// An upper estimate of one followed connection: its table entry, both directions' state and
+/// a decoder with its buffers.
+pub const CONNECTION_BYTES: usize = 4096;
+
+impl MemoryBudget {
+    /// The queue's size without a cap.
+    pub const DEFAULT_QUEUE: usize = 64 << 20;
+    /// The agent attached and idle is ~40 MiB (binary, runtime, tables' first pages).
+    pub const MIN_MIB: usize = 64;
+
+    pub fn of(limits: &Limits) -> Self {
+        let uncapped = Self {
+            queue_bytes: Self::DEFAULT_QUEUE,
+            held_bytes_total: limits.held_bytes_total,
+            connections: limits.connections,
+        };
+        if limits.memory_mib == 0 {
+            return uncapped;
+        }
+        let cap = limits.memory_mib << 20;
+        Self {
+            queue_bytes: uncapped.queue_bytes.min(cap / 4),
+            held_bytes_total: uncapped.held_bytes_total.min(cap / 8),
+            connections: uncapped.connections.min(cap / 8 / CONNECTION_BYTES).max(1),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -179,6 +223,8 @@ impl Default for Limits {
             held_bytes: s.max_held_bytes,
             fingerprints: 10_000,
             top_fingerprints: 20,
+            held_bytes_total: s.max_held_total,
+            memory_mib: 0,
         }
     }
 }
@@ -250,6 +296,19 @@ impl Config {
                 "capture.tail_cap: {}; allowed: 0 to capture.payload_cap ({})",
                 c.tail_cap,
                 c.payload_cap
+            );
+        }
+        let m = self.limits.memory_mib;
+        if m != 0 && m < MemoryBudget::MIN_MIB {
+            bail!(
+                "limits.memory_mib: {m}; allowed: 0 (no cap) or {} and more",
+                MemoryBudget::MIN_MIB
+            );
+        }
+        if m != 0 && c.ring_size as usize > (m << 20) / 4 {
+            bail!(
+                "capture.ring_size: {} MiB is more than a quarter of limits.memory_mib ({m} MiB)",
+                c.ring_size >> 20
             );
         }
         if self.output.summary_interval_s == 0 {

@@ -218,3 +218,35 @@ fn sighup_reload_reaches_the_pipeline_and_a_bad_file_changes_nothing() {
     assert!(e.contains("missing.txt"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_memory_cap_sizes_the_bounded_structures_and_is_checked() {
+    use super::{Limits, MemoryBudget};
+    let none = MemoryBudget::of(&Limits::default());
+    assert_eq!(none.queue_bytes, MemoryBudget::DEFAULT_QUEUE);
+    assert_eq!(none.connections, Limits::default().connections);
+    let capped = MemoryBudget::of(&Limits {
+        memory_mib: 128,
+        ..Limits::default()
+    });
+    assert_eq!(capped.queue_bytes, 32 << 20);
+    assert_eq!(capped.held_bytes_total, 16 << 20);
+    assert_eq!(capped.connections, (16 << 20) / super::CONNECTION_BYTES);
+    // A share never raises a limit set lower.
+    let low = MemoryBudget::of(&Limits {
+        memory_mib: 4096,
+        connections: 10,
+        ..Limits::default()
+    });
+    assert_eq!(low.connections, 10);
+    let e = err("[limits]\nmemory_mib = 16\n");
+    assert!(
+        e.contains("limits.memory_mib: 16; allowed: 0 (no cap) or 64 and more"),
+        "{e}"
+    );
+    let e = err("[limits]\nmemory_mib = 64\n[capture]\nring_size = 33554432\n");
+    assert!(
+        e.contains("capture.ring_size: 32 MiB is more than a quarter of limits.memory_mib"),
+        "{e}"
+    );
+}

@@ -28,6 +28,9 @@ pub struct StreamLimits {
     pub max_held_segments: usize,
     /// Bytes held per direction.
     pub max_held_bytes: usize,
+    /// Bytes held across all connections: without it the per-direction bounds allow
+    /// connections × 2 × `max_held_bytes` (tens of GB at the defaults) under crafted loss.
+    pub max_held_total: usize,
     /// A connection without a segment for this long is closed.
     pub idle_ns: u64,
 }
@@ -38,6 +41,7 @@ impl Default for StreamLimits {
             max_connections: 100_000,
             max_held_segments: 64,
             max_held_bytes: 256 << 10,
+            max_held_total: 64 << 20,
             idle_ns: 300_000_000_000,
         }
     }
@@ -61,6 +65,9 @@ pub struct StreamStats {
     pub lost_bytes: u64,
     /// Out-of-order segments discarded because the hold buffer was full.
     pub held_overflow: u64,
+    /// Times a connection's holes were given up because all connections together held
+    /// `max_held_total` bytes.
+    pub held_budget_flushes: u64,
 }
 
 /// One held (out-of-order) segment.
@@ -110,6 +117,8 @@ pub struct Streams {
     pub stats: StreamStats,
     pub decoder_stats: DecoderStats,
     pub redact: bool,
+    /// Out-of-order bytes held by all connections (the sum of their `held_bytes`).
+    held_total: usize,
 }
 
 impl Streams {
@@ -121,7 +130,13 @@ impl Streams {
             stats: StreamStats::default(),
             decoder_stats: DecoderStats::default(),
             redact,
+            held_total: 0,
         }
+    }
+
+    /// Out-of-order bytes held by all connections.
+    pub fn held_bytes(&self) -> usize {
+        self.held_total
     }
 
     pub fn active(&self) -> usize {
@@ -192,6 +207,7 @@ impl Streams {
             return;
         };
         conn.last_ts = conn.last_ts.max(ev.hdr.ts_ns);
+        let held_before = conn.dirs[0].held_bytes + conn.dirs[1].held_bytes;
         let d = (ev.hdr.direction & 1) as usize;
         let dir = Dir::from_direction(ev.hdr.direction);
         let mut cx = DecodeCtx {
@@ -277,6 +293,20 @@ impl Streams {
         if flags & tcp_flags::RST != 0 {
             conn.rst = true;
         }
+        let held_after = conn.dirs[0].held_bytes + conn.dirs[1].held_bytes;
+        self.held_total = (self.held_total + held_after).saturating_sub(held_before);
+        if self.held_total > self.limits.max_held_total && held_after > 0 {
+            // Over the global budget: this connection (the one that just grew) gives up its
+            // holes, which keeps the total at or under the budget whatever the others hold.
+            self.stats.held_budget_flushes += 1;
+            for (i, st) in conn.dirs.iter_mut().enumerate() {
+                let dir = if i == 0 { Dir::Request } else { Dir::Response };
+                while !st.held.is_empty() {
+                    force_first_hole(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                }
+            }
+            self.held_total = self.held_total.saturating_sub(held_after);
+        }
         if conn.rst || (conn.dirs[0].fin && conn.dirs[1].fin) {
             let ts = ev.hdr.ts_ns;
             self.close(&key, ts, clock, out);
@@ -314,6 +344,9 @@ impl Streams {
         let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
+        self.held_total = self
+            .held_total
+            .saturating_sub(conn.dirs[0].held_bytes + conn.dirs[1].held_bytes);
         let mut cx = DecodeCtx {
             endpoint: &conn.endpoint,
             clock,
@@ -646,5 +679,68 @@ mod tests {
         );
         assert_eq!(st.next, Some(21));
         assert_eq!((stats.gaps, stats.gap_bytes), (2, 13));
+    }
+
+    /// Out-of-order data on many connections: the total held never passes the global
+    /// budget, the connection that would pass it gives up its holes (counted), and the
+    /// others keep theirs.
+    #[test]
+    fn held_bytes_are_bounded_across_connections() {
+        use sensor_common::{EventHeader, direction, proto};
+        let limits = StreamLimits {
+            max_held_total: 10_000,
+            ..StreamLimits::default()
+        };
+        let mut streams = Streams::new(limits, true);
+        let clock = Clock::default();
+        let mut out = Vec::new();
+        let payload = vec![b'x'; 1000];
+        let mut feed = |streams: &mut Streams, port: u16, seq: u32, flags: u8, data: &[u8]| {
+            let mut hdr = EventHeader {
+                ts_ns: 1,
+                seq,
+                payload_len: data.len() as u32,
+                captured_len: data.len() as u32,
+                head_len: data.len() as u16,
+                tcp_flags: flags,
+                direction: direction::TO_SERVER,
+                proto: proto::POSTGRES,
+                ..Default::default()
+            };
+            hdr.key.client_port = port;
+            hdr.key.server_port = 5432;
+            let mut rec = crate::event::header_bytes(&hdr).to_vec();
+            rec.extend_from_slice(data);
+            streams.on_event(&crate::event::Event::parse(&rec).unwrap(), &clock, &mut out);
+        };
+        for port in 1000..1010u16 {
+            // The handshake fixes the next sequence number at 1; then 1001.. arrives first.
+            feed(&mut streams, port, 0, tcp_flags::SYN, &[]);
+            feed(&mut streams, port, 1, tcp_flags::ACK, b"Q");
+            for k in 0..3u32 {
+                feed(
+                    &mut streams,
+                    port,
+                    1001 + k * 1000,
+                    tcp_flags::ACK,
+                    &payload,
+                );
+                assert!(
+                    streams.held_bytes() <= 10_000,
+                    "held {} > budget",
+                    streams.held_bytes()
+                );
+            }
+        }
+        assert!(streams.stats.held_budget_flushes > 0);
+        assert!(streams.held_bytes() > 0, "the others keep theirs");
+        let held: usize = streams
+            .conns
+            .values()
+            .map(|c| c.dirs[0].held_bytes + c.dirs[1].held_bytes)
+            .sum();
+        assert_eq!(held, streams.held_bytes(), "the running total is the sum");
+        streams.expire(u64::MAX, true, &clock, &mut out);
+        assert_eq!(streams.held_bytes(), 0);
     }
 }
