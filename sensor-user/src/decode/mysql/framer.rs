@@ -46,6 +46,13 @@ pub trait Sink {
     /// While lost: the offset in `window` (bytes since the gap, the last ones received at
     /// `window.len()`) where a plausible packet starts, if any.
     fn hunt(&mut self, cx: &mut DecodeCtx<'_>, window: &[u8]) -> Option<usize>;
+    /// In sync between two packets: how many bytes at the start of `input` are whole
+    /// packets the sink took in place, without their being reported one by one (the rows
+    /// of a result set); 0 for none. Only packets that [`Sink::header`] would accept and
+    /// that are whole, single and not empty.
+    fn runs(&mut self, _cx: &mut DecodeCtx<'_>, _ts: u64, _input: &[u8]) -> usize {
+        0
+    }
     /// Framing found again at a position `hunt` chose or `arm` told.
     fn resynced(&mut self, cx: &mut DecodeCtx<'_>);
     /// `n` bytes arrived at `ts` that no packet accounts for (while lost: data and gaps);
@@ -156,6 +163,21 @@ impl Framer {
         while !input.is_empty() {
             match self.st {
                 St::Header => {
+                    if self.hdr_len == 0 && !self.active && self.expect.is_none() {
+                        let n = sink.runs(cx, ts, input);
+                        if n > 0 {
+                            input = &input[n..];
+                            continue;
+                        }
+                    }
+                    if self.hdr_len == 0
+                        && !self.active
+                        && self.expect.is_none()
+                        && let Some(n) = self.whole(cx, ts, input, sink)
+                    {
+                        input = &input[n..];
+                        continue;
+                    }
                     if self.hdr_len == 0 && !self.active {
                         self.start_ts = ts;
                     }
@@ -253,6 +275,41 @@ impl Framer {
             }
         }
         None
+    }
+
+    /// A packet whole at the start of `input` (one physical packet, its header accepted):
+    /// reported in place, its head borrowed from `input` (nothing copied), as the byte-wise
+    /// path would have reported it. Returns the bytes it took; `None` leaves everything to
+    /// that path (a header cut by the delivery's end, a body running past it, a continued
+    /// payload, a header the sink rejects).
+    #[inline]
+    fn whole(
+        &mut self,
+        cx: &mut DecodeCtx<'_>,
+        ts: u64,
+        input: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Option<usize> {
+        let h = input.get(..4)?;
+        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+        let seq = h[3];
+        let end = 4 + len as usize;
+        if len == MAX_PACKET || input.len() < end || !sink.header(cx, seq, len) {
+            return None;
+        }
+        let keep = (len as usize).min(self.cap);
+        let p = Packet {
+            seq,
+            last_seq: seq,
+            len: u64::from(len),
+            head: &input[4..4 + keep],
+            broken: false,
+            start_ts: ts,
+            end_ts: ts,
+            wire: 4 + u64::from(len),
+        };
+        sink.packet(cx, &p);
+        Some(end)
     }
 
     fn end_packet(&mut self, cx: &mut DecodeCtx<'_>, ts: u64, sink: &mut dyn Sink) {

@@ -67,7 +67,7 @@ mod tests;
 use super::fingerprint::{Dialect, fingerprint};
 use super::{DecodeCtx, Decoder, Dir};
 use crate::records::{LoginRecord, Outcome, QueryRecord, Record};
-use framer::{Framer, Packet, Sink};
+use framer::{Framer, MAX_PACKET, Packet, Sink};
 use std::collections::{HashMap, VecDeque};
 use wire::{cap, com, status};
 
@@ -810,6 +810,22 @@ impl Session {
     // ---- command phase: responses ----
 
     fn on_response(&mut self, cx: &mut DecodeCtx<'_>, p: &Packet<'_>) {
+        // A result-set row (most packets of a response): counted in place, as `step` would.
+        if self.trailing_eof.is_none()
+            && let Some(q) = self.pending.front_mut()
+            && q.st == RState::Rows
+            && !q.deferred_stmt
+            && let Some(&b0) = p.head.first()
+            && b0 != 0xff
+            && !wire::is_terminator(p.head, p.len)
+        {
+            q.next_seq = p.last_seq.wrapping_add(1);
+            q.bytes_response += p.wire;
+            q.first_ts.get_or_insert(p.start_ts);
+            q.end_ts = p.end_ts;
+            q.rows += 1;
+            return;
+        }
         let Some(mut q) = self.pending.pop_front() else {
             if self.trailing_eof == Some(p.seq) && wire::is_eof(p.head, p.len) {
                 self.deprecate_eof = Some(false);
@@ -1235,6 +1251,40 @@ impl Sink for RespSink<'_> {
             Phase::Dead => cx.stats.skipped_bytes += p.wire,
             _ => {}
         }
+    }
+
+    fn runs(&mut self, _cx: &mut DecodeCtx<'_>, ts: u64, input: &[u8]) -> usize {
+        // Rows of a result set, counted in place as `header` and `on_response` would.
+        let s = &mut *self.s;
+        if s.phase != Phase::Command || s.trailing_eof.is_some() {
+            return 0;
+        }
+        let Some(q) = s.pending.front_mut() else {
+            return 0;
+        };
+        if q.st != RState::Rows || q.deferred_stmt {
+            return 0;
+        }
+        let mut off = 0;
+        while let Some(h) = input.get(off..off + 4) {
+            let len = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+            let seq = h[3];
+            let end = off + 4 + len as usize;
+            if seq != q.next_seq || len == 0 || len == MAX_PACKET || input.len() < end {
+                break;
+            }
+            let head = &input[off + 4..end];
+            if head[0] == 0xff || wire::is_terminator(head, u64::from(len)) {
+                break;
+            }
+            q.next_seq = seq.wrapping_add(1);
+            q.bytes_response += 4 + u64::from(len);
+            q.first_ts.get_or_insert(ts);
+            q.end_ts = ts;
+            q.rows += 1;
+            off = end;
+        }
+        off
     }
 
     fn lost(&mut self, _cx: &mut DecodeCtx<'_>, partial: Option<&Packet<'_>>) {

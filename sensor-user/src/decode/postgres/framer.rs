@@ -39,9 +39,10 @@ pub enum Mode {
     Answer,
 }
 
-/// One framed message.
-#[derive(Debug)]
-pub struct Msg {
+/// One framed message, its kept body borrowed: from the segment's own bytes (a message
+/// whole in one delivery, [`Framer::take_whole`]) or from a buffered [`OwnedMsg`].
+#[derive(Debug, Clone, Copy)]
+pub struct Msg<'a> {
     /// Type byte; 0 for an untyped start-up packet.
     pub typ: u8,
     /// The one-byte answer to an encryption request.
@@ -50,7 +51,7 @@ pub struct Msg {
     pub wire_len: u64,
     pub body_len: u64,
     /// The kept prefix of the body.
-    pub body: Vec<u8>,
+    pub body: &'a [u8],
     /// The whole body is in `body` (not cut by a gap or the keep limit).
     pub complete: bool,
     /// Timestamps of the segments holding the first and the last byte.
@@ -58,9 +59,37 @@ pub struct Msg {
     pub end_ts: u64,
 }
 
+/// A message assembled across deliveries or gaps: its kept body buffered.
+#[derive(Debug)]
+pub struct OwnedMsg {
+    pub typ: u8,
+    pub answer: bool,
+    pub wire_len: u64,
+    pub body_len: u64,
+    pub body: Vec<u8>,
+    pub complete: bool,
+    pub start_ts: u64,
+    pub end_ts: u64,
+}
+
+impl OwnedMsg {
+    pub fn as_msg(&self) -> Msg<'_> {
+        Msg {
+            typ: self.typ,
+            answer: self.answer,
+            wire_len: self.wire_len,
+            body_len: self.body_len,
+            body: &self.body,
+            complete: self.complete,
+            start_ts: self.start_ts,
+            end_ts: self.end_ts,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Ev {
-    Msg(Msg),
+    Msg(OwnedMsg),
     /// Framing lost; `malformed` when a header was impossible (rather than a gap).
     Lost {
         malformed: bool,
@@ -194,6 +223,18 @@ fn walk(dir: Dir, buf: &[u8]) -> (Chain, Option<u64>) {
     }
 }
 
+/// The wire length of a DataRow whole at the start of `b` (its header in bounds), if one is.
+#[inline]
+pub fn data_row_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 5 || b[0] != b'D' {
+        return None;
+    }
+    let body_len = (be32(&b[1..5]) as u64).checked_sub(4)?;
+    let (lo, hi) = body_bounds(Dir::Response, b'D');
+    (body_len >= lo && body_len <= hi && body_len <= (b.len() - 5) as u64)
+        .then_some(5 + body_len as usize)
+}
+
 impl Framer {
     /// A framer in sync (`lost` false) or hunting for its first boundary (mid-stream).
     pub fn new(dir: Dir, mode: Mode, lost: bool) -> Self {
@@ -239,6 +280,47 @@ impl Framer {
         self.lost_bytes = 0;
         self.scan = BytesMut::new();
         self.chunks.clear();
+    }
+
+    /// The message at the start of `b` when it is whole there and the framer is in sync,
+    /// typed, between two messages: framed in place (its kept body borrowed from `b`,
+    /// nothing buffered or queued), exactly as [`Framer::push`] would have framed it. `None`
+    /// otherwise (a message straddling deliveries, a header to check the slow way, another
+    /// mode): then [`Framer::push`] takes over.
+    #[inline]
+    pub fn take_whole<'a>(&self, b: &'a [u8], ts: u64) -> Option<Msg<'a>> {
+        if self.lost
+            || self.mode != Mode::Typed
+            || !matches!(self.st, St::Header { have: 0, .. })
+            || b.len() < 5
+        {
+            return None;
+        }
+        let typ = b[0];
+        let len = be32(&b[1..5]);
+        if len < 4 || !valid_type(self.dir, typ) {
+            return None;
+        }
+        let body_len = len as u64 - 4;
+        let (lo, hi) = body_bounds(self.dir, typ);
+        if body_len < lo || body_len > hi || body_len > (b.len() - 5) as u64 {
+            return None;
+        }
+        let keep = if typ == b'p' && self.dir == Dir::Request && !self.keep_password {
+            0
+        } else {
+            keep_len(self.dir, typ).min(body_len as usize)
+        };
+        Some(Msg {
+            typ,
+            answer: false,
+            wire_len: body_len + 5,
+            body_len,
+            body: &b[5..5 + keep],
+            complete: keep as u64 == body_len,
+            start_ts: ts,
+            end_ts: ts,
+        })
     }
 
     /// Consumes a prefix of `b` (in sync: up to the end of one message, so the decoder can
@@ -344,7 +426,7 @@ impl Framer {
             ..
         } = st
         {
-            out.push_back(Ev::Msg(Msg {
+            out.push_back(Ev::Msg(OwnedMsg {
                 typ,
                 answer: false,
                 wire_len: body_len + if untyped { 4 } else { 5 },
@@ -377,7 +459,7 @@ impl Framer {
                         if self.mode == Mode::Answer {
                             let c = b[pos];
                             if matches!(c, b'S' | b'N' | b'G') {
-                                out.push_back(Ev::Msg(Msg {
+                                out.push_back(Ev::Msg(OwnedMsg {
                                     typ: c,
                                     answer: true,
                                     wire_len: 1,

@@ -326,7 +326,7 @@ impl Query {
         }
     }
 
-    fn saw_response(&mut self, m: &Msg) {
+    fn saw_response(&mut self, m: &Msg<'_>) {
         self.bytes_resp += m.wire_len;
         if self.first_resp.is_none() && !self.first_unknown {
             self.first_resp = Some(m.start_ts);
@@ -341,8 +341,8 @@ impl Query {
     }
 
     /// A CommandComplete of one statement of a simple query.
-    fn statement_done(&mut self, m: &Msg) {
-        match m.complete.then(|| messages::tag_rows(&m.body)).flatten() {
+    fn statement_done(&mut self, m: &Msg<'_>) {
+        match m.complete.then(|| messages::tag_rows(m.body)).flatten() {
             Some(n) => self.tag_rows = Some(self.tag_rows.unwrap_or(0) + n),
             None if self.cur_rows > 0 => {
                 self.row_rows = Some(self.row_rows.unwrap_or(0) + self.cur_rows)
@@ -386,19 +386,21 @@ struct Deferred {
 }
 
 impl Deferred {
-    fn on_msg(&mut self, m: &Msg) {
+    /// `m`, or `n` DataRows at once (`m` then stands for all of them: see
+    /// [`PostgresDecoder::on_query_response`]).
+    fn on_msg(&mut self, m: &Msg<'_>, n: u64) {
         self.bytes += m.wire_len;
         if self.known_start && self.first.is_none() {
             self.first = Some(m.start_ts);
         }
         let rows = match m.typ {
             b'D' => {
-                self.rows += 1;
+                self.rows += n;
                 return;
             }
             b'C' => m
                 .complete
-                .then(|| messages::tag_rows(&m.body))
+                .then(|| messages::tag_rows(m.body))
                 .flatten()
                 .or((self.known_start && self.rows > 0).then_some(self.rows)),
             b's' => self.known_start.then_some(self.rows),
@@ -406,7 +408,7 @@ impl Deferred {
             _ => return,
         };
         let error = (m.typ == b'E')
-            .then(|| messages::error_fields(&m.body).1)
+            .then(|| messages::error_fields(m.body).1)
             .flatten();
         if self.done.len() < MAX_EXECS {
             self.done.push(Completion {
@@ -678,11 +680,11 @@ impl PostgresDecoder {
         while let Some(ev) = self.evs.pop_front() {
             match (ev, dir) {
                 (Ev::Msg(m), Dir::Request) => {
-                    self.on_request(cx, &m);
+                    self.on_request(cx, &m.as_msg());
                     self.req.recycle(m.body);
                 }
                 (Ev::Msg(m), Dir::Response) => {
-                    self.on_response(cx, &m);
+                    self.on_response(cx, &m.as_msg());
                     self.resp.recycle(m.body);
                 }
                 (Ev::Lost { malformed }, Dir::Request) => self.on_request_lost(malformed),
@@ -827,7 +829,7 @@ impl PostgresDecoder {
 
     // ---- requests ----
 
-    fn on_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+    fn on_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         match self.phase {
             Phase::Startup | Phase::AwaitAnswer if m.typ == 0 => self.on_startup_packet(cx, m),
             Phase::Auth => {
@@ -835,7 +837,7 @@ impl PostgresDecoder {
                     if self.req.keep_password {
                         self.req.keep_password = false;
                         let mut pos = 0;
-                        if let Some(mech) = cstr(&m.body, &mut pos)
+                        if let Some(mech) = cstr(m.body, &mut pos)
                             && !mech.is_empty()
                             && let Some(l) = self.login.as_mut()
                         {
@@ -854,8 +856,8 @@ impl PostgresDecoder {
         }
     }
 
-    fn on_startup_packet(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
-        match messages::parse_startup(&m.body) {
+    fn on_startup_packet(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
+        match messages::parse_startup(m.body) {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 self.phase = Phase::AwaitAnswer;
                 self.resp.mode = Mode::Answer;
@@ -931,17 +933,17 @@ impl PostgresDecoder {
         Some(self.groups.len() - 1)
     }
 
-    fn note_pre(&mut self, m: &Msg) {
+    fn note_pre(&mut self, m: &Msg<'_>) {
         let p = self.pre.get_or_insert((m.start_ts, 0));
         p.1 += m.wire_len;
     }
 
     /// Statement and portal bookkeeping (done even while requests are not reported).
-    fn track_statements(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+    fn track_statements(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         match m.typ {
             b'P' => {
                 let mut pos = 0;
-                if let Some(name) = cstr(&m.body, &mut pos) {
+                if let Some(name) = cstr(m.body, &mut pos) {
                     let rest = &m.body[pos..];
                     let (sql, cut) = match rest.iter().position(|&c| c == 0) {
                         Some(n) => (&rest[..n], false),
@@ -954,7 +956,7 @@ impl PostgresDecoder {
             }
             b'B' => {
                 let mut pos = 0;
-                match (cstr(&m.body, &mut pos), cstr(&m.body, &mut pos)) {
+                match (cstr(m.body, &mut pos), cstr(m.body, &mut pos)) {
                     (Some(portal), Some(stmt)) => {
                         let s = self.stmts.get(stmt).unwrap_or_else(|| Stmt::unknown(stmt));
                         self.portals.insert(portal, s);
@@ -965,7 +967,7 @@ impl PostgresDecoder {
             }
             b'C' => {
                 let mut pos = 1;
-                if let Some(name) = cstr(&m.body, &mut pos) {
+                if let Some(name) = cstr(m.body, &mut pos) {
                     match m.body.first() {
                         Some(b'S') => self.stmts.remove(name),
                         Some(b'P') => self.portals.remove(name),
@@ -990,7 +992,7 @@ impl PostgresDecoder {
         Some(&mut self.groups[n - 2]).filter(|g| matches!(g.kind, Kind::Extended { .. }))
     }
 
-    fn on_typed_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+    fn on_typed_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         self.track_statements(cx, m);
         if let Some(first) = &mut self.req_discard {
             let first = *first.get_or_insert(m.start_ts);
@@ -1029,7 +1031,7 @@ impl PostgresDecoder {
                 }
                 let (sql, cut) = match m.body.iter().position(|&c| c == 0) {
                     Some(n) => (&m.body[..n], false),
-                    None => (&m.body[..], true),
+                    None => (m.body, true),
                 };
                 let s = Stmt::from_sql(sql, cut, cx.redact);
                 self.push_group(
@@ -1040,7 +1042,7 @@ impl PostgresDecoder {
             b'F' => {
                 self.pre = None;
                 let fp = match m.body.len() >= 4 {
-                    true => format!("fastpath function {}", messages::be32(&m.body)),
+                    true => format!("fastpath function {}", messages::be32(m.body)),
                     false => "fastpath function".into(),
                 };
                 let s = Stmt::special("FUNCTION_CALL", fp);
@@ -1053,7 +1055,7 @@ impl PostgresDecoder {
             b'P' | b'B' | b'D' | b'C' => self.note_pre(m),
             b'E' => {
                 let mut pos = 0;
-                let portal = cstr(&m.body, &mut pos).unwrap_or_default();
+                let portal = cstr(m.body, &mut pos).unwrap_or_default();
                 let stmt = self
                     .portals
                     .get(portal)
@@ -1104,7 +1106,7 @@ impl PostgresDecoder {
 
     // ---- responses ----
 
-    fn on_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+    fn on_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         match self.phase {
             Phase::AwaitAnswer if m.answer => match m.typ {
                 b'S' | b'G' => self.go_encrypted(cx),
@@ -1114,16 +1116,16 @@ impl PostgresDecoder {
                 }
             },
             Phase::Auth => self.on_auth_response(cx, m),
-            Phase::Ready => self.on_query_response(cx, m),
+            Phase::Ready => self.on_query_response(cx, m, 1),
             _ => {}
         }
     }
 
-    fn on_auth_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+    fn on_auth_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         match m.typ {
             b'R' => {
                 let Some(l) = self.login.as_mut() else { return };
-                let method = match messages::auth_code(&m.body) {
+                let method = match messages::auth_code(m.body) {
                     Some(0) => {
                         if l.auth_method.is_none() {
                             l.auth_method = Some("trust".into());
@@ -1138,7 +1140,7 @@ impl PostgresDecoder {
                     Some(10) => {
                         // The client names its choice in the SASLInitialResponse.
                         self.req.keep_password = true;
-                        let mechs = messages::sasl_mechanisms(&m.body);
+                        let mechs = messages::sasl_mechanisms(m.body);
                         Some(match mechs.as_slice() {
                             [one] => one.to_ascii_lowercase(),
                             _ => "sasl".into(),
@@ -1152,8 +1154,8 @@ impl PostgresDecoder {
             }
             b'S' => {
                 let mut pos = 0;
-                if let Some(b"server_version") = cstr(&m.body, &mut pos)
-                    && let Some(v) = cstr(&m.body, &mut pos)
+                if let Some(b"server_version") = cstr(m.body, &mut pos)
+                    && let Some(v) = cstr(m.body, &mut pos)
                     && let Some(l) = self.login.as_mut()
                 {
                     l.server_version = Some(lossy(v));
@@ -1161,7 +1163,7 @@ impl PostgresDecoder {
             }
             b'E' => {
                 let code = if m.complete || m.body.len() >= 64 {
-                    messages::error_fields(&m.body).1
+                    messages::error_fields(m.body).1
                 } else {
                     None
                 };
@@ -1193,7 +1195,9 @@ impl PostgresDecoder {
         }
     }
 
-    fn on_query_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg) {
+    /// `n`: for a DataRow, how many rows `m` stands for (consecutive rows that arrived
+    /// together, their wire lengths summed in `m`); 1 for any other message.
+    fn on_query_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>, n: u64) {
         let t = m.typ;
         // Asynchronous: belongs to no query.
         if t == b'A' {
@@ -1250,11 +1254,11 @@ impl PostgresDecoder {
             Kind::Simple(q) => {
                 q.saw_response(m);
                 match t {
-                    b'D' => q.cur_rows += 1,
+                    b'D' => q.cur_rows += n,
                     b'C' => q.statement_done(m),
                     b'E' => {
                         if q.error.is_none() {
-                            q.error = messages::error_fields(&m.body).1;
+                            q.error = messages::error_fields(m.body).1;
                         }
                         q.cur_rows = 0;
                     }
@@ -1263,7 +1267,7 @@ impl PostgresDecoder {
             }
             Kind::Extended { execs, deferred } => {
                 if let Some(d) = deferred {
-                    d.on_msg(m);
+                    d.on_msg(m, n);
                     return;
                 }
                 if g.failed {
@@ -1278,18 +1282,18 @@ impl PostgresDecoder {
                 q.saw_response(m);
                 let rows = match t {
                     b'D' => {
-                        q.cur_rows += 1;
+                        q.cur_rows += n;
                         return;
                     }
                     b'C' => m
                         .complete
-                        .then(|| messages::tag_rows(&m.body))
+                        .then(|| messages::tag_rows(m.body))
                         .flatten()
                         .or((!q.tainted && q.cur_rows > 0).then_some(q.cur_rows)),
                     b's' => (!q.tainted).then_some(q.cur_rows),
                     b'I' => None,
                     b'E' => {
-                        q.error = messages::error_fields(&m.body).1;
+                        q.error = messages::error_fields(m.body).1;
                         None
                     }
                     _ => return,
@@ -1378,8 +1382,29 @@ impl Decoder for PostgresDecoder {
                 Dir::Request => &mut self.req,
                 Dir::Response => &mut self.resp,
             };
-            pos += framer.push(&bytes[pos..], ts_ns, &mut self.evs, cx.stats);
-            self.drain_events(cx, dir);
+            // Messages whole in these bytes are framed in place (most of a response: rows
+            // and their completions); the framer buffers only one that straddles deliveries.
+            if let Some(mut m) = framer.take_whole(&bytes[pos..], ts_ns) {
+                pos += m.wire_len as usize;
+                match dir {
+                    Dir::Request => self.on_request(cx, &m),
+                    Dir::Response if m.typ == b'D' && self.phase == Phase::Ready => {
+                        // A run of rows: only counted, so taken together (each is one
+                        // more row and its bytes, at the same timestamp).
+                        let mut n = 1;
+                        while let Some(len) = framer::data_row_len(&bytes[pos..]) {
+                            pos += len;
+                            m.wire_len += len as u64;
+                            n += 1;
+                        }
+                        self.on_query_response(cx, &m, n);
+                    }
+                    Dir::Response => self.on_response(cx, &m),
+                }
+            } else {
+                pos += framer.push(&bytes[pos..], ts_ns, &mut self.evs, cx.stats);
+                self.drain_events(cx, dir);
+            }
             match self.phase {
                 Phase::Done => return,
                 Phase::Dead => {
