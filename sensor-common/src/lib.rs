@@ -19,7 +19,7 @@ pub mod names {
     pub const FLOWS: &str = "FLOWS";
     /// Per-CPU array with one [`Counters`](super::Counters).
     pub const COUNTERS: &str = "COUNTERS";
-    /// Array of 65536 `u8`: the application protocol ([`proto`](super::proto)) of a database port, 0 if none.
+    /// Array with one [`PortTable`](super::PortTable): the application protocol of every port.
     pub const DB_PORTS: &str = "DB_PORTS";
     /// Array with one [`SensorConfig`](super::SensorConfig).
     pub const CONFIG: &str = "CONFIG";
@@ -149,6 +149,24 @@ pub mod counter {
         "capped",
         "geneve",
     ];
+}
+
+/// The `DB_PORTS` map's one value: the application protocol ([`proto`]) of every TCP port,
+/// 0 if none. One value rather than an entry per port: one lookup per segment, not two.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PortTable {
+    pub proto: [u8; 65536],
+}
+
+impl PortTable {
+    pub fn new(ports: &[(u16, u8)]) -> Self {
+        let mut t = Self { proto: [0; 65536] };
+        for &(port, proto) in ports {
+            t.proto[port as usize] = proto;
+        }
+        t
+    }
 }
 
 /// The per-CPU counters, one value in the `COUNTERS` map (one lookup per packet instead of
@@ -364,6 +382,7 @@ mod pod {
     unsafe impl aya::Pod for super::SensorConfig {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::PortTable {}
 }
 
 #[cfg(test)]

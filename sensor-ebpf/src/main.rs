@@ -27,8 +27,8 @@ use parse::{
     ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, L3, V4_MAPPED_ZERO, load, parse_eth, parse_ip,
 };
 use sensor_common::{
-    Counters, EventBuf, EventHeader, FlowKey, FlowStats, MAX_PAYLOAD_CAP, NO_VNI, SensorConfig,
-    config_flags, counter, direction, split_payload, tcp_flags,
+    Counters, EventBuf, EventHeader, FlowKey, FlowStats, MAX_PAYLOAD_CAP, NO_VNI, PortTable,
+    SensorConfig, config_flags, counter, direction, split_payload, tcp_flags,
 };
 
 /// Default ring size; user space resizes it at load time (`--ring-size`).
@@ -41,8 +41,9 @@ static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(262_
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
+/// One value: the protocol of every port (one lookup per segment, then two loads).
 #[map]
-static DB_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+static DB_PORTS: Array<PortTable> = Array::with_max_entries(1, 0);
 
 #[map]
 static CONFIG: Array<SensorConfig> = Array::with_max_entries(1, 0);
@@ -186,11 +187,18 @@ fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u
                 v6: false,
                 addr_off: 14 + 12,
             };
-            let tcp: [u8; 20] = rd(base, PLAIN_TCP);
-            handle_tcp(ctx, cfg, c, &tcp, &l3, NO_VNI, |key, dir| {
-                write_v4_key(key, dir, rd(base, 14 + 12), rd(base, 14 + 16));
-                true
-            });
+            handle_tcp(
+                ctx,
+                cfg,
+                c,
+                &Direct(base + PLAIN_TCP),
+                &l3,
+                NO_VNI,
+                |key, dir| {
+                    write_v4_key(key, dir, rd(base, 14 + 12), rd(base, 14 + 16));
+                    true
+                },
+            );
             Some(xdp_action::XDP_PASS)
         }
         IPPROTO_UDP => {
@@ -235,8 +243,7 @@ fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u
                 addr_off: VX_INNER_IP + 12,
             };
             let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-            let tcp: [u8; 20] = rd(base, VX_TCP);
-            handle_tcp(ctx, cfg, c, &tcp, &l3, vni, |key, dir| {
+            handle_tcp(ctx, cfg, c, &Direct(base + VX_TCP), &l3, vni, |key, dir| {
                 write_v4_key(
                     key,
                     dir,
@@ -281,11 +288,18 @@ fn fast_path_v6(
                 v6: true,
                 addr_off: 14 + 8,
             };
-            let tcp: [u8; 20] = rd(base, V6_L4);
-            handle_tcp(ctx, cfg, c, &tcp, &l3, NO_VNI, |key, dir| {
-                write_addrs(key, dir, rd(base, 14 + 8), rd(base, 14 + 24));
-                true
-            });
+            handle_tcp(
+                ctx,
+                cfg,
+                c,
+                &Direct(base + V6_L4),
+                &l3,
+                NO_VNI,
+                |key, dir| {
+                    write_addrs(key, dir, rd(base, 14 + 8), rd(base, 14 + 24));
+                    true
+                },
+            );
             Some(xdp_action::XDP_PASS)
         }
         IPPROTO_UDP => {
@@ -490,15 +504,19 @@ fn handle_tcp(
     ctx: &XdpContext,
     cfg: &SensorConfig,
     c: &mut Counters,
-    tcp: &[u8; 20],
+    tcp: &impl TcpHeader,
     l3: &L3,
     vni: u32,
     write_key: impl FnOnce(&mut FlowKey, u8) -> bool,
 ) {
-    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
-    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
-    let (dir, proto) = match db_port(dport) {
-        0 => match db_port(sport) {
+    let Some(ports) = DB_PORTS.get(0) else {
+        return;
+    };
+    let p = tcp.ports();
+    let sport = u16::from_be_bytes([p[0], p[1]]);
+    let dport = u16::from_be_bytes([p[2], p[3]]);
+    let (dir, proto) = match ports.proto[dport as usize] {
+        0 => match ports.proto[sport as usize] {
             0 => {
                 count(c, counter::NON_DB);
                 return;
@@ -508,12 +526,15 @@ fn handle_tcp(
         p => (direction::TO_SERVER, p),
     };
     count(c, counter::DB_SEGMENTS);
-    let doff = ((tcp[12] >> 4) as u32) * 4;
+    // Bytes 4..20: read only now, for database segments.
+    let rest = tcp.rest();
+    let tcp = |i: usize| rest[i - 4];
+    let doff = ((tcp(12) >> 4) as u32) * 4;
     if doff < 20 || doff > l3.l4_len {
         count(c, counter::MALFORMED);
         return;
     }
-    let flags = tcp[13];
+    let flags = tcp(13);
     let payload_len = l3.l4_len - doff;
     let payload_off = l3.l4_off as u32 + doff;
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as u32;
@@ -581,8 +602,8 @@ fn handle_tcp(
         count(c, counter::CAPPED);
     }
     hdr.ts_ns = ts;
-    hdr.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    hdr.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    hdr.seq = u32::from_be_bytes([tcp(4), tcp(5), tcp(6), tcp(7)]);
+    hdr.ack = u32::from_be_bytes([tcp(8), tcp(9), tcp(10), tcp(11)]);
     hdr.payload_len = payload_len;
     hdr.tcp_flags = flags;
     hdr.direction = dir;
@@ -602,11 +623,39 @@ fn handle_tcp(
     );
 }
 
-#[inline(always)]
-fn db_port(port: u16) -> u8 {
-    match DB_PORTS.get(port as u32) {
-        Some(p) => *p,
-        None => 0,
+/// A TCP header: its ports are read for every segment, the rest only for database segments
+/// (read up front, the whole header was loaded and spilled to the stack on every packet).
+trait TcpHeader {
+    fn ports(&self) -> [u8; 4];
+    /// Bytes 4..20: sequence and acknowledgement numbers, data offset, flags.
+    fn rest(&self) -> [u8; 16];
+}
+
+/// Copied by the general path.
+impl TcpHeader for [u8; 20] {
+    #[inline(always)]
+    fn ports(&self) -> [u8; 4] {
+        [self[0], self[1], self[2], self[3]]
+    }
+    #[inline(always)]
+    fn rest(&self) -> [u8; 16] {
+        let mut r = [0u8; 16];
+        r.copy_from_slice(&self[4..]);
+        r
+    }
+}
+
+/// In the packet at an address the direct path checked against data_end (20 bytes).
+struct Direct(usize);
+
+impl TcpHeader for Direct {
+    #[inline(always)]
+    fn ports(&self) -> [u8; 4] {
+        rd(self.0, 0)
+    }
+    #[inline(always)]
+    fn rest(&self) -> [u8; 16] {
+        rd(self.0, 4)
     }
 }
 

@@ -6,7 +6,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use sensor_common::{Counters, FlowKey, FlowStats, SensorConfig, counter, names};
+use sensor_common::{Counters, FlowKey, FlowStats, PortTable, SensorConfig, counter, names};
 
 /// The XDP object, embedded at build time (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf.o"));
@@ -93,12 +93,12 @@ impl Sensor {
             .load(object)
             .context("loading the XDP object into the kernel (are you root / CAP_BPF?)")?;
         {
-            let mut ports: Array<_, u8> = Array::try_from(map(&mut ebpf, names::DB_PORTS)?)?;
-            for &(port, proto) in &opts.ports {
-                ports
-                    .set(port as u32, proto, 0)
-                    .with_context(|| format!("setting database port {port}"))?;
-            }
+            let mut ports: Array<_, PortTable> = Array::try_from(map(&mut ebpf, names::DB_PORTS)?)?;
+            // 64 KiB: built on the heap, not the stack.
+            let table: Box<PortTable> = Box::new(PortTable::new(&opts.ports));
+            ports
+                .set(0, table.as_ref(), 0)
+                .context("writing the database ports map")?;
         }
         {
             let mut cfg: Array<_, SensorConfig> = Array::try_from(map(&mut ebpf, names::CONFIG)?)?;
