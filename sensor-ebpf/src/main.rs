@@ -72,8 +72,17 @@ static GENEVE_CTX: PerCpuArray<GeneveCtx> = PerCpuArray::with_max_entries(1, 0);
 
 /// `frags`: accept multi-buffer frames (jumbo MTU 9001 on the mirror target); payload bytes
 /// are read with bpf_xdp_load_bytes, which crosses fragments.
+// inline(always) reaches the function the macro nests inside the entry point: left to LLVM's
+// inliner it is outlined once the body is large, and the verifier refuses a tail call (GENEVE)
+// from a subprogram without BTF.
 #[xdp(frags)]
+#[inline(always)]
 pub fn rds_sensor(ctx: XdpContext) -> u32 {
+    try_rds_sensor(ctx)
+}
+
+#[inline(always)]
+fn try_rds_sensor(ctx: XdpContext) -> u32 {
     // One lookup for all counters of this packet (per-CPU: no other CPU writes it).
     let Some(c) = COUNTERS.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
@@ -152,6 +161,7 @@ const VX_HDR: usize = VX_UDP + 8;
 const VX_INNER_IP: usize = VX_HDR + 8 + 14;
 const VX_TCP: usize = VX_INNER_IP + 20;
 const V6_L4: usize = 14 + 40;
+const VX_INNER_L4_V6: usize = VX_INNER_IP + 40;
 
 /// The common layouts with direct packet access at constant offsets: one bounds check and no
 /// helper calls for headers. `None`: anything else (VLAN tags, IPv6, IP options, fragments,
@@ -219,6 +229,9 @@ fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u
             }
             let vx: [u8; 8] = rd(base, VX_HDR);
             let inner_eth: [u8; 2] = rd(base, VX_INNER_IP - 2);
+            if vx[0] & 0x08 != 0 && inner_eth == [0x86, 0xdd] {
+                return vxlan_inner_v6(ctx, cfg, c, base, &vx);
+            }
             let inner: [u8; 20] = rd(base, VX_INNER_IP);
             let total = u16::from_be_bytes([inner[2], inner[3]]) as u32;
             if vx[0] & 0x08 == 0
@@ -256,6 +269,54 @@ fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u
         }
         _ => None,
     }
+}
+
+/// VXLAN (IPv4 outside, checked by the caller up to the inner Ethernet header) around IPv6
+/// without extension headers + TCP. Anything else inside goes to the general path.
+#[inline(always)]
+fn vxlan_inner_v6(
+    ctx: &XdpContext,
+    cfg: &SensorConfig,
+    c: &mut Counters,
+    base: usize,
+    vx: &[u8; 8],
+) -> Option<u32> {
+    if base + VX_INNER_L4_V6 + 20 > ctx.data_end() {
+        return None;
+    }
+    let ip: [u8; 8] = rd(base, VX_INNER_IP);
+    if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {
+        return None;
+    }
+    count(c, counter::VXLAN);
+    let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
+    let l3 = L3 {
+        l4_off: VX_INNER_L4_V6,
+        l4_len: payload,
+        ip_len: 40 + payload,
+        proto: IPPROTO_TCP,
+        v6: true,
+        addr_off: VX_INNER_IP + 8,
+    };
+    let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+    handle_tcp(
+        ctx,
+        cfg,
+        c,
+        &Direct(base + VX_INNER_L4_V6),
+        &l3,
+        vni,
+        |key, dir| {
+            write_addrs(
+                key,
+                dir,
+                rd(base, VX_INNER_IP + 8),
+                rd(base, VX_INNER_IP + 24),
+            );
+            true
+        },
+    );
+    Some(mirror_verdict(cfg))
 }
 
 /// Ethernet + IPv6 without extension headers + TCP, or + UDP that is neither VXLAN nor
@@ -694,7 +755,9 @@ fn update_flow(
         (*stats).last_ns = ts;
         add(&raw mut (*stats).packets[d], 1);
         add(&raw mut (*stats).bytes[d], ip_len as u64);
-        add(&raw mut (*stats).payload_bytes[d], payload_len as u64);
+        if payload_len != 0 {
+            add(&raw mut (*stats).payload_bytes[d], payload_len as u64);
+        }
         if flags & tcp_flags::SYN != 0 {
             if flags & tcp_flags::ACK != 0 {
                 add(&raw mut (*stats).syn_ack, 1);

@@ -618,6 +618,49 @@ fn xdp_fixtures() {
     for cut in 14..frame.len() {
         h.run(&format!("ipv6_cut_at_{cut}"), &frame[..cut]);
     }
+    // IPv6 inside untagged VXLAN over IPv4 (the direct path), a response, and every cut.
+    let frame = vxlan(
+        11,
+        0x08,
+        &inner_tcp(Ip::V6(v6(0x10), v6(0x20)), 5432, 40013, f::PSH | f::ACK, &q),
+        outer4,
+        &[],
+    );
+    let o = h.run("vxlan_inner_ipv6", &frame);
+    assert_eq!(o.verdict, XDP_DROP);
+    let ev = one_event("vxlan_inner_ipv6", &o);
+    check_hdr(
+        "vxlan_inner_ipv6",
+        &ev.hdr,
+        direction::TO_CLIENT,
+        v6(0x20),
+        v6(0x10),
+        40013,
+        5432,
+        11,
+    );
+    assert_eq!(ev.hdr.ip_version, 6);
+    assert_eq!(ev.head(), &q[..]);
+    for cut in 14..frame.len() {
+        h.run(&format!("vxlan_inner_ipv6_cut_at_{cut}"), &frame[..cut]);
+    }
+    let frame = vxlan(
+        11,
+        0x08,
+        &eth(
+            0x86dd,
+            &[],
+            &ip(inner6, 17, &udp(5353, 53, b"dns"), &[], &[]),
+        ),
+        outer4,
+        &[],
+    );
+    let o = h.run("vxlan_inner_ipv6_udp", &frame);
+    expect_counts(
+        "vxlan_inner_ipv6_udp",
+        &o,
+        &[(c::VXLAN, 1), (c::NON_DB, 1), (c::DROPPED, 1)],
+    );
 
     // Every truncation of a valid frame: a verdict and counters, never a fault, and the twin
     // agrees at every length (checked inside run()).
