@@ -176,6 +176,16 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
             ),
         ),
         (
+            "xdp: vxlan db request, inner IPv6",
+            vxlan(
+                7341,
+                0x08,
+                &inner_tcp(Ip::V6(v6(0x20), v6(0x10)), 40000, 5432, f::PSH | f::ACK, &q),
+                outer,
+                &[],
+            ),
+        ),
+        (
             "xdp: vxlan db response (1400 B)",
             vxlan(
                 7341,
