@@ -42,45 +42,89 @@ impl Clock {
         (ts_ns as i128 + self.offset_ns).max(0) as u64
     }
 
+    /// `humantime::format_rfc3339_micros` of the wall-clock time: `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`.
+    /// Records come many per second, so the part up to the seconds is formatted once per
+    /// second (per thread) and only the microseconds each time.
     pub fn rfc3339(&self, ts_ns: u64) -> String {
+        thread_local! {
+            /// Seconds formatted lately (a flow's first and last, records of a few
+            /// connections interleaved), and their `YYYY-MM-DDTHH:MM:SS`, by `secs % 4`.
+            static PREFIXES: std::cell::Cell<[(u64, [u8; 19]); 4]> =
+                const { std::cell::Cell::new([(u64::MAX, [0; 19]); 4]) };
+        }
         let wall = self.wall_ns(ts_ns);
-        humantime::format_rfc3339_micros(
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(wall),
-        )
-        .to_string()
+        let (secs, micros) = (wall / 1_000_000_000, (wall % 1_000_000_000) / 1000);
+        let mut slots = PREFIXES.get();
+        let slot = (secs % 4) as usize;
+        let (cached, mut prefix) = slots[slot];
+        if cached != secs {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let full = humantime::format_rfc3339_seconds(t).to_string();
+            match full.as_bytes().get(..19) {
+                Some(p) if full.len() == 20 => prefix.copy_from_slice(p),
+                // (Not 20 bytes: a year humantime writes otherwise; never cached.)
+                _ => {
+                    return humantime::format_rfc3339_micros(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(wall),
+                    )
+                    .to_string();
+                }
+            }
+            slots[slot] = (secs, prefix);
+            PREFIXES.set(slots);
+        }
+        let mut out = [0u8; 27];
+        out[..19].copy_from_slice(&prefix);
+        out[19] = b'.';
+        let mut m = micros as u32;
+        for i in (20..26).rev() {
+            out[i] = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        out[26] = b'Z';
+        // ASCII digits and punctuation only.
+        String::from_utf8(out.to_vec()).expect("ASCII")
     }
 }
 
 /// `SocketAddr`'s `Display` text (`a.b.c.d:port`, `[v6]:port`); IPv4, the common case, without
 /// the formatting machinery (a connection and a flow record each format two).
 pub fn addr_string(a: std::net::SocketAddr) -> String {
-    fn push_dec(s: &mut String, mut v: u16) {
-        let mut buf = [0u8; 5];
-        let mut i = buf.len();
+    /// Writes `v` in decimal at `buf[at..]`; returns the new end.
+    fn put_dec(buf: &mut [u8; 21], at: usize, mut v: u16) -> usize {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
         loop {
             i -= 1;
-            buf[i] = b'0' + (v % 10) as u8;
+            digits[i] = b'0' + (v % 10) as u8;
             v /= 10;
             if v == 0 {
                 break;
             }
         }
-        for &c in &buf[i..] {
-            s.push(c as char);
+        let mut at = at;
+        for &d in &digits[i..] {
+            buf[at] = d;
+            at += 1;
         }
+        at
     }
     match a {
         std::net::SocketAddr::V4(v4) => {
-            let mut s = String::with_capacity(21);
+            // At most "255.255.255.255:65535": 21 bytes.
+            let mut buf = [0u8; 21];
+            let mut at = 0;
             for (i, o) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    s.push('.');
+                    buf[at] = b'.';
+                    at += 1;
                 }
-                push_dec(&mut s, u16::from(o));
+                at = put_dec(&mut buf, at, u16::from(o));
             }
-            s.push(':');
-            push_dec(&mut s, v4.port());
-            s
+            buf[at] = b':';
+            at = put_dec(&mut buf, at + 1, v4.port());
+            // ASCII digits and punctuation only.
+            String::from(std::str::from_utf8(&buf[..at]).expect("ASCII"))
         }
         a => a.to_string(),
     }
@@ -301,6 +345,41 @@ pub struct QueryRecord {
 mod tests {
     use super::addr_string;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    #[test]
+    fn rfc3339_is_humantime() {
+        let c = super::Clock::default();
+        let mut ts = vec![0u64, 1, 999, 1_000, 999_999_999, 1_000_000_000, u64::MAX];
+        for base in [
+            1_700_000_000_000_000_000u64,
+            951_782_400_000_000_000,
+            4_102_444_799_999_999_999,
+        ] {
+            for d in [
+                0u64,
+                1,
+                999,
+                1_000,
+                1_001,
+                999_999,
+                1_000_000,
+                999_999_999,
+                1_000_000_000,
+                86_400_000_000_123,
+            ] {
+                ts.push(base + d);
+                ts.push(base - d);
+            }
+        }
+        for t in ts {
+            let want = humantime::format_rfc3339_micros(
+                std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t),
+            )
+            .to_string();
+            assert_eq!(c.rfc3339(t), want, "{t}");
+            assert_eq!(c.rfc3339(t), want, "{t} (cached)");
+        }
+    }
 
     #[test]
     fn addr_string_is_display() {

@@ -18,6 +18,93 @@ pub enum Dialect {
     MySql,
 }
 
+/// Results derived from raw SQL text (fingerprints), remembered by a keyed 128-bit hash of
+/// that text, so a statement sent again (the common case: applications repeat their queries)
+/// is not fingerprinted again. The text itself is never kept, only what was derived from it
+/// (which holds no literal): with redaction on, nothing secret stays in memory. Bounded: at
+/// `max_entries` or `max_bytes` (as `weight` counts them) it starts over empty.
+pub struct SqlCache<V> {
+    /// Two independently seeded hashers: together a keyed 128-bit hash of the text.
+    k0: foldhash::quality::RandomState,
+    k1: foldhash::quality::RandomState,
+    map: foldhash::HashMap<u128, V>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl<V: Clone> SqlCache<V> {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            k0: Default::default(),
+            k1: Default::default(),
+            map: Default::default(),
+            bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes,
+        }
+    }
+
+    /// The keyed 128-bit hash of `tag` (what else the result depends on) and `sql`.
+    fn key(&self, tag: u8, sql: &[u8]) -> u128 {
+        use std::hash::{BuildHasher, Hasher};
+        let h = |s: &foldhash::quality::RandomState| {
+            let mut h = s.build_hasher();
+            h.write_u8(tag);
+            h.write_usize(sql.len());
+            h.write(sql);
+            h.finish()
+        };
+        (u128::from(h(&self.k0)) << 64) | u128::from(h(&self.k1))
+    }
+
+    /// The value for (`tag`, `sql`): remembered, or made by `make` and remembered.
+    pub fn get_or_insert_with(
+        &mut self,
+        tag: u8,
+        sql: &[u8],
+        weight: impl Fn(&V) -> usize,
+        make: impl FnOnce() -> V,
+    ) -> V {
+        let key = self.key(tag, sql);
+        if let Some(v) = self.map.get(&key) {
+            return v.clone();
+        }
+        let v = make();
+        let w = weight(&v) + 32;
+        if self.map.len() >= self.max_entries || self.bytes + w > self.max_bytes {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        if w <= self.max_bytes {
+            self.bytes += w;
+            self.map.insert(key, v.clone());
+        }
+        v
+    }
+}
+
+/// Entries and bytes each thread's cache of [`fingerprint_cached`] keeps at most.
+pub const CACHE_ENTRIES: usize = 4096;
+pub const CACHE_BYTES: usize = 4 << 20;
+
+thread_local! {
+    static FINGERPRINTS: std::cell::RefCell<SqlCache<(String, String)>> =
+        std::cell::RefCell::new(SqlCache::new(CACHE_ENTRIES, CACHE_BYTES));
+}
+
+/// [`fingerprint`], remembered per thread by a keyed hash of `sql` (see [`SqlCache`]).
+pub fn fingerprint_cached(sql: &str, dialect: Dialect) -> (String, String) {
+    FINGERPRINTS.with(|c| {
+        c.borrow_mut().get_or_insert_with(
+            dialect as u8,
+            sql.as_bytes(),
+            |(v, f)| v.len() + f.len(),
+            || fingerprint(sql, dialect),
+        )
+    })
+}
+
 /// Statement verb (upper case) and fingerprint.
 pub fn fingerprint(sql: &str, dialect: Dialect) -> (String, String) {
     let fp = normalize(sql, dialect);
@@ -398,6 +485,47 @@ fn collapse_lists(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_fingerprints_are_fingerprints_and_the_cache_is_bounded() {
+        for sql in [
+            "SELECT * FROM t WHERE secret = 'hunter2' AND n = 42",
+            "select * from t where secret = \"hunter2\"",
+            "",
+        ] {
+            for d in [Dialect::Postgres, Dialect::MySql] {
+                for _ in 0..2 {
+                    assert_eq!(fingerprint_cached(sql, d), fingerprint(sql, d));
+                }
+            }
+        }
+        // The tag is part of the key.
+        let mut c = SqlCache::new(8, 1 << 20);
+        assert_eq!(
+            c.get_or_insert_with(0, b"x", String::len, || "a".into()),
+            "a"
+        );
+        assert_eq!(
+            c.get_or_insert_with(1, b"x", String::len, || "b".into()),
+            "b"
+        );
+        assert_eq!(
+            c.get_or_insert_with(0, b"x", String::len, || "c".into()),
+            "a"
+        );
+        // Bounded by entries and by bytes.
+        for i in 0..100 {
+            let sql = format!("select {i}");
+            c.get_or_insert_with(0, sql.as_bytes(), String::len, || sql.clone());
+            assert!(c.map.len() <= 8);
+        }
+        let mut c = SqlCache::new(1000, 100);
+        for i in 0..100 {
+            let v = "x".repeat(i);
+            c.get_or_insert_with(0, v.as_bytes(), String::len, || v.clone());
+            assert!(c.bytes <= 100);
+        }
+    }
 
     fn pg(s: &str) -> String {
         fingerprint(s, Dialect::Postgres).1

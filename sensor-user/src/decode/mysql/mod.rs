@@ -64,7 +64,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use super::fingerprint::{Dialect, fingerprint};
+use super::fingerprint::{Dialect, fingerprint_cached};
 use super::{DecodeCtx, Decoder, Dir};
 use crate::records::{LoginRecord, Outcome, QueryRecord, Record};
 use framer::{Framer, MAX_PACKET, Packet, Sink};
@@ -700,7 +700,7 @@ impl Session {
         match cmd {
             com::QUERY => {
                 let sql = wire::text(wire::query_text(body, self.query_attrs()), REQ_CAP);
-                let (verb, fp) = fingerprint(&sql, Dialect::MySql);
+                let (verb, fp) = fingerprint_cached(&sql, Dialect::MySql);
                 if !verb.is_empty() {
                     q.verb = verb;
                 }
@@ -713,7 +713,7 @@ impl Session {
             }
             com::STMT_PREPARE => {
                 let sql = wire::text(body, REQ_CAP);
-                let (verb, fp) = fingerprint(&sql, Dialect::MySql);
+                let (verb, fp) = fingerprint_cached(&sql, Dialect::MySql);
                 q.fingerprint.clone_from(&fp);
                 q.query = Some(sql.clone());
                 q.prep = Some(Stmt {
@@ -1265,24 +1265,30 @@ impl Sink for RespSink<'_> {
         if q.st != RState::Rows || q.deferred_stmt {
             return 0;
         }
-        let mut off = 0;
+        // Counted in locals, stored once at the end.
+        let (mut off, mut next_seq, mut rows, mut bytes) = (0, q.next_seq, 0u64, 0u64);
         while let Some(h) = input.get(off..off + 4) {
             let len = u32::from_le_bytes([h[0], h[1], h[2], 0]);
             let seq = h[3];
             let end = off + 4 + len as usize;
-            if seq != q.next_seq || len == 0 || len == MAX_PACKET || input.len() < end {
+            if seq != next_seq || len == 0 || len == MAX_PACKET || input.len() < end {
                 break;
             }
             let head = &input[off + 4..end];
             if head[0] == 0xff || wire::is_terminator(head, u64::from(len)) {
                 break;
             }
-            q.next_seq = seq.wrapping_add(1);
-            q.bytes_response += 4 + u64::from(len);
+            next_seq = seq.wrapping_add(1);
+            bytes += 4 + u64::from(len);
+            rows += 1;
+            off = end;
+        }
+        if rows > 0 {
+            q.next_seq = next_seq;
+            q.bytes_response += bytes;
             q.first_ts.get_or_insert(ts);
             q.end_ts = ts;
-            q.rows += 1;
-            off = end;
+            q.rows += rows;
         }
         off
     }

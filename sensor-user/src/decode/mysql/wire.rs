@@ -288,6 +288,7 @@ pub struct HandshakeResponse {
     pub user: Option<String>,
     pub database: Option<String>,
     pub plugin: Option<String>,
+    /// The connection attributes [`application`] reads (of the first 64).
     pub attrs: Vec<(String, String)>,
 }
 
@@ -348,26 +349,34 @@ fn parse_attrs(r: &mut Rd<'_>) -> Vec<(String, String)> {
             .min(r.b.len());
     let mut a = Rd::new(&r.b[..end]);
     a.i = r.i;
-    while a.left() > 0 && out.len() < 64 {
+    let mut seen = 0;
+    while a.left() > 0 && seen < 64 {
         let (Some(k), Some(v)) = (a.lenenc_bytes(), a.lenenc_bytes()) else {
             break;
         };
-        out.push((text(k, 64), text(v, 256)));
+        seen += 1;
+        // Only the attributes [`application`] reads are kept (a key's text is one of
+        // those names exactly when its bytes are: lossy text of other bytes is not that
+        // ASCII).
+        if APPLICATION_KEYS.iter().any(|n| n.as_bytes() == k) {
+            out.push((text(k, 64), text(v, 256)));
+        }
     }
     r.i = end;
     out
 }
 
+/// Connection attributes that name the application, by preference.
+const APPLICATION_KEYS: [&str; 3] = ["program_name", "_program_name", "_client_name"];
+
 /// The application name a client announces in its connection attributes.
 pub fn application(attrs: &[(String, String)]) -> Option<String> {
-    ["program_name", "_program_name", "_client_name"]
-        .iter()
-        .find_map(|k| {
-            attrs
-                .iter()
-                .find(|(n, v)| n == k && !v.is_empty())
-                .map(|(_, v)| v.clone())
-        })
+    APPLICATION_KEYS.iter().find_map(|k| {
+        attrs
+            .iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    })
 }
 
 /// COM_CHANGE_USER (after the command byte), with the session's capabilities.

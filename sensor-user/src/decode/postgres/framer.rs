@@ -223,14 +223,16 @@ fn walk(dir: Dir, buf: &[u8]) -> (Chain, Option<u64>) {
     }
 }
 
-/// The wire length of a DataRow whole at the start of `b` (its header in bounds), if one is.
+/// The wire length of a response message of type `typ` (a DataRow or a CopyData) whole at
+/// the start of `b` (its header in bounds: `bounds` is `body_bounds(Dir::Response, typ)`),
+/// if one is.
 #[inline]
-pub fn data_row_len(b: &[u8]) -> Option<usize> {
-    if b.len() < 5 || b[0] != b'D' {
+pub fn run_len(typ: u8, bounds: (u64, u64), b: &[u8]) -> Option<usize> {
+    if b.len() < 5 || b[0] != typ {
         return None;
     }
     let body_len = (be32(&b[1..5]) as u64).checked_sub(4)?;
-    let (lo, hi) = body_bounds(Dir::Response, b'D');
+    let (lo, hi) = bounds;
     (body_len >= lo && body_len <= hi && body_len <= (b.len() - 5) as u64)
         .then_some(5 + body_len as usize)
 }
@@ -661,10 +663,18 @@ impl Framer {
     }
 
     /// What [`walk`] says first of most offsets, without the call: a whole header there whose
-    /// type byte is not one of the direction's rejects the offset.
+    /// type byte is not one of the direction's, or whose length is below 4 or above
+    /// [`SCAN_MAX_BODY`] + 4 (most offsets inside text), rejects the offset.
     #[inline]
     fn cannot_start(&self, i: usize) -> bool {
-        self.scan.len() - i >= 5 && !valid_type(self.dir, self.scan[i])
+        let Some(h) = self.scan.get(i..i + 5) else {
+            return false;
+        };
+        if !valid_type(self.dir, h[0]) {
+            return true;
+        }
+        let len = be32(&h[1..5]) as u64;
+        len < 4 || len - 4 > SCAN_MAX_BODY
     }
 
     /// In sync at the start of the scan buffer: replays it (framing may be lost again).

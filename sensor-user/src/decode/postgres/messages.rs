@@ -52,7 +52,24 @@ pub fn valid_type(dir: Dir, t: u8) -> bool {
 }
 
 /// Inclusive bounds of the body length (the declared length minus its own 4 bytes).
+#[inline]
 pub fn body_bounds(dir: Dir, t: u8) -> (u64, u64) {
+    BOUNDS[matches!(dir, Dir::Response) as usize][t as usize]
+}
+
+/// [`bounds_of`] of every type byte, requests then responses (looked up once per message).
+static BOUNDS: [[(u64, u64); 256]; 2] = {
+    let mut table = [[(0, 0); 256]; 2];
+    let mut t = 0;
+    while t < 256 {
+        table[0][t] = bounds_of(Dir::Request, t as u8);
+        table[1][t] = bounds_of(Dir::Response, t as u8);
+        t += 1;
+    }
+    table
+};
+
+const fn bounds_of(dir: Dir, t: u8) -> (u64, u64) {
     match dir {
         Dir::Request => match t {
             b'B' => (8, MAX_BODY),

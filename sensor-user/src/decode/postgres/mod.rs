@@ -118,6 +118,15 @@ pub const MAX_STATEMENT_BYTES: usize = 4 << 20;
 /// Named portals remembered per connection.
 pub const MAX_PORTALS: usize = 256;
 
+thread_local! {
+    /// Statements by a keyed hash of their SQL (see [`Stmt::from_sql`]); never with text.
+    static STATEMENTS: std::cell::RefCell<fingerprint::SqlCache<Arc<Stmt>>> =
+        std::cell::RefCell::new(fingerprint::SqlCache::new(
+            fingerprint::CACHE_ENTRIES,
+            fingerprint::CACHE_BYTES,
+        ));
+}
+
 /// A statement's identity.
 #[derive(Debug)]
 struct Stmt {
@@ -130,7 +139,32 @@ struct Stmt {
 }
 
 impl Stmt {
+    /// The statement of `sql` (cut by a gap or the keep limit when `cut`). Its identity
+    /// depends on the bytes alone, so it is remembered per thread by a keyed hash of them
+    /// ([`fingerprint::SqlCache`]: the text itself is not kept); the text is added when
+    /// redaction is off.
     fn from_sql(sql: &[u8], cut: bool, redact: bool) -> Arc<Self> {
+        let s = STATEMENTS.with(|c| {
+            c.borrow_mut().get_or_insert_with(
+                u8::from(cut),
+                sql,
+                |s: &Arc<Self>| s.size(),
+                || Self::identify(sql, cut),
+            )
+        });
+        if redact {
+            return s;
+        }
+        Arc::new(Self {
+            verb: s.verb.clone(),
+            fingerprint: s.fingerprint.clone(),
+            text: Some(messages::sql_text(sql)),
+            multi: s.multi,
+        })
+    }
+
+    /// The statement of `sql` without its text.
+    fn identify(sql: &[u8], cut: bool) -> Arc<Self> {
         let text = messages::sql_text(sql);
         let (verb, fp) = fingerprint::fingerprint(&text, fingerprint::Dialect::Postgres);
         let (mut fp, unsafe_tail) = guard_fingerprint(fp);
@@ -141,7 +175,7 @@ impl Stmt {
         Arc::new(Self {
             verb,
             fingerprint: fp,
-            text: (!redact).then_some(text),
+            text: None,
             multi,
         })
     }
@@ -1196,29 +1230,39 @@ impl PostgresDecoder {
     }
 
     /// `n`: for a DataRow, how many rows `m` stands for (consecutive rows that arrived
-    /// together, their wire lengths summed in `m`); 1 for any other message.
+    /// together, their wire lengths summed in `m`; consecutive CopyData messages are taken
+    /// together the same way); 1 for any other message.
     fn on_query_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>, n: u64) {
         let t = m.typ;
         // Asynchronous: belongs to no query.
         if t == b'A' {
             return;
         }
-        loop {
-            self.settle_front();
-            let next_ts = self.groups.get(1).map(|g| g.first_ts);
-            let Some(g) = self.groups.front_mut() else {
-                return;
-            };
-            let Kind::Barrier { absorbed_until } = &mut g.kind else {
-                break;
-            };
-            match next_ts {
-                Some(ts) if m.start_ts >= ts => {
-                    self.groups.pop_front();
-                }
-                _ => {
-                    *absorbed_until = (*absorbed_until).max(m.end_ts);
+        // Most messages: the front group is a query's that `settle_front` keeps (not a
+        // barrier, not finished), so the loop below would change nothing.
+        let settled = self.groups.front().is_some_and(|g| match &g.kind {
+            Kind::Simple(_) => true,
+            Kind::Extended { execs, .. } => g.needs_z || (!execs.is_empty() && !g.failed),
+            Kind::Barrier { .. } => false,
+        });
+        if !settled {
+            loop {
+                self.settle_front();
+                let next_ts = self.groups.get(1).map(|g| g.first_ts);
+                let Some(g) = self.groups.front_mut() else {
                     return;
+                };
+                let Kind::Barrier { absorbed_until } = &mut g.kind else {
+                    break;
+                };
+                match next_ts {
+                    Some(ts) if m.start_ts >= ts => {
+                        self.groups.pop_front();
+                    }
+                    _ => {
+                        *absorbed_until = (*absorbed_until).max(m.end_ts);
+                        return;
+                    }
                 }
             }
         }
@@ -1388,11 +1432,13 @@ impl Decoder for PostgresDecoder {
                 pos += m.wire_len as usize;
                 match dir {
                     Dir::Request => self.on_request(cx, &m),
-                    Dir::Response if m.typ == b'D' && self.phase == Phase::Ready => {
-                        // A run of rows: only counted, so taken together (each is one
-                        // more row and its bytes, at the same timestamp).
+                    Dir::Response if matches!(m.typ, b'D' | b'd') && self.phase == Phase::Ready => {
+                        // A run of rows (or of COPY data): only counted, so taken together
+                        // (each is one more row, or message, and its bytes, at the same
+                        // timestamp; nothing else of a CopyData is read).
                         let mut n = 1;
-                        while let Some(len) = framer::data_row_len(&bytes[pos..]) {
+                        let bounds = messages::body_bounds(Dir::Response, m.typ);
+                        while let Some(len) = framer::run_len(m.typ, bounds, &bytes[pos..]) {
                             pos += len;
                             m.wire_len += len as u64;
                             n += 1;
