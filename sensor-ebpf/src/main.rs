@@ -804,13 +804,17 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Ring-buffer output flags for [`SensorConfig::wakeup_bytes`].
+/// Ring-buffer output flags for [`SensorConfig::wakeup_bytes`]: one forced wakeup when this
+/// record takes the waiting bytes across the threshold, none otherwise. Forcing on every
+/// record above it would wake the reader (irq_work, then a context switch) once per event
+/// for as long as it lags, which is when it can least afford it.
 #[inline(always)]
-fn wakeup_flags(wakeup_bytes: u32) -> u64 {
+fn wakeup_flags(wakeup_bytes: u32, len: u64) -> u64 {
     if wakeup_bytes == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= wakeup_bytes as u64 {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if waiting < wakeup_bytes as u64 && waiting + len >= wakeup_bytes as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -872,7 +876,7 @@ fn send_event(
         (*buf).hdr.wire_len = frame_len;
         let len = EventHeader::SIZE + head as usize + tail as usize;
         let record = core::slice::from_raw_parts(buf.cast::<u8>(), len);
-        match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes)) {
+        match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes, len as u64)) {
             Ok(()) => count(c, counter::EVENTS_SENT),
             Err(_) => count(c, counter::EVENTS_DROPPED),
         }

@@ -102,7 +102,9 @@ impl Sensor {
         }
         {
             let mut cfg: Array<_, SensorConfig> = Array::try_from(map(&mut ebpf, names::CONFIG)?)?;
-            cfg.set(0, opts.config, 0)
+            let mut config = opts.config;
+            config.wakeup_bytes = opts.wakeup_bytes.unwrap_or(opts.ring_bytes / 8);
+            cfg.set(0, config, 0)
                 .context("writing the sensor config map")?;
         }
         let prog: &mut Xdp = ebpf
