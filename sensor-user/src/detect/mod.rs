@@ -29,28 +29,54 @@
 //! | `CredentialAccess:RDS/WeakAuthentication.Cleartext` / `.MD5` | Medium (High from public) / Low | the authentication method on the wire, without TLS |
 //! | `Policy:RDS/UnallowedNetwork.Connection` | Medium, High on a successful login | a client outside `--allowed-cidr` |
 //! | `InitialAccess:RDS/AnomalousBehavior.NewClientEdge` | Low private, Medium public | a client network reaching a database it never reached |
+//!
+//! Where each family lives:
+//!
+//! | file | findings |
+//! |---|---|
+//! | `login_anomaly.rs` | `AnomalousBehavior.SuccessfulLogin` / `.FailedLogin`, `NewClientEdge` of a login |
+//! | `brute_force.rs` | `AnomalousBehavior.SuccessfulBruteForce`, `CredentialSpraying.ManyUsers` |
+//! | `intel_callers.rs` | `MaliciousIPCaller.*`, `TorIPCaller.*`, logins and discovery |
+//! | `unallowed_network.rs` | `UnallowedNetwork.Connection` |
+//! | `weak_auth.rs` | `WeakAuthentication.Cleartext` / `.MD5` |
+//! | `port_probe.rs` | `PortProbe.Unauthenticated`, `NewClientEdge` of a session without a readable login |
+//! | `privilege_drift.rs` | `PrivilegeDrift` (and the statement classes it compares) |
+//! | `data_staging.rs` | `DataStaging` |
+//!
+//! This module holds the shared state (the [`Detector`], its options and thresholds) and the
+//! dispatch: each record's context is built once, then handed to the families in turn.
 
 pub mod args;
 pub mod baseline;
+mod brute_force;
+mod data_staging;
 pub mod enrich;
 pub mod finding;
 pub mod intel;
+mod intel_callers;
+mod login_anomaly;
 #[cfg(test)]
 pub(crate) mod mmdb_write;
+mod port_probe;
+mod privilege_drift;
+mod unallowed_network;
+mod weak_auth;
 
 pub use args::DetectArgs;
 pub use finding::{Finding, FindingType, Severity};
+pub use privilege_drift::{is_dangerous_class, statement_class};
 
 use crate::records::{Clock, FlowEnd, FlowRecord, LoginRecord, Outcome, QueryRecord, Record};
 use anyhow::Result;
 use baseline::{Baseline, BaselineStore, InstanceBaseline, fingerprint_key};
+use data_staging::{Window, reads_rows};
 use enrich::{AsnDb, InstanceMap, IpInfo};
 use finding::{
     Country, Evidence, FindingLog, InstanceDetails, LoginAttribute, Observation, Organization,
     RemoteIpDetails, Tag, UserDetails,
 };
 use intel::{Cidr, CidrSet, Lists, canonical, is_public, network_of};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -151,17 +177,6 @@ struct Conn {
     ts_ns: u64,
 }
 
-/// Reads of one client as one user in the current volume window.
-#[derive(Clone, Debug, Default)]
-struct Window {
-    start_ns: u64,
-    rows: u64,
-    bytes: u64,
-    queries: u64,
-    fingerprints: Vec<String>,
-    reported: bool,
-}
-
 #[derive(Clone, Debug)]
 struct Inst {
     key: String,
@@ -223,171 +238,6 @@ fn default_engine(protocol: &str) -> &str {
     }
 }
 
-/// The statement class privilege drift compares: the verb, the object kind for DDL
-/// (`DROP TABLE`, `CREATE ROLE`, `ALTER SYSTEM`), and the dangerous variants of reads and
-/// copies (`COPY PROGRAM`, `SELECT INTO OUTFILE`, `SELECT FILE ACCESS`, `SET ROLE`).
-pub fn statement_class(verb: &str, fingerprint: &str) -> String {
-    let fp = fingerprint.to_ascii_lowercase();
-    let words: Vec<&str> = fp
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .collect();
-    let verb = if verb.is_empty() {
-        words
-            .first()
-            .map(|w| w.to_ascii_uppercase())
-            .unwrap_or_default()
-    } else {
-        verb.to_ascii_uppercase()
-    };
-    let has = |w: &str| words.contains(&w);
-    match verb.as_str() {
-        "COPY" => {
-            if has("program") {
-                "COPY PROGRAM".into()
-            } else {
-                // Only the top level says the direction: `COPY (SELECT … FROM t) TO STDOUT`.
-                let mut depth = 0i32;
-                let top: String = fp
-                    .chars()
-                    .filter(|c| {
-                        match c {
-                            '(' => depth += 1,
-                            ')' => depth -= 1,
-                            _ => {}
-                        }
-                        depth == 0 && *c != ')'
-                    })
-                    .collect();
-                if top.split_whitespace().any(|w| w == "to") {
-                    "COPY TO".into()
-                } else {
-                    "COPY FROM".into()
-                }
-            }
-        }
-        "CREATE" | "ALTER" | "DROP" => {
-            const SKIP: &[&str] = &[
-                "or",
-                "replace",
-                "unique",
-                "global",
-                "local",
-                "unlogged",
-                "if",
-                "not",
-                "exists",
-                "definer",
-                "algorithm",
-                "undefined",
-                "merge",
-                "sql",
-                "security",
-                "invoker",
-                "recursive",
-                "trusted",
-                "procedural",
-                "concurrently",
-                "current_user",
-            ];
-            let mut temp = false;
-            let object = words
-                .iter()
-                .skip(1)
-                .find(|w| {
-                    if matches!(**w, "temp" | "temporary") {
-                        temp = true;
-                        return false;
-                    }
-                    !SKIP.contains(w)
-                })
-                .map(|w| w.to_ascii_uppercase());
-            match object {
-                Some(o) if temp => format!("{verb} TEMP {o}"),
-                Some(o) => format!("{verb} {o}"),
-                None => verb,
-            }
-        }
-        "SELECT" => {
-            if words
-                .windows(2)
-                .any(|w| w[0] == "into" && matches!(w[1], "outfile" | "dumpfile"))
-            {
-                "SELECT INTO OUTFILE".into()
-            } else if words.iter().any(|w| {
-                matches!(
-                    *w,
-                    "pg_read_file"
-                        | "pg_read_binary_file"
-                        | "pg_ls_dir"
-                        | "lo_import"
-                        | "lo_export"
-                        | "load_file"
-                )
-            }) {
-                "SELECT FILE ACCESS".into()
-            } else {
-                verb
-            }
-        }
-        "LOAD" => "LOAD DATA".into(),
-        "SET" => {
-            if words.get(1) == Some(&"role")
-                || (words.get(1) == Some(&"session") && words.get(2) == Some(&"authorization"))
-            {
-                "SET ROLE".into()
-            } else {
-                verb
-            }
-        }
-        _ => verb,
-    }
-}
-
-/// Statement classes whose first use by a user is High: schema and privilege changes, file and
-/// program access.
-pub fn is_dangerous_class(class: &str) -> bool {
-    const HIGH: &[&str] = &[
-        "DROP",
-        "TRUNCATE",
-        "GRANT",
-        "REVOKE",
-        "COPY PROGRAM",
-        "SELECT INTO OUTFILE",
-        "SELECT FILE ACCESS",
-        "LOAD DATA",
-        "SET ROLE",
-        "CREATE ROLE",
-        "CREATE USER",
-        "ALTER ROLE",
-        "ALTER USER",
-        "ALTER SYSTEM",
-        "CREATE EXTENSION",
-        "CREATE FUNCTION",
-        "CREATE PROCEDURE",
-    ];
-    HIGH.iter()
-        .any(|h| class == *h || class.starts_with(&format!("{h} ")))
-}
-
-/// Statement classes whose row count is rows read (not affected).
-fn reads_rows(class: &str) -> bool {
-    !matches!(
-        class,
-        "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "REPLACE" | "COPY FROM" | "LOAD DATA"
-    )
-}
-
-fn weak_auth(method: &str) -> Option<FindingType> {
-    match method.to_ascii_lowercase().as_str() {
-        "cleartext" | "password" | "mysql_clear_password" | "dialog" | "pam" | "ldap" => {
-            Some(FindingType::CleartextAuthentication)
-        }
-        "md5" => Some(FindingType::Md5Authentication),
-        _ => None,
-    }
-}
-
 fn prune(q: &mut VecDeque<u64>, since: u64) {
     while q.front().is_some_and(|t| *t < since) {
         q.pop_front();
@@ -401,6 +251,62 @@ struct Actor {
     public: bool,
     info: IpInfo,
     lists: Vec<String>,
+}
+
+/// One login, as every login family sees it.
+struct LoginCtx<'r> {
+    l: &'r LoginRecord,
+    now: u64,
+    ip: IpAddr,
+    inst: Inst,
+    learning: bool,
+    th: Thresholds,
+    ok: bool,
+    user: String,
+    app: String,
+    db: String,
+    auth: String,
+    a: Actor,
+    ud: Option<UserDetails>,
+    id: String,
+    verb: &'static str,
+    ipk: String,
+}
+
+/// One query of a known user after the learning period, as privilege drift and data staging see it.
+struct QueryCtx<'r> {
+    q: &'r QueryRecord,
+    ip: IpAddr,
+    user: String,
+    class: String,
+    inst: Inst,
+    th: Thresholds,
+    rows: u64,
+    bytes: u64,
+    w: Window,
+    known_user: bool,
+    base_q: (u64, u64),
+    base_w: (u64, u64),
+    a: Actor,
+    id: String,
+    ud: Option<UserDetails>,
+}
+
+/// One ended connection, as the flow families see it.
+struct FlowCtx<'r> {
+    f: &'r FlowRecord,
+    ip: IpAddr,
+    inst: Inst,
+    learning: bool,
+    had_login: bool,
+    complete: bool,
+    probe: bool,
+    a: Actor,
+    id: String,
+    ipk: String,
+    how: String,
+    ev: Evidence,
+    listed: bool,
 }
 
 impl Detector {
@@ -783,401 +689,33 @@ impl Detector {
         let verb = if ok { "logged in" } else { "failed to log in" };
         let ipk = ip.to_string();
 
+        let c = LoginCtx {
+            l,
+            now,
+            ip,
+            inst,
+            learning,
+            th,
+            ok,
+            user,
+            app,
+            db,
+            auth,
+            a,
+            ud,
+            id,
+            verb,
+            ipk,
+        };
+
         // Threat intelligence and policy: always.
-        // The two intel lists differ only in their finding types and wording.
-        let hits: Vec<_> = [
-            (
-                self.malicious.lookup(ip),
-                FindingType::MaliciousIpSuccessfulLogin,
-                FindingType::MaliciousIpFailedLogin,
-                "a known malicious IP address",
-                "on the malicious list",
-            ),
-            (
-                self.tor.lookup(ip),
-                FindingType::TorSuccessfulLogin,
-                FindingType::TorFailedLogin,
-                "a Tor exit node",
-                "a Tor exit node listed in",
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(hit, yes, no, what, listed)| {
-            hit.map(|(c, p)| {
-                (
-                    c.to_string(),
-                    p.display().to_string(),
-                    yes,
-                    no,
-                    what,
-                    listed,
-                )
-            })
-        })
-        .collect();
-        for (c, p, yes, no, what, listed) in hits {
-            let (k, t) = if ok {
-                (yes, "Successful login")
-            } else {
-                (no, "Failed login")
-            };
-            let desc = format!(
-                "{ip} {verb} as {user} to database {db} on {id}; the address is {listed} {p} ({c})."
-            );
-            self.report(
-                out,
-                k,
-                k.default_severity(),
-                ipk.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("{t} from {what} to RDS DB instance {id}"),
-                desc,
-                Evidence::default(),
-            );
-        }
-        if !self.allowed.is_empty() && !self.allowed.contains(ip) {
-            let k = FindingType::OutsideAllowedNetworks;
-            let sev = if ok { Severity::High } else { Severity::Medium };
-            let desc = format!(
-                "{ip} ({}) {verb} as {user} to {id}; it is outside the allowed client networks.",
-                a.net
-            );
-            self.report(
-                out,
-                k,
-                sev,
-                ipk.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("Connection from outside the allowed networks to RDS DB instance {id}"),
-                desc,
-                Evidence::default(),
-            );
-        }
-        if !l.tls
-            && let Some(k) = weak_auth(&auth)
-        {
-            let sev = if k == FindingType::CleartextAuthentication && a.public {
-                Severity::High
-            } else {
-                k.default_severity()
-            };
-            let what = if k == FindingType::Md5Authentication {
-                "MD5 challenge-response, whose hash is replayable and crackable"
-            } else {
-                "a cleartext password"
-            };
-            let desc = format!(
-                "{user} authenticated to {id} from {ip} with {auth} ({what}) on an unencrypted connection."
-            );
-            self.report(
-                out,
-                k,
-                sev,
-                user.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("Weak authentication ({auth}) on the wire to RDS DB instance {id}"),
-                desc,
-                Evidence {
-                    reasons: vec![format!("auth method {auth} without TLS")],
-                    ..Evidence::default()
-                },
-            );
-        }
-
+        self.intel_logins(&c, out);
+        self.unallowed_login(&c, out);
+        self.weak_auth_login(&c, out);
         // Patterns that need no baseline: brute force and spraying.
-        let (users_failed, user_failures) = {
-            let q = self
-                .source_failures
-                .entry((inst.key.clone(), ip))
-                .or_default();
-            let since = now.saturating_sub(th.failure_window_s * NS);
-            while q.front().is_some_and(|(t, _)| *t < since) {
-                q.pop_front();
-            }
-            if !ok {
-                q.push_back((now, user.clone()));
-            }
-            let users: BTreeSet<String> = q.iter().map(|(_, u)| u.clone()).collect();
-            let n = q.iter().filter(|(_, u)| *u == user).count();
-            if ok && n >= th.brute_force_failures {
-                q.retain(|(_, u)| *u != user);
-            }
-            (users, n)
-        };
-        if users_failed.len() >= th.spray_users {
-            let k = FindingType::CredentialSpraying;
-            let sev = if ok {
-                Severity::High
-            } else {
-                k.default_severity()
-            };
-            let desc = format!(
-                "{ip} failed to log in to {id} as {} different users in {} minutes{}.",
-                users_failed.len(),
-                th.failure_window_s / 60,
-                if ok {
-                    format!(", then logged in as {user}")
-                } else {
-                    String::new()
-                }
-            );
-            self.report(
-                out,
-                k,
-                sev,
-                ipk.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("Credential spraying against RDS DB instance {id}"),
-                desc,
-                Evidence {
-                    users: users_failed.iter().cloned().collect(),
-                    ..Evidence::default()
-                },
-            );
-        }
-        if ok && user_failures >= th.brute_force_failures {
-            let k = FindingType::SuccessfulBruteForce;
-            let desc = format!(
-                "{ip} logged in as {user} to database {db} on {id} after {user_failures} failed logins as {user} in {} minutes.",
-                th.failure_window_s / 60
-            );
-            self.report(
-                out,
-                k,
-                k.default_severity(),
-                ipk.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("Successful login after a brute force attack on RDS DB instance {id}"),
-                desc,
-                Evidence {
-                    reasons: vec![format!("{user_failures} failed logins before the success")],
-                    ..Evidence::default()
-                },
-            );
-        }
-        let public_failures = {
-            let q = self
-                .public_failures
-                .entry((inst.key.clone(), user.clone()))
-                .or_default();
-            prune(q, now.saturating_sub(th.public_failure_window_s * NS));
-            if !ok && a.public {
-                q.push_back(now);
-            }
-            q.len()
-        };
-
-        // Rates.
-        let hour = now / (3600 * NS);
-        let bump = |m: &mut HashMap<(String, String), (u64, u64)>, k: (String, String)| {
-            let e = m.entry(k).or_insert((hour, 0));
-            if e.0 != hour {
-                *e = (hour, 0);
-            }
-            e.1 += 1;
-            e.1
-        };
-        let net = a.net.to_string();
-        let hour_count = if ok {
-            bump(&mut self.hour_logins, (inst.key.clone(), user.clone()))
-        } else {
-            bump(&mut self.hour_failures, (inst.key.clone(), net.clone()))
-        };
-
-        let ib = self
-            .baseline
-            .instances
-            .get_mut(&inst.key)
-            .expect("created by learning()");
-        if learning {
-            let nb = ib.networks.entry(net.clone()).or_default();
-            if ok {
-                nb.logins += 1;
-                nb.databases.insert(db.clone());
-                let ub = ib.users.entry(user.clone()).or_default();
-                ub.networks.insert(net.clone());
-                if let Some(asn) = a.info.asn {
-                    ub.asns.insert(asn);
-                }
-                if !app.is_empty() {
-                    ub.applications.insert(app.clone());
-                }
-                ub.databases.insert(db.clone());
-                ub.logins += 1;
-                ub.max_logins_per_hour = ub.max_logins_per_hour.max(hour_count);
-            } else {
-                nb.failures += 1;
-                nb.max_failures_per_hour = nb.max_failures_per_hour.max(hour_count);
-                if let Some(ub) = ib.users.get_mut(&user) {
-                    ub.failures += 1;
-                }
-            }
-            return;
-        }
-
-        let limit =
-            |factor: f64, learned: u64, min: u64| ((factor * learned as f64) as u64).max(min);
-        let mut reasons = Vec::new();
-        if ok {
-            match ib.users.get_mut(&user) {
-                None => reasons.push(format!(
-                    "user {user} never logged in to this instance while learning"
-                )),
-                Some(ub) => {
-                    ub.logins += 1;
-                    let asn_known = a.info.asn.is_some_and(|n| ub.asns.contains(&n));
-                    if !ub.networks.contains(&net) && !asn_known {
-                        reasons.push(format!(
-                            "first login of {user} from network {net}{}",
-                            a.info.asn.map(|n| format!(" (AS{n})")).unwrap_or_default()
-                        ));
-                    }
-                    if !app.is_empty() && !ub.applications.contains(&app) {
-                        reasons.push(format!("application `{app}` never used by {user}"));
-                    }
-                    if !ub.databases.contains(&db) {
-                        reasons.push(format!("database {db} never used by {user}"));
-                    }
-                    let lim = limit(
-                        th.login_rate_factor,
-                        ub.max_logins_per_hour,
-                        th.login_rate_min,
-                    );
-                    if hour_count > lim {
-                        reasons.push(format!(
-                            "{hour_count} logins of {user} this hour (learned maximum {})",
-                            ub.max_logins_per_hour
-                        ));
-                    }
-                }
-            }
-            let new_edge = !ib
-                .networks
-                .get(&net)
-                .is_some_and(|n| n.databases.contains(&db));
-            if !reasons.is_empty() {
-                let k = FindingType::AnomalousSuccessfulLogin;
-                let pattern = public_failures >= th.public_failure_pattern;
-                let sev = if pattern {
-                    Severity::High
-                } else if a.public {
-                    Severity::Medium
-                } else {
-                    Severity::Low
-                };
-                if pattern {
-                    reasons.push(format!(
-                        "follows {public_failures} failed logins as {user} from public addresses in the last {} minutes",
-                        th.public_failure_window_s / 60
-                    ));
-                }
-                let desc = format!(
-                    "{ip} logged in as {user} to database {db} on {id} with `{app}`: {}.",
-                    reasons.join("; ")
-                );
-                self.report(
-                    out,
-                    k,
-                    sev,
-                    ipk.clone(),
-                    &inst,
-                    &a,
-                    ud.clone(),
-                    format!("Unusual successful login to RDS DB instance {id}"),
-                    desc,
-                    Evidence {
-                        reasons,
-                        ..Evidence::default()
-                    },
-                );
-            }
-            if new_edge {
-                let k = FindingType::NewClientEdge;
-                let sev = if a.public {
-                    Severity::Medium
-                } else {
-                    Severity::Low
-                };
-                let desc = format!(
-                    "First session from network {net} to database {db} on {id} ({ip} as {user})."
-                );
-                self.report(
-                    out,
-                    k,
-                    sev,
-                    format!("{net}|{db}"),
-                    &inst,
-                    &a,
-                    ud,
-                    format!("New client network for database {db} on RDS DB instance {id}"),
-                    desc,
-                    Evidence {
-                        reasons: vec![format!("{net} → {db} never seen while learning")],
-                        ..Evidence::default()
-                    },
-                );
-            }
-        } else {
-            let nb = ib.networks.get(&net);
-            match nb {
-                None => reasons.push(format!("no login from network {net} while learning")),
-                Some(nb) => {
-                    let lim = limit(
-                        th.failure_rate_factor,
-                        nb.max_failures_per_hour,
-                        th.failure_rate_min,
-                    );
-                    if hour_count > lim {
-                        reasons.push(format!(
-                            "{hour_count} failed logins from {net} this hour (learned maximum {})",
-                            nb.max_failures_per_hour
-                        ));
-                    }
-                }
-            }
-            if !ib.users.contains_key(&user) {
-                reasons.push(format!(
-                    "user {user} never logged in to this instance while learning"
-                ));
-            }
-            if !reasons.is_empty() {
-                let k = FindingType::AnomalousFailedLogin;
-                let desc = format!(
-                    "{ip} failed to log in as {user} to database {db} on {id}{}: {}.",
-                    l.error_code
-                        .as_deref()
-                        .map(|c| format!(" (error {c})"))
-                        .unwrap_or_default(),
-                    reasons.join("; ")
-                );
-                self.report(
-                    out,
-                    k,
-                    k.default_severity(),
-                    ipk,
-                    &inst,
-                    &a,
-                    ud,
-                    format!("Unusual failed login to RDS DB instance {id}"),
-                    desc,
-                    Evidence {
-                        reasons,
-                        error_codes: l.error_code.iter().cloned().collect(),
-                        ..Evidence::default()
-                    },
-                );
-            }
-        }
+        let public_failures = self.brute_force_and_spray(&c, out);
+        // Rates and the baseline.
+        self.login_anomaly(&c, public_failures, out);
     }
 
     fn on_query(&mut self, q: &QueryRecord, out: &mut Vec<Finding>) {
@@ -1213,24 +751,13 @@ impl Detector {
         let bytes = q.bytes_response;
         let fpk = fingerprint_key(&q.fingerprint);
 
-        let win_ns = th.staging_window_s.max(1) * NS;
-        let w = self
-            .windows
-            .entry((inst.key.clone(), user.clone(), ip))
-            .or_default();
-        if w.queries == 0 || now >= w.start_ns + win_ns {
-            *w = Window {
-                start_ns: now,
-                ..Window::default()
-            };
-        }
-        w.rows += rows;
-        w.bytes += bytes;
-        w.queries += 1;
-        if w.fingerprints.len() < 10 && !w.fingerprints.contains(&q.fingerprint) {
-            w.fingerprints.push(q.fingerprint.clone());
-        }
-        let w = w.clone();
+        let w = self.staging_window(
+            (inst.key.clone(), user.clone(), ip),
+            now,
+            rows,
+            bytes,
+            &q.fingerprint,
+        );
 
         let ib = self
             .baseline
@@ -1276,101 +803,27 @@ impl Detector {
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| "unknown".into()),
         });
-        if drift {
-            let k = FindingType::PrivilegeDrift;
-            let sev = if is_dangerous_class(&class) {
-                Severity::High
-            } else {
-                Severity::Medium
-            };
-            let desc = format!(
-                "{user} ran {class} on {id} from {ip}{}, a statement class it never ran while learning.",
-                q.error_code
-                    .as_deref()
-                    .map(|c| format!(" (refused: error {c})"))
-                    .unwrap_or_default()
-            );
-            self.report(
-                out,
-                k,
-                sev,
-                user.clone(),
-                &inst,
-                &a,
-                ud.clone(),
-                format!("{user} ran {class} for the first time on RDS DB instance {id}"),
-                desc,
-                Evidence {
-                    statement_classes: vec![class.clone()],
-                    fingerprints: vec![q.fingerprint.clone()],
-                    queries: Some(1),
-                    error_codes: q.error_code.iter().cloned().collect(),
-                    ..Evidence::default()
-                },
-            );
-        }
-        let over =
-            |v: u64, base: u64, min: u64| v > ((th.staging_factor * base as f64) as u64).max(min);
-        let why = |what: &str, rows: u64, bytes: u64, base: (u64, u64)| {
-            let mut r = Vec::new();
-            if over(rows, base.0, th.staging_min_rows) {
-                r.push(format!("{rows} rows {what} (baseline {})", base.0));
-            }
-            if over(bytes, base.1, th.staging_min_bytes) {
-                r.push(format!("{bytes} bytes {what} (baseline {})", base.1));
-            }
-            r
+        let c = QueryCtx {
+            q,
+            ip,
+            user,
+            class,
+            inst,
+            th,
+            rows,
+            bytes,
+            w,
+            known_user,
+            base_q,
+            base_w,
+            a,
+            id,
+            ud,
         };
-        let mut reasons = why("in one response", rows, bytes, base_q);
-        let (mut ev_rows, mut ev_bytes, mut ev_q, mut fps, mut base) =
-            (rows, bytes, 1, vec![q.fingerprint.clone()], base_q);
-        if reasons.is_empty() && !w.reported {
-            reasons = why(
-                &format!("in {} s", th.staging_window_s),
-                w.rows,
-                w.bytes,
-                base_w,
-            );
-            (ev_rows, ev_bytes, ev_q, fps, base) =
-                (w.rows, w.bytes, w.queries, w.fingerprints.clone(), base_w);
-            if !reasons.is_empty()
-                && let Some(w) = self.windows.get_mut(&(inst.key.clone(), user.clone(), ip))
-            {
-                w.reported = true;
-            }
+        if drift {
+            self.privilege_drift(&c, out);
         }
-        if !reasons.is_empty() {
-            if !known_user {
-                reasons.push(format!("{user} has no baseline on this instance"));
-            }
-            let k = FindingType::DataStaging;
-            let desc = format!(
-                "{ip} read {ev_rows} rows / {ev_bytes} bytes as {user} from {id}: {}.",
-                reasons.join("; ")
-            );
-            self.report(
-                out,
-                k,
-                k.default_severity(),
-                format!("{user}@{ip}"),
-                &inst,
-                &a,
-                ud,
-                format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
-                desc,
-                Evidence {
-                    reasons,
-                    fingerprints: fps,
-                    queries: Some(ev_q),
-                    rows: Some(ev_rows),
-                    bytes: Some(ev_bytes),
-                    baseline_rows: Some(base.0),
-                    baseline_bytes: Some(base.1),
-                    statement_classes: vec![class],
-                    ..Evidence::default()
-                },
-            );
-        }
+        self.data_staging(&c, out);
     }
 
     fn on_flow(&mut self, f: &FlowRecord, out: &mut Vec<Finding>) {
@@ -1416,138 +869,26 @@ impl Detector {
             ..Evidence::default()
         };
         let listed = !a.lists.is_empty();
+        let c = FlowCtx {
+            f,
+            ip,
+            inst,
+            learning,
+            had_login,
+            complete,
+            probe,
+            a,
+            id,
+            ipk,
+            how,
+            ev,
+            listed,
+        };
         if !had_login {
-            if let Some((c, p)) = self.malicious.lookup(ip) {
-                let k = FindingType::MaliciousIpDiscovery;
-                let desc = format!(
-                    "{ip}, on the malicious list {} ({c}), connected to {id} ({}) and {how}.",
-                    p.display(),
-                    f.server
-                );
-                self.report(
-                    out,
-                    k,
-                    k.default_severity(),
-                    ipk.clone(),
-                    &inst,
-                    &a,
-                    None,
-                    format!("RDS DB instance {id} probed by a known malicious IP address"),
-                    desc,
-                    ev.clone(),
-                );
-            }
-            if let Some((c, p)) = self.tor.lookup(ip) {
-                let k = FindingType::TorDiscovery;
-                let desc = format!(
-                    "{ip}, a Tor exit node ({c}, {}), connected to {id} ({}) and {how}.",
-                    p.display(),
-                    f.server
-                );
-                self.report(
-                    out,
-                    k,
-                    k.default_severity(),
-                    ipk.clone(),
-                    &inst,
-                    &a,
-                    None,
-                    format!("RDS DB instance {id} probed from a Tor exit node"),
-                    desc,
-                    ev.clone(),
-                );
-            }
-            if !self.allowed.is_empty() && !self.allowed.contains(ip) {
-                let k = FindingType::OutsideAllowedNetworks;
-                let desc = format!(
-                    "{ip} ({}) connected to {id} ({}) and {how}; it is outside the allowed client networks.",
-                    a.net, f.server
-                );
-                self.report(
-                    out,
-                    k,
-                    k.default_severity(),
-                    ipk.clone(),
-                    &inst,
-                    &a,
-                    None,
-                    format!("Connection from outside the allowed networks to RDS DB instance {id}"),
-                    desc,
-                    ev.clone(),
-                );
-            }
+            self.intel_discovery(&c, out);
+            self.unallowed_flow(&c, out);
         }
-        let net = a.net.to_string();
-        let ib = self
-            .baseline
-            .instances
-            .get_mut(&inst.key)
-            .expect("created by learning()");
-        if learning {
-            if listed {
-                return;
-            }
-            if probe {
-                ib.networks.entry(net).or_default().probes += 1;
-            } else if complete && !had_login {
-                ib.networks
-                    .entry(net)
-                    .or_default()
-                    .databases
-                    .insert("*".into());
-            }
-            return;
-        }
-        if probe && !listed {
-            if ib.networks.get(&net).is_some_and(|n| n.probes > 0) {
-                return;
-            }
-            let k = FindingType::PortProbe;
-            let sev = if a.public {
-                Severity::Medium
-            } else {
-                Severity::Low
-            };
-            let desc = format!(
-                "{ip} connected to {id} ({}) and {how}; its network {net} never did that while learning.",
-                f.server
-            );
-            self.report(
-                out,
-                k,
-                sev,
-                ipk,
-                &inst,
-                &a,
-                None,
-                format!("Unauthenticated connection probing RDS DB instance {id}"),
-                desc,
-                ev,
-            );
-        } else if complete && !had_login && !probe && !listed && !ib.networks.contains_key(&net) {
-            let k = FindingType::NewClientEdge;
-            let sev = if a.public {
-                Severity::Medium
-            } else {
-                Severity::Low
-            };
-            let desc = format!("First session from network {net} to {id} ({ip}; {how}).");
-            self.report(
-                out,
-                k,
-                sev,
-                format!("{net}|*"),
-                &inst,
-                &a,
-                None,
-                format!("New client network for RDS DB instance {id}"),
-                desc,
-                Evidence {
-                    reasons: vec![format!("{net} never reached {id} while learning")],
-                    ..ev
-                },
-            );
-        }
+        self.unauthenticated_flow(&c, out);
     }
 }
 

@@ -1,0 +1,137 @@
+//! Data staging: a client reading far more rows or bytes than its baseline, in one response
+//! (per fingerprint) or within a window (`Exfiltration:RDS/AnomalousBehavior.DataStaging`),
+//! the bulk read that precedes exfiltration.
+
+use super::finding::Evidence;
+use super::{Detector, Finding, FindingType, NS, QueryCtx};
+use std::net::IpAddr;
+
+/// Reads of one client as one user in the current volume window.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Window {
+    pub(super) start_ns: u64,
+    pub(super) rows: u64,
+    pub(super) bytes: u64,
+    queries: u64,
+    fingerprints: Vec<String>,
+    reported: bool,
+}
+
+/// Statement classes whose row count is rows read (not affected).
+pub(super) fn reads_rows(class: &str) -> bool {
+    !matches!(
+        class,
+        "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "REPLACE" | "COPY FROM" | "LOAD DATA"
+    )
+}
+
+impl Detector {
+    /// Adds one response to the client's current volume window; returns the window.
+    pub(super) fn staging_window(
+        &mut self,
+        key: (String, String, IpAddr),
+        now: u64,
+        rows: u64,
+        bytes: u64,
+        fingerprint: &str,
+    ) -> Window {
+        let th = &self.opts.thresholds;
+        let win_ns = th.staging_window_s.max(1) * NS;
+        let w = self.windows.entry(key).or_default();
+        if w.queries == 0 || now >= w.start_ns + win_ns {
+            *w = Window {
+                start_ns: now,
+                ..Window::default()
+            };
+        }
+        w.rows += rows;
+        w.bytes += bytes;
+        w.queries += 1;
+        if w.fingerprints.len() < 10 && !w.fingerprints.iter().any(|f| f == fingerprint) {
+            w.fingerprints.push(fingerprint.to_string());
+        }
+        w.clone()
+    }
+
+    pub(super) fn data_staging(&mut self, c: &QueryCtx, out: &mut Vec<Finding>) {
+        let QueryCtx {
+            q,
+            ip,
+            ref user,
+            ref class,
+            ref inst,
+            ref th,
+            rows,
+            bytes,
+            ref w,
+            known_user,
+            base_q,
+            base_w,
+            ref a,
+            ref id,
+            ref ud,
+        } = *c;
+        let over =
+            |v: u64, base: u64, min: u64| v > ((th.staging_factor * base as f64) as u64).max(min);
+        let why = |what: &str, rows: u64, bytes: u64, base: (u64, u64)| {
+            let mut r = Vec::new();
+            if over(rows, base.0, th.staging_min_rows) {
+                r.push(format!("{rows} rows {what} (baseline {})", base.0));
+            }
+            if over(bytes, base.1, th.staging_min_bytes) {
+                r.push(format!("{bytes} bytes {what} (baseline {})", base.1));
+            }
+            r
+        };
+        let mut reasons = why("in one response", rows, bytes, base_q);
+        let (mut ev_rows, mut ev_bytes, mut ev_q, mut fps, mut base) =
+            (rows, bytes, 1, vec![q.fingerprint.clone()], base_q);
+        if reasons.is_empty() && !w.reported {
+            reasons = why(
+                &format!("in {} s", th.staging_window_s),
+                w.rows,
+                w.bytes,
+                base_w,
+            );
+            (ev_rows, ev_bytes, ev_q, fps, base) =
+                (w.rows, w.bytes, w.queries, w.fingerprints.clone(), base_w);
+            if !reasons.is_empty()
+                && let Some(w) = self.windows.get_mut(&(inst.key.clone(), user.clone(), ip))
+            {
+                w.reported = true;
+            }
+        }
+        if !reasons.is_empty() {
+            if !known_user {
+                reasons.push(format!("{user} has no baseline on this instance"));
+            }
+            let k = FindingType::DataStaging;
+            let desc = format!(
+                "{ip} read {ev_rows} rows / {ev_bytes} bytes as {user} from {id}: {}.",
+                reasons.join("; ")
+            );
+            self.report(
+                out,
+                k,
+                k.default_severity(),
+                format!("{user}@{ip}"),
+                inst,
+                a,
+                ud.clone(),
+                format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
+                desc,
+                Evidence {
+                    reasons,
+                    fingerprints: fps,
+                    queries: Some(ev_q),
+                    rows: Some(ev_rows),
+                    bytes: Some(ev_bytes),
+                    baseline_rows: Some(base.0),
+                    baseline_bytes: Some(base.1),
+                    statement_classes: vec![class.clone()],
+                    ..Evidence::default()
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Logins unusual against the learned baseline: a user logging in from a new network/ASN, with a
+//! new application or database, or above its learned rate
+//! (`CredentialAccess:RDS/AnomalousBehavior.SuccessfulLogin`); failures from an unknown network,
+//! for an unknown user, or above the learned rate (`.FailedLogin`); and a login's network reaching
+//! a database it never reached (`InitialAccess:RDS/AnomalousBehavior.NewClientEdge`).
+//! Learned during the learning period, reported after it.
+
+use super::finding::Evidence;
+use super::{Detector, Finding, FindingType, LoginCtx, NS, Severity};
+use std::collections::HashMap;
+
+impl Detector {
+    /// Login rates, the login baseline (learned or compared), and the anomaly findings.
+    pub(super) fn login_anomaly(
+        &mut self,
+        c: &LoginCtx,
+        public_failures: usize,
+        out: &mut Vec<Finding>,
+    ) {
+        let LoginCtx {
+            l,
+            now,
+            ip,
+            ref inst,
+            learning,
+            ref th,
+            ok,
+            ref user,
+            ref app,
+            ref db,
+            ref a,
+            ref ud,
+            ref id,
+            ref ipk,
+            ..
+        } = *c;
+        // Rates.
+        let hour = now / (3600 * NS);
+        let bump = |m: &mut HashMap<(String, String), (u64, u64)>, k: (String, String)| {
+            let e = m.entry(k).or_insert((hour, 0));
+            if e.0 != hour {
+                *e = (hour, 0);
+            }
+            e.1 += 1;
+            e.1
+        };
+        let net = a.net.to_string();
+        let hour_count = if ok {
+            bump(&mut self.hour_logins, (inst.key.clone(), user.clone()))
+        } else {
+            bump(&mut self.hour_failures, (inst.key.clone(), net.clone()))
+        };
+
+        let ib = self
+            .baseline
+            .instances
+            .get_mut(&inst.key)
+            .expect("created by learning()");
+        if learning {
+            let nb = ib.networks.entry(net.clone()).or_default();
+            if ok {
+                nb.logins += 1;
+                nb.databases.insert(db.clone());
+                let ub = ib.users.entry(user.clone()).or_default();
+                ub.networks.insert(net.clone());
+                if let Some(asn) = a.info.asn {
+                    ub.asns.insert(asn);
+                }
+                if !app.is_empty() {
+                    ub.applications.insert(app.clone());
+                }
+                ub.databases.insert(db.clone());
+                ub.logins += 1;
+                ub.max_logins_per_hour = ub.max_logins_per_hour.max(hour_count);
+            } else {
+                nb.failures += 1;
+                nb.max_failures_per_hour = nb.max_failures_per_hour.max(hour_count);
+                if let Some(ub) = ib.users.get_mut(user) {
+                    ub.failures += 1;
+                }
+            }
+            return;
+        }
+
+        let limit =
+            |factor: f64, learned: u64, min: u64| ((factor * learned as f64) as u64).max(min);
+        let mut reasons = Vec::new();
+        if ok {
+            match ib.users.get_mut(user) {
+                None => reasons.push(format!(
+                    "user {user} never logged in to this instance while learning"
+                )),
+                Some(ub) => {
+                    ub.logins += 1;
+                    let asn_known = a.info.asn.is_some_and(|n| ub.asns.contains(&n));
+                    if !ub.networks.contains(&net) && !asn_known {
+                        reasons.push(format!(
+                            "first login of {user} from network {net}{}",
+                            a.info.asn.map(|n| format!(" (AS{n})")).unwrap_or_default()
+                        ));
+                    }
+                    if !app.is_empty() && !ub.applications.contains(app) {
+                        reasons.push(format!("application `{app}` never used by {user}"));
+                    }
+                    if !ub.databases.contains(db) {
+                        reasons.push(format!("database {db} never used by {user}"));
+                    }
+                    let lim = limit(
+                        th.login_rate_factor,
+                        ub.max_logins_per_hour,
+                        th.login_rate_min,
+                    );
+                    if hour_count > lim {
+                        reasons.push(format!(
+                            "{hour_count} logins of {user} this hour (learned maximum {})",
+                            ub.max_logins_per_hour
+                        ));
+                    }
+                }
+            }
+            let new_edge = !ib
+                .networks
+                .get(&net)
+                .is_some_and(|n| n.databases.contains(db));
+            if !reasons.is_empty() {
+                let k = FindingType::AnomalousSuccessfulLogin;
+                let pattern = public_failures >= th.public_failure_pattern;
+                let sev = if pattern {
+                    Severity::High
+                } else if a.public {
+                    Severity::Medium
+                } else {
+                    Severity::Low
+                };
+                if pattern {
+                    reasons.push(format!(
+                        "follows {public_failures} failed logins as {user} from public addresses in the last {} minutes",
+                        th.public_failure_window_s / 60
+                    ));
+                }
+                let desc = format!(
+                    "{ip} logged in as {user} to database {db} on {id} with `{app}`: {}.",
+                    reasons.join("; ")
+                );
+                self.report(
+                    out,
+                    k,
+                    sev,
+                    ipk.clone(),
+                    inst,
+                    a,
+                    ud.clone(),
+                    format!("Unusual successful login to RDS DB instance {id}"),
+                    desc,
+                    Evidence {
+                        reasons,
+                        ..Evidence::default()
+                    },
+                );
+            }
+            if new_edge {
+                let k = FindingType::NewClientEdge;
+                let sev = if a.public {
+                    Severity::Medium
+                } else {
+                    Severity::Low
+                };
+                let desc = format!(
+                    "First session from network {net} to database {db} on {id} ({ip} as {user})."
+                );
+                self.report(
+                    out,
+                    k,
+                    sev,
+                    format!("{net}|{db}"),
+                    inst,
+                    a,
+                    ud.clone(),
+                    format!("New client network for database {db} on RDS DB instance {id}"),
+                    desc,
+                    Evidence {
+                        reasons: vec![format!("{net} → {db} never seen while learning")],
+                        ..Evidence::default()
+                    },
+                );
+            }
+        } else {
+            let nb = ib.networks.get(&net);
+            match nb {
+                None => reasons.push(format!("no login from network {net} while learning")),
+                Some(nb) => {
+                    let lim = limit(
+                        th.failure_rate_factor,
+                        nb.max_failures_per_hour,
+                        th.failure_rate_min,
+                    );
+                    if hour_count > lim {
+                        reasons.push(format!(
+                            "{hour_count} failed logins from {net} this hour (learned maximum {})",
+                            nb.max_failures_per_hour
+                        ));
+                    }
+                }
+            }
+            if !ib.users.contains_key(user) {
+                reasons.push(format!(
+                    "user {user} never logged in to this instance while learning"
+                ));
+            }
+            if !reasons.is_empty() {
+                let k = FindingType::AnomalousFailedLogin;
+                let desc = format!(
+                    "{ip} failed to log in as {user} to database {db} on {id}{}: {}.",
+                    l.error_code
+                        .as_deref()
+                        .map(|c| format!(" (error {c})"))
+                        .unwrap_or_default(),
+                    reasons.join("; ")
+                );
+                self.report(
+                    out,
+                    k,
+                    k.default_severity(),
+                    ipk.clone(),
+                    inst,
+                    a,
+                    ud.clone(),
+                    format!("Unusual failed login to RDS DB instance {id}"),
+                    desc,
+                    Evidence {
+                        reasons,
+                        error_codes: l.error_code.iter().cloned().collect(),
+                        ..Evidence::default()
+                    },
+                );
+            }
+        }
+    }
+}
