@@ -639,9 +639,13 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
     let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
     let mut pipeline = Pipeline::new(PipelineOptions::default(), Box::new(Count(records.clone())));
     let mut per_round = None;
-    let cpu0 = cpu_time_thread();
-    let wall0 = Instant::now();
-    for _ in 0..rounds {
+    // The best of several batches of rounds (and of several tshark runs below): other work on
+    // a noisy VM only slows a run down, so the fastest is the repeatable figure.
+    let batch = if quick { 1 } else { 5 };
+    let mut best = f64::MAX;
+    let mut cpu0 = cpu_time_thread();
+    let mut batch_events = 0u64;
+    for round in 0..rounds {
         let before = records.load(Ordering::Relaxed);
         for (ts, len, data) in &frames {
             decap.process(LinkType::Ethernet, data, *len, *ts, &mut rec);
@@ -660,10 +664,15 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
         // Every round is the same work: the same records from the same frames.
         let n = records.load(Ordering::Relaxed) - before;
         assert_eq!(*per_round.get_or_insert(n), n, "a round made other records");
+        if (round + 1) % batch == 0 {
+            let cpu = cpu_time_thread();
+            let per_event = (cpu - cpu0) / (events - batch_events) as f64;
+            best = best.min(per_event);
+            cpu0 = cpu;
+            batch_events = events;
+        }
     }
-    let ours_cpu = cpu_time_thread() - cpu0;
-    let _ = wall0;
-    let ours = events as f64 / ours_cpu;
+    let ours = 1.0 / best;
 
     // tshark: the same frames, repeated as many times, dissected as pgsql/mysql.
     let dir = std::env::temp_dir().join(format!("rds-sensor-bench-{}", std::process::id()));
@@ -674,19 +683,22 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
         .flat_map(|_| frames.iter().map(|(_, _, d)| d.clone()))
         .collect();
     write_pcap(&big, &all);
-    let c0 = cpu_time_children();
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&big)
-        .args(["-Y", "pgsql || mysql", "-T", "fields", "-e", "frame.number"])
-        .output()
-        .expect("running tshark");
-    let tshark_cpu = cpu_time_children() - c0;
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut tshark_cpu = f64::MAX;
+    for _ in 0..if quick { 1 } else { 3 } {
+        let c0 = cpu_time_children();
+        let out = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(&big)
+            .args(["-Y", "pgsql || mysql", "-T", "fields", "-e", "frame.number"])
+            .output()
+            .expect("running tshark");
+        tshark_cpu = tshark_cpu.min(cpu_time_children() - c0);
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let tshark_events = events / rounds as u64 * tshark_rounds as u64;
     let tshark = tshark_events as f64 / tshark_cpu;
     let _ = std::fs::remove_dir_all(&dir);
