@@ -20,9 +20,7 @@ impl Detector {
             ref user,
             ref db,
             ref a,
-            ref ud,
             ref id,
-            ref ipk,
             ..
         } = *c;
         // Patterns that need no baseline: brute force and spraying.
@@ -64,12 +62,9 @@ impl Detector {
             );
             self.report(
                 out,
+                c.who(),
                 k,
                 sev,
-                ipk.clone(),
-                inst,
-                a,
-                ud.clone(),
                 format!("Credential spraying against RDS DB instance {id}"),
                 desc,
                 Evidence {
@@ -86,18 +81,14 @@ impl Detector {
             );
             self.report(
                 out,
+                c.who(),
                 k,
                 k.default_severity(),
-                ipk.clone(),
-                inst,
-                a,
-                ud.clone(),
                 format!("Successful login after a brute force attack on RDS DB instance {id}"),
                 desc,
-                Evidence {
-                    reasons: vec![format!("{user_failures} failed logins before the success")],
-                    ..Evidence::default()
-                },
+                Evidence::with_reasons(vec![format!(
+                    "{user_failures} failed logins before the success"
+                )]),
             );
         }
         // Failed logins as this user from public addresses.

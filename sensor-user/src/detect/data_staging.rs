@@ -3,7 +3,7 @@
 //! the bulk read that precedes exfiltration.
 
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, NS, QueryCtx};
+use super::{Detector, Finding, FindingType, NS, QueryCtx, Who};
 use std::net::IpAddr;
 
 /// Reads of one client as one user in the current volume window.
@@ -67,9 +67,8 @@ impl Detector {
             known_user,
             base_q,
             base_w,
-            ref a,
             ref id,
-            ref ud,
+            ..
         } = *c;
         let over =
             |v: u64, base: u64, min: u64| v > ((th.staging_factor * base as f64) as u64).max(min);
@@ -112,12 +111,12 @@ impl Detector {
             );
             self.report(
                 out,
+                Who {
+                    key: format!("{user}@{ip}"),
+                    ..c.who()
+                },
                 k,
                 k.default_severity(),
-                format!("{user}@{ip}"),
-                inst,
-                a,
-                ud.clone(),
                 format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
                 desc,
                 Evidence {

@@ -382,6 +382,14 @@ fn add(into: &mut Option<u64>, from: Option<u64>) {
 }
 
 impl Evidence {
+    /// Evidence that is only its reasons.
+    pub fn with_reasons(reasons: Vec<String>) -> Self {
+        Evidence {
+            reasons,
+            ..Evidence::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }

@@ -11,15 +11,11 @@ impl Detector {
     pub(super) fn intel_logins(&mut self, c: &LoginCtx, out: &mut Vec<Finding>) {
         let LoginCtx {
             ip,
-            ref inst,
             ok,
             ref user,
             ref db,
-            ref a,
-            ref ud,
             ref id,
             verb,
-            ref ipk,
             ..
         } = *c;
         // The two intel lists differ only in their finding types and wording.
@@ -53,23 +49,20 @@ impl Detector {
             })
         })
         .collect();
-        for (c, p, yes, no, what, listed) in hits {
+        for (cat, p, yes, no, what, listed) in hits {
             let (k, t) = if ok {
                 (yes, "Successful login")
             } else {
                 (no, "Failed login")
             };
             let desc = format!(
-                "{ip} {verb} as {user} to database {db} on {id}; the address is {listed} {p} ({c})."
+                "{ip} {verb} as {user} to database {db} on {id}; the address is {listed} {p} ({cat})."
             );
             self.report(
                 out,
+                c.who(),
                 k,
                 k.default_severity(),
-                ipk.clone(),
-                inst,
-                a,
-                ud.clone(),
                 format!("{t} from {what} to RDS DB instance {id}"),
                 desc,
                 Evidence::default(),
@@ -82,51 +75,42 @@ impl Detector {
         let FlowCtx {
             f,
             ip,
-            ref inst,
-            ref a,
             ref id,
-            ref ipk,
             ref how,
             ref ev,
             ..
         } = *c;
-        if let Some((c, p)) = self.malicious.lookup(ip) {
-            let k = FindingType::MaliciousIpDiscovery;
-            let desc = format!(
-                "{ip}, on the malicious list {} ({c}), connected to {id} ({}) and {how}.",
-                p.display(),
-                f.server
-            );
+        // As for logins, the two lists differ only in their finding types and wording.
+        let hits: Vec<_> = [
+            self.malicious.lookup(ip).map(|(cat, p)| {
+                (
+                    FindingType::MaliciousIpDiscovery,
+                    format!("on the malicious list {} ({cat})", p.display()),
+                    "by a known malicious IP address",
+                )
+            }),
+            self.tor.lookup(ip).map(|(cat, p)| {
+                (
+                    FindingType::TorDiscovery,
+                    format!("a Tor exit node ({cat}, {})", p.display()),
+                    "from a Tor exit node",
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (k, listed, by) in hits {
             self.report(
                 out,
+                c.who(),
                 k,
                 k.default_severity(),
-                ipk.clone(),
-                inst,
-                a,
-                None,
-                format!("RDS DB instance {id} probed by a known malicious IP address"),
-                desc,
-                ev.clone(),
-            );
-        }
-        if let Some((c, p)) = self.tor.lookup(ip) {
-            let k = FindingType::TorDiscovery;
-            let desc = format!(
-                "{ip}, a Tor exit node ({c}, {}), connected to {id} ({}) and {how}.",
-                p.display(),
-                f.server
-            );
-            self.report(
-                out,
-                k,
-                k.default_severity(),
-                ipk.clone(),
-                inst,
-                a,
-                None,
-                format!("RDS DB instance {id} probed from a Tor exit node"),
-                desc,
+                format!("RDS DB instance {id} probed {by}"),
+                format!(
+                    "{ip}, {listed}, connected to {id} ({}) and {how}.",
+                    f.server
+                ),
                 ev.clone(),
             );
         }

@@ -6,7 +6,7 @@
 //! Learned during the learning period, reported after it.
 
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, LoginCtx, NS, Severity};
+use super::{Detector, Finding, FindingType, LoginCtx, NS, Severity, Who};
 use std::collections::HashMap;
 
 impl Detector {
@@ -29,9 +29,7 @@ impl Detector {
             ref app,
             ref db,
             ref a,
-            ref ud,
             ref id,
-            ref ipk,
             ..
         } = *c;
         // Rates.
@@ -51,11 +49,7 @@ impl Detector {
             bump(&mut self.hour_failures, (inst.key.clone(), net.clone()))
         };
 
-        let ib = self
-            .baseline
-            .instances
-            .get_mut(&inst.key)
-            .expect("created by learning()");
+        let ib = self.instance_baseline(&inst.key);
         if learning {
             let nb = ib.networks.entry(net.clone()).or_default();
             if ok {
@@ -82,8 +76,9 @@ impl Detector {
             return;
         }
 
-        let limit =
-            |factor: f64, learned: u64, min: u64| ((factor * learned as f64) as u64).max(min);
+        let over = |factor: f64, learned: u64, min: u64| {
+            hour_count > ((factor * learned as f64) as u64).max(min)
+        };
         let mut reasons = Vec::new();
         if ok {
             match ib.users.get_mut(user) {
@@ -105,12 +100,11 @@ impl Detector {
                     if !ub.databases.contains(db) {
                         reasons.push(format!("database {db} never used by {user}"));
                     }
-                    let lim = limit(
+                    if over(
                         th.login_rate_factor,
                         ub.max_logins_per_hour,
                         th.login_rate_min,
-                    );
-                    if hour_count > lim {
+                    ) {
                         reasons.push(format!(
                             "{hour_count} logins of {user} this hour (learned maximum {})",
                             ub.max_logins_per_hour
@@ -123,14 +117,11 @@ impl Detector {
                 .get(&net)
                 .is_some_and(|n| n.databases.contains(db));
             if !reasons.is_empty() {
-                let k = FindingType::AnomalousSuccessfulLogin;
                 let pattern = public_failures >= th.public_failure_pattern;
                 let sev = if pattern {
                     Severity::High
-                } else if a.public {
-                    Severity::Medium
                 } else {
-                    Severity::Low
+                    a.medium_if_public()
                 };
                 if pattern {
                     reasons.push(format!(
@@ -144,44 +135,29 @@ impl Detector {
                 );
                 self.report(
                     out,
-                    k,
+                    c.who(),
+                    FindingType::AnomalousSuccessfulLogin,
                     sev,
-                    ipk.clone(),
-                    inst,
-                    a,
-                    ud.clone(),
                     format!("Unusual successful login to RDS DB instance {id}"),
                     desc,
-                    Evidence {
-                        reasons,
-                        ..Evidence::default()
-                    },
+                    Evidence::with_reasons(reasons),
                 );
             }
             if new_edge {
-                let k = FindingType::NewClientEdge;
-                let sev = if a.public {
-                    Severity::Medium
-                } else {
-                    Severity::Low
-                };
                 let desc = format!(
                     "First session from network {net} to database {db} on {id} ({ip} as {user})."
                 );
                 self.report(
                     out,
-                    k,
-                    sev,
-                    format!("{net}|{db}"),
-                    inst,
-                    a,
-                    ud.clone(),
+                    Who {
+                        key: format!("{net}|{db}"),
+                        ..c.who()
+                    },
+                    FindingType::NewClientEdge,
+                    a.medium_if_public(),
                     format!("New client network for database {db} on RDS DB instance {id}"),
                     desc,
-                    Evidence {
-                        reasons: vec![format!("{net} → {db} never seen while learning")],
-                        ..Evidence::default()
-                    },
+                    Evidence::with_reasons(vec![format!("{net} → {db} never seen while learning")]),
                 );
             }
         } else {
@@ -189,12 +165,11 @@ impl Detector {
             match nb {
                 None => reasons.push(format!("no login from network {net} while learning")),
                 Some(nb) => {
-                    let lim = limit(
+                    if over(
                         th.failure_rate_factor,
                         nb.max_failures_per_hour,
                         th.failure_rate_min,
-                    );
-                    if hour_count > lim {
+                    ) {
                         reasons.push(format!(
                             "{hour_count} failed logins from {net} this hour (learned maximum {})",
                             nb.max_failures_per_hour
@@ -219,12 +194,9 @@ impl Detector {
                 );
                 self.report(
                     out,
+                    c.who(),
                     k,
                     k.default_severity(),
-                    ipk.clone(),
-                    inst,
-                    a,
-                    ud.clone(),
                     format!("Unusual failed login to RDS DB instance {id}"),
                     desc,
                     Evidence {

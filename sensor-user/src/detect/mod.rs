@@ -253,6 +253,25 @@ struct Actor {
     lists: Vec<String>,
 }
 
+impl Actor {
+    /// Medium from a public address, Low from a private one.
+    fn medium_if_public(&self) -> Severity {
+        if self.public {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+}
+
+/// Who a finding is about and where: the actor key, the instance, the client and the account.
+struct Who<'c> {
+    key: String,
+    inst: &'c Inst,
+    a: &'c Actor,
+    ud: Option<&'c UserDetails>,
+}
+
 /// One login, as every login family sees it.
 struct LoginCtx<'r> {
     l: &'r LoginRecord,
@@ -270,7 +289,18 @@ struct LoginCtx<'r> {
     ud: Option<UserDetails>,
     id: String,
     verb: &'static str,
-    ipk: String,
+}
+
+impl LoginCtx<'_> {
+    /// The client by address, with the login's account.
+    fn who(&self) -> Who<'_> {
+        Who {
+            key: self.ip.to_string(),
+            inst: &self.inst,
+            a: &self.a,
+            ud: self.ud.as_ref(),
+        }
+    }
 }
 
 /// One query of a known user after the learning period, as privilege drift and data staging see it.
@@ -292,6 +322,18 @@ struct QueryCtx<'r> {
     ud: Option<UserDetails>,
 }
 
+impl QueryCtx<'_> {
+    /// The user, with the session's account.
+    fn who(&self) -> Who<'_> {
+        Who {
+            key: self.user.clone(),
+            inst: &self.inst,
+            a: &self.a,
+            ud: self.ud.as_ref(),
+        }
+    }
+}
+
 /// One ended connection, as the flow families see it.
 struct FlowCtx<'r> {
     f: &'r FlowRecord,
@@ -303,10 +345,21 @@ struct FlowCtx<'r> {
     probe: bool,
     a: Actor,
     id: String,
-    ipk: String,
     how: String,
     ev: Evidence,
     listed: bool,
+}
+
+impl FlowCtx<'_> {
+    /// The client by address; a connection without a login has no account.
+    fn who(&self) -> Who<'_> {
+        Who {
+            key: self.ip.to_string(),
+            inst: &self.inst,
+            a: &self.a,
+            ud: None,
+        }
+    }
 }
 
 impl Detector {
@@ -603,16 +656,21 @@ impl Detector {
             .unwrap_or_default()
     }
 
+    /// The baseline of an instance, which `learning()` created.
+    fn instance_baseline(&mut self, key: &str) -> &mut InstanceBaseline {
+        self.baseline
+            .instances
+            .get_mut(key)
+            .expect("created by learning()")
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
         out: &mut Vec<Finding>,
+        who: Who,
         kind: FindingType,
         severity: Severity,
-        actor_key: String,
-        inst: &Inst,
-        a: &Actor,
-        user: Option<UserDetails>,
         title: String,
         description: String,
         evidence: Evidence,
@@ -620,13 +678,13 @@ impl Detector {
         let o = Observation {
             kind,
             severity,
-            actor: actor_key,
+            actor: who.key,
             title,
             description,
-            instance: inst.details.clone(),
-            user,
-            remote: Self::remote(a),
-            logins: self.login_attributes(&inst.key, a.ip),
+            instance: who.inst.details.clone(),
+            user: who.ud.cloned(),
+            remote: Self::remote(who.a),
+            logins: self.login_attributes(&who.inst.key, who.a.ip),
             evidence,
             ts_ns: self.now_ns,
         };
@@ -687,7 +745,6 @@ impl Detector {
         });
         let id = inst.details.db_instance_identifier.clone();
         let verb = if ok { "logged in" } else { "failed to log in" };
-        let ipk = ip.to_string();
 
         let c = LoginCtx {
             l,
@@ -705,7 +762,6 @@ impl Detector {
             ud,
             id,
             verb,
-            ipk,
         };
 
         // Threat intelligence and policy: always.
@@ -759,11 +815,7 @@ impl Detector {
             &q.fingerprint,
         );
 
-        let ib = self
-            .baseline
-            .instances
-            .get_mut(&inst.key)
-            .expect("created by learning()");
+        let ib = self.instance_baseline(&inst.key);
         if learning {
             let ub = ib.users.entry(user).or_default();
             ub.classes.insert(class);
@@ -851,7 +903,6 @@ impl Detector {
             && f.payload_bytes_to_server <= th.probe_max_client_bytes;
         let a = self.actor(ip);
         let id = inst.details.db_instance_identifier.clone();
-        let ipk = ip.to_string();
         let end = format!("{:?}", f.end).to_ascii_lowercase();
         let how = if f.syn_ack == 0 {
             "got no SYN-ACK".to_string()
@@ -879,7 +930,6 @@ impl Detector {
             probe,
             a,
             id,
-            ipk,
             how,
             ev,
             listed,

@@ -3,7 +3,7 @@
 //! sensor could not read from a network never seen (`InitialAccess:RDS/AnomalousBehavior.NewClientEdge`).
 
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, FlowCtx, Severity};
+use super::{Detector, Finding, FindingType, FlowCtx, Who};
 
 impl Detector {
     /// Learns or compares a flow's network: probes and sessions the sensor could not read.
@@ -18,17 +18,12 @@ impl Detector {
             probe,
             ref a,
             ref id,
-            ref ipk,
             ref how,
             ref ev,
             listed,
         } = *c;
         let net = a.net.to_string();
-        let ib = self
-            .baseline
-            .instances
-            .get_mut(&inst.key)
-            .expect("created by learning()");
+        let ib = self.instance_baseline(&inst.key);
         if learning {
             if listed {
                 return;
@@ -48,44 +43,29 @@ impl Detector {
             if ib.networks.get(&net).is_some_and(|n| n.probes > 0) {
                 return;
             }
-            let k = FindingType::PortProbe;
-            let sev = if a.public {
-                Severity::Medium
-            } else {
-                Severity::Low
-            };
             let desc = format!(
                 "{ip} connected to {id} ({}) and {how}; its network {net} never did that while learning.",
                 f.server
             );
             self.report(
                 out,
-                k,
-                sev,
-                ipk.clone(),
-                inst,
-                a,
-                None,
+                c.who(),
+                FindingType::PortProbe,
+                a.medium_if_public(),
                 format!("Unauthenticated connection probing RDS DB instance {id}"),
                 desc,
                 ev.clone(),
             );
         } else if complete && !had_login && !probe && !listed && !ib.networks.contains_key(&net) {
-            let k = FindingType::NewClientEdge;
-            let sev = if a.public {
-                Severity::Medium
-            } else {
-                Severity::Low
-            };
             let desc = format!("First session from network {net} to {id} ({ip}; {how}).");
             self.report(
                 out,
-                k,
-                sev,
-                format!("{net}|*"),
-                inst,
-                a,
-                None,
+                Who {
+                    key: format!("{net}|*"),
+                    ..c.who()
+                },
+                FindingType::NewClientEdge,
+                a.medium_if_public(),
                 format!("New client network for RDS DB instance {id}"),
                 desc,
                 Evidence {

@@ -159,10 +159,7 @@ impl Detector {
             ip,
             ref user,
             ref class,
-            ref inst,
-            ref a,
             ref id,
-            ref ud,
             ..
         } = *c;
         let k = FindingType::PrivilegeDrift;
@@ -180,12 +177,9 @@ impl Detector {
         );
         self.report(
             out,
+            c.who(),
             k,
             sev,
-            user.clone(),
-            inst,
-            a,
-            ud.clone(),
             format!("{user} ran {class} for the first time on RDS DB instance {id}"),
             desc,
             Evidence {

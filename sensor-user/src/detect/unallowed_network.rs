@@ -2,42 +2,51 @@
 //! logging in or connecting (`Policy:RDS/UnallowedNetwork.Connection`). No baseline needed.
 
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, FlowCtx, LoginCtx, Severity};
+use super::{Detector, Finding, FindingType, FlowCtx, LoginCtx, Severity, Who};
+use std::net::IpAddr;
 
 impl Detector {
+    /// Whether allowed networks are set and `ip` is outside them.
+    fn outside_allowed(&self, ip: IpAddr) -> bool {
+        !self.allowed.is_empty() && !self.allowed.contains(ip)
+    }
+
+    /// The finding, on `what` the client did.
+    fn report_unallowed(
+        &mut self,
+        out: &mut Vec<Finding>,
+        who: Who,
+        sev: Severity,
+        what: String,
+        evidence: Evidence,
+    ) {
+        let id = who.inst.details.db_instance_identifier.clone();
+        self.report(
+            out,
+            who,
+            FindingType::OutsideAllowedNetworks,
+            sev,
+            format!("Connection from outside the allowed networks to RDS DB instance {id}"),
+            format!("{what}; it is outside the allowed client networks."),
+            evidence,
+        );
+    }
+
     /// A login from outside the allowed networks: High if it succeeded.
     pub(super) fn unallowed_login(&mut self, c: &LoginCtx, out: &mut Vec<Finding>) {
         let LoginCtx {
             ip,
-            ref inst,
             ok,
             ref user,
             ref a,
-            ref ud,
             ref id,
             verb,
-            ref ipk,
             ..
         } = *c;
-        if !self.allowed.is_empty() && !self.allowed.contains(ip) {
-            let k = FindingType::OutsideAllowedNetworks;
+        if self.outside_allowed(ip) {
             let sev = if ok { Severity::High } else { Severity::Medium };
-            let desc = format!(
-                "{ip} ({}) {verb} as {user} to {id}; it is outside the allowed client networks.",
-                a.net
-            );
-            self.report(
-                out,
-                k,
-                sev,
-                ipk.clone(),
-                inst,
-                a,
-                ud.clone(),
-                format!("Connection from outside the allowed networks to RDS DB instance {id}"),
-                desc,
-                Evidence::default(),
-            );
+            let what = format!("{ip} ({}) {verb} as {user} to {id}", a.net);
+            self.report_unallowed(out, c.who(), sev, what, Evidence::default());
         }
     }
 
@@ -46,32 +55,19 @@ impl Detector {
         let FlowCtx {
             f,
             ip,
-            ref inst,
             ref a,
             ref id,
-            ref ipk,
             ref how,
             ref ev,
             ..
         } = *c;
-        if !self.allowed.is_empty() && !self.allowed.contains(ip) {
-            let k = FindingType::OutsideAllowedNetworks;
-            let desc = format!(
-                "{ip} ({}) connected to {id} ({}) and {how}; it is outside the allowed client networks.",
+        if self.outside_allowed(ip) {
+            let sev = FindingType::OutsideAllowedNetworks.default_severity();
+            let what = format!(
+                "{ip} ({}) connected to {id} ({}) and {how}",
                 a.net, f.server
             );
-            self.report(
-                out,
-                k,
-                k.default_severity(),
-                ipk.clone(),
-                inst,
-                a,
-                None,
-                format!("Connection from outside the allowed networks to RDS DB instance {id}"),
-                desc,
-                ev.clone(),
-            );
+            self.report_unallowed(out, c.who(), sev, what, ev.clone());
         }
     }
 }

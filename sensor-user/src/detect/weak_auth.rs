@@ -3,7 +3,7 @@
 //! only packets show. No baseline needed.
 
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, LoginCtx, Severity};
+use super::{Detector, Finding, FindingType, LoginCtx, Severity, Who};
 
 /// The weak-authentication finding type of an authentication method, if it is weak.
 pub(super) fn weak_auth(method: &str) -> Option<FindingType> {
@@ -21,11 +21,9 @@ impl Detector {
         let LoginCtx {
             l,
             ip,
-            ref inst,
             ref user,
             ref auth,
             ref a,
-            ref ud,
             ref id,
             ..
         } = *c;
@@ -47,18 +45,15 @@ impl Detector {
             );
             self.report(
                 out,
+                Who {
+                    key: user.clone(),
+                    ..c.who()
+                },
                 k,
                 sev,
-                user.clone(),
-                inst,
-                a,
-                ud.clone(),
                 format!("Weak authentication ({auth}) on the wire to RDS DB instance {id}"),
                 desc,
-                Evidence {
-                    reasons: vec![format!("auth method {auth} without TLS")],
-                    ..Evidence::default()
-                },
+                Evidence::with_reasons(vec![format!("auth method {auth} without TLS")]),
             );
         }
     }
