@@ -189,26 +189,7 @@ fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u
             if total < 20 {
                 return None;
             }
-            let l3 = L3 {
-                l4_off: PLAIN_TCP,
-                l4_len: total - 20,
-                ip_len: total,
-                proto: IPPROTO_TCP,
-                v6: false,
-                addr_off: 14 + 12,
-            };
-            handle_tcp(
-                ctx,
-                cfg,
-                c,
-                &Direct(base + PLAIN_TCP),
-                &l3,
-                NO_VNI,
-                |key, dir| {
-                    write_v4_key(key, dir, rd(base, 14 + 12), rd(base, 14 + 16));
-                    true
-                },
-            );
+            direct_tcp(ctx, cfg, c, base, 14, false, total - 20, NO_VNI);
             Some(xdp_action::XDP_PASS)
         }
         IPPROTO_UDP => {
@@ -247,24 +228,8 @@ fn fast_path(ctx: &XdpContext, cfg: &SensorConfig, c: &mut Counters) -> Option<u
                 count(c, counter::NON_DB);
                 return Some(mirror_verdict(cfg));
             }
-            let l3 = L3 {
-                l4_off: VX_TCP,
-                l4_len: total - 20,
-                ip_len: total,
-                proto: IPPROTO_TCP,
-                v6: false,
-                addr_off: VX_INNER_IP + 12,
-            };
             let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-            handle_tcp(ctx, cfg, c, &Direct(base + VX_TCP), &l3, vni, |key, dir| {
-                write_v4_key(
-                    key,
-                    dir,
-                    rd(base, VX_INNER_IP + 12),
-                    rd(base, VX_INNER_IP + 16),
-                );
-                true
-            });
+            direct_tcp(ctx, cfg, c, base, VX_INNER_IP, false, total - 20, vni);
             Some(mirror_verdict(cfg))
         }
         _ => None,
@@ -290,32 +255,8 @@ fn vxlan_inner_v6(
     }
     count(c, counter::VXLAN);
     let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
-    let l3 = L3 {
-        l4_off: VX_INNER_L4_V6,
-        l4_len: payload,
-        ip_len: 40 + payload,
-        proto: IPPROTO_TCP,
-        v6: true,
-        addr_off: VX_INNER_IP + 8,
-    };
     let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-    handle_tcp(
-        ctx,
-        cfg,
-        c,
-        &Direct(base + VX_INNER_L4_V6),
-        &l3,
-        vni,
-        |key, dir| {
-            write_addrs(
-                key,
-                dir,
-                rd(base, VX_INNER_IP + 8),
-                rd(base, VX_INNER_IP + 24),
-            );
-            true
-        },
-    );
+    direct_tcp(ctx, cfg, c, base, VX_INNER_IP, true, payload, vni);
     Some(mirror_verdict(cfg))
 }
 
@@ -341,26 +282,7 @@ fn fast_path_v6(
             if base + V6_L4 + 20 > ctx.data_end() {
                 return None;
             }
-            let l3 = L3 {
-                l4_off: V6_L4,
-                l4_len: payload,
-                ip_len: 40 + payload,
-                proto: IPPROTO_TCP,
-                v6: true,
-                addr_off: 14 + 8,
-            };
-            handle_tcp(
-                ctx,
-                cfg,
-                c,
-                &Direct(base + V6_L4),
-                &l3,
-                NO_VNI,
-                |key, dir| {
-                    write_addrs(key, dir, rd(base, 14 + 8), rd(base, 14 + 24));
-                    true
-                },
-            );
+            direct_tcp(ctx, cfg, c, base, 14, true, payload, NO_VNI);
             Some(xdp_action::XDP_PASS)
         }
         IPPROTO_UDP => {
@@ -374,6 +296,52 @@ fn fast_path_v6(
         }
         _ => None,
     }
+}
+
+/// A TCP segment behind an IP header without options or extension headers at the constant
+/// `ip_off` (every direct layout), its 20-byte header checked against data_end by the caller.
+/// `l4_len`: TCP header + payload according to the IP header.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn direct_tcp(
+    ctx: &XdpContext,
+    cfg: &SensorConfig,
+    c: &mut Counters,
+    base: usize,
+    ip_off: usize,
+    v6: bool,
+    l4_len: u32,
+    vni: u32,
+) {
+    let (ip_hdr, addr_off) = if v6 {
+        (40, ip_off + 8)
+    } else {
+        (20, ip_off + 12)
+    };
+    let l3 = L3 {
+        l4_off: ip_off + ip_hdr,
+        l4_len,
+        ip_len: l4_len + ip_hdr as u32,
+        proto: IPPROTO_TCP,
+        v6,
+        addr_off,
+    };
+    handle_tcp(
+        ctx,
+        cfg,
+        c,
+        &Direct(base + l3.l4_off),
+        &l3,
+        vni,
+        |key, dir| {
+            if v6 {
+                write_addrs(key, dir, rd(base, addr_off), rd(base, addr_off + 16));
+            } else {
+                write_v4_key(key, dir, rd(base, addr_off), rd(base, addr_off + 4));
+            }
+            true
+        },
+    );
 }
 
 #[inline(always)]
