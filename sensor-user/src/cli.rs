@@ -548,21 +548,12 @@ fn agent_options(live: &LiveArgs, common: &Common) -> Result<AgentOptions> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut opts = live.agent();
     let limits = common.limits();
-    let m = limits.memory_mib;
-    if m != 0 {
-        if m < crate::config::MemoryBudget::MIN_MIB {
-            bail!(
-                "--memory-mib {m}: allowed 0 (no cap) or {} and more",
-                crate::config::MemoryBudget::MIN_MIB
-            );
-        }
-        if live.ring_size as usize > (m << 20) / 4 {
-            bail!(
-                "--ring-size {} MiB is more than a quarter of the memory cap ({m} MiB)",
-                live.ring_size >> 20
-            );
-        }
-    }
+    crate::config::MemoryBudget::check(
+        limits.memory_mib,
+        live.ring_size,
+        "--memory-mib",
+        "--ring-size",
+    )?;
     opts.queue_bytes = crate::config::MemoryBudget::of(&limits).queue_bytes;
     let (Some(path), Some(first)) = (&common.config, &common.file) else {
         return Ok(opts);

@@ -193,6 +193,30 @@ impl MemoryBudget {
     /// The agent attached and idle is ~40 MiB (binary, runtime, tables' first pages).
     pub const MIN_MIB: usize = 64;
 
+    /// A cap below the idle agent, or one that the ring alone takes more than a quarter of, is
+    /// refused; the message names the keys (`memory_key`, `ring_key`) as the user gave them.
+    pub fn check(
+        memory_mib: usize,
+        ring_bytes: u32,
+        memory_key: &str,
+        ring_key: &str,
+    ) -> Result<()> {
+        let m = memory_mib;
+        if m != 0 && m < Self::MIN_MIB {
+            bail!(
+                "{memory_key}: {m}; allowed: 0 (no cap) or {} and more",
+                Self::MIN_MIB
+            );
+        }
+        if m != 0 && ring_bytes as usize > (m << 20) / 4 {
+            bail!(
+                "{ring_key}: {} MiB is more than a quarter of {memory_key} ({m} MiB)",
+                ring_bytes >> 20
+            );
+        }
+        Ok(())
+    }
+
     pub fn of(limits: &Limits) -> Self {
         let uncapped = Self {
             queue_bytes: Self::DEFAULT_QUEUE,
@@ -298,19 +322,12 @@ impl Config {
                 c.payload_cap
             );
         }
-        let m = self.limits.memory_mib;
-        if m != 0 && m < MemoryBudget::MIN_MIB {
-            bail!(
-                "limits.memory_mib: {m}; allowed: 0 (no cap) or {} and more",
-                MemoryBudget::MIN_MIB
-            );
-        }
-        if m != 0 && c.ring_size as usize > (m << 20) / 4 {
-            bail!(
-                "capture.ring_size: {} MiB is more than a quarter of limits.memory_mib ({m} MiB)",
-                c.ring_size >> 20
-            );
-        }
+        MemoryBudget::check(
+            self.limits.memory_mib,
+            c.ring_size,
+            "limits.memory_mib",
+            "capture.ring_size",
+        )?;
         if self.output.summary_interval_s == 0 {
             bail!("output.summary_interval_s: 0; allowed: 1 second or more");
         }
