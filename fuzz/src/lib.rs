@@ -15,10 +15,10 @@ use rds_sensor::{
         packet::{Decapsulator, LinkType},
         pcap::PcapReader,
     },
-    decode::{self, DecodeCtx, DecoderStats, Dir},
+    decode::{self, DecodeCtx, Dir},
     event::Event,
+    model::{Clock, DecoderStats, Endpoint, Record},
     pipeline::{Pipeline, PipelineOptions},
-    records::{Clock, Endpoint, Record},
     sinks::Sink,
 };
 use sensor_common::{DEFAULT_DB_PORTS, FlowKey, SensorConfig, counter, proto};
@@ -228,7 +228,7 @@ pub fn pipeline(data: &[u8]) {
     let _ = p.expire_flows(
         &mut flows,
         u64::MAX / 2,
-        Some(rds_sensor::records::FlowEnd::Shutdown),
+        Some(rds_sensor::model::FlowEnd::Shutdown),
     );
 }
 

@@ -23,7 +23,7 @@ use crate::{
     distribution::Distribution,
     model::{Datum, Dimension, Unit},
 };
-use rds_sensor::records::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord};
+use rds_sensor::model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord};
 use std::collections::{BTreeMap, HashMap};
 
 pub mod names {
@@ -476,12 +476,12 @@ impl Emitter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rds_sensor::records::{Endpoint, FlowEnd};
+    use rds_sensor::model::{Endpoint, FlowEnd, Protocol, Timestamp};
     use std::sync::Arc;
 
     fn q(server: &str, db: &str, fp: &str, us: u64) -> QueryRecord {
         QueryRecord {
-            ts: String::new(),
+            ts: Timestamp::default(),
             endpoint: Endpoint {
                 server: server.into(),
                 ..Endpoint::default()
@@ -498,7 +498,6 @@ mod tests {
             latency_first_byte_us: None,
             latency_us: us,
             prepared: false,
-            ts_ns: 0,
         }
     }
 
@@ -570,10 +569,9 @@ mod tests {
             client: "10.1.0.1:4000".into(),
             server: "10.0.0.1:5432".into(),
             vni: None,
-            protocol: "postgresql",
-            first_seen: String::new(),
-            last_seen: String::new(),
-            first_seen_ns: 0,
+            protocol: Protocol::Postgres,
+            first_seen: Timestamp(0),
+            last_seen: Timestamp(0),
             duration_us: 0,
             packets_to_server: 1,
             packets_to_client: 1,
@@ -590,7 +588,7 @@ mod tests {
             end: FlowEnd::Fin,
         };
         let summary = |events: u64, active: usize| SummaryRecord {
-            ts: String::new(),
+            ts: Timestamp::default(),
             interval_s: 10.0,
             kernel: serde_json::Map::new(),
             events,

@@ -7,7 +7,11 @@ use crate::{
     model::{self, BUS_DETAIL_TYPE, BUS_SOURCE, BusEvent, Datum, LogEvent},
     ship::Shared,
 };
-use rds_sensor::{cli::Mode, records::Record, sinks::Sink};
+use rds_sensor::{
+    cli::Mode,
+    model::{Record, Timestamp},
+    sinks::Sink,
+};
 use std::{
     io::Write,
     sync::Arc,
@@ -64,14 +68,9 @@ impl CloudWatchSink {
         }
     }
 
-    /// Seconds since the epoch of a record time, shifted; None if it does not parse.
-    fn secs(&mut self, ts: &str) -> Option<i64> {
-        let t = humantime::parse_rfc3339_weak(ts).ok()?;
-        let ms = match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
-        };
-        Some(self.shifted_ms(ms) / 1000)
+    /// Seconds since the epoch of a record time, shifted.
+    fn secs(&mut self, ts: Timestamp) -> i64 {
+        self.shifted_ms(ms_since_epoch(ts)) / 1000
     }
 
     fn shifted_ms(&mut self, ms: i64) -> i64 {
@@ -148,16 +147,11 @@ impl CloudWatchSink {
     /// Records this sink does not aggregate: findings (`"kind":"finding"`) go to CloudWatch
     /// Logs, one event per finding update, and to EventBridge when configured.
     fn other(&mut self, r: &Record) -> anyhow::Result<()> {
-        let v = serde_json::to_value(r)?;
-        if v.get("kind").and_then(|k| k.as_str()) != Some("finding") {
+        let Record::Finding(f) = r else {
             return Ok(());
-        }
-        let ts = ["updatedAt", "createdAt", "ts"]
-            .iter()
-            .find_map(|k| v.get(*k).and_then(|t| t.as_str()))
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .unwrap_or_else(SystemTime::now);
-        let ms = self.shifted_ms(ms_of(ts));
+        };
+        let v = serde_json::to_value(r)?;
+        let ms = self.shifted_ms(ms_since_epoch(f.updated_at));
         let message = serde_json::to_string(&v)?;
         let bus = self.cfg.eventbridge_bus.as_ref().map(|_| BusEvent {
             timestamp: ms,
@@ -266,11 +260,8 @@ struct PrintBusEntry<'a> {
     event_bus_name: &'a str,
 }
 
-fn ms_of(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
+fn ms_since_epoch(t: Timestamp) -> i64 {
+    (t.ns() / 1_000_000) as i64
 }
 
 pub(crate) fn now_s() -> i64 {
@@ -283,30 +274,21 @@ pub(crate) fn now_s() -> i64 {
 impl Sink for CloudWatchSink {
     fn emit(&mut self, record: &Record) -> anyhow::Result<()> {
         if let Record::Query(q) = record {
-            let Some(t) = self.secs(&q.ts) else {
-                return Ok(());
-            };
+            let t = self.secs(q.ts);
             self.agg.query(q, t);
             self.sample(record, t * 1000)?;
             self.advance(t);
         } else if let Record::Login(l) = record {
-            let Some(t) = self.secs(&l.ts) else {
-                return Ok(());
-            };
+            let t = self.secs(l.ts);
             self.agg.login(l, t);
             self.sample(record, t * 1000)?;
             self.advance(t);
         } else if let Record::Flow(f) = record {
-            let (Some(first), Some(last)) = (self.secs(&f.first_seen), self.secs(&f.last_seen))
-            else {
-                return Ok(());
-            };
+            let (first, last) = (self.secs(f.first_seen), self.secs(f.last_seen));
             self.agg.flow(f, first, last);
             self.advance(last);
         } else if let Record::Summary(s) = record {
-            let Some(t) = self.secs(&s.ts) else {
-                return Ok(());
-            };
+            let t = self.secs(s.ts);
             self.agg.summary(s, t);
             self.advance(t);
         } else if let Record::Latency(_) = record {
@@ -342,11 +324,14 @@ impl Drop for CloudWatchSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rds_sensor::records::{Endpoint, QueryRecord};
+    use rds_sensor::model::{Endpoint, QueryRecord};
 
+    /// A query at an RFC 3339 time.
     fn query(ts: &str) -> Record {
+        let t = humantime::parse_rfc3339_weak(ts).unwrap();
+        let ns = t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
         Record::Query(QueryRecord {
-            ts: ts.into(),
+            ts: Timestamp(ns),
             endpoint: Endpoint {
                 server: "10.0.0.1:5432".into(),
                 ..Endpoint::default()
@@ -363,7 +348,6 @@ mod tests {
             latency_first_byte_us: Some(5),
             latency_us: 10,
             prepared: false,
-            ts_ns: 0,
         })
     }
 

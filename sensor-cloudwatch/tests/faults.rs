@@ -31,7 +31,7 @@ mod common;
 use common::{Moto, REGION};
 use rds_sensor::{
     cli::Mode,
-    records::{Endpoint, QueryRecord, Record},
+    model::{Endpoint, Protocol, QueryRecord, Record, Timestamp},
     sinks::Sink,
 };
 use sensor_cloudwatch::Config;
@@ -384,16 +384,13 @@ fn start_proxy(proxy: Arc<Proxy>, listener: std::net::TcpListener) {
 }
 
 fn query(t_s: i64) -> Record {
-    let ts =
-        humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + Duration::from_secs(t_s as u64))
-            .to_string();
     Record::Query(QueryRecord {
-        ts,
+        ts: Timestamp(t_s as u64 * 1_000_000_000),
         endpoint: Endpoint {
             client: "10.1.0.5:40000".into(),
             server: "10.0.0.5:5432".into(),
             vni: None,
-            protocol: "postgresql",
+            protocol: Protocol::Postgres,
         },
         user: Some("app".into()),
         database: Some("orders".into()),
@@ -407,7 +404,6 @@ fn query(t_s: i64) -> Record {
         latency_first_byte_us: Some(500),
         latency_us: 1000,
         prepared: false,
-        ts_ns: 0,
     })
 }
 

@@ -15,7 +15,7 @@ mod common;
 use common::{Moto, REGION};
 use rds_sensor::{
     cli::Mode,
-    records::{Endpoint, QueryRecord, Record},
+    model::{Endpoint, Protocol, QueryRecord, Record, Timestamp},
     sinks::Sink,
 };
 use sensor_cloudwatch::Config;
@@ -483,16 +483,13 @@ fn metrics_sink_stdout_prints_the_requests() {
 }
 
 fn query(t_s: i64, latency_us: u64) -> Record {
-    let ts =
-        humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + Duration::from_secs(t_s as u64))
-            .to_string();
     Record::Query(QueryRecord {
-        ts,
+        ts: Timestamp(t_s as u64 * 1_000_000_000),
         endpoint: Endpoint {
             client: "10.1.0.5:40000".into(),
             server: "10.0.0.5:5432".into(),
             vni: None,
-            protocol: "postgresql",
+            protocol: Protocol::Postgres,
         },
         user: Some("app".into()),
         database: Some("orders".into()),
@@ -506,7 +503,6 @@ fn query(t_s: i64, latency_us: u64) -> Record {
         latency_first_byte_us: Some(latency_us / 2),
         latency_us,
         prepared: false,
-        ts_ns: 0,
     })
 }
 

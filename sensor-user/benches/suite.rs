@@ -21,8 +21,8 @@ use rds_sensor::{
         packet::{Decapsulator, LinkType},
         pcap::PcapReader,
     },
+    model::Record,
     pipeline::{Pipeline, PipelineOptions},
-    records::Record,
     sinks::Sink,
 };
 use sensor_common::{DEFAULT_DB_PORTS, SensorConfig, tcp_flags as f};
@@ -654,7 +654,7 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
             .expire_flows(
                 &mut decap.flows,
                 u64::MAX,
-                Some(rds_sensor::records::FlowEnd::EndOfCapture),
+                Some(rds_sensor::model::FlowEnd::EndOfCapture),
             )
             .unwrap();
         // Every round is the same work: the same records from the same frames.
@@ -769,7 +769,7 @@ fn flow_memory(quick: bool, figures: &mut Vec<Figure>) {
         });
     }
     let mut snapshot = Vec::new();
-    rds_sensor::flows::FlowSource::snapshot(&mut state, &mut snapshot);
+    rds_sensor::capture::FlowSource::snapshot(&mut state, &mut snapshot);
     let rss1 = rss_kib();
     // The flow map's kernel memory, read from its fd.
     let memlock = std::fs::read_dir("/proc/self/fd")

@@ -5,8 +5,8 @@
 
 use crate::{
     capture::live::{KernelState, Sensor},
+    model::{FlowEnd, now},
     pipeline::Pipeline,
-    records::{FlowEnd, now},
 };
 use anyhow::{Context, Result, anyhow};
 use ringbuf::{
@@ -33,7 +33,7 @@ pub struct AgentOptions {
     /// without waking it until a threshold, so the timer bounds how long a record waits.
     pub drain_every: Duration,
     /// SIGHUP: settings put here are applied by the pipeline thread (see `config::Reloadable`).
-    pub reload: Option<Arc<std::sync::Mutex<Option<crate::config::Reloadable>>>>,
+    pub reload: Option<Arc<std::sync::Mutex<Option<crate::pipeline::Reloadable>>>>,
 }
 
 impl Default for AgentOptions {

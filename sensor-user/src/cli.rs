@@ -9,15 +9,13 @@
 
 use crate::{
     agent::{self, AgentOptions},
-    capture::{
-        live::{AttachMode, LiveOptions, Sensor},
-        offline::{self, OfflineOptions},
-    },
+    capture::live::{AttachMode, LiveOptions, Sensor},
     demo::{self, DemoOptions},
     flows::FlowTimeouts,
+    model::Clock,
+    offline::{self, OfflineOptions},
     pipeline::{Pipeline, PipelineOptions},
     ports::parse_port,
-    records::Clock,
     sinks::{Fanout, Sink, stdout::Stdout},
 };
 use anyhow::{Context, Result, bail};

@@ -1,8 +1,7 @@
 //! The per-packet event, as both captures deliver it: the kernel's ring-buffer record, or the
 //! same encoding made by the offline twin ([`crate::capture::packet`]).
 
-use sensor_common::{EventHeader, FlowKey, direction};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use sensor_common::{EventHeader, direction};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
@@ -73,23 +72,6 @@ pub fn header_bytes(hdr: &EventHeader) -> &[u8] {
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(hdr).cast::<u8>(), EventHeader::SIZE) }
 }
 
-/// An address from a flow key: IPv4-mapped addresses come back as IPv4.
-pub fn ip(addr: &[u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(*addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-pub fn client(key: &FlowKey) -> SocketAddr {
-    SocketAddr::new(ip(&key.client_addr), key.client_port)
-}
-
-pub fn server(key: &FlowKey) -> SocketAddr {
-    SocketAddr::new(ip(&key.server_addr), key.server_port)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +134,6 @@ mod tests {
         a[10] = 0xff;
         a[11] = 0xff;
         a[12..].copy_from_slice(&[192, 0, 2, 7]);
-        assert_eq!(ip(&a).to_string(), "192.0.2.7");
+        assert_eq!(crate::model::ip(&a).to_string(), "192.0.2.7");
     }
 }

@@ -1,25 +1,12 @@
 //! Flow expiry: reads the flow summaries (the kernel's LRU map, or its offline twin), and
 //! turns each flow that ended or idled into one [`FlowRecord`], removing it from the table.
 
-use crate::records::{FlowEnd, FlowRecord, PortMap};
+use crate::{
+    capture::FlowSource,
+    model::{FlowEnd, FlowRecord},
+    ports::PortMap,
+};
 use sensor_common::{FlowKey, FlowStats};
-
-/// Where flow summaries live: the kernel map (live) or the emulated table (offline).
-pub trait FlowSource {
-    fn snapshot(&mut self, out: &mut Vec<(FlowKey, FlowStats)>);
-    fn remove(&mut self, key: &FlowKey);
-}
-
-impl FlowSource for crate::capture::packet::FlowTable {
-    fn snapshot(&mut self, out: &mut Vec<(FlowKey, FlowStats)>) {
-        out.clear();
-        out.extend(self.map.iter().map(|(k, v)| (*k, *v)));
-    }
-
-    fn remove(&mut self, key: &FlowKey) {
-        self.map.remove(key);
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct FlowTimeouts {
@@ -65,7 +52,7 @@ impl FlowTracker {
         source: &mut dyn FlowSource,
         now_ns: u64,
         all: Option<FlowEnd>,
-        clock: &crate::records::Clock,
+        clock: &crate::model::Clock,
     ) -> Vec<FlowRecord> {
         source.snapshot(&mut self.scratch);
         let mut out = Vec::new();
@@ -97,7 +84,7 @@ impl FlowTracker {
         }
         self.active = self.scratch.len() - out.len();
         self.emitted += out.len() as u64;
-        out.sort_by_key(|r| (r.first_seen_ns, r.client.clone()));
+        out.sort_by_key(|r| (r.first_seen, r.client.clone()));
         out
     }
 }

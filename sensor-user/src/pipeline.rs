@@ -3,10 +3,12 @@
 
 use crate::{
     aggregate::latency::LatencyAggregator,
+    capture::FlowSource,
     detect::{Detector, Finding},
     event::Event,
-    flows::{FlowSource, FlowTimeouts, FlowTracker},
-    records::{Clock, FlowEnd, PortMap, Record, SummaryRecord, counter_map},
+    flows::{FlowTimeouts, FlowTracker},
+    model::{Clock, FlowEnd, Record, SummaryRecord, counter_map},
+    ports::PortMap,
     sinks::Sink,
     streams::{StreamLimits, Streams},
 };
@@ -49,6 +51,19 @@ pub struct EventStats {
     pub bad_records: u64,
     /// Set by the live agent: events lost between the ring reader and the pipeline.
     pub queue_dropped: u64,
+}
+
+/// What SIGHUP can change without a restart; the configuration file
+/// (`config::Config::reloadable`) says which keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reloadable {
+    pub redact: bool,
+    pub summary_interval_s: u64,
+    pub allowed_cidrs: Vec<crate::detect::intel::Cidr>,
+    pub malicious_ips: Vec<std::path::PathBuf>,
+    pub tor_exits: Vec<std::path::PathBuf>,
+    pub instance_map: Option<std::path::PathBuf>,
+    pub instances: std::collections::BTreeMap<String, String>,
 }
 
 pub struct Pipeline {
@@ -187,16 +202,13 @@ impl Pipeline {
         self.drops_at_last_summary = drops;
         if !self.latency.is_empty() {
             let window_s = now_ns.saturating_sub(window_start) as f64 / 1e9;
-            for mut l in self
-                .latency
-                .report(self.clock.rfc3339(window_start), window_s)
-            {
+            for mut l in self.latency.report(self.clock.at(window_start), window_s) {
                 l.sampled = sampled;
                 self.sink.emit(&Record::Latency(l))?;
             }
         }
         let rec = SummaryRecord {
-            ts: self.clock.rfc3339(now_ns),
+            ts: self.clock.at(now_ns),
             interval_s,
             kernel: counter_map(counters),
             events: self.stats.events,
@@ -213,9 +225,9 @@ impl Pipeline {
         self.sink.flush()
     }
 
-    /// SIGHUP (see `config::Reloadable`): redaction of connections seen from now on, and the
+    /// SIGHUP (see [`Reloadable`]): redaction of connections seen from now on, and the
     /// detector's lists, allowed networks and instance map; every other state is kept.
-    pub fn reload(&mut self, r: &crate::config::Reloadable) -> anyhow::Result<()> {
+    pub fn reload(&mut self, r: &Reloadable) -> anyhow::Result<()> {
         self.streams.redact = r.redact;
         if let Some(d) = &mut self.detector {
             d.reload(

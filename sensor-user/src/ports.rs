@@ -1,6 +1,7 @@
 //! Database port lists as operators write them: `5432`, `5432=postgresql`, `3306=mysql`.
 
 use sensor_common::{DEFAULT_DB_PORTS, proto};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortError {
@@ -8,6 +9,20 @@ pub enum PortError {
     BadPort(String),
     #[error("'{0}' is not a known protocol (postgresql, mysql, mssql, oracle)")]
     BadProto(String),
+}
+
+/// Which protocol each configured database port speaks.
+#[derive(Clone, Debug, Default)]
+pub struct PortMap(pub HashMap<u16, u8>);
+
+impl PortMap {
+    pub fn new(ports: &[(u16, u8)]) -> Self {
+        Self(ports.iter().copied().collect())
+    }
+
+    pub fn proto(&self, port: u16) -> u8 {
+        self.0.get(&port).copied().unwrap_or(proto::UNKNOWN)
+    }
 }
 
 /// Parses one `PORT[=PROTOCOL]`. Without a protocol, a default port keeps its protocol and

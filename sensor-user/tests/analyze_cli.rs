@@ -169,9 +169,9 @@ fn random_bytes_after_a_valid_header_never_panic() {
         std::fs::write(&p, &v).unwrap();
         let sink = rds_sensor::sinks::Collect::default();
         let mut pipeline = rds_sensor::pipeline::Pipeline::new(Default::default(), Box::new(sink));
-        let _ = rds_sensor::capture::offline::analyze(
+        let _ = rds_sensor::offline::analyze(
             &p,
-            &rds_sensor::capture::offline::OfflineOptions {
+            &rds_sensor::offline::OfflineOptions {
                 ports: sensor_common::DEFAULT_DB_PORTS.to_vec(),
                 config: sensor_common::SensorConfig::default(),
                 flow_capacity: 64,

@@ -10,10 +10,10 @@ mod common;
 
 use common::*;
 use rds_sensor::{
-    capture::offline::{self, OfflineOptions},
+    model::{Clock, Record},
     netns::VethPair,
+    offline::{self, OfflineOptions},
     pipeline::{Pipeline, PipelineOptions},
-    records::{Clock, Record},
     sinks::Collect,
 };
 use sensor_common::{DEFAULT_DB_PORTS, SensorConfig};

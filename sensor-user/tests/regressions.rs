@@ -6,7 +6,7 @@
 mod oracle;
 
 use oracle::*;
-use rds_sensor::records::{Outcome, QueryRecord};
+use rds_sensor::model::{Outcome, QueryRecord};
 use std::path::Path;
 
 /// Query records of one connection (by client address prefix), in request order.
@@ -16,7 +16,7 @@ fn of_client<'a>(run: &'a SensorRun, client_ip: &str) -> Vec<&'a QueryRecord> {
         .into_iter()
         .filter(|q| q.endpoint.client.starts_with(&format!("{client_ip}:")))
         .collect();
-    v.sort_by_key(|q| q.ts_ns);
+    v.sort_by_key(|q| q.ts.ns());
     v
 }
 
@@ -30,10 +30,10 @@ fn exp_of_client<'a>(e: &'a Expected, client_ip: &str) -> Vec<&'a ExpQuery> {
 /// Latency, first-byte latency and error of a record against the oracle's, within 1 µs.
 fn assert_same(ctx: &str, r: &QueryRecord, e: &ExpQuery) {
     assert!(
-        r.ts_ns.abs_diff(e.ts_ns) <= 1000,
+        r.ts.ns().abs_diff(e.ts_ns) <= 1000,
         "{ctx}: {} starts at {}, the request at {}",
         e.what,
-        r.ts_ns,
+        r.ts.ns(),
         e.ts_ns
     );
     assert!(
@@ -175,7 +175,7 @@ fn packetbeat_18471_mysql_pipelined_pairing() {
     }
     // Same request time (one segment), different completions: the second waited for the
     // first's 300 rows.
-    assert_eq!(got[0].ts_ns, got[1].ts_ns);
+    assert_eq!(got[0].ts.ns(), got[1].ts.ns());
     assert!(got[1].latency_us > got[0].latency_us);
     assert!(got[1].latency_first_byte_us >= Some(got[0].latency_us));
 }
@@ -227,7 +227,7 @@ fn packetbeat_160_latency_from_request_not_connection() {
                 .queries()
                 .into_iter()
                 .filter(|r| &r.endpoint.client == client && &r.endpoint.server == server)
-                .min_by_key(|r| r.ts_ns)
+                .min_by_key(|r| r.ts.ns())
                 .unwrap_or_else(|| panic!("{name} {client}: first query not reported"));
             let ctx = format!("{name} {client}: first query");
             assert_same(&ctx, r, first);
@@ -267,10 +267,11 @@ fn sane(ctx: &str, e: &Expected, run: &SensorRun) -> Vec<String> {
             continue;
         };
         let duration_us = (last - first) / 1000;
-        if r.ts_ns < first || r.ts_ns > last {
+        if r.ts.ns() < first || r.ts.ns() > last {
             bad.push(format!(
                 "{ctx} {}: query at {} outside its connection [{first}, {last}]",
-                key.0, r.ts_ns
+                key.0,
+                r.ts.ns()
             ));
         }
         if r.latency_us > duration_us {
@@ -287,7 +288,7 @@ fn sane(ctx: &str, e: &Expected, run: &SensorRun) -> Vec<String> {
                 key.0, r.fingerprint, r.latency_us
             ));
         }
-        if r.ts_ns / 1000 + r.latency_us > last / 1000 + 1 {
+        if r.ts.ns() / 1000 + r.latency_us > last / 1000 + 1 {
             bad.push(format!(
                 "{ctx} {}: `{}` ends after its connection's last frame",
                 key.0, r.fingerprint
@@ -614,13 +615,13 @@ fn fuzz_mangled_bundled_captures_never_panic_and_stay_sane() {
                 }
             };
             for q in run.queries() {
-                let why = if q.ts_ns < first || q.ts_ns > last {
+                let why = if q.ts.ns() < first || q.ts.ns() > last {
                     Some("starts outside the capture")
                 } else if q.latency_us > span_us {
                     Some("latency longer than the capture")
                 } else if q.latency_first_byte_us.is_some_and(|f| f > span_us) {
                     Some("first byte after the capture")
-                } else if q.ts_ns / 1000 + q.latency_us > last / 1000 + 1 {
+                } else if q.ts.ns() / 1000 + q.latency_us > last / 1000 + 1 {
                     Some("ends after the capture")
                 } else {
                     None
@@ -628,7 +629,7 @@ fn fuzz_mangled_bundled_captures_never_panic_and_stay_sane() {
                 if let Some(why) = why {
                     bad.push(format!(
                         "{name} round {round} ({rate}%): `{}` {why}: ts {} latency {} first byte {:?} (capture {span_us} µs)",
-                        q.fingerprint, q.ts_ns, q.latency_us, q.latency_first_byte_us
+                        q.fingerprint, q.ts.ns(), q.latency_us, q.latency_first_byte_us
                     ));
                 }
             }

@@ -177,7 +177,7 @@ fn truncated_capture_reports_only_true_figures() {
         let Some(e) = full.queries.iter().find(|e| {
             e.client == r.endpoint.client
                 && e.server == r.endpoint.server
-                && e.ts_ns.abs_diff(r.ts_ns) <= 1000
+                && e.ts_ns.abs_diff(r.ts.ns()) <= 1000
         }) else {
             fails.push(format!(
                 "a query record at ts {} ({} `{}`) that is no request of pg-queries.pcap",
@@ -223,7 +223,7 @@ fn truncated_capture_reports_only_true_figures() {
     for (r, e) in logins.iter().zip(full.logins.iter()) {
         if r.user != e.user
             || r.database != e.database
-            || (r.outcome == rds_sensor::records::Outcome::Success) != e.success
+            || (r.outcome == rds_sensor::model::Outcome::Success) != e.success
         {
             fails.push(format!("login {r:?} differs from {e:?}"));
         }

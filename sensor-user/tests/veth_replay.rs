@@ -7,13 +7,11 @@ mod common;
 use common::*;
 use rds_sensor::{
     agent::{self, AgentOptions},
-    capture::{
-        live::{AttachMode, LiveOptions, Sensor},
-        offline::{self, OfflineOptions},
-    },
+    capture::live::{AttachMode, LiveOptions, Sensor},
+    model::{Clock, FlowRecord, Record},
     netns::VethPair,
+    offline::{self, OfflineOptions},
     pipeline::{Pipeline, PipelineOptions},
-    records::{Clock, FlowRecord, Record},
     sinks::Collect,
 };
 use sensor_common::{DEFAULT_DB_PORTS, SensorConfig, counter as c};

@@ -9,11 +9,11 @@ use aya::programs::{TestRun, TestRunOptions};
 use common::*;
 use rds_sensor::{
     capture::{
+        FlowSource,
         live::{LiveOptions, Sensor},
         packet::{Decapsulator, LinkType, Verdict},
     },
     event::Event,
-    flows::FlowSource,
 };
 use sensor_common::{EventHeader, NO_VNI, SensorConfig, counter as c, direction, tcp_flags as f};
 

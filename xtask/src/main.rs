@@ -2,6 +2,7 @@
 
 mod dbserver;
 mod fuzz;
+mod modgraph;
 mod netlab;
 mod pcapfmt;
 mod pcaps;
@@ -261,6 +262,14 @@ fn real_main() -> Result<()> {
             run(&mut c)
         }
         Cmd::Lint => {
+            // Data flows one way: no import cycle among the modules of the library crates.
+            for (name, dir) in [
+                ("sensor-user", "sensor-user/src"),
+                ("sensor-cloudwatch", "sensor-cloudwatch/src"),
+            ] {
+                modgraph::check_acyclic(name, &root().join(dir))?;
+            }
+            println!("xtask: no import cycle among sensor-user's or sensor-cloudwatch's modules");
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
                 "fmt",

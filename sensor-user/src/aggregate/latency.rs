@@ -3,9 +3,8 @@
 //! server, over a window, with count, errors, rows and total time; the top N by total time are
 //! reported when the window closes.
 
-use crate::records::QueryRecord;
+use crate::model::{LatencyRecord, Percentiles, QueryRecord, Timestamp};
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
@@ -180,56 +179,18 @@ impl Stats {
     }
 }
 
-/// Percentiles of one histogram, µs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Percentiles {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p99_9: u64,
-    pub max: u64,
-}
-
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        Self {
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p99_9: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
+/// Percentiles of one histogram.
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
     }
-}
-
-/// One line of a latency report.
-#[derive(Clone, Debug, Serialize)]
-pub struct LatencyRecord {
-    pub window_start: String,
-    pub window_s: f64,
-    pub server: String,
-    /// Absent for a per-server line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// `*` for a per-server line; `(other)` for fingerprints beyond the tracking limit.
-    pub fingerprint: String,
-    pub verb: String,
-    pub count: u64,
-    pub errors: u64,
-    pub rows: u64,
-    pub total_us: u64,
-    pub latency_us: Percentiles,
-    pub first_byte_us: Percentiles,
-    /// Rank by total time in this window (1 = most), 0 for per-server lines.
-    pub rank: usize,
-    /// Events were dropped in this window (ring buffer full, queue full): the figures come
-    /// from a sample of the queries, not all of them.
-    pub sampled: bool,
+    Percentiles {
+        p50: h.value_at_quantile(0.50),
+        p90: h.value_at_quantile(0.90),
+        p99: h.value_at_quantile(0.99),
+        p99_9: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
 }
 
 pub struct LatencyAggregator {
@@ -298,13 +259,13 @@ impl LatencyAggregator {
     }
 
     /// Closes the window: per-server lines and the top N queries by total time, then resets.
-    pub fn report(&mut self, window_start: String, window_s: f64) -> Vec<LatencyRecord> {
+    pub fn report(&mut self, window_start: Timestamp, window_s: f64) -> Vec<LatencyRecord> {
         let mut out = Vec::new();
         let mut servers: Vec<_> = self.by_server.drain().collect();
         servers.sort_by(|a, b| a.0.cmp(&b.0));
         for (server, s) in servers {
             out.push(line(
-                &window_start,
+                window_start,
                 window_s,
                 server,
                 None,
@@ -318,7 +279,7 @@ impl LatencyAggregator {
         queries.sort_by(|a, b| b.1.total_us.cmp(&a.1.total_us).then_with(|| a.0.cmp(&b.0)));
         for (i, (k, s)) in queries.into_iter().take(self.top_n).enumerate() {
             out.push(line(
-                &window_start,
+                window_start,
                 window_s,
                 k.server,
                 k.database,
@@ -334,7 +295,7 @@ impl LatencyAggregator {
 
 #[allow(clippy::too_many_arguments)]
 fn line(
-    window_start: &str,
+    window_start: Timestamp,
     window_s: f64,
     server: String,
     database: Option<String>,
@@ -344,7 +305,7 @@ fn line(
     rank: usize,
 ) -> LatencyRecord {
     LatencyRecord {
-        window_start: window_start.to_string(),
+        window_start,
         window_s,
         server,
         database,
@@ -355,8 +316,8 @@ fn line(
         errors: s.errors,
         rows: s.rows,
         total_us: s.total_us,
-        latency_us: Percentiles::of(&s.latency.histogram(s.sigfig)),
-        first_byte_us: Percentiles::of(&s.first_byte.histogram(s.sigfig)),
+        latency_us: percentiles(&s.latency.histogram(s.sigfig)),
+        first_byte_us: percentiles(&s.first_byte.histogram(s.sigfig)),
         rank,
         sampled: false,
     }
@@ -365,11 +326,11 @@ fn line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::Endpoint;
+    use crate::model::Endpoint;
 
     fn q(fp: &str, us: u64, err: bool) -> QueryRecord {
         QueryRecord {
-            ts: String::new(),
+            ts: Timestamp::default(),
             endpoint: Endpoint {
                 server: "10.0.0.1:5432".into(),
                 ..Endpoint::default()
@@ -386,7 +347,6 @@ mod tests {
             latency_first_byte_us: Some(us / 2),
             latency_us: us,
             prepared: false,
-            ts_ns: 0,
         }
     }
 
@@ -397,7 +357,7 @@ mod tests {
             a.observe(&q("select ?", us, us % 100 == 0));
         }
         a.observe(&q("select slow", 5_000_000, false));
-        let r = a.report("t".into(), 10.0);
+        let r = a.report(Timestamp::default(), 10.0);
         assert_eq!(r.len(), 3);
         assert_eq!((r[0].fingerprint.as_str(), r[0].count), ("*", 1001));
         // The slow one has the most total time.
@@ -441,7 +401,7 @@ mod tests {
             a.observe(&q(&format!("select c{i}"), 10, false));
         }
         assert_eq!(a.overflowed, 45);
-        let r = a.report("t".into(), 1.0);
+        let r = a.report(Timestamp::default(), 1.0);
         assert_eq!(r.len(), 1 + 5 + 1);
         assert!(
             r.iter()

@@ -271,7 +271,7 @@ impl KernelState {
     }
 }
 
-impl crate::flows::FlowSource for KernelState {
+impl super::FlowSource for KernelState {
     fn snapshot(&mut self, out: &mut Vec<(FlowKey, FlowStats)>) {
         out.clear();
         // An entry can vanish between the key walk and the lookup (LRU eviction): skip it.

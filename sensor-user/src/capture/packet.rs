@@ -497,3 +497,14 @@ fn addresses(b: &[u8], l3: &L3) -> ([u8; 16], [u8; 16]) {
     }
     (src, dst)
 }
+
+impl super::FlowSource for FlowTable {
+    fn snapshot(&mut self, out: &mut Vec<(sensor_common::FlowKey, sensor_common::FlowStats)>) {
+        out.clear();
+        out.extend(self.map.iter().map(|(k, v)| (*k, *v)));
+    }
+
+    fn remove(&mut self, key: &sensor_common::FlowKey) {
+        self.map.remove(key);
+    }
+}

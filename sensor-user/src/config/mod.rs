@@ -423,22 +423,10 @@ fn server_key(s: &str) -> Result<(), String> {
     }
 }
 
-/// What SIGHUP can change without a restart; see [`DEFAULT_TOML`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reloadable {
-    pub redact: bool,
-    pub summary_interval_s: u64,
-    pub allowed_cidrs: Vec<Cidr>,
-    pub malicious_ips: Vec<std::path::PathBuf>,
-    pub tor_exits: Vec<std::path::PathBuf>,
-    pub instance_map: Option<std::path::PathBuf>,
-    pub instances: BTreeMap<String, String>,
-}
-
 impl Config {
-    pub fn reloadable(&self) -> Reloadable {
+    pub fn reloadable(&self) -> crate::pipeline::Reloadable {
         let paths = |v: &[String]| v.iter().map(std::path::PathBuf::from).collect();
-        Reloadable {
+        crate::pipeline::Reloadable {
             redact: self.redaction.redact,
             summary_interval_s: self.output.summary_interval_s,
             allowed_cidrs: self.allowed_cidrs(),

@@ -190,8 +190,8 @@ fn load_names_the_file() {
 fn sighup_reload_reaches_the_pipeline_and_a_bad_file_changes_nothing() {
     use crate::{
         detect::{Detector, DetectorOptions},
+        model::Clock,
         pipeline::{Pipeline, PipelineOptions},
-        records::Clock,
         sinks::Collect,
     };
     let detector = Detector::new(DetectorOptions::default(), Clock::default()).unwrap();

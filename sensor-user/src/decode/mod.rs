@@ -9,7 +9,7 @@ pub mod fingerprint;
 pub mod mysql;
 pub mod postgres;
 
-use crate::records::{Clock, Endpoint, Record};
+use crate::model::{Clock, DecoderStats, Endpoint, Record};
 use sensor_common::proto;
 
 /// Which way bytes flow.
@@ -29,24 +29,6 @@ impl Dir {
             Self::Response
         }
     }
-}
-
-/// Cumulative decoder health figures (summed over connections by the pipeline).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DecoderStats {
-    /// Times a decoder lost message framing and found it again.
-    pub resyncs: u64,
-    /// Gaps reported to decoders, and the bytes they covered.
-    pub gaps: u64,
-    pub gap_bytes: u64,
-    /// Bytes a decoder could not attribute to a message and skipped.
-    pub skipped_bytes: u64,
-    /// Requests dropped because a connection had too many outstanding.
-    pub pending_overflow: u64,
-    /// Sessions that switched to TLS (not decoded further).
-    pub tls_sessions: u64,
-    /// Messages that were malformed (lengths that lie, unknown types in a strict position).
-    pub malformed: u64,
 }
 
 /// What a decoder call may use and write.

@@ -1,7 +1,7 @@
 //! The detection switches of `rds-sensor run`, `analyze` and `demo`.
 
 use super::{Detector, DetectorOptions, intel::Cidr};
-use crate::records::Clock;
+use crate::model::Clock;
 use anyhow::Result;
 use std::path::PathBuf;
 

@@ -1,34 +1,12 @@
 //! Findings shaped like Amazon GuardDuty's RDS Protection findings, their types and default
 //! severities, the recommended responses, and the deduplication of repeats.
 
-use serde::Serialize;
+use crate::model::Timestamp;
+pub use crate::model::{
+    Action, Country, Evidence, Finding, InstanceDetails, LoginAttribute, Organization,
+    RdsLoginAttemptAction, RemoteIpDetails, Resource, Service, Severity, Tag, UserDetails,
+};
 use std::collections::HashMap;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-}
-
-impl Severity {
-    /// GuardDuty's numbers: Low 1.0–3.9, Medium 4.0–6.9, High 7.0–8.9.
-    pub fn number(self) -> f64 {
-        match self {
-            Self::Low => 2.0,
-            Self::Medium => 5.0,
-            Self::High => 8.0,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Low => "Low",
-            Self::Medium => "Medium",
-            Self::High => "High",
-        }
-    }
-}
 
 /// Every finding type: GuardDuty's nine RDS Protection types, and the ones only packets show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -203,244 +181,6 @@ impl FindingType {
     }
 }
 
-/// `resource.rdsDbInstanceDetails`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceDetails {
-    pub db_instance_identifier: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub db_cluster_identifier: Option<String>,
-    pub engine: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub engine_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub db_instance_arn: Option<String>,
-    pub tags: Vec<Tag>,
-    /// The server address the sensor saw (not a GuardDuty field).
-    pub address: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Tag {
-    pub key: String,
-    pub value: String,
-}
-
-/// `resource.rdsDbUserDetails`. GuardDuty gives every field as a string.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserDetails {
-    pub user: String,
-    pub application: String,
-    pub database: String,
-    pub ssl: String,
-    pub auth_method: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Resource {
-    pub resource_type: &'static str,
-    pub rds_db_instance_details: InstanceDetails,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rds_db_user_details: Option<UserDetails>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Organization {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asn_org: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub isp: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub org: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Country {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub country_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub country_name: Option<String>,
-}
-
-/// `service.action.rdsLoginAttemptAction.remoteIpDetails`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RemoteIpDetails {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_address_v4: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_address_v6: Option<String>,
-    pub organization: Organization,
-    pub country: Country,
-    /// Not GuardDuty fields: the client network the baseline keys on, whether the address is
-    /// public, and the threat-list entries it matched.
-    pub network: String,
-    pub public: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub threat_lists: Vec<String>,
-}
-
-impl RemoteIpDetails {
-    /// The address, or `-` when the finding has none.
-    pub fn ip(&self) -> &str {
-        self.ip_address_v4
-            .as_deref()
-            .or(self.ip_address_v6.as_deref())
-            .unwrap_or("-")
-    }
-}
-
-/// One element of `LoginAttributes`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoginAttribute {
-    pub user: String,
-    pub application: String,
-    pub failed_login_attempts: u64,
-    pub successful_login_attempts: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RdsLoginAttemptAction {
-    pub remote_ip_details: RemoteIpDetails,
-    #[serde(rename = "LoginAttributes")]
-    pub login_attributes: Vec<LoginAttribute>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Action {
-    pub action_type: &'static str,
-    pub rds_login_attempt_action: RdsLoginAttemptAction,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Service {
-    pub service_name: &'static str,
-    pub action: Action,
-    pub event_first_seen: String,
-    pub event_last_seen: String,
-    pub count: u64,
-    pub archived: bool,
-}
-
-/// What the packets showed: statement classes, fingerprints, volumes, why it is unusual.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Evidence {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub statement_classes: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fingerprints: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queries: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_rows: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub users: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub error_codes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connections: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub flow_ends: Vec<String>,
-}
-
-const LIST_MAX: usize = 20;
-
-fn union(into: &mut Vec<String>, from: &[String]) {
-    for s in from {
-        if into.len() >= LIST_MAX {
-            break;
-        }
-        if !into.contains(s) {
-            into.push(s.clone());
-        }
-    }
-}
-
-fn add(into: &mut Option<u64>, from: Option<u64>) {
-    if let Some(f) = from {
-        *into = Some(into.unwrap_or(0).saturating_add(f));
-    }
-}
-
-impl Evidence {
-    /// Evidence that is only its reasons.
-    pub fn with_reasons(reasons: Vec<String>) -> Self {
-        Evidence {
-            reasons,
-            ..Evidence::default()
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Folds a repeat's evidence in: lists are united (bounded), totals added, baselines kept.
-    pub fn merge(&mut self, o: &Evidence) {
-        union(&mut self.reasons, &o.reasons);
-        union(&mut self.statement_classes, &o.statement_classes);
-        union(&mut self.fingerprints, &o.fingerprints);
-        union(&mut self.users, &o.users);
-        union(&mut self.error_codes, &o.error_codes);
-        union(&mut self.flow_ends, &o.flow_ends);
-        add(&mut self.queries, o.queries);
-        add(&mut self.rows, o.rows);
-        add(&mut self.bytes, o.bytes);
-        add(&mut self.connections, o.connections);
-        if o.baseline_rows.is_some() {
-            self.baseline_rows = o.baseline_rows;
-        }
-        if o.baseline_bytes.is_some() {
-            self.baseline_bytes = o.baseline_bytes;
-        }
-    }
-}
-
-/// A finding, serialised as `{"kind":"finding", …}`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Finding {
-    pub schema_version: &'static str,
-    /// Stable for one type + actor + resource: updates of a finding keep its id.
-    pub id: String,
-    #[serde(rename = "type")]
-    pub finding_type: &'static str,
-    pub severity: f64,
-    pub severity_label: &'static str,
-    pub title: String,
-    pub description: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub resource: Resource,
-    pub service: Service,
-    pub recommended_response: &'static [&'static str],
-    #[serde(skip_serializing_if = "Evidence::is_empty")]
-    pub evidence: Evidence,
-    #[serde(skip)]
-    pub first_ns: u64,
-    #[serde(skip)]
-    pub last_ns: u64,
-}
-
 /// One occurrence, before deduplication.
 #[derive(Clone, Debug)]
 pub struct Observation {
@@ -457,13 +197,6 @@ pub struct Observation {
     pub evidence: Evidence,
     /// Wall-clock ns of the occurrence.
     pub ts_ns: u64,
-}
-
-pub fn rfc3339(wall_ns: u64) -> String {
-    humantime::format_rfc3339_micros(
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(wall_ns),
-    )
-    .to_string()
 }
 
 fn fnv(s: &str) -> u64 {
@@ -522,10 +255,9 @@ impl FindingLog {
         if let Some(e) = self.entries.get_mut(&key) {
             let f = &mut e.finding;
             f.service.count += 1;
-            if o.ts_ns >= f.last_ns {
-                f.last_ns = o.ts_ns;
-                f.updated_at = rfc3339(o.ts_ns);
-                f.service.event_last_seen = f.updated_at.clone();
+            if o.ts_ns >= f.updated_at.ns() {
+                f.updated_at = Timestamp(o.ts_ns);
+                f.service.event_last_seen = f.updated_at;
                 f.description = o.description;
                 f.title = o.title;
                 if o.user.is_some() {
@@ -555,7 +287,7 @@ impl FindingLog {
         if self.entries.len() >= self.max_entries {
             self.evict();
         }
-        let at = rfc3339(o.ts_ns);
+        let at = Timestamp(o.ts_ns);
         let finding = Finding {
             schema_version: "2.0",
             id: format!(
@@ -568,8 +300,8 @@ impl FindingLog {
             severity_label: o.severity.label(),
             title: o.title,
             description: o.description,
-            created_at: at.clone(),
-            updated_at: at.clone(),
+            created_at: at,
+            updated_at: at,
             resource: Resource {
                 resource_type: "RDSDBInstance",
                 rds_db_instance_details: o.instance,
@@ -584,15 +316,13 @@ impl FindingLog {
                         login_attributes: o.logins,
                     },
                 },
-                event_first_seen: at.clone(),
+                event_first_seen: at,
                 event_last_seen: at,
                 count: 1,
                 archived: false,
             },
             recommended_response: o.kind.recommended_response(),
             evidence: o.evidence,
-            first_ns: o.ts_ns,
-            last_ns: o.ts_ns,
         };
         self.entries.insert(
             key,
@@ -618,7 +348,7 @@ impl FindingLog {
                 e.finding.clone()
             })
             .collect();
-        out.sort_by_key(|f| f.first_ns);
+        out.sort_by_key(|f| f.created_at);
         out
     }
 
@@ -634,16 +364,16 @@ impl FindingLog {
                 e.finding.clone()
             })
             .collect();
-        out.sort_by_key(|f| f.first_ns);
+        out.sort_by_key(|f| f.created_at);
         out
     }
 
     /// Forgets the least recently seen tenth of the findings.
     fn evict(&mut self) {
-        let mut ages: Vec<(u64, String)> = self
+        let mut ages: Vec<(Timestamp, String)> = self
             .entries
             .iter()
-            .map(|(k, e)| (e.finding.last_ns, k.clone()))
+            .map(|(k, e)| (e.finding.updated_at, k.clone()))
             .collect();
         ages.sort();
         for (_, k) in ages.into_iter().take(self.max_entries / 10 + 1) {
@@ -739,7 +469,7 @@ mod tests {
         assert_eq!(u.id, first.id);
         assert_eq!(u.service.count, 10);
         assert_eq!(u.service.event_first_seen, first.service.event_first_seen);
-        assert_eq!(u.service.event_last_seen, rfc3339(109_000_000_000));
+        assert_eq!(u.service.event_last_seen, Timestamp(109_000_000_000));
         assert_eq!(u.evidence.rows, Some(100));
         assert_eq!(u.evidence.fingerprints.len(), 10);
         // Nothing pending any more.

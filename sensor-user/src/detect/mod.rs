@@ -66,7 +66,9 @@ pub use args::DetectArgs;
 pub use finding::{Finding, FindingType, Severity};
 pub use privilege_drift::{is_dangerous_class, statement_class};
 
-use crate::records::{Clock, FlowEnd, FlowRecord, LoginRecord, Outcome, QueryRecord, Record};
+use crate::model::{
+    Clock, FlowEnd, FlowRecord, LoginRecord, Outcome, Protocol, QueryRecord, Record,
+};
 use anyhow::Result;
 use baseline::{Baseline, BaselineStore, InstanceBaseline, fingerprint_key};
 use data_staging::{Window, reads_rows};
@@ -695,12 +697,12 @@ impl Detector {
 
     fn on_login(&mut self, l: &LoginRecord, out: &mut Vec<Finding>) {
         self.stats.logins += 1;
-        let now = self.wall(l.ts_ns);
+        let now = l.ts.ns();
         self.advance(now, out);
         let Some(ip) = client_ip(&l.endpoint.client) else {
             return;
         };
-        let inst = self.instance(&l.endpoint.server, l.endpoint.protocol);
+        let inst = self.instance(&l.endpoint.server, l.endpoint.protocol.name());
         let learning = self.learning(&inst.key, now);
         let th = self.opts.thresholds.clone();
         let ok = l.outcome == Outcome::Success;
@@ -776,7 +778,7 @@ impl Detector {
 
     fn on_query(&mut self, q: &QueryRecord, out: &mut Vec<Finding>) {
         self.stats.queries += 1;
-        let now = self.wall(q.ts_ns);
+        let now = q.ts.ns();
         self.advance(now, out);
         let Some(ip) = client_ip(&q.endpoint.client) else {
             return;
@@ -796,7 +798,7 @@ impl Detector {
         if class.is_empty() {
             return;
         }
-        let inst = self.instance(&q.endpoint.server, q.endpoint.protocol);
+        let inst = self.instance(&q.endpoint.server, q.endpoint.protocol.name());
         let learning = self.learning(&inst.key, now);
         let th = self.opts.thresholds.clone();
         let rows = if reads_rows(&class) {
@@ -880,12 +882,12 @@ impl Detector {
 
     fn on_flow(&mut self, f: &FlowRecord, out: &mut Vec<Finding>) {
         self.stats.flows += 1;
-        let now = self.wall(f.first_seen_ns + f.duration_us * 1000);
+        let now = f.first_seen.ns() + f.duration_us * 1000;
         self.advance(now, out);
         let Some(ip) = client_ip(&f.client) else {
             return;
         };
-        let inst = self.instance(&f.server, f.protocol);
+        let inst = self.instance(&f.server, f.protocol.name());
         let learning = self.learning(&inst.key, now);
         let th = self.opts.thresholds.clone();
         let had_login = self
@@ -894,7 +896,7 @@ impl Detector {
             .is_some();
         let complete = f.syn > 0 && !matches!(f.end, FlowEnd::EndOfCapture | FlowEnd::Shutdown);
         // A PostgreSQL CancelRequest is a 16-byte message on a connection of its own, unanswered.
-        let cancel = f.protocol == "postgresql"
+        let cancel = f.protocol == Protocol::Postgres
             && f.payload_bytes_to_server == 16
             && f.payload_bytes_to_client == 0;
         let probe = complete

@@ -2,7 +2,9 @@
 //! deduplication.
 
 use super::*;
-use crate::records::{Endpoint, FlowEnd, FlowRecord, LoginRecord, Outcome, QueryRecord, Record};
+use crate::model::{
+    Endpoint, FlowEnd, FlowRecord, LoginRecord, Outcome, Protocol, QueryRecord, Record, Timestamp,
+};
 
 const SRV: &str = "198.51.100.10:5432";
 const APP: &str = "198.51.100.20";
@@ -24,7 +26,7 @@ fn ep(client: &str, port: u16) -> Endpoint {
         client,
         server: SRV.into(),
         vni: None,
-        protocol: "postgresql",
+        protocol: Protocol::Postgres,
     }
 }
 
@@ -63,7 +65,7 @@ impl Default for L<'_> {
 
 fn login(l: L<'_>) -> Record {
     Record::Login(LoginRecord {
-        ts: String::new(),
+        ts: Timestamp(t(l.at)),
         endpoint: ep(l.ip, l.port),
         user: Some(l.user.into()),
         database: Some(l.db.into()),
@@ -77,7 +79,6 @@ fn login(l: L<'_>) -> Record {
         tls: l.tls,
         auth_method: Some(l.auth.into()),
         server_version: None,
-        ts_ns: t(l.at),
     })
 }
 
@@ -93,7 +94,7 @@ fn query(
     at: u64,
 ) -> Record {
     Record::Query(QueryRecord {
-        ts: String::new(),
+        ts: Timestamp(t(at)),
         endpoint: ep(ip, port),
         user: Some(user.into()),
         database: Some("appdb".into()),
@@ -107,7 +108,6 @@ fn query(
         latency_first_byte_us: None,
         latency_us: 100,
         prepared: false,
-        ts_ns: t(at),
     })
 }
 
@@ -116,10 +116,9 @@ fn flow(ip: &str, port: u16, at: u64, payload_to_server: u64, end: FlowEnd) -> R
         client: ep(ip, port).client,
         server: SRV.into(),
         vni: None,
-        protocol: "postgresql",
-        first_seen: String::new(),
-        last_seen: String::new(),
-        first_seen_ns: t(at),
+        protocol: Protocol::Postgres,
+        first_seen: Timestamp(t(at)),
+        last_seen: Timestamp(t(at)),
         duration_us: 1000,
         packets_to_server: 3,
         packets_to_client: 2,
@@ -981,7 +980,7 @@ fn learning_is_per_instance() {
     });
     if let Record::Login(l) = &mut r {
         l.endpoint.server = "198.51.100.11:3306".into(); // another host
-        l.endpoint.protocol = "mysql";
+        l.endpoint.protocol = Protocol::Mysql;
     }
     assert!(feed(&mut d, [r]).is_empty());
 }

@@ -6,7 +6,7 @@
 //! estimates its size without fonts: nothing from the system is needed to build or render.
 
 use crate::{
-    records::{Outcome, Record},
+    model::{Outcome, Record},
     sinks::Sink,
 };
 use anyhow::{Context, Result};
@@ -234,20 +234,20 @@ impl Sink for Report {
             Record::Query(q) => {
                 let err = q.error_code.is_some();
                 d.servers.entry(q.endpoint.server.clone()).or_default().add(
-                    q.ts_ns,
+                    q.ts.ns(),
                     q.latency_us,
                     err,
                 );
                 d.fingerprints
                     .entry((q.endpoint.server.clone(), q.fingerprint.clone()))
                     .or_default()
-                    .add(q.ts_ns, q.latency_us, err);
+                    .add(q.ts.ns(), q.latency_us, err);
             }
             Record::Login(l) => {
                 d.logins_total += 1;
                 if d.logins.len() < MAX_LOGINS {
                     d.logins.push(LoginRow {
-                        ts: l.ts.clone(),
+                        ts: l.ts.rfc3339(),
                         client: l.endpoint.client.clone(),
                         server: l.endpoint.server.clone(),
                         user: l.user.clone().unwrap_or_default(),

@@ -4,7 +4,7 @@ pub mod prometheus;
 pub mod stdout;
 pub mod tui;
 
-use crate::records::Record;
+use crate::model::Record;
 
 pub trait Sink: Send {
     fn emit(&mut self, record: &Record) -> anyhow::Result<()>;

@@ -5,7 +5,7 @@
 //! A minimal HTTP/1.1 server on tokio's `TcpListener`: `GET /metrics` (any other path: 404),
 //! one response per connection. Loopback unless an address says otherwise.
 
-use crate::records::{Outcome, Record};
+use crate::model::{Outcome, Record};
 use crate::sinks::Sink;
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
@@ -348,7 +348,7 @@ impl Sink for Prometheus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{Endpoint, QueryRecord};
+    use crate::model::{Endpoint, Protocol, QueryRecord, Timestamp};
 
     #[test]
     fn listen_addresses() {
@@ -373,12 +373,12 @@ mod tests {
         let mut sink = Prometheus::new(&[("10.0.3.17".into(), "orders-db".into())]);
         for (us, err) in [(1_000, false), (2_000, false), (400_000, true)] {
             sink.emit(&Record::Query(QueryRecord {
-                ts: String::new(),
+                ts: Timestamp::default(),
                 endpoint: Endpoint {
                     client: "10.0.1.5:40000".into(),
                     server: "10.0.3.17:5432".into(),
                     vni: None,
-                    protocol: "postgresql",
+                    protocol: Protocol::Postgres,
                 },
                 user: Some("app".into()),
                 database: Some("orders".into()),
@@ -392,7 +392,6 @@ mod tests {
                 latency_first_byte_us: Some(us / 2),
                 latency_us: us,
                 prepared: false,
-                ts_ns: 0,
             }))
             .unwrap();
         }

@@ -1,7 +1,7 @@
 //! Standard output: one JSON object per line (`--json`), or short human-readable lines.
 
 use super::Sink;
-use crate::records::Record;
+use crate::model::Record;
 use std::io::Write;
 
 pub struct Stdout {

@@ -9,9 +9,9 @@
 //! when the hold buffer is full, or when the connection ends.
 
 use crate::{
-    decode::{self, DecodeCtx, Decoder, DecoderStats, Dir},
+    decode::{self, DecodeCtx, Decoder, Dir},
     event::Event,
-    records::{Clock, Endpoint, Record},
+    model::{Clock, DecoderStats, Endpoint, Record, StreamStats},
 };
 use sensor_common::{FlowKey, tcp_flags};
 use std::collections::BTreeMap;
@@ -45,29 +45,6 @@ impl Default for StreamLimits {
             idle_ns: 300_000_000_000,
         }
     }
-}
-
-/// Cumulative reassembly figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StreamStats {
-    pub connections_opened: u64,
-    pub connections_closed: u64,
-    /// Connections forgotten because the table was full.
-    pub connections_evicted: u64,
-    /// Connections first seen mid-stream (no SYN).
-    pub mid_stream: u64,
-    /// Handshakes without payload forgotten because too many were pending (a SYN flood).
-    pub handshakes_evicted: u64,
-    pub retransmits: u64,
-    pub out_of_order: u64,
-    /// Holes declared lost, and their bytes.
-    pub lost_segments: u64,
-    pub lost_bytes: u64,
-    /// Out-of-order segments discarded because the hold buffer was full.
-    pub held_overflow: u64,
-    /// Times a connection's holes were given up because all connections together held
-    /// `max_held_total` bytes.
-    pub held_budget_flushes: u64,
 }
 
 /// One held (out-of-order) segment.

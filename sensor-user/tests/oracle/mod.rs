@@ -46,9 +46,9 @@
 #![allow(dead_code)]
 
 use rds_sensor::{
-    capture::offline::{self, OfflineOptions},
+    model::{LoginRecord, Outcome, QueryRecord, Record},
+    offline::{self, OfflineOptions},
     pipeline::{Pipeline, PipelineOptions},
-    records::{LoginRecord, Outcome, QueryRecord, Record},
     sinks::Collect,
 };
 use sensor_common::{DEFAULT_DB_PORTS, SensorConfig};
@@ -1311,7 +1311,7 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
             .push(q);
     }
     for v in got.values_mut() {
-        v.sort_by_key(|q| q.ts_ns);
+        v.sort_by_key(|q| q.ts.ns());
     }
     let mut keys: Vec<_> = want.keys().chain(got.keys()).cloned().collect();
     keys.sort();
@@ -1323,12 +1323,12 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
         let (mut i, mut j) = (0, 0);
         while i < w.len() || j < g.len() {
             match (w.get(i), g.get(j)) {
-                (Some(e), Some(r)) if r.ts_ns.abs_diff(e.ts_ns) <= 1000 => {
+                (Some(e), Some(r)) if r.ts.ns().abs_diff(e.ts_ns) <= 1000 => {
                     check_query(&conn, e, r, base, &mut fails);
                     i += 1;
                     j += 1;
                 }
-                (Some(e), r) if r.is_none_or(|r| r.ts_ns > e.ts_ns) => {
+                (Some(e), r) if r.is_none_or(|r| r.ts.ns() > e.ts_ns) => {
                     fails.push(format!(
                         "{conn}: MISSING {} at {} (latency {}µs, first byte {:?}µs, error {:?}): not reported",
                         e.what,
@@ -1342,7 +1342,7 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
                 (_, Some(r)) => {
                     fails.push(format!(
                         "{conn}: UNEXPECTED query record at {}: {} `{}` latency {}µs error {:?} (no request starts then)",
-                        us(r.ts_ns, base),
+                        us(r.ts.ns(), base),
                         r.verb,
                         short(&r.fingerprint),
                         r.latency_us,
@@ -1416,10 +1416,10 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
                     r.auth_method, e.auth_method
                 ));
             }
-            if r.ts_ns.abs_diff(e.ts_ns) > 1000 {
+            if r.ts.ns().abs_diff(e.ts_ns) > 1000 {
                 diffs.push(format!(
                     "ts {}, expected {}",
-                    us(r.ts_ns, base),
+                    us(r.ts.ns(), base),
                     us(e.ts_ns, base)
                 ));
             }

@@ -66,7 +66,7 @@ mod tests;
 
 use super::fingerprint::{Dialect, fingerprint_cached};
 use super::{DecodeCtx, Decoder, Dir};
-use crate::records::{LoginRecord, Outcome, QueryRecord, Record};
+use crate::model::{LoginRecord, Outcome, QueryRecord, Record};
 use framer::{Framer, MAX_PACKET, Packet, Sink};
 use std::collections::{HashMap, VecDeque};
 use wire::{cap, com, status};
@@ -476,7 +476,7 @@ impl Session {
         error: Option<String>,
     ) {
         cx.out.push(Record::Login(LoginRecord {
-            ts: cx.clock.rfc3339(l.ts_ns),
+            ts: cx.clock.at(l.ts_ns),
             endpoint: cx.endpoint.clone(),
             user: l.user,
             database: l.database,
@@ -486,7 +486,6 @@ impl Session {
             tls: false,
             auth_method: l.method,
             server_version: self.server_version.clone(),
-            ts_ns: l.ts_ns,
         }));
     }
 
@@ -510,7 +509,7 @@ impl Session {
             }
         }
         cx.out.push(Record::Query(QueryRecord {
-            ts: cx.clock.rfc3339(q.ts_ns),
+            ts: cx.clock.at(q.ts_ns),
             endpoint: cx.endpoint.clone(),
             user: self.user.clone(),
             database,
@@ -524,7 +523,6 @@ impl Session {
             latency_first_byte_us: q.first_ts.map(|t| t.saturating_sub(q.ts_ns) / 1000),
             latency_us: q.end_ts.saturating_sub(q.ts_ns) / 1000,
             prepared: q.prepared,
-            ts_ns: q.ts_ns,
         }));
     }
 

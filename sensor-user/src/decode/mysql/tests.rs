@@ -1,8 +1,8 @@
 //! Conversations built byte by byte from the protocol documentation.
 
 use super::*;
-use crate::decode::DecoderStats;
-use crate::records::{Clock, Endpoint};
+use crate::model::DecoderStats;
+use crate::model::{Clock, Endpoint, Protocol};
 
 // ---------- building packets ----------
 
@@ -317,7 +317,7 @@ fn run_with(segs: &[Seg], mid: bool, redact: bool, split: Split) -> Run {
         client: "10.0.0.1:50000".into(),
         server: "10.0.0.2:3306".into(),
         vni: None,
-        protocol: "mysql",
+        protocol: Protocol::Mysql,
     };
     let clock = Clock::default();
     let mut out = Vec::new();
@@ -716,7 +716,7 @@ fn handshake_native_password_success() {
     );
     assert_eq!(l.error_code, None);
     assert!(!l.tls);
-    assert_eq!(l.ts_ns, 2 * MS, "login time is the handshake response's");
+    assert_eq!(l.ts.ns(), 2 * MS, "login time is the handshake response's");
     assert_eq!(l.endpoint.server, "10.0.0.2:3306");
     let q = queries(&r);
     assert_eq!(q.len(), 1);
@@ -726,7 +726,7 @@ fn handshake_native_password_success() {
     assert_eq!(q[0].rows, Some(1));
     assert_eq!(q[0].user.as_deref(), Some("app"));
     assert_eq!(q[0].database.as_deref(), Some("shop"));
-    assert_eq!(q[0].ts_ns, 4 * MS);
+    assert_eq!(q[0].ts.ns(), 4 * MS);
     assert_eq!(q[0].latency_us, 1000);
     assert_eq!(q[0].latency_first_byte_us, Some(1000));
     assert!(q[0].bytes_request > 0 && q[0].bytes_response > 0);
@@ -917,7 +917,7 @@ fn packetbeat_18471_two_queries_in_flight_paired_in_order() {
     assert_eq!(q[1].rows, Some(5));
     assert_eq!(q[1].latency_us, 2000);
     assert_eq!(q[1].latency_first_byte_us, Some(2000));
-    assert_eq!(q[0].ts_ns, q[1].ts_ns);
+    assert_eq!(q[0].ts.ns(), q[1].ts.ns());
 }
 
 #[test]

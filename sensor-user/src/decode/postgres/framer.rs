@@ -19,7 +19,7 @@
 use super::messages::{
     MAX_STARTUP, SCAN_MAX_BODY, be32, body_bounds, keep_len, plausible_body, strength, valid_type,
 };
-use crate::decode::{DecoderStats, Dir};
+use crate::{decode::Dir, model::DecoderStats};
 use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 

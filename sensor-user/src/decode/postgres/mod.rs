@@ -99,7 +99,7 @@ mod tests;
 
 use crate::{
     decode::{DecodeCtx, Decoder, Dir, fingerprint},
-    records::{LoginRecord, Outcome, QueryRecord, Record},
+    model::{LoginRecord, Outcome, QueryRecord, Record},
 };
 use framer::{Ev, Framer, Mode, Msg};
 use messages::{StartupPacket, cstr, lossy};
@@ -590,7 +590,7 @@ impl Session {
         hold: bool,
     ) {
         let r = Record::Query(QueryRecord {
-            ts: cx.clock.rfc3339(q.ts_ns),
+            ts: cx.clock.at(q.ts_ns),
             endpoint: cx.endpoint.clone(),
             user: self.user.clone(),
             database: self.database.clone(),
@@ -604,7 +604,6 @@ impl Session {
             latency_first_byte_us: first.map(|t| t.saturating_sub(q.ts_ns) / 1000),
             latency_us: end_ts.saturating_sub(q.ts_ns) / 1000,
             prepared: q.prepared,
-            ts_ns: q.ts_ns,
         });
         if hold && self.held.len() < MAX_EXECS {
             self.held.push(r);
@@ -694,7 +693,7 @@ impl PostgresDecoder {
     fn emit_login(&mut self, cx: &mut DecodeCtx<'_>, outcome: Outcome, error: Option<String>) {
         let Some(l) = self.login.take() else { return };
         cx.out.push(Record::Login(LoginRecord {
-            ts: cx.clock.rfc3339(l.ts_ns),
+            ts: cx.clock.at(l.ts_ns),
             endpoint: cx.endpoint.clone(),
             user: l.user,
             database: l.database,
@@ -704,7 +703,6 @@ impl PostgresDecoder {
             tls: false,
             auth_method: l.auth_method,
             server_version: l.server_version,
-            ts_ns: l.ts_ns,
         }));
     }
 

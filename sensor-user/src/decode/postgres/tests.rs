@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::{
-    decode::{DecodeCtx, Decoder, DecoderStats, Dir},
-    records::{Clock, Endpoint, LoginRecord, Outcome, QueryRecord, Record},
+    decode::{DecodeCtx, Decoder, Dir},
+    model::{Clock, DecoderStats, Endpoint, LoginRecord, Outcome, Protocol, QueryRecord, Record},
 };
 
 // ---- message builders ----
@@ -316,7 +316,7 @@ fn run_with(
         client: "10.0.0.1:40000".into(),
         server: "10.0.0.2:5432".into(),
         vni: Some(7),
-        protocol: "postgresql",
+        protocol: Protocol::Postgres,
     };
     let clock = Clock::default();
     let mut out = Vec::new();
@@ -437,7 +437,7 @@ fn scram_login_success() {
     assert_eq!(l.server_version.as_deref(), Some("15.4"));
     assert_eq!(l.error_code, None);
     assert!(!l.tls);
-    assert_eq!(l.ts_ns, 1_000_000);
+    assert_eq!(l.ts.ns(), 1_000_000);
     assert_eq!(l.endpoint.server, "10.0.0.2:5432");
     assert!(!r.json().contains("canary"), "SASL payloads never output");
     assert!(!r.json().contains("secret"));
@@ -647,8 +647,8 @@ fn simple_query_rows_latency_bytes() {
     assert!(!q.prepared);
     assert_eq!(q.user.as_deref(), Some("alice"));
     assert_eq!(q.database.as_deref(), Some("shop"));
-    assert_eq!(q.ts_ns, 100_000_000);
-    assert_eq!(q.ts, "1970-01-01T00:00:00.100000Z");
+    assert_eq!(q.ts.ns(), 100_000_000);
+    assert_eq!(q.ts.rfc3339(), "1970-01-01T00:00:00.100000Z");
     assert!(!r.json().contains("canary-literal-4242"));
 }
 

@@ -14,7 +14,7 @@ pub mod view;
 pub use state::State;
 pub use view::{SortBy, View, render};
 
-use crate::{records::Record, sinks::Sink};
+use crate::{model::Record, sinks::Sink};
 use anyhow::{Context, Result};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use std::{

@@ -1,6 +1,6 @@
 //! What the dashboard shows, aggregated from the records; no terminal here.
 
-use crate::records::{Outcome, Record};
+use crate::model::{Outcome, Record};
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -151,7 +151,7 @@ impl State {
                     .servers
                     .entry(q.endpoint.server.clone())
                     .or_insert_with(|| Server {
-                        protocol: q.endpoint.protocol,
+                        protocol: q.endpoint.protocol.name(),
                         seconds: VecDeque::from([Second::default()]),
                         ..Server::default()
                     });
@@ -195,11 +195,10 @@ impl State {
             }
             Record::Finding(f) => {
                 self.findings.push_front(FindingLine {
-                    at: f
-                        .updated_at
-                        .get(11..19)
-                        .unwrap_or(&f.updated_at)
-                        .to_string(),
+                    at: {
+                        let at = f.updated_at.rfc3339();
+                        at.get(11..19).unwrap_or(&at).to_string()
+                    },
                     severity: f.severity_label,
                     kind: f.finding_type,
                     title: f.title.clone(),

@@ -1,16 +1,16 @@
 use super::state::FindingLine;
 use super::*;
-use crate::records::{Endpoint, LoginRecord, Outcome, QueryRecord};
+use crate::model::{Endpoint, LoginRecord, Outcome, Protocol, QueryRecord, Timestamp};
 use ratatui::{Terminal, backend::TestBackend};
 
 fn query(server: &str, fp: &str, us: u64, err: bool) -> Record {
     Record::Query(QueryRecord {
-        ts: String::new(),
+        ts: Timestamp::default(),
         endpoint: Endpoint {
             client: "10.0.1.5:40000".into(),
             server: server.into(),
             vni: Some(7),
-            protocol: "postgresql",
+            protocol: Protocol::Postgres,
         },
         user: Some("app".into()),
         database: Some("orders".into()),
@@ -24,13 +24,12 @@ fn query(server: &str, fp: &str, us: u64, err: bool) -> Record {
         latency_first_byte_us: None,
         latency_us: us,
         prepared: false,
-        ts_ns: 0,
     })
 }
 
 fn login(user: &str, outcome: Outcome) -> Record {
     Record::Login(LoginRecord {
-        ts: String::new(),
+        ts: Timestamp::default(),
         endpoint: Endpoint::default(),
         user: Some(user.into()),
         database: None,
@@ -40,7 +39,6 @@ fn login(user: &str, outcome: Outcome) -> Record {
         tls: false,
         auth_method: None,
         server_version: None,
-        ts_ns: 0,
     })
 }
 

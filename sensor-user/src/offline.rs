@@ -1,10 +1,13 @@
 //! Offline capture: `rds-sensor analyze FILE`.
 
-use super::{
-    packet::{Decapsulator, LinkType},
-    pcap::PcapReader,
+use crate::{
+    capture::{
+        packet::{Decapsulator, LinkType},
+        pcap::PcapReader,
+    },
+    model::FlowEnd,
+    pipeline::Pipeline,
 };
-use crate::{pipeline::Pipeline, records::FlowEnd};
 use anyhow::{Context, Result, bail};
 use sensor_common::{SensorConfig, counter};
 

@@ -1,0 +1,73 @@
+//! A connection's packet-level summary, reported once when it ends.
+
+use super::{Clock, Protocol, Timestamp, addr_string, client, server};
+use sensor_common::{FlowKey, FlowStats, NO_VNI};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowEnd {
+    /// FIN seen in both directions.
+    Fin,
+    Rst,
+    /// No segment for the idle timeout.
+    Idle,
+    /// The live agent stopped while the flow was open.
+    Shutdown,
+    /// The capture file ended while the flow was open.
+    EndOfCapture,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    pub client: String,
+    pub server: String,
+    /// VXLAN VNI (mirror session); absent for unencapsulated traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    pub protocol: Protocol,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub duration_us: u64,
+    pub packets_to_server: u64,
+    pub packets_to_client: u64,
+    /// IP bytes according to the IP headers.
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
+    pub payload_bytes_to_server: u64,
+    pub payload_bytes_to_client: u64,
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub fin_to_server: u64,
+    pub fin_to_client: u64,
+    pub rst: u64,
+    pub truncated: u64,
+    pub end: FlowEnd,
+}
+
+impl FlowRecord {
+    pub fn new(key: &FlowKey, s: &FlowStats, end: FlowEnd, clock: &Clock, proto: u8) -> Self {
+        Self {
+            client: addr_string(client(key)),
+            server: addr_string(server(key)),
+            vni: (key.vni != NO_VNI).then_some(key.vni),
+            protocol: Protocol::from_wire(proto),
+            first_seen: clock.at(s.first_ns),
+            last_seen: clock.at(s.last_ns),
+            duration_us: s.last_ns.saturating_sub(s.first_ns) / 1000,
+            packets_to_server: s.packets[0],
+            packets_to_client: s.packets[1],
+            bytes_to_server: s.bytes[0],
+            bytes_to_client: s.bytes[1],
+            payload_bytes_to_server: s.payload_bytes[0],
+            payload_bytes_to_client: s.payload_bytes[1],
+            syn: s.syn,
+            syn_ack: s.syn_ack,
+            fin_to_server: s.fin[0],
+            fin_to_client: s.fin[1],
+            rst: s.rst,
+            truncated: s.truncated,
+            end,
+        }
+    }
+}

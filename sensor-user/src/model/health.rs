@@ -1,0 +1,82 @@
+//! How the sensor itself is doing: the periodic summary and the figures of each stage.
+
+use super::Timestamp;
+use sensor_common::counter;
+use serde::Serialize;
+
+/// Kernel (or emulated kernel) counters by name.
+pub fn counter_map(
+    c: &[u64; counter::COUNT as usize],
+) -> serde_json::Map<String, serde_json::Value> {
+    counter::NAMES
+        .iter()
+        .zip(c.iter())
+        .filter(|(n, _)| !n.starts_with("reserved"))
+        .map(|(n, v)| ((*n).to_string(), serde_json::Value::from(*v)))
+        .collect()
+}
+
+/// Periodic (live) or final (offline) health and volume figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryRecord {
+    pub ts: Timestamp,
+    /// Seconds covered by this summary (since the previous one).
+    pub interval_s: f64,
+    /// Counters of the XDP program (or its offline twin), cumulative.
+    pub kernel: serde_json::Map<String, serde_json::Value>,
+    /// Events user space received, cumulative.
+    pub events: u64,
+    /// Events lost between the ring-buffer reader and the pipeline (queue full), cumulative.
+    pub queue_dropped: u64,
+    /// Ring-buffer records that failed validation, cumulative.
+    pub bad_records: u64,
+    pub flows_active: usize,
+    pub flows_reported: u64,
+    /// Connections the decoders are following.
+    pub connections_active: usize,
+    pub streams: StreamStats,
+    pub decoders: DecoderStats,
+    /// Queries folded into `(other)` because too many fingerprints were tracked.
+    pub latency_keys_overflowed: u64,
+}
+
+/// Cumulative reassembly figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StreamStats {
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    /// Connections forgotten because the table was full.
+    pub connections_evicted: u64,
+    /// Connections first seen mid-stream (no SYN).
+    pub mid_stream: u64,
+    /// Handshakes without payload forgotten because too many were pending (a SYN flood).
+    pub handshakes_evicted: u64,
+    pub retransmits: u64,
+    pub out_of_order: u64,
+    /// Holes declared lost, and their bytes.
+    pub lost_segments: u64,
+    pub lost_bytes: u64,
+    /// Out-of-order segments discarded because the hold buffer was full.
+    pub held_overflow: u64,
+    /// Times a connection's holes were given up because all connections together held
+    /// `max_held_total` bytes.
+    pub held_budget_flushes: u64,
+}
+
+/// Cumulative decoder health figures (summed over connections by the pipeline).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecoderStats {
+    /// Times a decoder lost message framing and found it again.
+    pub resyncs: u64,
+    /// Gaps reported to decoders, and the bytes they covered.
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Bytes a decoder could not attribute to a message and skipped.
+    pub skipped_bytes: u64,
+    /// Requests dropped because a connection had too many outstanding.
+    pub pending_overflow: u64,
+    /// Sessions that switched to TLS (not decoded further).
+    pub tls_sessions: u64,
+    /// Messages that were malformed (lengths that lie, unknown types in a strict position).
+    pub malformed: u64,
+}

@@ -1,0 +1,38 @@
+//! What the sensor reports: every record type, and the [`Record`] union the sinks take.
+//!
+//! A leaf: it depends on nothing in the crate, and every stage imports it downwards
+//! (decoders make its records, aggregates and detectors read them, sinks write them). Time is
+//! integer nanoseconds ([`Timestamp`]), formatted only when a record is serialised; a protocol
+//! is an enum ([`Protocol`]). Each record serialises to one JSON object with a `"kind"`.
+
+mod endpoint;
+mod finding;
+mod flow;
+mod health;
+mod latency;
+mod session;
+mod time;
+
+pub use endpoint::{Endpoint, Protocol, addr_string, client, ip, server};
+pub use finding::{
+    Action, Country, Evidence, Finding, InstanceDetails, LoginAttribute, Organization,
+    RdsLoginAttemptAction, RemoteIpDetails, Resource, Service, Severity, Tag, UserDetails,
+};
+pub use flow::{FlowEnd, FlowRecord};
+pub use health::{DecoderStats, StreamStats, SummaryRecord, counter_map};
+pub use latency::{LatencyRecord, Percentiles};
+pub use session::{LoginRecord, Outcome, QueryRecord};
+pub use time::{Clock, Timestamp, now};
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Flow(FlowRecord),
+    Login(LoginRecord),
+    Query(QueryRecord),
+    Latency(LatencyRecord),
+    Summary(SummaryRecord),
+    Finding(Box<Finding>),
+}

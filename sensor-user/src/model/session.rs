@@ -1,0 +1,61 @@
+//! What decoders make of a session: its logins and its queries.
+
+use super::{Endpoint, Timestamp};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// One login attempt and what the server finally said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LoginRecord {
+    pub ts: Timestamp,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub application: Option<String>,
+    pub outcome: Outcome,
+    /// SQLSTATE (PostgreSQL) or error number (MySQL), as a string.
+    pub error_code: Option<String>,
+    pub tls: bool,
+    /// e.g. `cleartext`, `md5`, `scram-sha-256`, `mysql_native_password`, `caching_sha2_password`.
+    pub auth_method: Option<String>,
+    /// Server version when the protocol tells it (MySQL handshake).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+}
+
+/// One request and its response.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueryRecord {
+    /// When the request's first byte arrived.
+    pub ts: Timestamp,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    /// Statement class: SELECT, INSERT, UPDATE, DELETE, DDL verbs (CREATE, ALTER, DROP, …),
+    /// COPY, BEGIN, COMMIT, …, or the protocol command (PING, INIT_DB, …).
+    pub verb: String,
+    /// The statement with literals and parameters replaced by `?`.
+    pub fingerprint: String,
+    /// The statement as sent, only when redaction is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Rows returned or affected, when the protocol says.
+    pub rows: Option<u64>,
+    pub error_code: Option<String>,
+    pub bytes_request: u64,
+    pub bytes_response: u64,
+    /// From the request's first byte to the response's first byte, µs.
+    pub latency_first_byte_us: Option<u64>,
+    /// From the request's first byte to the end of the response, µs.
+    pub latency_us: u64,
+    /// Extended-protocol / binary-protocol prepared statement executions.
+    pub prepared: bool,
+}
