@@ -357,3 +357,11 @@ mod tests {
         assert!(b[0][0].message.len() <= LOG_MESSAGE_MAX);
     }
 }
+
+/// Seconds since the epoch, now.
+pub(crate) fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO)
+        .as_secs() as i64
+}

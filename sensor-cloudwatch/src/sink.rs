@@ -4,6 +4,7 @@
 use crate::{
     aggregate::Aggregator,
     config::{Config, SinkKind},
+    model::now_s,
     model::{self, BUS_DETAIL_TYPE, BUS_SOURCE, BusEvent, Datum, LogEvent},
     ship::Shared,
 };
@@ -12,11 +13,7 @@ use rds_sensor::{
     model::{Record, Timestamp},
     sinks::Sink,
 };
-use std::{
-    io::Write,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{io::Write, sync::Arc};
 
 /// CloudWatch refuses data older than two weeks; a capture older than this is moved.
 const TOO_OLD_S: i64 = 13 * 24 * 3600;
@@ -264,13 +261,6 @@ fn ms_since_epoch(t: Timestamp) -> i64 {
     (t.ns() / 1_000_000) as i64
 }
 
-pub(crate) fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64
-}
-
 impl Sink for CloudWatchSink {
     fn emit(&mut self, record: &Record) -> anyhow::Result<()> {
         if let Record::Query(q) = record {
@@ -329,7 +319,7 @@ mod tests {
     /// A query at an RFC 3339 time.
     fn query(ts: &str) -> Record {
         let t = humantime::parse_rfc3339_weak(ts).unwrap();
-        let ns = t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let ns = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
         Record::Query(QueryRecord {
             ts: Timestamp(ns),
             endpoint: Endpoint {
