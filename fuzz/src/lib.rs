@@ -15,13 +15,14 @@ use rds_sensor::{
         packet::{Decapsulator, LinkType},
         pcap::PcapReader,
     },
-    decode::{self, DecodeCtx, Dir},
+    decode::{self, Dir, Gap},
+    testkit::Harness,
     event::Event,
-    model::{Clock, DecoderStats, Endpoint, Record},
+    model::{Clock, Endpoint, Protocol, Record},
     pipeline::{Pipeline, PipelineOptions},
     sinks::Sink,
 };
-use sensor_common::{DEFAULT_DB_PORTS, FlowKey, SensorConfig, counter, proto};
+use sensor_common::{DEFAULT_DB_PORTS, FlowKey, SensorConfig, counter};
 
 /// Drops every record (after serializing it, as the stdout sink would).
 struct Null;
@@ -144,11 +145,13 @@ pub fn encode_chunks(chunks: &[Chunk]) -> Vec<u8> {
     out
 }
 
-fn decoder(protocol: u8, data: &[u8]) {
+/// Input: a flags byte (bit 0: mid-stream, bit 1: redaction off, bit 2: gaps of unknown
+/// length), then chunks, through the decoder's session stack ([`rds_sensor::testkit`]).
+fn decoder(protocol: Protocol, data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    let Some(mut dec) = decode::for_protocol(protocol, first & 1 == 1) else {
+    let Some(dec) = decode::for_protocol(protocol, first & 1 == 1) else {
         return;
     };
     let key = FlowKey {
@@ -158,53 +161,40 @@ fn decoder(protocol: u8, data: &[u8]) {
         server_port: 5432,
         vni: 7,
     };
-    let endpoint = Endpoint::new(&key, protocol);
-    let clock = Clock::default();
-    let mut out = Vec::new();
-    let mut stats = DecoderStats::default();
-    let redact = first & 2 == 0;
+    let mut h = Harness::new(dec, Endpoint::new(&key, protocol.wire())).redact(first & 2 == 0);
+    let gap = |n| {
+        if first & 4 == 0 {
+            Gap::Exact(n)
+        } else {
+            Gap::AtMost(n)
+        }
+    };
     let mut ts = 1_000_000_000u64;
+    let mut written = 0;
     for c in chunks(rest) {
-        let mut cx = DecodeCtx {
-            endpoint: &endpoint,
-            clock: &clock,
-            redact,
-            out: &mut out,
-            stats: &mut stats,
-        };
         ts += 1000;
         match c {
-            Chunk::Data(d, b) => dec.data(&mut cx, d, ts, &b),
-            Chunk::Gap(d, n) => dec.gap(&mut cx, d, ts, n),
-            Chunk::Close => {
-                dec.close(&mut cx, ts);
-                break;
-            }
+            Chunk::Data(d, b) => h.data(d, ts, &b),
+            Chunk::Gap(d, n) => h.gap(d, ts, gap(n)),
+            Chunk::Close => break,
         }
-        let _ = dec.encrypted();
-        for r in out.drain(..) {
-            serde_json::to_vec(&r).unwrap();
+        for r in &h.records()[written..] {
+            serde_json::to_vec(r).unwrap();
         }
+        written = h.records().len();
     }
-    let mut cx = DecodeCtx {
-        endpoint: &endpoint,
-        clock: &clock,
-        redact,
-        out: &mut out,
-        stats: &mut stats,
-    };
-    dec.close(&mut cx, ts + 1);
-    for r in out.drain(..) {
-        serde_json::to_vec(&r).unwrap();
+    h.close(ts + 1);
+    for r in &h.records()[written..] {
+        serde_json::to_vec(r).unwrap();
     }
 }
 
 pub fn postgres(data: &[u8]) {
-    decoder(proto::POSTGRES, data);
+    decoder(Protocol::Postgres, data);
 }
 
 pub fn mysql(data: &[u8]) {
-    decoder(proto::MYSQL, data);
+    decoder(Protocol::Mysql, data);
 }
 
 /// Input: repeated `len (u16 LE), record bytes`.

@@ -272,12 +272,12 @@ impl Common {
                 clock,
                 redact: !self.no_redact,
                 detector: self.detect.detector(clock)?,
-                streams: crate::streams::StreamLimits {
+                streams: crate::reassembly::StreamLimits {
                     max_connections: budget.connections,
                     max_held_segments: limits.held_segments,
                     max_held_bytes: limits.held_bytes,
                     max_held_total: budget.held_bytes_total,
-                    ..crate::streams::StreamLimits::default()
+                    ..crate::reassembly::StreamLimits::default()
                 },
                 latency_keys: limits.fingerprints,
                 latency_top_n: limits.top_fingerprints,

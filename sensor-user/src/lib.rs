@@ -24,6 +24,9 @@ pub mod netns;
 pub mod offline;
 pub mod pipeline;
 pub mod ports;
+pub mod reassembly;
 pub mod report;
+pub mod session;
 pub mod sinks;
-pub mod streams;
+#[doc(hidden)]
+pub mod testkit;

@@ -9,8 +9,8 @@ use crate::{
     flows::{FlowTimeouts, FlowTracker},
     model::{Clock, FlowEnd, Record, SummaryRecord, counter_map},
     ports::PortMap,
+    reassembly::{StreamLimits, Streams},
     sinks::Sink,
-    streams::{StreamLimits, Streams},
 };
 use sensor_common::counter;
 

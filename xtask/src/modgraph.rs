@@ -6,6 +6,9 @@
 //! descendant is not an edge: a parent declares its children, and a child may use what its
 //! parent defines for the family.
 //!
+//! Test code is not part of the flow (a decoder's tests may drive it through the session
+//! stack): `tests.rs` files and a trailing `#[cfg(test)] mod tests { … }` are left out.
+//!
 //! References are read as text: every `crate::…` and `super::…` path outside comments and
 //! literals, with `use` groups (`crate::{a, b::{c, d}}`) expanded. A path names the deepest
 //! module it reaches; what follows (types, functions) does not matter. Paths through
@@ -38,7 +41,7 @@ pub fn check_acyclic(crate_name: &str, src: &Path) -> Result<()> {
     let mut levels = Levels::new();
     for (module, file) in &files {
         let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
-        let code = strip_comments_and_literals(&text);
+        let code = without_tests(&strip_comments_and_literals(&text));
         for (line, target) in references(&code, module) {
             let target = deepest_module(&modules, &target);
             let Some((parent, from, to)) = sibling_edge(module, &target) else {
@@ -137,6 +140,10 @@ fn module_files(src: &Path) -> Result<Vec<(ModPath, PathBuf)>> {
                 .collect();
             // A binary's sources (src/bin) are crates of their own.
             if parts.first().is_some_and(|p| p == "bin") {
+                continue;
+            }
+            // Test modules (`#[cfg(test)] mod tests;`) are not part of the flow.
+            if matches!(parts.last().map(String::as_str), Some("tests")) {
                 continue;
             }
             if matches!(parts.last().map(String::as_str), Some("mod")) {
@@ -265,6 +272,22 @@ fn strip_comments_and_literals(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The code before a trailing `#[cfg(test)] mod tests` (the house convention puts it last).
+fn without_tests(code: &str) -> String {
+    let mut at = 0;
+    while let Some(i) = code[at..].find("#[cfg(test)]") {
+        let start = at + i;
+        let rest = code[start + "#[cfg(test)]".len()..].trim_start();
+        if rest.starts_with("mod tests") {
+            let lines = code[start..].matches('\n').count();
+            // Blank lines keep the line count (sites are reported by line).
+            return code[..start].to_string() + &"\n".repeat(lines);
+        }
+        at = start + 1;
+    }
+    code.to_string()
 }
 
 /// Every module path referenced from `module`'s code, with its line.
@@ -497,6 +520,28 @@ mod tests {
         let err = check_acyclic("t", &d).unwrap_err().to_string();
         assert!(err.contains("import cycle a → b → c → a"), "{err}");
         assert!(err.contains("inner.rs:1"), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn test_code_is_not_part_of_the_flow() {
+        let d = tmp("tests");
+        write(
+            &d,
+            &[
+                ("lib.rs", "pub mod a;\npub mod b;\n"),
+                ("a/mod.rs", "#[cfg(test)]\nmod tests;\npub fn f() {}\n"),
+                ("a/tests.rs", "use crate::b::g;\n"),
+                (
+                    "b.rs",
+                    "pub fn g() { crate::a::f(); }\n#[cfg(test)]\nmod tests {\n    use crate::a;\n}\n",
+                ),
+            ],
+        );
+        check_acyclic("t", &d).unwrap();
+        // The same reference outside the tests is a cycle.
+        write(&d, &[("a/mod.rs", "pub fn f() { crate::b::g(); }\n")]);
+        assert!(check_acyclic("t", &d).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -237,7 +237,7 @@ impl MemoryBudget {
 
 impl Default for Limits {
     fn default() -> Self {
-        let s = crate::streams::StreamLimits::default();
+        let s = crate::reassembly::StreamLimits::default();
         Self {
             flow_entries: 262_144,
             offline_flows: 1 << 20,

@@ -1,5 +1,6 @@
 //! Protocol decoders. Each turns the two in-order byte streams of one connection (with gaps
-//! where bytes were lost or not copied) into login and query records.
+//! where bytes were lost or not copied) into login and query records, and tells the session
+//! where TLS starts and stops ([`Control`]).
 //!
 //! - [`postgres`]: PostgreSQL frontend/backend protocol 3.0.
 //! - [`mysql`]: MySQL / MariaDB client/server protocol.
@@ -9,8 +10,7 @@ pub mod fingerprint;
 pub mod mysql;
 pub mod postgres;
 
-use crate::model::{Clock, DecoderStats, Endpoint, Record};
-use sensor_common::proto;
+use crate::model::{Clock, DecoderStats, Endpoint, Protocol, Record};
 
 /// Which way bytes flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,30 +41,83 @@ pub struct DecodeCtx<'a> {
     pub stats: &'a mut DecoderStats,
 }
 
-/// A protocol decoder for one connection.
-pub trait Decoder: Send {
-    /// In-order payload bytes of one direction, from segment(s) that arrived at `ts_ns`.
-    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, bytes: &[u8]);
-    /// `len` bytes of one direction are missing at this point: a segment the mirror lost, or
-    /// the middle of a segment longer than the kernel's payload cap.
-    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, len: u64);
-    /// The connection ended; report what is still pending (e.g. a login without an answer).
-    fn close(&mut self, cx: &mut DecodeCtx<'_>, ts_ns: u64);
-    /// True once the session switched to TLS.
-    fn encrypted(&self) -> bool;
+/// Bytes of one direction that never reached the decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// Exactly this many: a segment the mirror lost, or the middle of a segment longer than
+    /// the kernel's payload cap. Framing can continue across it.
+    Exact(u64),
+    /// At most this many, exact count unknown (a layer lost a record whose plaintext length
+    /// it cannot know): framing must be found again.
+    AtMost(u64),
 }
 
+impl Gap {
+    /// The gap's length, or its bound.
+    pub fn len(self) -> u64 {
+        match self {
+            Gap::Exact(n) | Gap::AtMost(n) => n,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the session must do after a decoder call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// The protocol switched to TLS: `bytes[at..]` of this call, and everything after in both
+    /// directions, are TLS records (PostgreSQL's SSLRequest answered `S`, MySQL's SSL request
+    /// packet, a ClientHello first). The decoder goes on with the plaintext, if a layer can
+    /// read it.
+    StartTls {
+        at: usize,
+    },
+    /// The rest of the session is encrypted with something no layer reads (PostgreSQL's
+    /// GSSAPI encryption): counted, not decoded.
+    Opaque,
+    /// The protocol left TLS (SQL Server's login-only encryption): what follows the record
+    /// that carried these bytes is plaintext again.
+    StopTls,
+}
+
+/// A protocol decoder for one connection: the session ([`crate::session`]) hands it the two
+/// in-order byte streams (plaintext once a layer took off the TLS), with explicit gaps.
+pub trait Decoder: Send {
+    /// In-order bytes of one direction, from segment(s) that arrived at `ts_ns`.
+    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, bytes: &[u8]) -> Control;
+    /// Bytes of one direction are missing at this point.
+    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, gap: Gap);
+    /// The connection ended; report what is still pending (e.g. a login without an answer).
+    fn close(&mut self, cx: &mut DecodeCtx<'_>, ts_ns: u64);
+}
+
+/// Makes a decoder; `mid_stream`: the connection was already open when the sensor first saw it.
+type MakeDecoder = fn(mid_stream: bool) -> Box<dyn Decoder>;
+
+/// The registry: which protocol each decoder reads. A new protocol is a folder beside
+/// `postgres/` and `mysql/`, and one line here.
+const DECODERS: &[(Protocol, MakeDecoder)] = &[
+    (Protocol::Postgres, |mid| {
+        Box::new(postgres::PostgresDecoder::new(mid))
+    }),
+    (Protocol::Mysql, |mid| {
+        Box::new(mysql::MysqlDecoder::new(mid))
+    }),
+];
+
 /// Whether there is a decoder for `protocol`.
-pub fn decodes(protocol: u8) -> bool {
-    matches!(protocol, proto::POSTGRES | proto::MYSQL)
+pub fn decodes(protocol: Protocol) -> bool {
+    DECODERS.iter().any(|(p, _)| *p == protocol)
 }
 
 /// A decoder for a connection to a server port speaking `protocol`, if there is one.
-/// `mid_stream`: the connection was already open when the sensor first saw it.
-pub fn for_protocol(protocol: u8, mid_stream: bool) -> Option<Box<dyn Decoder>> {
-    match protocol {
-        proto::POSTGRES => Some(Box::new(postgres::PostgresDecoder::new(mid_stream))),
-        proto::MYSQL => Some(Box::new(mysql::MysqlDecoder::new(mid_stream))),
-        _ => None,
-    }
+pub fn for_protocol(protocol: Protocol, mid_stream: bool) -> Option<Box<dyn Decoder>> {
+    DECODERS
+        .iter()
+        .find(|(p, _)| *p == protocol)
+        .map(|(_, make)| make(mid_stream))
 }

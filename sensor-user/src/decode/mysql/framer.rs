@@ -5,7 +5,7 @@
 //! While lost it keeps a bounded window of the bytes since the gap and asks its [`Sink`] at
 //! the end of each delivery where a plausible packet starts.
 
-use super::DecodeCtx;
+use super::{DecodeCtx, Gap};
 use bytes::{Buf, BytesMut};
 
 /// Payload length that says "continued in the next packet".
@@ -360,12 +360,14 @@ impl Framer {
     }
 
     /// `len` bytes are missing here.
-    pub fn gap(&mut self, cx: &mut DecodeCtx<'_>, ts: u64, len: u64, sink: &mut dyn Sink) {
+    pub fn gap(&mut self, cx: &mut DecodeCtx<'_>, ts: u64, gap: Gap, sink: &mut dyn Sink) {
+        let len = gap.len();
         if len == 0 {
             return;
         }
         match self.st {
-            St::Body if len <= u64::from(self.remaining) => {
+            // Of an unknown length: never assumed to end inside the packet.
+            St::Body if matches!(gap, Gap::Exact(_)) && len <= u64::from(self.remaining) => {
                 self.broken = true;
                 self.remaining -= len as u32;
                 if self.remaining == 0 {
@@ -380,7 +382,7 @@ impl Framer {
             }
             _ => {
                 let beyond = match self.st {
-                    St::Body => len - u64::from(self.remaining),
+                    St::Body => len.saturating_sub(u64::from(self.remaining)),
                     _ => len + self.hdr_len as u64,
                 };
                 self.lose(cx, sink);

@@ -15,8 +15,8 @@
 //!   (too many connections, host blocked) is a failed login without a user; a login the
 //!   server never answered is reported at close as a failure without an error code.
 //!   COM_CHANGE_USER is a login attempt of its own (a LoginRecord, no QueryRecord).
-//! - **TLS.** An SSLRequest makes the session encrypted (`tls_sessions`), and nothing more is
-//!   decoded. No LoginRecord is emitted for such a session: neither the user nor the outcome
+//! - **TLS.** An SSLRequest tells the session that TLS starts right after it
+//!   ([`Control::StartTls`]), and nothing more is decoded here. No LoginRecord is emitted for such a session: neither the user nor the outcome
 //!   can be known (a record would have to guess). The pre-TLS server version and
 //!   capabilities are kept in the session state. A mid-stream start whose first client bytes
 //!   are TLS records is counted the same way.
@@ -65,7 +65,7 @@ mod wire;
 mod tests;
 
 use super::fingerprint::{Dialect, fingerprint_cached};
-use super::{DecodeCtx, Decoder, Dir};
+use super::{Control, DecodeCtx, Decoder, Dir, Gap};
 use crate::model::{LoginRecord, Outcome, QueryRecord, Record};
 use framer::{Framer, MAX_PACKET, Packet, Sink};
 use std::collections::{HashMap, VecDeque};
@@ -269,6 +269,9 @@ impl Pending {
 /// Per-connection protocol state.
 struct Session {
     phase: Phase,
+    /// TLS starts: after the client's first `n` bytes (the SSL request packet is the first
+    /// thing a client sends), or `None` where that is unknown (TLS records found mid-stream).
+    tls_after: Option<Option<u64>>,
     server_version: Option<String>,
     connection_id: Option<u32>,
     server_caps: Option<u32>,
@@ -302,6 +305,8 @@ struct Session {
 pub struct MysqlDecoder {
     req: Framer,
     resp: Framer,
+    /// Request bytes delivered (gaps included): where in the client's stream a call starts.
+    req_pos: u64,
     s: Session,
 }
 
@@ -310,7 +315,9 @@ impl MysqlDecoder {
         Self {
             req: Framer::new(REQ_CAP, REQ_WINDOW, mid_stream),
             resp: Framer::new(RESP_CAP, RESP_WINDOW, mid_stream),
+            req_pos: 0,
             s: Session {
+                tls_after: None,
                 phase: if mid_stream {
                     Phase::Command
                 } else {
@@ -375,12 +382,16 @@ impl MysqlDecoder {
 }
 
 impl Decoder for MysqlDecoder {
-    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, bytes: &[u8]) {
+    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, bytes: &[u8]) -> Control {
+        let base = self.req_pos;
+        if dir == Dir::Request {
+            self.req_pos += bytes.len() as u64;
+        }
         if self.skipping() {
             if self.s.phase == Phase::Compressed {
                 cx.stats.skipped_bytes += bytes.len() as u64;
             }
-            return;
+            return Control::Continue;
         }
         match dir {
             Dir::Request => {
@@ -396,9 +407,21 @@ impl Decoder for MysqlDecoder {
                 .data(cx, ts_ns, bytes, &mut RespSink { s: &mut self.s }),
         }
         self.apply_arms(cx);
+        match self.s.tls_after.take() {
+            Some(after) => {
+                let at = after.map_or(bytes.len() as u64, |n| n.saturating_sub(base));
+                Control::StartTls {
+                    at: at.min(bytes.len() as u64) as usize,
+                }
+            }
+            None => Control::Continue,
+        }
     }
 
-    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, len: u64) {
+    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, gap: Gap) {
+        if dir == Dir::Request {
+            self.req_pos += gap.len();
+        }
         if self.skipping() {
             return;
         }
@@ -409,11 +432,11 @@ impl Decoder for MysqlDecoder {
                     s: &mut self.s,
                     resp_lost,
                 };
-                self.req.gap(cx, ts_ns, len, &mut sink);
+                self.req.gap(cx, ts_ns, gap, &mut sink);
             }
             Dir::Response => self
                 .resp
-                .gap(cx, ts_ns, len, &mut RespSink { s: &mut self.s }),
+                .gap(cx, ts_ns, gap, &mut RespSink { s: &mut self.s }),
         }
         self.apply_arms(cx);
     }
@@ -438,10 +461,6 @@ impl Decoder for MysqlDecoder {
             }
             s.emit_query(cx, *q);
         }
-    }
-
-    fn encrypted(&self) -> bool {
-        self.s.phase == Phase::Tls
     }
 }
 
@@ -575,7 +594,7 @@ impl Session {
         self.client_ext = h.ext_caps;
         if h.ssl_request {
             self.phase = Phase::Tls;
-            cx.stats.tls_sessions += 1;
+            self.tls_after = Some(Some(p.wire));
             return;
         }
         let method = h
@@ -1183,11 +1202,11 @@ impl Sink for ReqSink<'_> {
         }
     }
 
-    fn hunt(&mut self, cx: &mut DecodeCtx<'_>, window: &[u8]) -> Option<usize> {
+    fn hunt(&mut self, _cx: &mut DecodeCtx<'_>, window: &[u8]) -> Option<usize> {
         let s = &mut *self.s;
         if !s.req_synced && hunt::is_tls(window) {
             s.phase = Phase::Tls;
-            cx.stats.tls_sessions += 1;
+            s.tls_after = Some(None);
             return None;
         }
         let at = hunt::find_request(window)?;

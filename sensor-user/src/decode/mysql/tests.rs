@@ -1,8 +1,8 @@
 //! Conversations built byte by byte from the protocol documentation.
 
 use super::*;
-use crate::model::DecoderStats;
-use crate::model::{Clock, Endpoint, Protocol};
+use crate::model::{DecoderStats, Protocol};
+use crate::testkit::{self, Harness, Run};
 
 // ---------- building packets ----------
 
@@ -306,59 +306,35 @@ enum Split {
     Chunks(usize),
 }
 
-struct Run {
-    recs: Vec<Record>,
-    stats: DecoderStats,
-    encrypted: bool,
-}
-
 fn run_with(segs: &[Seg], mid: bool, redact: bool, split: Split) -> Run {
-    let ep = Endpoint {
-        client: "10.0.0.1:50000".into(),
-        server: "10.0.0.2:3306".into(),
-        vni: None,
-        protocol: Protocol::Mysql,
-    };
-    let clock = Clock::default();
-    let mut out = Vec::new();
-    let mut stats = DecoderStats::default();
-    let mut dec = MysqlDecoder::new(mid);
+    let mut h = Harness::new(
+        Box::new(MysqlDecoder::new(mid)),
+        testkit::endpoint(Protocol::Mysql),
+    )
+    .redact(redact);
     let mut last = 0;
-    {
-        let mut cx = DecodeCtx {
-            endpoint: &ep,
-            clock: &clock,
-            redact,
-            out: &mut out,
-            stats: &mut stats,
-        };
-        for seg in segs {
-            match seg {
-                Seg::Data(dir, ts, b) => {
-                    last = *ts;
-                    match split {
-                        Split::Whole => dec.data(&mut cx, *dir, *ts, b),
-                        Split::Chunks(k) => {
-                            for ch in b.chunks(k) {
-                                dec.data(&mut cx, *dir, *ts, ch);
-                            }
+    for seg in segs {
+        match seg {
+            Seg::Data(dir, ts, b) => {
+                last = *ts;
+                match split {
+                    Split::Whole => h.data(*dir, *ts, b),
+                    Split::Chunks(k) => {
+                        for ch in b.chunks(k) {
+                            h.data(*dir, *ts, ch);
                         }
                     }
                 }
-                Seg::Gap(dir, ts, len) => dec.gap(&mut cx, *dir, *ts, *len),
             }
-            assert!(dec.req.held() <= 2 * (REQ_CAP + REQ_WINDOW) + 64);
-            assert!(dec.resp.held() <= 2 * (RESP_CAP + RESP_WINDOW) + 64);
-            assert!(dec.s.pending.len() <= MAX_PENDING);
+            Seg::Gap(dir, ts, len) => h.gap(*dir, *ts, Gap::Exact(*len)),
         }
-        dec.close(&mut cx, last + MS);
+        let dec = h.decoder();
+        assert!(dec.req.held() <= 2 * (REQ_CAP + REQ_WINDOW) + 64);
+        assert!(dec.resp.held() <= 2 * (RESP_CAP + RESP_WINDOW) + 64);
+        assert!(dec.s.pending.len() <= MAX_PENDING);
     }
-    let encrypted = dec.encrypted();
-    Run {
-        recs: out,
-        stats,
-        encrypted,
-    }
+    h.close(last + MS);
+    h.finish()
 }
 
 fn run(c: &Conv) -> Run {
@@ -366,30 +342,15 @@ fn run(c: &Conv) -> Run {
 }
 
 fn logins(r: &Run) -> Vec<&LoginRecord> {
-    r.recs
-        .iter()
-        .filter_map(|r| match r {
-            Record::Login(l) => Some(l),
-            _ => None,
-        })
-        .collect()
+    r.logins()
 }
 
 fn queries(r: &Run) -> Vec<&QueryRecord> {
-    r.recs
-        .iter()
-        .filter_map(|r| match r {
-            Record::Query(q) => Some(q),
-            _ => None,
-        })
-        .collect()
+    r.queries()
 }
 
 fn json(r: &Run) -> Vec<String> {
-    r.recs
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap())
-        .collect()
+    r.json_lines()
 }
 
 // ---------- the conversations the tests share ----------
@@ -771,7 +732,7 @@ fn caching_sha2_fast_auth_success() {
 fn zeek_3880_caching_sha2_full_auth_failure_is_failure() {
     let r = run(&conv_sha2_full_fail());
     let l = logins(&r);
-    assert_eq!(l.len(), 1, "{:?}", r.recs);
+    assert_eq!(l.len(), 1, "{:?}", r.records);
     assert_eq!(l[0].outcome, Outcome::Failure);
     assert_eq!(l[0].error_code.as_deref(), Some("1045"));
     assert_eq!(l[0].auth_method.as_deref(), Some("caching_sha2_password"));
@@ -853,7 +814,7 @@ fn prepared_once_executed_three_times_reports_the_prepared_text() {
     for deprecate in [false, true] {
         let r = run(&conv_prepared(deprecate));
         let q = queries(&r);
-        assert_eq!(q.len(), 5, "{:#?}", r.recs);
+        assert_eq!(q.len(), 5, "{:#?}", r.records);
         assert_eq!(q[0].verb, "STMT_PREPARE");
         assert_eq!(q[0].fingerprint, "select id, name from users where id = ?");
         for e in &q[1..4] {
@@ -897,7 +858,7 @@ fn mariadb_prepare_and_execute_pipelined_with_statement_id_minus_one() {
     c.s(b);
     let r = run(&c);
     let q = queries(&r);
-    assert_eq!(q.len(), 2, "{:#?}", r.recs);
+    assert_eq!(q.len(), 2, "{:#?}", r.records);
     assert_eq!(q[1].verb, "INSERT");
     assert_eq!(q[1].fingerprint, "insert into t (a) values (?+)");
     assert_eq!(q[1].rows, Some(1));
@@ -988,7 +949,7 @@ fn ssl_request_makes_the_session_encrypted_without_a_login_record() {
     c.s(vec![0x16, 0x03, 0x03, 0x00, 0x40, 1, 2, 3]);
     c.c(vec![0x17, 0x03, 0x03, 0x00, 0x40, 9, 9, 9]);
     let r = run(&c);
-    assert!(r.recs.is_empty());
+    assert!(r.records.is_empty());
     assert!(r.encrypted);
     assert_eq!(r.stats.tls_sessions, 1);
     assert_eq!(r.stats.malformed, 0);
@@ -1000,7 +961,7 @@ fn mid_stream_tls_is_counted() {
     c.c(vec![0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5]);
     c.s(vec![0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5]);
     let r = run_with(&c.segs, true, true, Split::Whole);
-    assert!(r.encrypted && r.recs.is_empty());
+    assert!(r.encrypted && r.records.is_empty());
     assert_eq!(r.stats.tls_sessions, 1);
 }
 
@@ -1100,7 +1061,7 @@ fn gap_across_rows_loses_the_count_then_recovers_at_the_next_request() {
     c.s(result_set(&mut seq, &["2"], &[text_row(&["2"])], true, 2));
     let r = run(&c);
     let q = queries(&r);
-    assert_eq!(q.len(), 2, "{:#?}", r.recs);
+    assert_eq!(q.len(), 2, "{:#?}", r.records);
     assert_eq!(q[0].rows, None, "never guess rows after losing framing");
     assert_eq!(q[1].rows, Some(1));
     assert_eq!(q[1].fingerprint, "select ?");
@@ -1142,7 +1103,7 @@ fn lost_request_segment_resyncs_at_the_next_request() {
     c.s(result_set(&mut seq, &["1"], &[text_row(&["1"])], true, 2));
     let r = run(&c);
     let q = queries(&r);
-    assert_eq!(q.len(), 2, "{:#?}", r.recs);
+    assert_eq!(q.len(), 2, "{:#?}", r.records);
     assert_eq!(q[0].verb, "INSERT");
     assert_eq!(q[0].rows, Some(500));
     assert_eq!(q[1].verb, "SELECT");
@@ -1175,7 +1136,7 @@ fn mid_stream_start_finds_the_first_request() {
     c.s(result_set(&mut seq, &["a"], &[], false, 2));
     let r = run_with(&c.segs, true, true, Split::Whole);
     let q = queries(&r);
-    assert_eq!(q.len(), 2, "{:#?}", r.recs);
+    assert_eq!(q.len(), 2, "{:#?}", r.records);
     assert_eq!(q[0].rows, Some(2));
     assert_eq!(q[0].user, None);
     assert_eq!(q[1].rows, Some(0));
@@ -1302,7 +1263,7 @@ fn other_protocols_on_the_port_yield_nothing() {
     for c in [http, pg] {
         for mid in [false, true] {
             let r = run_with(&c.segs, mid, true, Split::Whole);
-            assert!(r.recs.is_empty(), "{:?}", r.recs);
+            assert!(r.records.is_empty(), "{:?}", r.records);
             if !mid {
                 assert!(r.stats.malformed > 0);
             }
@@ -1441,7 +1402,7 @@ fn random_and_truncated_bytes_never_panic() {
             Split::Whole
         };
         let r = run_with(&segs, mid, rnd() % 2 == 0, split);
-        for rec in &r.recs {
+        for rec in &r.records {
             serde_json::to_string(rec).unwrap();
         }
     }
@@ -1490,7 +1451,7 @@ fn local_infile_whose_upload_lost_framing_still_completes() {
     c.s(pk(&mut 1, &ok(0, 2)));
     let r = run(&c);
     let q = queries(&r);
-    assert_eq!(q.len(), 2, "{:#?}", r.recs);
+    assert_eq!(q.len(), 2, "{:#?}", r.records);
     assert_eq!(q[0].rows, Some(800));
     assert_eq!(q[0].error_code, None);
     assert_eq!(q[0].bytes_request as usize, 4 + 44 + upload.len() + 4);
@@ -1537,7 +1498,7 @@ fn payloads_of_16_mib_continue_in_the_next_packet() {
     for split in [Split::Whole, Split::Chunks(1448)] {
         let r = run_with(&c.segs, false, true, split);
         let q = queries(&r);
-        assert_eq!(q.len(), 2, "{:#?}", r.recs);
+        assert_eq!(q.len(), 2, "{:#?}", r.records);
         assert_eq!(q[0].verb, "INSERT");
         assert_eq!(q[0].rows, Some(1));
         assert_eq!(q[0].bytes_request as usize, 8 + payload.len());
@@ -1603,7 +1564,7 @@ fn cursor_execute_then_fetch() {
     .concat());
     let r = run(&c);
     let q = queries(&r);
-    assert_eq!(q.len(), 3, "{:#?}", r.recs);
+    assert_eq!(q.len(), 3, "{:#?}", r.records);
     assert_eq!((q[1].verb.as_str(), q[1].rows), ("SELECT", None));
     assert_eq!(q[2].verb, "STMT_FETCH");
     assert_eq!(q[2].fingerprint, "select id from t");
@@ -1666,7 +1627,7 @@ fn unreadable_response_start_ends_at_the_next_request() {
     c.s(result_set(&mut seq, &["1"], &[text_row(&["1"])], true, 2));
     let r = run(&c);
     let q = queries(&r);
-    assert_eq!(q.len(), 2, "{:#?}", r.recs);
+    assert_eq!(q.len(), 2, "{:#?}", r.records);
     assert_eq!((q[0].verb.as_str(), q[0].rows), ("UPDATE", None));
     assert_eq!((q[1].verb.as_str(), q[1].rows), ("SELECT", Some(1)));
 }

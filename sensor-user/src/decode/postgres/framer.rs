@@ -396,6 +396,41 @@ impl Framer {
         }
     }
 
+    /// At most `len` bytes are missing, exactly how many is unknown: a message in progress
+    /// ends there (incomplete), and framing must be found again after it.
+    pub fn gap_unknown(
+        &mut self,
+        len: u64,
+        out: &mut VecDeque<Ev>,
+        stats: &mut DecoderStats,
+        ts: u64,
+    ) {
+        if self.lost {
+            self.skip_bytes(self.scan.len() as u64, stats);
+            self.lost_bytes += len;
+            self.note_drop(ts);
+            self.scan.clear();
+            self.chunks.clear();
+            return;
+        }
+        match &mut self.st {
+            St::Body {
+                remaining, holed, ..
+            } => {
+                *remaining = 0;
+                *holed = true;
+                self.finish(ts, out);
+            }
+            St::Header { have, .. } => {
+                let have = *have as u64;
+                self.st = FRESH;
+                self.skip_bytes(have, stats);
+            }
+        }
+        self.go_lost(out, false, ts);
+        self.lost_bytes += len;
+    }
+
     /// Delivered bytes that will never be part of a message.
     fn skip_bytes(&mut self, n: u64, stats: &mut DecoderStats) {
         stats.skipped_bytes += n;

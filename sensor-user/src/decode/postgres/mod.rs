@@ -13,8 +13,9 @@
 //!   are never buffered (only the first 32 bytes of a SASLInitialResponse, for the mechanism
 //!   name, are read and dropped).
 //! - **Encryption**: SSLRequest answered 'S' (or GSSENCRequest answered 'G', or a TLS
-//!   ClientHello sent directly, PostgreSQL 17 `sslnegotiation=direct`) makes the session
-//!   opaque: `encrypted()` turns true, `tls_sessions` counts it, and nothing more is decoded.
+//!   ClientHello sent directly, PostgreSQL 17 `sslnegotiation=direct`) is told to the session
+//!   ([`Control::StartTls`] at the byte after the answer, or [`Control::Opaque`] for GSSAPI),
+//!   and nothing more is decoded here.
 //!   No login record is made for such a session: user, database and outcome are all inside
 //!   the encryption, and a record of unknown outcome does not fit [`Outcome`]. 'N' means a
 //!   plaintext start-up follows. A CancelRequest connection yields no record.
@@ -98,7 +99,7 @@ pub mod messages;
 mod tests;
 
 use crate::{
-    decode::{DecodeCtx, Decoder, Dir, fingerprint},
+    decode::{Control, DecodeCtx, Decoder, Dir, Gap, fingerprint},
     model::{LoginRecord, Outcome, QueryRecord, Record},
 };
 use framer::{Ev, Framer, Mode, Msg};
@@ -622,7 +623,8 @@ pub struct PostgresDecoder {
     req: Framer,
     resp: Framer,
     phase: Phase,
-    encrypted: bool,
+    /// The session switched to an encryption: told to the session by the call that saw it.
+    switch: Option<Control>,
     mid_stream: bool,
     seen_request: bool,
     login: Option<Login>,
@@ -655,7 +657,7 @@ impl PostgresDecoder {
             } else {
                 Phase::Startup
             },
-            encrypted: false,
+            switch: None,
             mid_stream,
             seen_request: false,
             login: None,
@@ -682,12 +684,25 @@ impl PostgresDecoder {
         self.req.keep_password = false;
     }
 
-    fn go_encrypted(&mut self, cx: &mut DecodeCtx<'_>) {
-        self.encrypted = true;
+    /// TLS (or, `gss`, GSSAPI encryption) from the next byte on.
+    fn go_encrypted(&mut self, gss: bool) {
+        self.switch = Some(if gss {
+            Control::Opaque
+        } else {
+            Control::StartTls { at: 0 }
+        });
         self.phase = Phase::Done;
-        cx.stats.tls_sessions += 1;
         self.login = None;
         self.stop();
+    }
+
+    /// What a data call that ended at `at` tells the session.
+    fn control(&mut self, at: usize) -> Control {
+        match self.switch.take() {
+            Some(Control::StartTls { .. }) => Control::StartTls { at },
+            Some(c) => c,
+            None => Control::Continue,
+        }
     }
 
     fn emit_login(&mut self, cx: &mut DecodeCtx<'_>, outcome: Outcome, error: Option<String>) {
@@ -1141,7 +1156,7 @@ impl PostgresDecoder {
     fn on_response(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         match self.phase {
             Phase::AwaitAnswer if m.answer => match m.typ {
-                b'S' | b'G' => self.go_encrypted(cx),
+                b'S' | b'G' => self.go_encrypted(m.typ == b'G'),
                 _ => {
                     self.phase = Phase::Startup;
                     self.req.mode = Mode::Untyped;
@@ -1381,17 +1396,17 @@ impl PostgresDecoder {
 }
 
 impl Decoder for PostgresDecoder {
-    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, bytes: &[u8]) {
+    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, bytes: &[u8]) -> Control {
         match self.phase {
-            Phase::Done => return,
+            Phase::Done => return Control::Continue,
             Phase::Dead => {
                 cx.stats.skipped_bytes += bytes.len() as u64;
-                return;
+                return Control::Continue;
             }
             _ => {}
         }
         if bytes.is_empty() {
-            return;
+            return Control::Continue;
         }
         if dir == Dir::Request {
             // No request was lost before these bytes.
@@ -1415,8 +1430,8 @@ impl Decoder for PostgresDecoder {
             && bytes[0] == 0x16
         {
             // A TLS ClientHello without SSLRequest (direct TLS negotiation).
-            self.go_encrypted(cx);
-            return;
+            self.go_encrypted(false);
+            return self.control(0);
         }
         let mut pos = 0;
         while pos < bytes.len() {
@@ -1450,20 +1465,22 @@ impl Decoder for PostgresDecoder {
                 self.drain_events(cx, dir);
             }
             match self.phase {
-                Phase::Done => return,
+                Phase::Done => return self.control(pos),
                 Phase::Dead => {
                     cx.stats.skipped_bytes += (bytes.len() - pos) as u64;
-                    return;
+                    return Control::Continue;
                 }
                 _ => {}
             }
         }
+        Control::Continue
     }
 
-    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, len: u64) {
-        if matches!(self.phase, Phase::Done | Phase::Dead) || len == 0 {
+    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, gap: Gap) {
+        if matches!(self.phase, Phase::Done | Phase::Dead) || gap.is_empty() {
             return;
         }
+        let len = gap.len();
         if dir == Dir::Request {
             // A request may be lost here, and own an answer that completed a held query.
             self.session.held.clear();
@@ -1482,7 +1499,10 @@ impl Decoder for PostgresDecoder {
             Dir::Request => &mut self.req,
             Dir::Response => &mut self.resp,
         };
-        framer.gap(len, &mut self.evs, cx.stats, ts_ns);
+        match gap {
+            Gap::Exact(len) => framer.gap(len, &mut self.evs, cx.stats, ts_ns),
+            Gap::AtMost(len) => framer.gap_unknown(len, &mut self.evs, cx.stats, ts_ns),
+        }
         self.drain_events(cx, dir);
     }
 
@@ -1492,9 +1512,5 @@ impl Decoder for PostgresDecoder {
         self.emit_login(cx, Outcome::Failure, None);
         self.session.release(cx);
         self.stop();
-    }
-
-    fn encrypted(&self) -> bool {
-        self.encrypted
     }
 }

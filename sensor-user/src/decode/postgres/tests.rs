@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::{
-    decode::{DecodeCtx, Decoder, Dir},
-    model::{Clock, DecoderStats, Endpoint, LoginRecord, Outcome, Protocol, QueryRecord, Record},
+    decode::{Dir, Gap},
+    model::{DecoderStats, Outcome, Protocol},
+    testkit::{self, Harness, Run},
 };
 
 // ---- message builders ----
@@ -270,41 +271,6 @@ fn g(dir: Dir, ms: u64, len: u64) -> Step {
     Step::Gap(dir, ms * 1_000_000, len)
 }
 
-struct Run {
-    records: Vec<Record>,
-    stats: DecoderStats,
-    encrypted: bool,
-}
-
-impl Run {
-    fn logins(&self) -> Vec<&LoginRecord> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Login(l) => Some(l),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn queries(&self) -> Vec<&QueryRecord> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Query(q) => Some(q),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn json(&self) -> String {
-        self.records
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap() + "\n")
-            .collect()
-    }
-}
-
 /// Feeds the steps; a step is split into pieces at `cuts` (offsets within that step).
 fn run_with(
     steps: &[Step],
@@ -312,50 +278,32 @@ fn run_with(
     redact: bool,
     split: &dyn Fn(usize, usize) -> Vec<usize>,
 ) -> Run {
-    let endpoint = Endpoint {
-        client: "10.0.0.1:40000".into(),
-        server: "10.0.0.2:5432".into(),
-        vni: Some(7),
-        protocol: Protocol::Postgres,
-    };
-    let clock = Clock::default();
-    let mut out = Vec::new();
-    let mut stats = DecoderStats::default();
-    let mut dec = PostgresDecoder::new(mid_stream);
+    let mut h = Harness::new(
+        Box::new(PostgresDecoder::new(mid_stream)),
+        testkit::endpoint(Protocol::Postgres),
+    )
+    .redact(redact);
     let mut last = 0;
-    {
-        let mut cx = DecodeCtx {
-            endpoint: &endpoint,
-            clock: &clock,
-            redact,
-            out: &mut out,
-            stats: &mut stats,
-        };
-        for (i, s) in steps.iter().enumerate() {
-            match s {
-                Step::Data(dir, ts, b) => {
-                    let mut at = 0;
-                    for cut in split(i, b.len()).into_iter().chain([b.len()]) {
-                        if cut > at && cut <= b.len() {
-                            dec.data(&mut cx, *dir, *ts, &b[at..cut]);
-                            at = cut;
-                        }
+    for (i, s) in steps.iter().enumerate() {
+        match s {
+            Step::Data(dir, ts, b) => {
+                let mut at = 0;
+                for cut in split(i, b.len()).into_iter().chain([b.len()]) {
+                    if cut > at && cut <= b.len() {
+                        h.data(*dir, *ts, &b[at..cut]);
+                        at = cut;
                     }
-                    last = *ts;
                 }
-                Step::Gap(dir, ts, len) => {
-                    dec.gap(&mut cx, *dir, *ts, *len);
-                    last = *ts;
-                }
+                last = *ts;
+            }
+            Step::Gap(dir, ts, len) => {
+                h.gap(*dir, *ts, Gap::Exact(*len));
+                last = *ts;
             }
         }
-        dec.close(&mut cx, last);
     }
-    Run {
-        records: out,
-        stats,
-        encrypted: dec.encrypted(),
-    }
+    h.close(last);
+    h.finish()
 }
 
 fn run(steps: &[Step]) -> Run {
@@ -1748,25 +1696,18 @@ fn fuzz_never_panics() {
 
 #[test]
 fn scan_buffer_stays_bounded() {
-    let mut dec = PostgresDecoder::new(true);
-    let endpoint = Endpoint::default();
-    let clock = Clock::default();
-    let mut out = Vec::new();
-    let mut stats = DecoderStats::default();
-    let mut cx = DecodeCtx {
-        endpoint: &endpoint,
-        clock: &clock,
-        redact: true,
-        out: &mut out,
-        stats: &mut stats,
-    };
+    let mut h = Harness::new(
+        Box::new(PostgresDecoder::new(true)),
+        testkit::endpoint(Protocol::Postgres),
+    );
     let junk = vec![0xabu8; 1 << 20];
     for i in 0..8 {
-        dec.data(&mut cx, S, i, &junk);
-        dec.data(&mut cx, C, i, &junk);
+        h.data(S, i, &junk);
+        h.data(C, i, &junk);
     }
-    assert!(cx.stats.skipped_bytes >= 15 << 20);
-    assert!(out.is_empty());
+    let r = h.finish();
+    assert!(r.stats.skipped_bytes >= 15 << 20);
+    assert!(r.records.is_empty());
 }
 
 #[test]

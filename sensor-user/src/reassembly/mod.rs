@@ -1,5 +1,6 @@
-//! Per-connection streams: puts each direction's segments back in sequence order and hands
-//! decoders in-order bytes, with explicit gaps where bytes are missing.
+//! Reassembly: puts each direction's segments back in sequence order and hands each
+//! connection's session ([`crate::session`]) in-order bytes, gaps where bytes are missing
+//! (exact: their length is known), and the end.
 //!
 //! A segment arrives as an event with `head_len` bytes from its start and `tail_len` bytes
 //! that end its captured part: the middle of a segment longer than the kernel's cap, and the
@@ -9,9 +10,10 @@
 //! when the hold buffer is full, or when the connection ends.
 
 use crate::{
-    decode::{self, DecodeCtx, Decoder, Dir},
+    decode::{self, DecodeCtx, Dir, Gap},
     event::Event,
-    model::{Clock, DecoderStats, Endpoint, Record, StreamStats},
+    model::{Clock, DecoderStats, Endpoint, Protocol, Record, StreamStats},
+    session::{Layers, Session},
 };
 use sensor_common::{FlowKey, tcp_flags};
 use std::collections::BTreeMap;
@@ -68,7 +70,7 @@ struct DirState {
 
 struct Conn {
     endpoint: Endpoint,
-    decoder: Box<dyn Decoder>,
+    session: Session,
     dirs: [DirState; 2],
     last_ts: u64,
     rst: bool,
@@ -94,6 +96,8 @@ pub struct Streams {
     pub stats: StreamStats,
     pub decoder_stats: DecoderStats,
     pub redact: bool,
+    /// The layers a session can switch to (TLS).
+    pub layers: Layers,
     /// Out-of-order bytes held by all connections (the sum of their `held_bytes`).
     held_total: usize,
 }
@@ -107,6 +111,7 @@ impl Streams {
             stats: StreamStats::default(),
             decoder_stats: DecoderStats::default(),
             redact,
+            layers: Layers::none(),
             held_total: 0,
         }
     }
@@ -126,7 +131,7 @@ impl Streams {
         let flags = ev.hdr.tcp_flags;
         if !self.conns.contains_key(&key) {
             // Only a connection we can decode is worth tracking.
-            if !decode::decodes(ev.hdr.proto) {
+            if !decode::decodes(Protocol::from_wire(ev.hdr.proto)) {
                 return;
             }
             let d = (ev.hdr.direction & 1) as usize;
@@ -154,7 +159,8 @@ impl Streams {
                 return;
             }
             let handshake = self.handshakes.remove(&key);
-            let Some(decoder) = decode::for_protocol(ev.hdr.proto, handshake.is_none()) else {
+            let protocol = Protocol::from_wire(ev.hdr.proto);
+            let Some(decoder) = decode::for_protocol(protocol, handshake.is_none()) else {
                 return;
             };
             if self.conns.len() >= self.limits.max_connections {
@@ -173,7 +179,7 @@ impl Streams {
                 key,
                 Conn {
                     endpoint: Endpoint::new(&key, ev.hdr.proto),
-                    decoder,
+                    session: Session::new(decoder),
                     dirs,
                     last_ts: ev.hdr.ts_ns,
                     rst: false,
@@ -194,6 +200,11 @@ impl Streams {
             out,
             stats: &mut self.decoder_stats,
         };
+        let mut down = ToSession {
+            session: &mut conn.session,
+            cx: &mut cx,
+            layers: &self.layers,
+        };
 
         // The peer's ACK tells what this side's receiver already has.
         if flags & tcp_flags::ACK != 0 {
@@ -201,8 +212,7 @@ impl Streams {
             declare_acked_holes(
                 other,
                 ev.hdr.ack,
-                conn.decoder.as_mut(),
-                &mut cx,
+                &mut down,
                 Dir::from_direction(1 - ev.hdr.direction),
                 &mut self.stats,
             );
@@ -227,29 +237,15 @@ impl Streams {
                 middle_gap: ev.hdr.captured_len - ev.hdr.head_len as u32 - ev.hdr.tail_len as u32,
             };
             if seq == next {
-                deliver(st, seq, &seg, conn.decoder.as_mut(), &mut cx, dir);
-                drain_held(
-                    st,
-                    conn.decoder.as_mut(),
-                    &mut cx,
-                    dir,
-                    &mut self.stats,
-                    seg.ts,
-                );
+                deliver(st, seq, &seg, &mut down, dir);
+                drain_held(st, &mut down, dir, &mut self.stats, seg.ts);
             } else if seq_lt(seq, next) {
                 let end = seq.wrapping_add(seg.len);
                 if seq_lt(next, end) {
                     // Overlap: deliver only the new part.
                     let skip = next.wrapping_sub(seq);
-                    deliver_from(st, seq, skip, &seg, conn.decoder.as_mut(), &mut cx, dir);
-                    drain_held(
-                        st,
-                        conn.decoder.as_mut(),
-                        &mut cx,
-                        dir,
-                        &mut self.stats,
-                        seg.ts,
-                    );
+                    deliver_from(st, seq, skip, &seg, &mut down, dir);
+                    drain_held(st, &mut down, dir, &mut self.stats, seg.ts);
                 } else {
                     self.stats.retransmits += 1;
                 }
@@ -260,7 +256,7 @@ impl Streams {
                     || st.held_bytes > self.limits.max_held_bytes
                 {
                     // Give up on the hole: what we hold is newer than anything that can fill it.
-                    force_first_hole(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                    force_first_hole(st, &mut down, dir, &mut self.stats);
                 }
             }
         }
@@ -279,7 +275,7 @@ impl Streams {
             for (i, st) in conn.dirs.iter_mut().enumerate() {
                 let dir = if i == 0 { Dir::Request } else { Dir::Response };
                 while !st.held.is_empty() {
-                    force_first_hole(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                    force_first_hole(st, &mut down, dir, &mut self.stats);
                 }
             }
             self.held_total = self.held_total.saturating_sub(held_after);
@@ -331,14 +327,42 @@ impl Streams {
             out,
             stats: &mut self.decoder_stats,
         };
+        let mut down = ToSession {
+            session: &mut conn.session,
+            cx: &mut cx,
+            layers: &self.layers,
+        };
         for (i, st) in conn.dirs.iter_mut().enumerate() {
             let dir = if i == 0 { Dir::Request } else { Dir::Response };
             while !st.held.is_empty() {
-                force_first_hole(st, conn.decoder.as_mut(), &mut cx, dir, &mut self.stats);
+                force_first_hole(st, &mut down, dir, &mut self.stats);
             }
         }
-        conn.decoder.close(&mut cx, ts);
+        down.session.close(down.cx, ts);
         self.stats.connections_closed += 1;
+    }
+}
+
+/// Where reassembly delivers each direction's in-order bytes and gaps.
+trait Downstream {
+    fn data(&mut self, dir: Dir, ts: u64, bytes: &[u8]);
+    fn gap(&mut self, dir: Dir, ts: u64, gap: Gap);
+}
+
+/// A connection's session, with what its calls need.
+struct ToSession<'a, 'b> {
+    session: &'a mut Session,
+    cx: &'a mut DecodeCtx<'b>,
+    layers: &'a Layers,
+}
+
+impl Downstream for ToSession<'_, '_> {
+    fn data(&mut self, dir: Dir, ts: u64, bytes: &[u8]) {
+        self.session.data(self.cx, self.layers, dir, ts, bytes);
+    }
+
+    fn gap(&mut self, dir: Dir, ts: u64, gap: Gap) {
+        self.session.gap(self.cx, self.layers, dir, ts, gap);
     }
 }
 
@@ -350,15 +374,8 @@ struct Segment<'a> {
     middle_gap: u32,
 }
 
-fn deliver(
-    st: &mut DirState,
-    seq: u32,
-    seg: &Segment<'_>,
-    dec: &mut dyn Decoder,
-    cx: &mut DecodeCtx<'_>,
-    dir: Dir,
-) {
-    deliver_from(st, seq, 0, seg, dec, cx, dir);
+fn deliver(st: &mut DirState, seq: u32, seg: &Segment<'_>, down: &mut dyn Downstream, dir: Dir) {
+    deliver_from(st, seq, 0, seg, down, dir);
 }
 
 /// Delivers a segment's bytes from offset `skip` on (0 for all of it), advancing `next`.
@@ -367,8 +384,7 @@ fn deliver_from(
     seq: u32,
     skip: u32,
     seg: &Segment<'_>,
-    dec: &mut dyn Decoder,
-    cx: &mut DecodeCtx<'_>,
+    down: &mut dyn Downstream,
     dir: Dir,
 ) {
     // Layout of the segment: [head][middle gap][tail][truncated gap] = len bytes.
@@ -390,11 +406,9 @@ fn deliver_from(
         let end = off + len;
         if start < end {
             match bytes {
-                Some(b) => dec.data(cx, dir, seg.ts, &b[(start - off) as usize..]),
+                Some(b) => down.data(dir, seg.ts, &b[(start - off) as usize..]),
                 None => {
-                    cx.stats.gaps += 1;
-                    cx.stats.gap_bytes += (end - start) as u64;
-                    dec.gap(cx, dir, seg.ts, (end - start) as u64);
+                    down.gap(dir, seg.ts, Gap::Exact((end - start) as u64));
                 }
             }
         }
@@ -437,8 +451,7 @@ fn hold(
 /// only once everything before it has arrived, and latencies must not run backwards.
 fn drain_held(
     st: &mut DirState,
-    dec: &mut dyn Decoder,
-    cx: &mut DecodeCtx<'_>,
+    down: &mut dyn Downstream,
     dir: Dir,
     stats: &mut StreamStats,
     now: u64,
@@ -465,7 +478,7 @@ fn drain_held(
         };
         let end = seq.wrapping_add(h.len);
         if seq_lt(next, end) {
-            deliver_from(st, seq, next.wrapping_sub(seq), &seg, dec, cx, dir);
+            deliver_from(st, seq, next.wrapping_sub(seq), &seg, down, dir);
         } else {
             stats.retransmits += 1;
         }
@@ -475,8 +488,7 @@ fn drain_held(
 /// Declares the hole before the first held segment lost, then delivers what follows it.
 fn force_first_hole(
     st: &mut DirState,
-    dec: &mut dyn Decoder,
-    cx: &mut DecodeCtx<'_>,
+    down: &mut dyn Downstream,
     dir: Dir,
     stats: &mut StreamStats,
 ) {
@@ -489,21 +501,18 @@ fn force_first_hole(
         let ts = st.held.get(&seq).map_or(0, |h| h.ts);
         stats.lost_segments += 1;
         stats.lost_bytes += missing as u64;
-        cx.stats.gaps += 1;
-        cx.stats.gap_bytes += missing as u64;
-        dec.gap(cx, dir, ts, missing as u64);
+        down.gap(dir, ts, Gap::Exact(missing as u64));
         st.next = Some(seq);
     }
     // The hole will never fill: what follows it keeps its own arrival time.
-    drain_held(st, dec, cx, dir, stats, 0);
+    drain_held(st, down, dir, stats, 0);
 }
 
 /// The peer acknowledged `ack`: bytes of this direction before it that we never saw are lost.
 fn declare_acked_holes(
     st: &mut DirState,
     ack: u32,
-    dec: &mut dyn Decoder,
-    cx: &mut DecodeCtx<'_>,
+    down: &mut dyn Downstream,
     dir: Dir,
     stats: &mut StreamStats,
 ) {
@@ -513,7 +522,7 @@ fn declare_acked_holes(
         };
         // The hole [next, first) is acknowledged: it reached the receiver without us.
         if seq_lt(next, first) && !seq_lt(ack, first) {
-            force_first_hole(st, dec, cx, dir, stats);
+            force_first_hole(st, down, dir, stats);
         } else {
             return;
         }
@@ -528,28 +537,36 @@ mod tests {
     #[derive(Default)]
     struct Tape(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
-    impl Decoder for Tape {
-        fn data(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, bytes: &[u8]) {
+    impl crate::decode::Decoder for Tape {
+        fn data(
+            &mut self,
+            _: &mut DecodeCtx<'_>,
+            dir: Dir,
+            _: u64,
+            bytes: &[u8],
+        ) -> crate::decode::Control {
             self.0
                 .lock()
                 .unwrap()
                 .push(format!("{dir:?}:{}", String::from_utf8_lossy(bytes)));
+            crate::decode::Control::Continue
         }
-        fn gap(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, len: u64) {
-            self.0.lock().unwrap().push(format!("{dir:?}:gap{len}"));
+        fn gap(&mut self, _: &mut DecodeCtx<'_>, dir: Dir, _: u64, gap: Gap) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{dir:?}:gap{}", gap.len()));
         }
         fn close(&mut self, _: &mut DecodeCtx<'_>, _: u64) {
             self.0.lock().unwrap().push("close".into());
-        }
-        fn encrypted(&self) -> bool {
-            false
         }
     }
 
     fn run(segs: &[(u32, &[u8])]) -> Vec<String> {
         let tape = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut st = DirState::default();
-        let mut dec = Tape(tape.clone());
+        let mut session: Session = Session::new(Box::new(Tape(tape.clone())));
+        let layers = Layers::none();
         let ep = Endpoint::default();
         let clock = Clock::default();
         let mut out = Vec::new();
@@ -563,6 +580,11 @@ mod tests {
             out: &mut out,
             stats: &mut stats,
         };
+        let mut dec = ToSession {
+            session: &mut session,
+            cx: &mut cx,
+            layers: &layers,
+        };
         for &(seq, data) in segs {
             let seg = Segment {
                 ts: 0,
@@ -573,8 +595,8 @@ mod tests {
             };
             let next = *st.next.get_or_insert(seq);
             if seq == next {
-                deliver(&mut st, seq, &seg, &mut dec, &mut cx, Dir::Request);
-                drain_held(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats, 0);
+                deliver(&mut st, seq, &seg, &mut dec, Dir::Request);
+                drain_held(&mut st, &mut dec, Dir::Request, &mut sstats, 0);
             } else if seq_lt(seq, next) {
                 if seq_lt(next, seq.wrapping_add(seg.len)) {
                     deliver_from(
@@ -583,7 +605,6 @@ mod tests {
                         next.wrapping_sub(seq),
                         &seg,
                         &mut dec,
-                        &mut cx,
                         Dir::Request,
                     );
                 }
@@ -592,7 +613,7 @@ mod tests {
             }
         }
         while !st.held.is_empty() {
-            force_first_hole(&mut st, &mut dec, &mut cx, Dir::Request, &mut sstats);
+            force_first_hole(&mut st, &mut dec, Dir::Request, &mut sstats);
         }
         tape.lock().unwrap().clone()
     }
@@ -623,7 +644,8 @@ mod tests {
     #[test]
     fn head_tail_segment_has_a_middle_gap() {
         let tape = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut dec = Tape(tape.clone());
+        let mut session: Session = Session::new(Box::new(Tape(tape.clone())));
+        let layers = Layers::none();
         let mut st = DirState::default();
         let ep = Endpoint::default();
         let clock = Clock::default();
@@ -636,6 +658,11 @@ mod tests {
             out: &mut out,
             stats: &mut stats,
         };
+        let mut dec = ToSession {
+            session: &mut session,
+            cx: &mut cx,
+            layers: &layers,
+        };
         // 20-byte segment, 4 head bytes, 3 tail bytes, truncated after 15 captured bytes
         let seg = Segment {
             ts: 0,
@@ -644,7 +671,7 @@ mod tests {
             tail: b"TAI",
             middle_gap: 8,
         };
-        deliver(&mut st, 1, &seg, &mut dec, &mut cx, Dir::Response);
+        deliver(&mut st, 1, &seg, &mut dec, Dir::Response);
         assert_eq!(
             *tape.lock().unwrap(),
             [

@@ -1,0 +1,53 @@
+//! A layer between the wire and a decoder: it takes one connection's wire bytes and gives back
+//! the plaintext inside (TLS, once keys can be had), record by record.
+
+use crate::decode::{Dir, Gap};
+
+/// What a layer gives back, one record's worth at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Plaintext (written to the caller's buffer) of a record complete at `ts`.
+    Data { ts: u64 },
+    /// Plaintext that cannot be had (a lost or unreadable record).
+    Gap { ts: u64, gap: Gap },
+}
+
+/// One connection's layer. Wire bytes go in per direction; whole records come out in order.
+/// A layer holds at most what one record needs per direction, plus what it counts and drops.
+pub trait Layer: Send {
+    /// In-order wire bytes of one direction.
+    fn push(&mut self, dir: Dir, ts: u64, wire: &[u8]);
+    /// Wire bytes of one direction are missing.
+    fn gap(&mut self, dir: Dir, ts: u64, gap: Gap);
+    /// The next piece of one direction, if one is complete; plaintext goes to `out` (cleared
+    /// first).
+    fn next(&mut self, dir: Dir, out: &mut Vec<u8>) -> Option<Piece>;
+    /// The protocol left the layer: the wire bytes it holds past its last whole record, per
+    /// direction (request, response). They are plaintext.
+    fn finish(self: Box<Self>) -> [Vec<u8>; 2];
+}
+
+/// Makes the layer a session asks for. The TLS layer plugs in here (one entry): it needs the
+/// key store, so the agent builds this once and every connection's session shares it.
+#[derive(Default)]
+pub struct Layers {
+    tls: Option<Box<dyn Fn() -> Box<dyn Layer> + Send>>,
+}
+
+impl Layers {
+    /// No layer: a session that switches to TLS is counted and not decoded further.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// With a TLS layer made by `make` for each connection that switches.
+    pub fn with_tls(make: impl Fn() -> Box<dyn Layer> + Send + 'static) -> Self {
+        Self {
+            tls: Some(Box::new(make)),
+        }
+    }
+
+    pub(super) fn tls(&self) -> Option<Box<dyn Layer>> {
+        self.tls.as_ref().map(|make| make())
+    }
+}
