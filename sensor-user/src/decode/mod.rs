@@ -7,6 +7,7 @@
 //! - [`fingerprint`]: statement verb and literal-free fingerprint, shared by both.
 
 pub mod fingerprint;
+pub mod kit;
 pub mod mysql;
 pub mod postgres;
 

@@ -88,14 +88,7 @@ impl<D: Decoder + ?Sized> Session<D> {
     }
 
     /// Plaintext (or bytes before any switch) to the decoder, and what it says to do.
-    fn decode(
-        &mut self,
-        cx: &mut DecodeCtx<'_>,
-        layers: &Layers,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-    ) {
+    fn decode(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers, dir: Dir, ts: u64, bytes: &[u8]) {
         match self.decoder.data(cx, dir, ts, bytes) {
             // Not in a layer: nothing to stop.
             Control::Continue | Control::StopTls => {}

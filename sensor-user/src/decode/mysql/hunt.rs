@@ -12,6 +12,7 @@
 
 use super::framer::MAX_PACKET;
 use super::wire::{self, cap, com};
+use crate::decode::kit;
 
 fn u24(w: &[u8], i: usize) -> usize {
     usize::from(w[i]) | usize::from(w[i + 1]) << 8 | usize::from(w[i + 2]) << 16
@@ -79,8 +80,9 @@ fn complete_request(body: &[u8]) -> bool {
     }
 }
 
+/// A non-empty name without control characters.
 fn printable(b: &[u8]) -> bool {
-    !b.is_empty() && b.iter().all(|&c| c >= 0x20 && c != 0x7f)
+    !b.is_empty() && kit::printable(b)
 }
 
 /// Looks like the start of an SQL statement: a keyword, a parenthesis or a comment first,

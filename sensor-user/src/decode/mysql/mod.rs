@@ -65,8 +65,9 @@ mod wire;
 mod tests;
 
 use super::fingerprint::{Dialect, fingerprint_cached};
+use super::kit::{self, Exchange, Login};
 use super::{Control, DecodeCtx, Decoder, Dir, Gap};
-use crate::model::{LoginRecord, Outcome, QueryRecord, Record};
+use crate::model::Outcome;
 use framer::{Framer, MAX_PACKET, Packet, Sink};
 use std::collections::{HashMap, VecDeque};
 use wire::{cap, com, status};
@@ -100,16 +101,6 @@ enum Phase {
     Replication,
     /// The login failed; the server closes the connection.
     Dead,
-}
-
-/// A login attempt (handshake or COM_CHANGE_USER) awaiting its outcome.
-#[derive(Clone, Debug, Default)]
-struct Login {
-    ts_ns: u64,
-    user: Option<String>,
-    database: Option<String>,
-    application: Option<String>,
-    method: Option<String>,
 }
 
 /// What is remembered of a prepared statement.
@@ -490,22 +481,12 @@ impl Session {
     fn emit_login(
         &mut self,
         cx: &mut DecodeCtx<'_>,
-        l: Login,
+        mut l: Login,
         outcome: Outcome,
         error: Option<String>,
     ) {
-        cx.out.push(Record::Login(LoginRecord {
-            ts: cx.clock.at(l.ts_ns),
-            endpoint: cx.endpoint.clone(),
-            user: l.user,
-            database: l.database,
-            application: l.application,
-            outcome,
-            error_code: error,
-            tls: false,
-            auth_method: l.method,
-            server_version: self.server_version.clone(),
-        }));
+        l.server_version = self.server_version.clone();
+        l.report(cx, outcome, error);
     }
 
     fn emit_query(&mut self, cx: &mut DecodeCtx<'_>, q: Pending) {
@@ -527,22 +508,23 @@ impl Session {
                 self.stmts.clear();
             }
         }
-        cx.out.push(Record::Query(QueryRecord {
-            ts: cx.clock.at(q.ts_ns),
-            endpoint: cx.endpoint.clone(),
+        let r = Exchange {
+            ts_ns: q.ts_ns,
+            first_ns: q.first_ts,
+            end_ns: q.end_ts,
             user: self.user.clone(),
             database,
             verb: q.verb,
             fingerprint: q.fingerprint,
-            query: if cx.redact { None } else { q.query },
+            text: q.query,
             rows,
             error_code: q.error,
             bytes_request: q.bytes_request,
             bytes_response: q.bytes_response,
-            latency_first_byte_us: q.first_ts.map(|t| t.saturating_sub(q.ts_ns) / 1000),
-            latency_us: q.end_ts.saturating_sub(q.ts_ns) / 1000,
             prepared: q.prepared,
-        }));
+        }
+        .record(cx);
+        cx.out.push(r);
     }
 
     // ---- connection phase ----
@@ -613,7 +595,8 @@ impl Session {
             user: h.user,
             database: h.database,
             application: wire::application(&h.attrs),
-            method,
+            auth_method: method,
+            ..Default::default()
         });
         self.phase = Phase::Auth;
         self.seq_next = p.last_seq.wrapping_add(1);
@@ -637,7 +620,7 @@ impl Session {
                     wire::name(wire::Rd::new(&p.head[1..]).nul_or_end())
                 };
                 if plugin.is_some() {
-                    login.method = plugin;
+                    login.auth_method = plugin;
                 }
                 None
             }
@@ -716,7 +699,7 @@ impl Session {
         let mut q = Pending::new(cmd, p, RState::Single);
         match cmd {
             com::QUERY => {
-                let sql = wire::text(wire::query_text(body, self.query_attrs()), REQ_CAP);
+                let sql = kit::text(wire::query_text(body, self.query_attrs()), REQ_CAP);
                 let (verb, fp) = fingerprint_cached(&sql, Dialect::MySql);
                 if !verb.is_empty() {
                     q.verb = verb;
@@ -729,7 +712,7 @@ impl Session {
                 q.st = RState::Start;
             }
             com::STMT_PREPARE => {
-                let sql = wire::text(body, REQ_CAP);
+                let sql = kit::text(body, REQ_CAP);
                 let (verb, fp) = fingerprint_cached(&sql, Dialect::MySql);
                 q.fingerprint.clone_from(&fp);
                 q.query = Some(sql.clone());
@@ -784,7 +767,8 @@ impl Session {
                     user: h.user,
                     database: h.database,
                     application: wire::application(&h.attrs).or_else(|| self.application.clone()),
-                    method: h.plugin.or_else(|| self.server_plugin.clone()),
+                    auth_method: h.plugin.or_else(|| self.server_plugin.clone()),
+                    ..Default::default()
                 });
                 q.st = RState::Auth;
             }

@@ -1,7 +1,7 @@
 //! Conversations built byte by byte from the protocol documentation.
 
 use super::*;
-use crate::model::{DecoderStats, Protocol};
+use crate::model::{DecoderStats, LoginRecord, Protocol, QueryRecord};
 use crate::testkit::{self, Harness, Run};
 
 // ---------- building packets ----------

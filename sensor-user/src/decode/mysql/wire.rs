@@ -2,6 +2,8 @@
 //! packets the decoder looks inside. Every parser works on a captured prefix of a payload
 //! and returns `None` (never panics) when the bytes do not fit the format.
 
+use crate::decode::kit::text;
+
 /// Capability flags (client and server, lower 32 bits).
 pub mod cap {
     /// MySQL: "long password"; MariaDB servers clear it ("CLIENT_MYSQL") and then carry
@@ -206,12 +208,6 @@ impl<'a> Rd<'a> {
         self.i = self.b.len();
         r
     }
-}
-
-/// Text for a record: lossy UTF-8, at most `max` bytes.
-pub fn text(b: &[u8], max: usize) -> String {
-    let b = &b[..b.len().min(max)];
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A name (user, database, plugin, attribute): empty means absent.

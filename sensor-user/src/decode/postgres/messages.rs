@@ -5,7 +5,10 @@
 //! Every message after start-up is `type:u8 length:i32 body`, where `length` counts itself
 //! but not the type byte. Start-up packets have no type byte.
 
-use crate::decode::Dir;
+use crate::decode::{
+    Dir,
+    kit::{lossy, printable},
+};
 
 /// Largest body accepted in sync (the server's own limit for most messages is 1 GiB).
 pub const MAX_BODY: u64 = 1 << 30;
@@ -126,10 +129,6 @@ pub fn keep_len(dir: Dir, t: u8) -> usize {
             _ => 0,
         },
     }
-}
-
-fn printable(b: &[u8]) -> bool {
-    b.iter().all(|&c| (0x20..0x7f).contains(&c) || c >= 0x80)
 }
 
 /// A NUL-terminated name at the start of `b` made of printable bytes; `None` when the bytes
@@ -280,10 +279,6 @@ pub fn cstr<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     let n = rest.iter().position(|&c| c == 0)?;
     *pos += n + 1;
     Some(&rest[..n])
-}
-
-pub fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// An untyped start-up packet (its body, after the length word).

@@ -98,12 +98,13 @@ pub mod messages;
 #[cfg(test)]
 mod tests;
 
+use super::kit::{Exchange, Login, lossy};
 use crate::{
     decode::{Control, DecodeCtx, Decoder, Dir, Gap, fingerprint},
-    model::{LoginRecord, Outcome, QueryRecord, Record},
+    model::{Outcome, Record},
 };
 use framer::{Ev, Framer, Mode, Msg};
-use messages::{StartupPacket, cstr, lossy};
+use messages::{StartupPacket, cstr};
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -559,16 +560,6 @@ enum Phase {
     Dead,
 }
 
-#[derive(Debug)]
-struct Login {
-    ts_ns: u64,
-    user: Option<String>,
-    database: Option<String>,
-    application: Option<String>,
-    auth_method: Option<String>,
-    server_version: Option<String>,
-}
-
 /// Who a record is about, and records held back.
 #[derive(Default)]
 struct Session {
@@ -590,22 +581,23 @@ impl Session {
         end_ts: u64,
         hold: bool,
     ) {
-        let r = Record::Query(QueryRecord {
-            ts: cx.clock.at(q.ts_ns),
-            endpoint: cx.endpoint.clone(),
+        let r = Exchange {
+            ts_ns: q.ts_ns,
+            first_ns: first,
+            end_ns: end_ts,
             user: self.user.clone(),
             database: self.database.clone(),
             verb: q.stmt.verb.clone(),
             fingerprint: q.stmt.fingerprint.clone(),
-            query: if cx.redact { None } else { q.stmt.text.clone() },
+            // Cloned only when it will be reported.
+            text: if cx.redact { None } else { q.stmt.text.clone() },
             rows,
             error_code: q.error.clone(),
             bytes_request: q.bytes_req,
             bytes_response: q.bytes_resp,
-            latency_first_byte_us: first.map(|t| t.saturating_sub(q.ts_ns) / 1000),
-            latency_us: end_ts.saturating_sub(q.ts_ns) / 1000,
             prepared: q.prepared,
-        });
+        }
+        .record(cx);
         if hold && self.held.len() < MAX_EXECS {
             self.held.push(r);
         } else {
@@ -706,19 +698,9 @@ impl PostgresDecoder {
     }
 
     fn emit_login(&mut self, cx: &mut DecodeCtx<'_>, outcome: Outcome, error: Option<String>) {
-        let Some(l) = self.login.take() else { return };
-        cx.out.push(Record::Login(LoginRecord {
-            ts: cx.clock.at(l.ts_ns),
-            endpoint: cx.endpoint.clone(),
-            user: l.user,
-            database: l.database,
-            application: l.application,
-            outcome,
-            error_code: error,
-            tls: false,
-            auth_method: l.auth_method,
-            server_version: l.server_version,
-        }));
+        if let Some(l) = self.login.take() {
+            l.report(cx, outcome, error);
+        }
     }
 
     // ---- framing events ----
@@ -928,8 +910,7 @@ impl PostgresDecoder {
                     user,
                     database,
                     application: get("application_name"),
-                    auth_method: None,
-                    server_version: None,
+                    ..Login::default()
                 });
                 self.phase = Phase::Auth;
                 self.req.mode = Mode::Typed;

@@ -1,0 +1,10 @@
+//! What every decoder shares: the login and query records it makes ([`Login`], [`Exchange`]),
+//! and the text helpers for bytes a client or server chose.
+
+mod login;
+mod query;
+mod text;
+
+pub use login::Login;
+pub use query::Exchange;
+pub use text::{lossy, printable, text};
