@@ -1,4 +1,5 @@
-//! The benchmark's programs (`cargo xtask bench`).
+//! The benchmark's programs (`cargo xtask bench`), built only with the `bench` feature so that
+//! the production object does not carry them.
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,

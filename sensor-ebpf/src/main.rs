@@ -12,13 +12,14 @@
 //! - [`tcp`]: a database segment, whichever path found it; [`flow`] its flow's summary,
 //!   [`event`] its ring-buffer record;
 //! - [`maps`], [`counters`], [`encap`] (VXLAN/GENEVE headers, the verdict on mirrored frames);
-//! - [`bench`]: the benchmark's programs.
+//! - `bench` (feature `bench`): the benchmark's programs, absent from the production object.
 #![no_std]
 #![no_main]
 // The BPF target's `core` has no 64-bit atomic RMW types (no CAS), but BPF has atomic add.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+#[cfg(feature = "bench")]
 mod bench;
 mod counters;
 mod direct;
