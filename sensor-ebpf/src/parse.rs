@@ -26,14 +26,21 @@ pub fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> 
     // Uninitialised on purpose: zeroing becomes a byte-wise memset call the verifier walks
     // byte by byte; the helper writes all N bytes (or zeroes them on failure).
     let mut buf = core::mem::MaybeUninit::<[u8; N]>::uninit();
+    // SAFETY: the helper writes at most N bytes, the size of `buf`.
     let ret =
         unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
+    // SAFETY: on success the helper wrote all N bytes.
     (ret == 0).then(|| unsafe { buf.assume_init() })
 }
 
 /// Copies `len` bytes at `offset` into `dst` (map memory), false if the frame is shorter.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of `len` bytes.
 #[inline(always)]
-fn load_into(ctx: &XdpContext, offset: usize, dst: *mut u8, len: u32) -> bool {
+unsafe fn load_into(ctx: &XdpContext, offset: usize, dst: *mut u8, len: u32) -> bool {
+    // SAFETY: the helper writes at most `len` bytes at `dst` (the caller's contract).
     unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, dst.cast(), len) == 0 }
 }
 
@@ -80,11 +87,15 @@ impl L3 {
             (key.server_addr.as_mut_ptr(), key.client_addr.as_mut_ptr())
         };
         if self.v6 {
-            return load_into(ctx, self.addr_off, client, 16)
-                && load_into(ctx, self.addr_off + 16, server, 16);
+            // SAFETY: `client` and `server` point to the key's two 16-byte addresses.
+            return unsafe {
+                load_into(ctx, self.addr_off, client, 16)
+                    && load_into(ctx, self.addr_off + 16, server, 16)
+            };
         }
         key.client_addr = V4_MAPPED_ZERO;
         key.server_addr = V4_MAPPED_ZERO;
+        // SAFETY: the last 4 bytes of the key's two 16-byte addresses (IPv4-mapped IPv6).
         unsafe {
             load_into(ctx, self.addr_off, client.add(12), 4)
                 && load_into(ctx, self.addr_off + 4, server.add(12), 4)

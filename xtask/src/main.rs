@@ -126,10 +126,22 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
 }
 
 fn build_ebpf() -> Result<PathBuf> {
+    build_ebpf_object(false)
+}
+
+/// Builds the XDP object. `bench`: with the benchmark's programs (feature `bench`), into
+/// sensor-ebpf/target-bench; the production object, which the tests embed, stays as it is.
+fn build_ebpf_object(bench: bool) -> Result<PathBuf> {
     let route = toolchain::ensure(true)?;
     println!("xtask: building sensor-ebpf with {}", route.describe());
-    run(&mut route.build_command(&root().join("sensor-ebpf")))?;
-    let obj = ebpf_object();
+    let dir = root().join("sensor-ebpf");
+    run(&mut route.build_command(&dir, bench))?;
+    let obj = if bench {
+        dir.join(toolchain::BENCH_TARGET_DIR)
+            .join("bpfel-unknown-none/release/sensor-ebpf")
+    } else {
+        ebpf_object()
+    };
     if !obj.is_file() {
         bail!("the eBPF build succeeded but {} is missing", obj.display());
     }
@@ -246,7 +258,7 @@ fn real_main() -> Result<()> {
         Cmd::Scenarios(args) => scenarios::run(&args),
         Cmd::Bench { quick, only } => {
             toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
-            let obj = build_ebpf()?;
+            let obj = build_ebpf_object(true)?;
             let mut c = cargo();
             c.args(["bench", "-p", "sensor-user", "--bench", "suite"])
                 .env("RDS_SENSOR_EBPF_OBJ", &obj)

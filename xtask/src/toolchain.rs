@@ -27,6 +27,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Target directory (in sensor-ebpf/) of the object with the benchmark's programs.
+pub const BENCH_TARGET_DIR: &str = "target-bench";
 
 #[derive(Clone, Debug)]
 pub enum Route {
@@ -45,9 +47,16 @@ impl Route {
         }
     }
 
-    /// The command that builds the eBPF crate in `dir` (release).
-    pub fn build_command(&self, dir: &Path) -> Command {
-        self.cargo_command(dir, "build")
+    /// The command that builds the eBPF crate in `dir` (release). `bench`: with the feature of
+    /// that name (the benchmark's programs), into [`BENCH_TARGET_DIR`] under `dir`, so that the
+    /// production object in `dir/target` stays as it is.
+    pub fn build_command(&self, dir: &Path, bench: bool) -> Command {
+        let mut c = self.cargo_command(dir, "build");
+        if bench {
+            c.args(["--features", "bench", "--target-dir"])
+                .arg(dir.join(BENCH_TARGET_DIR));
+        }
+        c
     }
 
     /// clippy with `-D warnings` on the eBPF crate, with the same toolchain and target.

@@ -1,0 +1,99 @@
+//! A database segment's ring-buffer record (`EVENTS`): `EventHeader` + head + tail bytes.
+
+use crate::{
+    counters::count,
+    maps::{EVENTS, Scratch},
+};
+use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use sensor_common::{Counters, EventHeader, MAX_PAYLOAD_CAP, counter};
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Ring-buffer output flags for `SensorConfig::wakeup_bytes`: one forced wakeup when this
+/// record takes the waiting bytes across the threshold, none otherwise. Forcing on every
+/// record above it would wake the reader (irq_work, then a context switch) once per event
+/// for as long as it lags, which is when it can least afford it.
+#[inline(always)]
+fn wakeup_flags(wakeup_bytes: u32, len: u64) -> u64 {
+    if wakeup_bytes == 0 {
+        return 0;
+    }
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if waiting < wakeup_bytes as u64 && waiting + len >= wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Completes the record in `scratch` (every header field but the lengths is written) with the
+/// payload's head and tail, and outputs it.
+///
+/// `scratch`: this CPU's `SCRATCH` value (from a map lookup), not referenced elsewhere during
+/// the call.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn send_event(
+    ctx: &XdpContext,
+    c: &mut Counters,
+    wakeup_bytes: u32,
+    scratch: *mut Scratch,
+    payload_off: u32,
+    captured: u32,
+    head: u32,
+    tail: u32,
+) {
+    // SAFETY: `scratch` is a valid pointer into this CPU's value, which only this CPU uses.
+    unsafe {
+        (*scratch).event.hdr.head_len = head as u16;
+        (*scratch).event.hdr.tail_len = tail as u16;
+        (*scratch).event.hdr.captured_len = captured;
+        (*scratch).payload_off = payload_off;
+    }
+    // Read the lengths back from map memory: the verifier does not track values through map
+    // values, so these are fresh scalars bounded only by the checks below. Without this, the
+    // precision the helpers' size arguments need propagates back to every header offset and
+    // defeats state pruning.
+    // SAFETY: as above; volatile so that the loads are not folded into the stores.
+    let (head, tail, captured, payload_off) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*scratch).event.hdr.head_len) as u32,
+            core::ptr::read_volatile(&raw const (*scratch).event.hdr.tail_len) as u32,
+            core::ptr::read_volatile(&raw const (*scratch).event.hdr.captured_len),
+            core::ptr::read_volatile(&raw const (*scratch).payload_off),
+        )
+    };
+    // `data` is 2 × MAX_PAYLOAD_CAP so that head + tail fits with each bounded on its own.
+    if head > MAX_PAYLOAD_CAP as u32 || tail > MAX_PAYLOAD_CAP as u32 {
+        return;
+    }
+    // SAFETY: `data` has 2 × MAX_PAYLOAD_CAP bytes and head, tail ≤ MAX_PAYLOAD_CAP (checked
+    // above), so both copies stay inside it; the helper checks the frame's side. The record
+    // is the header plus head + tail bytes of `data`, all inside the value.
+    unsafe {
+        let data = (&raw mut (*scratch).event.data).cast::<u8>();
+        if head > 0 && bpf_xdp_load_bytes(ctx.ctx, payload_off, data.cast(), head) != 0 {
+            count(c, counter::MALFORMED);
+            return;
+        }
+        if tail > 0
+            && bpf_xdp_load_bytes(
+                ctx.ctx,
+                payload_off + captured - tail,
+                data.add(head as usize).cast(),
+                tail,
+            ) != 0
+        {
+            count(c, counter::MALFORMED);
+            return;
+        }
+        let len = EventHeader::SIZE + head as usize + tail as usize;
+        let record = core::slice::from_raw_parts(scratch.cast::<u8>(), len);
+        match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes, len as u64)) {
+            Ok(()) => count(c, counter::EVENTS_SENT),
+            Err(_) => count(c, counter::EVENTS_DROPPED),
+        }
+    }
+}
