@@ -261,6 +261,14 @@ pub fn batch_bus(events: Vec<BusEvent>) -> Vec<Vec<BusEvent>> {
     out
 }
 
+/// Seconds since the epoch, now.
+pub(crate) fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO)
+        .as_secs() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,12 +364,4 @@ mod tests {
         }
         assert!(b[0][0].message.len() <= LOG_MESSAGE_MAX);
     }
-}
-
-/// Seconds since the epoch, now.
-pub(crate) fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(std::time::Duration::ZERO)
-        .as_secs() as i64
 }
