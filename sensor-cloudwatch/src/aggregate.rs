@@ -23,7 +23,10 @@ use crate::{
     distribution::Distribution,
     model::{Datum, Dimension, Unit},
 };
-use rds_sensor::model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord};
+use rds_sensor::{
+    aggregate::{Dims, Instances},
+    model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord},
+};
 use std::collections::{BTreeMap, HashMap};
 
 pub mod names {
@@ -57,9 +60,7 @@ pub mod names {
 }
 use names::*;
 
-/// Value of `Database` when the protocol did not say, and of a folded instance or database.
-pub const NO_DATABASE: &str = "(none)";
-pub const OTHER: &str = "(other)";
+pub use rds_sensor::aggregate::{NO_DATABASE, OTHER};
 /// Longest `Fingerprint` dimension value sent (CloudWatch takes 1024).
 const FINGERPRINT_MAX: usize = 250;
 
@@ -117,15 +118,13 @@ struct SensorAgg {
     new_connections: u64,
     flows_active: u64,
     connections_active: u64,
-    folded: u64,
 }
 
-#[derive(Default)]
 struct Period {
     dbs: HashMap<(String, String), DbAgg>,
     instances: HashMap<String, InstAgg>,
-    /// Databases seen per instance, for the cardinality bound.
-    db_count: HashMap<String, usize>,
+    /// The cardinality bound, per period.
+    dims: Dims,
     fps: HashMap<FpKey, FpAgg>,
     sensor: SensorAgg,
 }
@@ -144,6 +143,7 @@ struct Totals {
 
 pub struct Aggregator {
     cfg: std::sync::Arc<Config>,
+    instances: Instances,
     sensor: String,
     periods: BTreeMap<i64, Period>,
     totals: Totals,
@@ -153,6 +153,7 @@ impl Aggregator {
     pub fn new(cfg: std::sync::Arc<Config>) -> Self {
         Self {
             sensor: cfg.sensor(),
+            instances: cfg.instances(),
             cfg,
             periods: BTreeMap::new(),
             totals: Totals::default(),
@@ -161,55 +162,29 @@ impl Aggregator {
 
     fn period(&mut self, t: i64) -> &mut Period {
         let p = self.cfg.period_s as i64;
-        self.periods.entry(t - t.rem_euclid(p)).or_default()
+        let (max_instances, max_databases) =
+            (self.cfg.max_instances, self.cfg.max_databases_per_instance);
+        self.periods
+            .entry(t - t.rem_euclid(p))
+            .or_insert_with(|| Period {
+                dbs: HashMap::new(),
+                instances: HashMap::new(),
+                dims: Dims::new(max_instances, max_databases),
+                fps: HashMap::new(),
+                sensor: SensorAgg::default(),
+            })
     }
 
-    /// The instance of a server, folded to `(other)` past the bound (and then true).
-    fn instance_key(&mut self, t: i64, server: &str) -> (String, bool) {
-        let inst = self.cfg.instance_of(server);
-        let max = self.cfg.max_instances;
-        let p = self.period(t);
-        if p.db_count.contains_key(&inst) || p.db_count.len() < max {
-            p.db_count.entry(inst.clone()).or_insert(0);
-            (inst, false)
-        } else {
-            (OTHER.into(), true)
-        }
-    }
-
-    /// The instance of a server for a record that has no database; folds are counted.
+    /// The instance of a server for a record that has no database, bounded.
     fn instance_only(&mut self, t: i64, server: &str) -> String {
-        let (inst, folded) = self.instance_key(t, server);
-        self.period(t).sensor.folded += u64::from(folded);
-        inst
+        let inst = self.instances.resolve(server);
+        self.period(t).dims.instance(inst)
     }
 
+    /// The (instance, database) of a record, bounded.
     fn db_key(&mut self, t: i64, server: &str, database: Option<&str>) -> (String, String) {
-        let (inst, inst_folded) = self.instance_key(t, server);
-        let db = database
-            .filter(|d| !d.is_empty())
-            .unwrap_or(NO_DATABASE)
-            .to_string();
-        let max = self.cfg.max_databases_per_instance;
-        let p = self.period(t);
-        let key = (inst, db);
-        p.sensor.folded += u64::from(inst_folded);
-        if p.dbs.contains_key(&key) {
-            return key;
-        }
-        let n = p.db_count.entry(key.0.clone()).or_insert(0);
-        if *n < max {
-            *n += 1;
-            key
-        } else {
-            // One fold per record: an instance folded already counted.
-            p.sensor.folded += u64::from(!inst_folded);
-            let key = (key.0, OTHER.to_string());
-            if !p.dbs.contains_key(&key) {
-                *n += 1;
-            }
-            key
-        }
+        let inst = self.instances.resolve(server);
+        self.period(t).dims.database(inst, database)
     }
 
     pub fn query(&mut self, q: &QueryRecord, t: i64) {
@@ -387,8 +362,14 @@ impl Aggregator {
                 e.count(out, name, &dims, Unit::Count, v);
             }
         }
-        if s.folded > 0 {
-            e.count(out, DIMENSIONS_FOLDED, &dims, Unit::Count, s.folded);
+        if period.dims.folded > 0 {
+            e.count(
+                out,
+                DIMENSIONS_FOLDED,
+                &dims,
+                Unit::Count,
+                period.dims.folded,
+            );
         }
     }
 }

@@ -104,8 +104,8 @@ impl Default for Config {
             per_instance_rollup: true,
             top_fingerprints: 0,
             max_fingerprints_tracked: 1000,
-            max_instances: 50,
-            max_databases_per_instance: 20,
+            max_instances: rds_sensor::aggregate::MAX_INSTANCES,
+            max_databases_per_instance: rds_sensor::aggregate::MAX_DATABASES,
             latency_precision: crate::distribution::PRECISION,
             max_values_per_datum: crate::distribution::MAX_VALUES_PER_DATUM,
             max_datums_per_request: 1000,
@@ -235,20 +235,9 @@ impl Config {
         self.sensor_id.clone().unwrap_or_else(hostname)
     }
 
-    /// The DBInstanceIdentifier of a server `ADDRESS:PORT`.
-    pub fn instance_of(&self, server: &str) -> String {
-        if let Some(id) = self.db_instances.get(server) {
-            return id.clone();
-        }
-        let addr = match server.rsplit_once(':') {
-            Some((a, p)) if p.chars().all(|c| c.is_ascii_digit()) => a,
-            _ => server,
-        };
-        self.db_instances
-            .get(addr)
-            .or_else(|| self.db_instances.get(addr.trim_matches(['[', ']'])))
-            .cloned()
-            .unwrap_or_else(|| server.to_string())
+    /// The server → instance resolver every sink shares.
+    pub fn instances(&self) -> rds_sensor::aggregate::Instances {
+        rds_sensor::aggregate::Instances::new(self.db_instances.clone())
     }
 }
 
@@ -308,11 +297,11 @@ mod tests {
         };
         let c = Config::from_args(&args).unwrap();
         assert_eq!((c.namespace.as_str(), c.period_s), ("Test/NS", 30));
-        assert_eq!(c.instance_of("10.0.0.5:5432"), "orders-db");
-        assert_eq!(c.instance_of("10.0.0.6:3306"), "users-db");
-        assert_eq!(c.instance_of("10.0.0.6:3307"), "10.0.0.6:3307");
-        assert_eq!(c.instance_of("10.0.0.7:3306"), "mapped-db");
-        assert_eq!(c.instance_of("[2001:db8::10]:5432"), "v6-db");
+        assert_eq!(c.instances().resolve("10.0.0.5:5432"), "orders-db");
+        assert_eq!(c.instances().resolve("10.0.0.6:3306"), "users-db");
+        assert_eq!(c.instances().resolve("10.0.0.6:3307"), "10.0.0.6:3307");
+        assert_eq!(c.instances().resolve("10.0.0.7:3306"), "mapped-db");
+        assert_eq!(c.instances().resolve("[2001:db8::10]:5432"), "v6-db");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -592,7 +592,9 @@ async fn with_prometheus(
     mut sinks: Vec<Box<dyn Sink>>,
 ) -> Result<Vec<Box<dyn Sink>>> {
     if let Some(addr) = common.prometheus {
-        let p = crate::sinks::prometheus::Prometheus::new(&common.cloudwatch.db_instances);
+        let p = crate::sinks::prometheus::Prometheus::new(crate::aggregate::Instances::new(
+            common.cloudwatch.db_instances.iter().cloned(),
+        ));
         let local = p.clone().serve(addr).await?;
         tracing::info!(address = %local, "Prometheus metrics at http://{local}/metrics");
         sinks.push(Box::new(p));

@@ -2,15 +2,20 @@
 //! `output.prometheus` in the config file): the figures the CloudWatch sink sends, as counters
 //! since start and latency summaries, for teams that scrape.
 //!
+//! Series are bounded as CloudWatch's dimensions are ([`Dims`]: at most [`MAX_INSTANCES`]
+//! instances and [`MAX_DATABASES`] databases each, then `(other)`), folds counted in
+//! `rds_sensor_dimensions_folded_total`; instances are named by the shared [`Instances`].
+//!
 //! A minimal HTTP/1.1 server on tokio's `TcpListener`: `GET /metrics` (any other path: 404),
 //! one response per connection. Loopback unless an address says otherwise.
 
+use crate::aggregate::{Dims, Instances, MAX_DATABASES, MAX_INSTANCES};
 use crate::model::{Outcome, Record};
 use crate::sinks::Sink;
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -41,8 +46,8 @@ fn record(h: &mut Option<Histogram<u64>>, v: u64) {
         .saturating_record(v.max(1));
 }
 
-#[derive(Default)]
 struct Metrics {
+    dims: Dims,
     /// (instance, database)
     queries: BTreeMap<(String, String), Series>,
     /// (instance, outcome)
@@ -52,34 +57,32 @@ struct Metrics {
     health: Vec<(&'static str, &'static str, &'static str, u64)>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            dims: Dims::new(MAX_INSTANCES, MAX_DATABASES),
+            queries: BTreeMap::new(),
+            logins: BTreeMap::new(),
+            bytes: BTreeMap::new(),
+            health: Vec::new(),
+        }
+    }
+}
+
 /// The sink; clones share the figures with the server.
 #[derive(Clone, Default)]
 pub struct Prometheus {
     metrics: Arc<Mutex<Metrics>>,
     /// Server → DBInstanceIdentifier (`--db-instance`, `[instances]`).
-    instances: Arc<HashMap<String, String>>,
+    instances: Arc<Instances>,
 }
 
 impl Prometheus {
-    pub fn new(instances: &[(String, String)]) -> Self {
+    pub fn new(instances: Instances) -> Self {
         Self {
             metrics: Arc::default(),
-            instances: Arc::new(instances.iter().cloned().collect()),
+            instances: Arc::new(instances),
         }
-    }
-
-    fn instance(&self, server: &str) -> String {
-        if let Some(id) = self.instances.get(server) {
-            return id.clone();
-        }
-        let addr = server
-            .rsplit_once(':')
-            .map_or(server, |(a, _)| a)
-            .trim_matches(['[', ']']);
-        self.instances
-            .get(addr)
-            .cloned()
-            .unwrap_or_else(|| server.to_string())
     }
 
     /// Binds and serves until the runtime stops.
@@ -247,6 +250,12 @@ impl Prometheus {
         for (name, kind, help, v) in &m.health {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
+        let name = "rds_sensor_dimensions_folded_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Records whose instance or database went to (other).\n# TYPE {name} counter\n{name} {}",
+            m.dims.folded
+        );
         o
     }
 }
@@ -256,10 +265,8 @@ impl Sink for Prometheus {
         let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         match r {
             Record::Query(q) => {
-                let key = (
-                    self.instance(&q.endpoint.server),
-                    q.database.clone().unwrap_or_default(),
-                );
+                let inst = self.instances.resolve(&q.endpoint.server);
+                let key = m.dims.database(inst, q.database.as_deref());
                 let s = m.queries.entry(key).or_default();
                 s.queries += 1;
                 s.errors += u64::from(q.error_code.is_some());
@@ -276,12 +283,12 @@ impl Sink for Prometheus {
                     Outcome::Success => "success",
                     Outcome::Failure => "failure",
                 };
-                *m.logins
-                    .entry((self.instance(&l.endpoint.server), outcome))
-                    .or_default() += 1;
+                let inst = m.dims.instance(self.instances.resolve(&l.endpoint.server));
+                *m.logins.entry((inst, outcome)).or_default() += 1;
             }
             Record::Flow(f) => {
-                let e = m.bytes.entry(self.instance(&f.server)).or_default();
+                let inst = m.dims.instance(self.instances.resolve(&f.server));
+                let e = m.bytes.entry(inst).or_default();
                 e.0 += f.bytes_to_server;
                 e.1 += f.bytes_to_client;
                 e.2 += 1;
@@ -370,7 +377,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let mut sink = Prometheus::new(&[("10.0.3.17".into(), "orders-db".into())]);
+        let mut sink = Prometheus::new(Instances::new([("10.0.3.17", "orders-db")]));
         for (us, err) in [(1_000, false), (2_000, false), (400_000, true)] {
             sink.emit(&Record::Query(QueryRecord {
                 ts: Timestamp::default(),
@@ -431,5 +438,48 @@ mod tests {
         ] {
             assert!(body.lines().any(|x| x.starts_with(&line)), "no `{line}` in\n{body}");
         }
+    }
+
+    /// Database names are the client's to choose: past the bound they fold into `(other)`,
+    /// and the folds are counted.
+    #[test]
+    fn series_are_bounded_and_folds_counted() {
+        let mut sink = Prometheus::new(Instances::default());
+        for i in 0..100 {
+            sink.emit(&Record::Query(QueryRecord {
+                ts: Timestamp::default(),
+                endpoint: Endpoint {
+                    server: "10.0.3.17:5432".into(),
+                    ..Endpoint::default()
+                },
+                user: None,
+                database: Some(format!("db{i}")),
+                verb: "SELECT".into(),
+                fingerprint: "SELECT ?".into(),
+                query: None,
+                rows: None,
+                error_code: None,
+                bytes_request: 1,
+                bytes_response: 1,
+                latency_first_byte_us: None,
+                latency_us: 10,
+                prepared: false,
+            }))
+            .unwrap();
+        }
+        let body = sink.render();
+        let series = body
+            .lines()
+            .filter(|l| l.starts_with("rds_sensor_queries_total{"))
+            .count();
+        assert_eq!(series, MAX_DATABASES + 1, "{body}");
+        assert!(body.contains("database=\"(other)\"} 80"), "{body}");
+        assert!(
+            body.contains(&format!(
+                "rds_sensor_dimensions_folded_total {}",
+                100 - MAX_DATABASES
+            )),
+            "{body}"
+        );
     }
 }
