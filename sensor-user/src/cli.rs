@@ -20,7 +20,7 @@ use crate::{
 };
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sensor_common::{DEFAULT_DB_PORTS, MAX_PAYLOAD_CAP, SensorConfig, config_flags};
+use sensor_common::{MAX_PAYLOAD_CAP, SensorConfig, config_flags};
 use std::{path::PathBuf, time::Duration};
 
 /// The binary that has the CloudWatch sinks built in.
@@ -180,9 +180,13 @@ struct Common {
     /// Off unless given.
     #[arg(long, value_name = "ADDR", value_parser = crate::sinks::prometheus::parse_listen)]
     prometheus: Option<std::net::SocketAddr>,
-    /// The file `--config` named, once read (limits come from it).
+    /// The file `--config` named, as read (SIGHUP compares a new one with it).
     #[arg(skip)]
     file: Option<crate::config::Config>,
+    /// What everything runs with: the defaults ([`crate::config::Config::default`], the one
+    /// place they are), then the `--config` file, then the switches given.
+    #[arg(skip)]
+    settings: crate::config::Config,
     /// The live dashboard, in place of stdout, when it runs.
     #[arg(skip)]
     screen: Option<crate::sinks::tui::TuiSink>,
@@ -193,15 +197,17 @@ struct Common {
     /// One JSON object per line on stdout instead of text.
     #[arg(long)]
     json: bool,
-    /// Payload bytes copied per segment (at most 4096).
-    #[arg(long, default_value_t = sensor_common::DEFAULT_PAYLOAD_CAP, value_parser = clap::value_parser!(u16).range(0..=MAX_PAYLOAD_CAP as i64))]
-    payload_cap: u16,
-    /// Of those, bytes taken from the end of a segment longer than the cap.
-    #[arg(long, default_value_t = sensor_common::DEFAULT_TAIL_CAP)]
-    tail_cap: u16,
-    /// Seconds without a segment after which a flow is reported and forgotten.
-    #[arg(long, default_value_t = 300)]
-    flow_idle_timeout: u64,
+    /// Payload bytes copied per segment (at most 4096; `capture.payload_cap`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=MAX_PAYLOAD_CAP as i64))]
+    payload_cap: Option<u16>,
+    /// Of those, bytes taken from the end of a segment longer than the cap
+    /// (`capture.tail_cap`).
+    #[arg(long)]
+    tail_cap: Option<u16>,
+    /// Seconds without a segment after which a flow is reported and forgotten
+    /// (`limits.flow_idle_timeout_s`).
+    #[arg(long)]
+    flow_idle_timeout: Option<u64>,
     /// Show query literals, parameters and authentication payloads (redacted by default).
     #[arg(long)]
     no_redact: bool,
@@ -217,17 +223,14 @@ struct Common {
 
 impl Common {
     fn ports(&self) -> Vec<(u16, u8)> {
-        if self.ports.is_empty() {
-            DEFAULT_DB_PORTS.to_vec()
-        } else {
-            self.ports.clone()
-        }
+        self.settings.ports()
     }
 
     fn config(&self, pass_mirrored: bool) -> SensorConfig {
+        let cap = &self.settings.capture;
         let mut c = SensorConfig {
-            payload_cap: self.payload_cap,
-            tail_cap: self.tail_cap.min(self.payload_cap),
+            payload_cap: cap.payload_cap,
+            tail_cap: cap.tail_cap.min(cap.payload_cap),
             ..SensorConfig::default()
         };
         if pass_mirrored {
@@ -236,25 +239,78 @@ impl Common {
         c
     }
 
-    /// The file's limits (or the defaults) with the switches that override them.
-    fn limits(&self) -> crate::config::Limits {
-        let mut limits = self
-            .file
-            .as_ref()
-            .map(|f| f.limits.clone())
-            .unwrap_or_default();
-        if let Some(m) = self.memory_mib {
-            limits.memory_mib = m;
+    fn limits(&self) -> &crate::config::Limits {
+        &self.settings.limits
+    }
+
+    /// The file's settings over the defaults, then every switch given over those: the one
+    /// merge of the three.
+    fn overlay(&mut self, live: Option<&LiveArgs>, iface: Option<&str>) -> Result<()> {
+        let mut s = match &self.config {
+            Some(path) => {
+                let file = crate::config::Config::load(path)?;
+                self.file = Some(file.clone());
+                file
+            }
+            None => crate::config::Config::default(),
+        };
+        if !self.ports.is_empty() {
+            s.database.ports = self
+                .ports
+                .iter()
+                .map(|&(port, p)| match p {
+                    sensor_common::proto::UNKNOWN => port.to_string(),
+                    p => format!("{port}={}", sensor_common::proto::name(p)),
+                })
+                .collect();
         }
-        limits
+        s.output.json |= self.json;
+        s.output.tui &= !self.no_tui;
+        s.redaction.redact &= !self.no_redact;
+        if let Some(addr) = self.prometheus {
+            s.output.prometheus = addr.to_string();
+        }
+        fn set<T>(to: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *to = v;
+            }
+        }
+        set(&mut s.capture.payload_cap, self.payload_cap);
+        set(&mut s.capture.tail_cap, self.tail_cap);
+        set(&mut s.limits.flow_idle_timeout_s, self.flow_idle_timeout);
+        set(&mut s.limits.memory_mib, self.memory_mib);
+        if let Some(l) = live {
+            set(&mut s.capture.xdp_mode, l.mode.map(Into::into));
+            set(&mut s.capture.ring_size, l.ring_size);
+            set(&mut s.limits.flow_entries, l.flow_entries);
+            set(&mut s.output.summary_interval_s, l.summary_interval);
+            s.capture.pass_mirrored |= l.pass_mirrored;
+        }
+        if let Some(i) = iface.filter(|i| !i.is_empty()) {
+            s.capture.interface = i.to_string();
+        }
+        // `--db-instance` for a server the file names too: the switch wins.
+        for (server, id) in &self.cloudwatch.db_instances {
+            s.instances.insert(server.clone(), id.clone());
+        }
+        s.detect.overlay(&self.detect);
+        // The CloudWatch sinks take their settings as a hand-off (their crate has its own).
+        let cw = &mut self.cloudwatch;
+        cw.cloudwatch |= s.cloudwatch_enabled();
+        cw.file_settings = s.cloudwatch_settings();
+        cw.db_instances = s.instances.clone().into_iter().collect();
+        cw.instance_map = s.detect.instance_map_path();
+        self.settings = s;
+        Ok(())
     }
 
     fn pipeline(&self, clock: Clock, extra: Vec<Box<dyn Sink>>) -> Result<Pipeline> {
+        let s = &self.settings;
         let limits = self.limits();
         let budget = crate::config::MemoryBudget::of(&limits);
         let stdout: Box<dyn Sink> = match &self.screen {
             Some(screen) => Box::new(screen.clone()),
-            None => Box::new(Stdout::new(self.json)),
+            None => Box::new(Stdout::new(s.output.json)),
         };
         let sink = if extra.is_empty() {
             stdout
@@ -266,12 +322,12 @@ impl Common {
             PipelineOptions {
                 ports: self.ports(),
                 timeouts: FlowTimeouts {
-                    idle_ns: self.flow_idle_timeout * 1_000_000_000,
+                    idle_ns: s.limits.flow_idle_timeout_s * 1_000_000_000,
                     ..FlowTimeouts::default()
                 },
                 clock,
-                redact: !self.no_redact,
-                detector: self.detect.detector(clock)?,
+                redact: s.redaction.redact,
+                detector: s.detect.detector(clock)?,
                 streams: crate::reassembly::StreamLimits {
                     max_connections: budget.connections,
                     max_held_segments: limits.held_segments,
@@ -289,25 +345,26 @@ impl Common {
 
 #[derive(Args, Clone)]
 struct LiveArgs {
-    /// native, generic, or auto (native with a fallback to generic).
-    #[arg(long, value_enum, default_value = "auto")]
-    mode: AttachMode,
-    /// Ring buffer bytes (power of two). Rule: rate × record size × worst reader delay.
-    #[arg(long, default_value_t = 16 << 20)]
-    ring_size: u32,
+    /// native, generic, or auto (native with a fallback to generic; `capture.xdp_mode`).
+    #[arg(long, value_enum)]
+    mode: Option<AttachMode>,
+    /// Ring buffer bytes (power of two; `capture.ring_size`). Rule: rate × record size ×
+    /// worst reader delay.
+    #[arg(long)]
+    ring_size: Option<u32>,
     /// Bytes waiting in the ring that force a wakeup of the reader (which otherwise drains
     /// every 2 ms); 0: the ring's adaptive wakeups. Default: an eighth of the ring.
     #[arg(long)]
     wakeup_bytes: Option<u32>,
-    /// Kernel flow-table entries (LRU).
-    #[arg(long, default_value_t = 262_144)]
-    flow_entries: u32,
+    /// Kernel flow-table entries (LRU; `limits.flow_entries`).
+    #[arg(long)]
+    flow_entries: Option<u32>,
     /// Let VXLAN mirror copies through to the host stack instead of consuming them.
     #[arg(long)]
     pass_mirrored: bool,
-    /// Seconds between summaries.
-    #[arg(long, default_value_t = 10)]
-    summary_interval: u64,
+    /// Seconds between summaries (`output.summary_interval_s`).
+    #[arg(long)]
+    summary_interval: Option<u64>,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<u64>,
@@ -318,19 +375,20 @@ struct LiveArgs {
 
 impl LiveArgs {
     fn live(&self, common: &Common) -> LiveOptions {
+        let s = &common.settings;
         LiveOptions {
             ports: common.ports(),
-            config: common.config(self.pass_mirrored),
-            ring_bytes: self.ring_size,
-            flow_entries: self.flow_entries,
+            config: common.config(s.capture.pass_mirrored),
+            ring_bytes: s.capture.ring_size,
+            flow_entries: s.limits.flow_entries,
             object: self.ebpf_object.clone(),
             wakeup_bytes: self.wakeup_bytes,
         }
     }
 
-    fn agent(&self) -> AgentOptions {
+    fn agent(&self, common: &Common) -> AgentOptions {
         AgentOptions {
-            summary_every: Duration::from_secs(self.summary_interval.max(1)),
+            summary_every: Duration::from_secs(common.settings.output.summary_interval_s.max(1)),
             ..AgentOptions::default()
         }
     }
@@ -339,8 +397,8 @@ impl LiveArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Interface to attach to (or `capture.interface` of --config).
-    #[arg(long, short, default_value = "", hide_default_value = true)]
-    iface: String,
+    #[arg(long, short)]
+    iface: Option<String>,
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
@@ -384,11 +442,7 @@ pub fn main(ext: Option<&dyn Extension>) {
 /// The extension's sinks for these switches, or none when CloudWatch is off.
 fn extra_sinks(ext: Option<&dyn Extension>, common: &Common, mode: Mode) -> Result<ExtraSinks> {
     match ext {
-        Some(ext) if common.cloudwatch.enabled() => {
-            let mut args = common.cloudwatch.clone();
-            args.instance_map = common.detect.instance_map.clone();
-            ext.sinks(&args, mode)
-        }
+        Some(ext) if common.cloudwatch.enabled() => ext.sinks(&common.cloudwatch, mode),
         _ => Ok(ExtraSinks::default()),
     }
 }
@@ -405,8 +459,16 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
     if let Command::Config(c) = &cli.command {
         return config_command(c);
     }
-    if let Some((_, sub)) = matches.subcommand() {
-        apply_config_file(&mut cli.command, sub)?;
+    match &mut cli.command {
+        Command::Run(r) => {
+            r.common.overlay(Some(&r.live), r.iface.as_deref())?;
+            if r.common.settings.capture.interface.is_empty() {
+                bail!("no interface: give --iface, or capture.interface in a --config file");
+            }
+        }
+        Command::Analyze(a) => a.common.overlay(None, None)?,
+        Command::Demo(d) => d.common.overlay(Some(&d.live), None)?,
+        Command::Config(_) => unreachable!("handled above"),
     }
     let common = match &cli.command {
         Command::Run(r) => &r.common,
@@ -457,11 +519,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             let opts = OfflineOptions {
                 ports: a.common.ports(),
                 config: a.common.config(false),
-                flow_capacity: a
-                    .common
-                    .file
-                    .as_ref()
-                    .map_or(1 << 20, |f| f.limits.offline_flows),
+                flow_capacity: a.common.limits().offline_flows,
             };
             let out = offline::analyze(&a.file, &opts, &mut pipeline);
             // The sinks see the end of their input when the pipeline drops them.
@@ -483,11 +541,12 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                 // Watch the signals before attaching, so that one arriving in between still
                 // ends in a clean detach and a last summary.
                 let stop = or_quit(shutdown(r.live.duration)?, quit);
+                let iface = &r.common.settings.capture.interface;
                 let mut sensor = Sensor::load(&r.live.live(&r.common))?;
-                let mode = sensor.attach(&r.iface, r.live.mode)?;
-                tracing::info!(iface = %r.iface, mode, "attached");
+                let mode = sensor.attach(iface, r.common.settings.capture.xdp_mode.into())?;
+                tracing::info!(iface = %iface, mode, "attached");
                 // Down/up and renames: still attached. Deleted: stop, then exit with an error.
-                let (deleted, gone) = crate::ifwatch::watch(&r.iface, Duration::from_millis(500))?;
+                let (deleted, gone) = crate::ifwatch::watch(iface, Duration::from_millis(500))?;
                 let report = agent::run(
                     &mut sensor,
                     r.common.pipeline(
@@ -500,7 +559,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                     },
                 )
                 .await?;
-                gone.check(&r.iface)?;
+                gone.check(iface)?;
                 sensor.detach()?;
                 tracing::info!(
                     events = report.events,
@@ -521,7 +580,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                     DemoOptions {
                         pcaps,
                         pps: d.pps,
-                        mode: d.live.mode,
+                        mode: d.common.settings.capture.xdp_mode.into(),
                     },
                     d.live.live(&d.common),
                     d.common.pipeline(
@@ -544,15 +603,15 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
 /// can change live (`config::Reloadable`) to the pipeline thread. Must run inside the runtime.
 fn agent_options(live: &LiveArgs, common: &Common) -> Result<AgentOptions> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut opts = live.agent();
+    let mut opts = live.agent(common);
     let limits = common.limits();
     crate::config::MemoryBudget::check(
         limits.memory_mib,
-        live.ring_size,
+        common.settings.capture.ring_size,
         "--memory-mib",
         "--ring-size",
     )?;
-    opts.queue_bytes = crate::config::MemoryBudget::of(&limits).queue_bytes;
+    opts.queue_bytes = crate::config::MemoryBudget::of(limits).queue_bytes;
     let (Some(path), Some(first)) = (&common.config, &common.file) else {
         return Ok(opts);
     };
@@ -591,9 +650,12 @@ async fn with_prometheus(
     common: &Common,
     mut sinks: Vec<Box<dyn Sink>>,
 ) -> Result<Vec<Box<dyn Sink>>> {
-    if let Some(addr) = common.prometheus {
+    let listen = &common.settings.output.prometheus;
+    if !listen.is_empty() {
+        let addr = crate::sinks::prometheus::parse_listen(listen)
+            .map_err(|e| anyhow::anyhow!("output.prometheus: {e}"))?;
         let p = crate::sinks::prometheus::Prometheus::new(crate::aggregate::Instances::new(
-            common.cloudwatch.db_instances.iter().cloned(),
+            common.settings.instances.clone(),
         ));
         let local = p.clone().serve(addr).await?;
         tracing::info!(address = %local, "Prometheus metrics at http://{local}/metrics");
@@ -610,8 +672,8 @@ fn use_dashboard(cmd: &Command) -> bool {
         Command::Demo(d) => &d.common,
         _ => return false,
     };
-    !common.no_tui
-        && !common.json
+    common.settings.output.tui
+        && !common.settings.output.json
         && common.cloudwatch.metrics_sink != Some(MetricsSink::Stdout)
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
@@ -640,126 +702,6 @@ fn config_command(c: &ConfigArgs) -> Result<()> {
     } else {
         bail!("`rds-sensor config` needs --print-default or --check FILE");
     }
-    Ok(())
-}
-
-/// Whether a switch was given (command line or environment), so that it beats the file.
-fn given(m: &clap::ArgMatches, id: &str) -> bool {
-    use clap::parser::ValueSource;
-    matches!(
-        m.value_source(id),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
-}
-
-/// Reads `--config` and takes from it every setting no switch gave.
-fn apply_config_file(cmd: &mut Command, m: &clap::ArgMatches) -> Result<()> {
-    let (common, live, iface) = match cmd {
-        Command::Run(r) => (&mut r.common, Some(&mut r.live), Some(&mut r.iface)),
-        Command::Analyze(a) => (&mut a.common, None, None),
-        Command::Demo(d) => (&mut d.common, Some(&mut d.live), None),
-        Command::Config(_) => return Ok(()),
-    };
-    let Some(path) = common.config.clone() else {
-        if iface.is_some_and(|i| i.is_empty()) {
-            bail!("no interface: give --iface, or capture.interface in a --config file");
-        }
-        return Ok(());
-    };
-    let cfg = crate::config::Config::load(&path)?;
-    let g = |id: &str| given(m, id);
-    if !g("ports") {
-        common.ports = cfg.ports();
-    }
-    if !g("json") {
-        common.json = cfg.output.json;
-    }
-    if !g("no_tui") {
-        common.no_tui = !cfg.output.tui;
-    }
-    if !g("payload_cap") {
-        common.payload_cap = cfg.capture.payload_cap;
-    }
-    if !g("tail_cap") {
-        common.tail_cap = cfg.capture.tail_cap;
-    }
-    if !g("flow_idle_timeout") {
-        common.flow_idle_timeout = cfg.limits.flow_idle_timeout_s;
-    }
-    if !g("no_redact") {
-        common.no_redact = !cfg.redaction.redact;
-    }
-    if !g("prometheus") && !cfg.output.prometheus.is_empty() {
-        common.prometheus = cfg.output.prometheus.parse().ok();
-    }
-    let cw = &mut common.cloudwatch;
-    if cfg.cloudwatch_enabled() {
-        cw.cloudwatch = true;
-    }
-    cw.file_settings = cfg.cloudwatch_settings();
-    // The file's first: a --db-instance for the same server comes later and wins.
-    let mut instances: Vec<(String, String)> = cfg.instances.clone().into_iter().collect();
-    instances.append(&mut cw.db_instances);
-    cw.db_instances = instances;
-    let (d, f) = (&mut common.detect, &cfg.detect);
-    let defaults = crate::config::Detect::default();
-    let path_of = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
-    d.detect |= f.enabled;
-    if d.malicious_ips.is_empty() {
-        d.malicious_ips = f.malicious_ips.iter().map(PathBuf::from).collect();
-    }
-    if d.tor_exits.is_empty() {
-        d.tor_exits = f.tor_exits.iter().map(PathBuf::from).collect();
-    }
-    if d.allowed_cidrs.is_empty() {
-        d.allowed_cidrs = cfg.allowed_cidrs();
-    }
-    d.instance_map = d.instance_map.take().or_else(|| path_of(&f.instance_map));
-    d.baseline = d.baseline.take().or_else(|| path_of(&f.baseline));
-    d.asn_db = d.asn_db.take().or_else(|| path_of(&f.asn_db));
-    // Only values other than the defaults: any of these switches turns detection on.
-    let set = |v: u64, default: u64| (v != default).then_some(v);
-    d.learning_period = d
-        .learning_period
-        .or(set(f.learning_period_s, defaults.learning_period_s));
-    d.finding_update_interval = d.finding_update_interval.or(set(
-        f.finding_update_interval_s,
-        defaults.finding_update_interval_s,
-    ));
-    d.baseline_save_interval = d.baseline_save_interval.or(set(
-        f.baseline_save_interval_s,
-        defaults.baseline_save_interval_s,
-    ));
-    d.thresholds = Some(f.thresholds.clone());
-    if let Some(l) = live {
-        if !g("mode") {
-            l.mode = cfg.capture.xdp_mode.into();
-        }
-        if !g("ring_size") {
-            l.ring_size = cfg.capture.ring_size;
-        }
-        if !g("flow_entries") {
-            l.flow_entries = cfg.limits.flow_entries;
-        }
-        if !g("pass_mirrored") {
-            l.pass_mirrored = cfg.capture.pass_mirrored;
-        }
-        if !g("summary_interval") {
-            l.summary_interval = cfg.output.summary_interval_s;
-        }
-    }
-    if let Some(iface) = iface {
-        if iface.is_empty() {
-            iface.clone_from(&cfg.capture.interface);
-        }
-        if iface.is_empty() {
-            bail!(
-                "no interface: give --iface, or capture.interface in {}",
-                path.display()
-            );
-        }
-    }
-    common.file = Some(cfg);
     Ok(())
 }
 
@@ -813,4 +755,75 @@ fn shutdown(duration: Option<u64>) -> Result<impl std::future::Future<Output = (
             _ = timer => tracing::info!("duration reached: stopping"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn analyze(args: &[&str]) -> Common {
+        let mut cli = Cli::try_parse_from(
+            ["rds-sensor", "analyze", "x.pcap"]
+                .iter()
+                .chain(args)
+                .copied(),
+        )
+        .unwrap();
+        let Command::Analyze(a) = &mut cli.command else {
+            unreachable!()
+        };
+        a.common.overlay(None, None).unwrap();
+        a.common.clone()
+    }
+
+    /// The defaults come from one place; the file overrides them, and a switch the file.
+    #[test]
+    fn settings_are_defaults_then_the_file_then_the_switches() {
+        let defaults = crate::config::Config::default();
+        assert_eq!(analyze(&[]).settings, defaults);
+        let dir = std::env::temp_dir().join(format!("settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[capture]\npayload_cap = 100\ntail_cap = 10\n[limits]\nflow_idle_timeout_s = 7\n\
+             [instances]\n\"10.0.0.5:5432\" = \"from-file\"\n[detect]\nlearning_period_s = 60\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = analyze(&["--config", f]);
+        assert_eq!(c.settings.capture.payload_cap, 100);
+        assert_eq!(c.settings.capture.tail_cap, 10);
+        assert_eq!(c.settings.limits.flow_idle_timeout_s, 7);
+        assert_eq!(
+            c.settings.limits.held_bytes, defaults.limits.held_bytes,
+            "what the file does not name keeps its default"
+        );
+        assert!(
+            c.settings.detect.is_on(),
+            "a learning period other than the default"
+        );
+        let c = analyze(&[
+            "--config",
+            f,
+            "--payload-cap",
+            "200",
+            "--db-instance",
+            "10.0.0.5:5432=from-switch",
+            "--port",
+            "7777",
+            "--no-redact",
+        ]);
+        assert_eq!(c.settings.capture.payload_cap, 200);
+        assert_eq!(c.settings.capture.tail_cap, 10);
+        assert_eq!(c.settings.instances["10.0.0.5:5432"], "from-switch");
+        assert_eq!(c.ports(), [(7777, sensor_common::proto::UNKNOWN)]);
+        assert!(!c.settings.redaction.redact);
+        assert_eq!(
+            c.cloudwatch.db_instances,
+            [("10.0.0.5:5432".to_string(), "from-switch".to_string())]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

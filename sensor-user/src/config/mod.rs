@@ -61,6 +61,16 @@ pub enum XdpMode {
     Generic,
 }
 
+impl From<AttachMode> for XdpMode {
+    fn from(m: AttachMode) -> Self {
+        match m {
+            AttachMode::Auto => XdpMode::Auto,
+            AttachMode::Native => XdpMode::Native,
+            AttachMode::Generic => XdpMode::Generic,
+        }
+    }
+}
+
 impl From<XdpMode> for AttachMode {
     fn from(m: XdpMode) -> Self {
         match m {
@@ -120,6 +130,99 @@ impl Default for Detect {
             thresholds: Thresholds::default(),
         }
     }
+}
+
+impl Detect {
+    /// The detection switches given, over these settings: lists and files given replace the
+    /// file's, numbers given replace its numbers, `--detect` turns detection on.
+    pub fn overlay(&mut self, a: &crate::detect::DetectArgs) {
+        let paths = |v: &[std::path::PathBuf]| -> Vec<String> {
+            v.iter().map(|p| p.display().to_string()).collect()
+        };
+        self.enabled |= a.detect;
+        if !a.malicious_ips.is_empty() {
+            self.malicious_ips = paths(&a.malicious_ips);
+        }
+        if !a.tor_exits.is_empty() {
+            self.tor_exits = paths(&a.tor_exits);
+        }
+        if !a.allowed_cidrs.is_empty() {
+            self.allowed_cidrs = a.allowed_cidrs.iter().map(|c| c.to_string()).collect();
+        }
+        let path = |to: &mut String, v: &Option<std::path::PathBuf>| {
+            if let Some(p) = v {
+                *to = p.display().to_string();
+            }
+        };
+        path(&mut self.instance_map, &a.instance_map);
+        path(&mut self.baseline, &a.baseline);
+        path(&mut self.asn_db, &a.asn_db);
+        let num = |to: &mut u64, v: Option<u64>| {
+            if let Some(v) = v {
+                *to = v;
+            }
+        };
+        num(&mut self.learning_period_s, a.learning_period);
+        num(
+            &mut self.finding_update_interval_s,
+            a.finding_update_interval,
+        );
+        num(&mut self.baseline_save_interval_s, a.baseline_save_interval);
+    }
+
+    /// On when asked for, or when anything only detection uses is set (a list, a network, a
+    /// file, a number other than its default).
+    pub fn is_on(&self) -> bool {
+        let d = Self::default();
+        self.enabled
+            || !self.malicious_ips.is_empty()
+            || !self.tor_exits.is_empty()
+            || !self.allowed_cidrs.is_empty()
+            || !self.instance_map.is_empty()
+            || !self.baseline.is_empty()
+            || !self.asn_db.is_empty()
+            || self.learning_period_s != d.learning_period_s
+            || self.finding_update_interval_s != d.finding_update_interval_s
+            || self.baseline_save_interval_s != d.baseline_save_interval_s
+    }
+
+    /// `instance_map`, when set.
+    pub fn instance_map_path(&self) -> Option<std::path::PathBuf> {
+        path_of(&self.instance_map)
+    }
+
+    pub fn options(&self) -> crate::detect::DetectorOptions {
+        let paths = |v: &[String]| v.iter().map(std::path::PathBuf::from).collect();
+        crate::detect::DetectorOptions {
+            learning_period_s: self.learning_period_s,
+            baseline: path_of(&self.baseline),
+            save_every_s: self.baseline_save_interval_s,
+            update_every_s: self.finding_update_interval_s,
+            malicious_lists: paths(&self.malicious_ips),
+            tor_lists: paths(&self.tor_exits),
+            allowed: self
+                .allowed_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            instance_map: self.instance_map_path(),
+            asn_db: path_of(&self.asn_db),
+            thresholds: self.thresholds.clone(),
+        }
+    }
+
+    /// The detector these settings ask for, or none.
+    pub fn detector(&self, clock: crate::model::Clock) -> Result<Option<crate::detect::Detector>> {
+        if !self.is_on() {
+            return Ok(None);
+        }
+        crate::detect::Detector::new(self.options(), clock).map(Some)
+    }
+}
+
+/// A path setting: `""` is none.
+fn path_of(s: &str) -> Option<std::path::PathBuf> {
+    (!s.is_empty()).then(|| std::path::PathBuf::from(s))
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
