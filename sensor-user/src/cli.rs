@@ -307,7 +307,7 @@ impl Common {
     fn pipeline(&self, clock: Clock, extra: Vec<Box<dyn Sink>>) -> Result<Pipeline> {
         let s = &self.settings;
         let limits = self.limits();
-        let budget = crate::config::MemoryBudget::of(&limits);
+        let budget = crate::config::MemoryBudget::of(limits);
         let stdout: Box<dyn Sink> = match &self.screen {
             Some(screen) => Box::new(screen.clone()),
             None => Box::new(Stdout::new(s.output.json)),
