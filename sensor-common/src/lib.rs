@@ -375,14 +375,23 @@ const _: () = {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are #[repr(C)], made only of integers and integer arrays, with no implicit
-    // padding (sizes are asserted above), so every bit pattern is valid.
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::FlowStats {}
-    unsafe impl aya::Pod for super::SensorConfig {}
-    unsafe impl aya::Pod for super::EventHeader {}
-    unsafe impl aya::Pod for super::Counters {}
-    unsafe impl aya::Pod for super::PortTable {}
+    // Each: #[repr(C)], made only of integers and integer arrays, with no implicit padding
+    // (sizes are asserted above), so every bit pattern is valid.
+    /// SAFETY: see above.
+    macro_rules! pod {
+        ($($t:ident),*) => {$(
+            // SAFETY: see above.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+    pod!(
+        FlowKey,
+        FlowStats,
+        SensorConfig,
+        EventHeader,
+        Counters,
+        PortTable
+    );
 }
 
 #[cfg(test)]

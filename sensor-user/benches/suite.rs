@@ -74,6 +74,7 @@ fn main() {
     let want = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let mut figures = Vec::new();
     let kernel =
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
         unsafe { libc::geteuid() } == 0 && rds_sensor::capture::live::embedded_object().is_some();
     if !kernel && (want("xdp") || want("memory")) {
         eprintln!(
@@ -539,6 +540,7 @@ fn end_to_end_cpu(quick: bool, figures: &mut Vec<Figure>) {
     replay();
     settle();
     let sensor = machine_busy() - b0;
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let _ = agent.wait();
 
@@ -565,6 +567,7 @@ fn end_to_end_cpu(quick: bool, figures: &mut Vec<Figure>) {
     // tshark's work is done when it has dissected everything: give it time, then stop it
     // and count the CPU it spent until it exited.
     settle();
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(tshark.id() as i32, libc::SIGINT) };
     let _ = tshark.wait();
     let tshark_cpu = machine_busy() - b0;
@@ -595,12 +598,15 @@ fn cpu_time_thread() -> f64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: a valid pointer to a local timespec; the clock exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn cpu_time_children() -> f64 {
+    // SAFETY: rusage is plain integers: all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a local rusage.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
@@ -904,6 +910,7 @@ fn agent_under_flood(quick: bool, figures: &mut Vec<Figure>) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let _ = replay.join();
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -60,6 +60,7 @@ fn signals_detach_and_sigkill_leaves_nothing() {
         wait_for(&format!("{name}: XDP attached"), || {
             xdp_attached(&pair.outside)
         });
+        // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
         unsafe { libc::kill(child.id() as i32, sig) };
         let out = child.wait_with_output().unwrap();
         if sig == libc::SIGKILL {
@@ -130,6 +131,7 @@ fn no_listening_socket_unless_configured() {
         .unwrap();
     wait_for("XDP attached", || xdp_attached(&pair.outside));
     let open = listening_sockets(child.id());
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait_with_output();
     assert!(

@@ -135,6 +135,7 @@ fn runs_as_nobody_with_bpf_net_admin_perfmon_only() {
     pair.replay(&pcaps_dir().join("pg-queries.pcap"), Some(5000))
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

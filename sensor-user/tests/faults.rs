@@ -61,6 +61,7 @@ fn spawn(iface: &str, extra: &[&str]) -> Child {
 }
 
 fn stop(child: Child) -> (Vec<Value>, String) {
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -138,8 +139,10 @@ fn interface_deleted_is_a_clear_error() {
     let out = loop {
         let mut status = 0;
         // Poll without consuming the Child's pipes.
+        // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
         if unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } == 0 {
             if start.elapsed() > Duration::from_secs(15) {
+                // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 panic!("the agent kept running after its interface was deleted");
             }

@@ -204,6 +204,7 @@ fn live_run_never_prints_a_secret() {
         pair.replay(&pcaps_dir().join(name), Some(5000)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert!(

@@ -20,6 +20,7 @@ fn chromium() -> PathBuf {
     if let Some(p) = find() {
         return p;
     }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     assert!(
         root,

@@ -784,6 +784,7 @@ fn ring_wakes_the_reader_when_the_threshold_is_crossed() {
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: a valid pointer to one local pollfd, and a count of one.
         let n = unsafe { libc::poll(&mut p, 1, 10_000) };
         tx.send(n).unwrap();
     });

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 /// (CI), RDS_SENSOR_REQUIRE_KERNEL_TESTS=1 turns every reason to skip into a failure.
 pub fn kernel_available(test: &str) -> bool {
     let required = std::env::var_os("RDS_SENSOR_REQUIRE_KERNEL_TESTS").is_some();
-    let reason = if unsafe { libc::geteuid() } != 0 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let reason = if euid != 0 {
         Some("not running as root")
     } else if rds_sensor::capture::live::embedded_object().is_none() {
         Some("rds-sensor was built without its XDP object (use `cargo xtask test`)")
