@@ -3,8 +3,10 @@
 //! for the same user (`CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce`). Also
 //! tallies failed logins from public addresses, which raise an anomalous login to High.
 
+use super::context::LoginCtx;
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, LoginCtx, NS, Severity, prune};
+use super::state::prune;
+use super::{Detector, Finding, FindingType, NS, Severity};
 use std::collections::BTreeSet;
 
 impl Detector {

@@ -2,20 +2,11 @@
 //! (per fingerprint) or within a window (`Exfiltration:RDS/AnomalousBehavior.DataStaging`),
 //! the bulk read that precedes exfiltration.
 
+use super::context::{QueryCtx, Who};
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, NS, QueryCtx, Who};
+use super::state::Window;
+use super::{Detector, Finding, FindingType, NS};
 use std::net::IpAddr;
-
-/// Reads of one client as one user in the current volume window.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Window {
-    pub(super) start_ns: u64,
-    pub(super) rows: u64,
-    pub(super) bytes: u64,
-    queries: u64,
-    fingerprints: Vec<String>,
-    reported: bool,
-}
 
 /// Statement classes whose row count is rows read (not affected).
 pub(super) fn reads_rows(class: &str) -> bool {

@@ -3,8 +3,9 @@
 //! connecting without a login (`Discovery:RDS/MaliciousIPCaller`, `Discovery:RDS/TorIPCaller`).
 //! No baseline is needed: these are reported from the start.
 
+use super::context::{FlowCtx, LoginCtx};
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, FlowCtx, LoginCtx};
+use super::{Detector, Finding, FindingType};
 
 impl Detector {
     /// A login from a listed address: `.SuccessfulLogin` / `.FailedLogin` per list.

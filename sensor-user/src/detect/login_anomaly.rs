@@ -5,8 +5,9 @@
 //! a database it never reached (`InitialAccess:RDS/AnomalousBehavior.NewClientEdge`).
 //! Learned during the learning period, reported after it.
 
+use super::context::{LoginCtx, Who};
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, LoginCtx, NS, Severity, Who};
+use super::{Detector, Finding, FindingType, NS, Severity};
 use std::collections::HashMap;
 
 impl Detector {

@@ -2,8 +2,9 @@
 //! never probed while learning (`Discovery:RDS/PortProbe.Unauthenticated`), and sessions the
 //! sensor could not read from a network never seen (`InitialAccess:RDS/AnomalousBehavior.NewClientEdge`).
 
+use super::context::{FlowCtx, Who};
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, FlowCtx, Who};
+use super::{Detector, Finding, FindingType};
 
 impl Detector {
     /// Learns or compares a flow's network: probes and sessions the sensor could not read.

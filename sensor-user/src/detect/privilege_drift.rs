@@ -2,8 +2,9 @@
 //! (`PrivilegeEscalation:RDS/AnomalousBehavior.PrivilegeDrift`), High for schema and privilege
 //! changes and file or program access, which an attacker with stolen credentials reaches for.
 
+use super::context::QueryCtx;
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, QueryCtx, Severity};
+use super::{Detector, Finding, FindingType, Severity};
 
 /// The statement class privilege drift compares: the verb, the object kind for DDL
 /// (`DROP TABLE`, `CREATE ROLE`, `ALTER SYSTEM`), and the dangerous variants of reads and

@@ -1,8 +1,9 @@
 //! Policy: a client outside the networks the security group should allow (`--allowed-cidr`)
 //! logging in or connecting (`Policy:RDS/UnallowedNetwork.Connection`). No baseline needed.
 
+use super::context::{FlowCtx, LoginCtx, Who};
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, FlowCtx, LoginCtx, Severity, Who};
+use super::{Detector, Finding, FindingType, Severity};
 use std::net::IpAddr;
 
 impl Detector {

@@ -2,8 +2,9 @@
 //! connection without TLS (`CredentialAccess:RDS/WeakAuthentication.Cleartext` / `.MD5`), which
 //! only packets show. No baseline needed.
 
+use super::context::{LoginCtx, Who};
 use super::finding::Evidence;
-use super::{Detector, Finding, FindingType, LoginCtx, Severity, Who};
+use super::{Detector, Finding, FindingType, Severity};
 
 /// The weak-authentication finding type of an authentication method, if it is weak.
 pub(super) fn weak_auth(method: &str) -> Option<FindingType> {

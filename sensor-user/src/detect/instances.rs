@@ -1,0 +1,71 @@
+//! Which database instance a server address is: from `--instance-map` (identifier, cluster,
+//! engine and version, ARN, tags), else the server's own address, with the engine named after
+//! the protocol. Baselines, learning periods and findings are per instance.
+
+use super::Detector;
+use super::finding::{InstanceDetails, Tag};
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug)]
+pub(super) struct Inst {
+    pub(super) key: String,
+    pub(super) details: InstanceDetails,
+}
+
+fn default_engine(protocol: &str) -> &str {
+    match protocol {
+        "postgresql" => "postgres",
+        p => p,
+    }
+}
+
+impl Detector {
+    pub(super) fn instance(&mut self, server: &str, protocol: &str) -> Inst {
+        if let Some(i) = self.inst_cache.get(server) {
+            return i.clone();
+        }
+        let spec = server
+            .parse::<SocketAddr>()
+            .ok()
+            .and_then(|s| self.instances.get(s));
+        let details = match spec {
+            Some(s) => InstanceDetails {
+                db_instance_identifier: s.db_instance_identifier.clone(),
+                db_cluster_identifier: s.db_cluster_identifier.clone(),
+                engine: s
+                    .engine
+                    .clone()
+                    .unwrap_or_else(|| default_engine(protocol).to_string()),
+                engine_version: s.engine_version.clone(),
+                db_instance_arn: s.db_instance_arn.clone(),
+                tags: s
+                    .tags
+                    .iter()
+                    .map(|(k, v)| Tag {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                address: server.to_string(),
+            },
+            // Unmapped: the server's address names the instance (an RDS instance has its own).
+            None => InstanceDetails {
+                db_instance_identifier: server
+                    .parse::<SocketAddr>()
+                    .map_or_else(|_| server.to_string(), |s| s.ip().to_string()),
+                engine: default_engine(protocol).to_string(),
+                address: server.to_string(),
+                ..InstanceDetails::default()
+            },
+        };
+        let i = Inst {
+            key: details.db_instance_identifier.clone(),
+            details,
+        };
+        if self.inst_cache.len() > 10_000 {
+            self.inst_cache.clear();
+        }
+        self.inst_cache.insert(server.to_string(), i.clone());
+        i
+    }
+}

@@ -1,0 +1,125 @@
+//! The two database servers (see `crate::dbserver`) with the applications' roles, users and
+//! tables, and the client commands that talk to them from the client namespace.
+
+use super::lab::{CLI_NS, MY_ADDR, PG_ADDR, PG_V6, SRV_NS};
+use crate::dbserver::{MyConfig, MyServer, PG_PORT, PgConfig, PgServer};
+use crate::netlab::say;
+use anyhow::Result;
+use std::path::Path;
+use std::process::Command;
+
+pub(super) const PASSWORD: &str = "Orders-Pw-2025!";
+pub(super) const MY_PASSWORD: &str = "Billing-Pw-2025!";
+
+/// `orders-pg-1`: the server (see `crate::dbserver`) with the orders application's roles and
+/// tables.
+pub(super) struct Pg {
+    server: PgServer,
+}
+
+const PG_HBA: &str = "\
+local   all  all               trust
+host    all  legacy_md5  all   md5
+host    all  kiosk       all   password
+host    all  all         all   scram-sha-256
+";
+
+const PG_SETUP: &str = "\
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE app_orders LOGIN PASSWORD '@PW@';
+CREATE ROLE reporter LOGIN PASSWORD '@PW@';
+CREATE ROLE dba LOGIN SUPERUSER PASSWORD '@PW@';
+CREATE ROLE kiosk LOGIN PASSWORD '@PW@';
+SET password_encryption = 'md5';
+CREATE ROLE legacy_md5 LOGIN PASSWORD '@PW@';
+CREATE DATABASE appdb OWNER app_orders;
+";
+
+const PG_TABLES: &str = "\
+SET ROLE app_orders;
+CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL, name text NOT NULL, last_order_at timestamptz);
+INSERT INTO customers SELECT g, 'user' || g || '@example.com', 'Customer ' || g, NULL FROM generate_series(1, 8000) g;
+CREATE TABLE orders (id serial PRIMARY KEY, customer_id int NOT NULL, state text NOT NULL, total numeric(10,2) NOT NULL,
+                     created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO orders (customer_id, state, total, created_at)
+  SELECT 1 + g % 500, (ARRAY['new','paid','shipped'])[1 + g % 3], (g % 997) / 10.0,
+         timestamptz '2025-03-01 00:00:00+00' + g * interval '1 minute' FROM generate_series(1, 5000) g;
+CREATE TABLE legacy_sessions (id int, token text);
+GRANT SELECT ON customers, orders TO reporter;
+GRANT SELECT ON orders TO legacy_md5, kiosk;
+";
+
+impl Pg {
+    pub(super) fn start(tmp: &Path) -> Result<Self> {
+        let server = PgServer::start(
+            tmp,
+            &PgConfig {
+                ns: SRV_NS,
+                listen: &[PG_ADDR, PG_V6],
+                hba: PG_HBA,
+                max_connections: 40,
+                extra_conf: "",
+                private_files: &[],
+            },
+        )?;
+        server.admin_sql(
+            "postgres setup",
+            "postgres",
+            &PG_SETUP.replace("@PW@", PASSWORD),
+        )?;
+        server.admin_sql("postgres setup", "appdb", PG_TABLES)?;
+        say("postgres: orders-pg-1 with appdb (customers 8000 rows, orders 5000 rows)");
+        Ok(Self { server })
+    }
+
+    /// A psql session from the client namespace running the script on its stdin.
+    pub(super) fn psql(&self, host: &str, user: &str, password: &str, app: &str) -> Command {
+        let mut c = self.server.client(CLI_NS, "psql", password);
+        c.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", "-d"])
+            .arg(format!(
+                "host={host} port={PG_PORT} user={user} dbname=appdb application_name={app}"
+            ))
+            .args(["-f", "-"]);
+        c
+    }
+}
+
+/// `billing-mariadb-1`: the server (see `crate::dbserver`) with the billing service's user and
+/// table.
+pub(super) struct My {
+    _server: MyServer,
+}
+
+const MY_SETUP: &str = "\
+CREATE DATABASE billing;
+CREATE USER 'billing_app'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('@PW@');
+GRANT SELECT, INSERT, UPDATE ON billing.* TO 'billing_app'@'%';
+USE billing;
+CREATE TABLE invoices (id INT AUTO_INCREMENT PRIMARY KEY, account INT NOT NULL, amount DECIMAL(10,2) NOT NULL,
+                       status VARCHAR(16) NOT NULL, created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);
+INSERT INTO invoices (account, amount, status) SELECT seq % 300, (seq % 997) / 10, 'open' FROM seq_1_to_3000;
+";
+
+impl My {
+    pub(super) fn start(tmp: &Path) -> Result<Self> {
+        let server = MyServer::start(
+            tmp,
+            &MyConfig {
+                ns: SRV_NS,
+                bind: &[MY_ADDR],
+                max_connections: 40,
+                extra_args: &[],
+            },
+        )?;
+        server.root_sql("mariadb setup", &MY_SETUP.replace("@PW@", MY_PASSWORD))?;
+        say("mariadb: billing-mariadb-1 with billing.invoices (3000 rows)");
+        Ok(Self { _server: server })
+    }
+
+    /// A `mariadb` session from the client namespace running the script on its stdin.
+    pub(super) fn client(user: &str, password: &str, db: Option<&str>) -> Command {
+        let mut c = MyServer::mariadb(CLI_NS, MY_ADDR, user, password, db, false);
+        c.arg("--force");
+        c
+    }
+}
