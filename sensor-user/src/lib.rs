@@ -1,32 +1,51 @@
-//! rds-sensor's user space. Data flows one way:
+//! rds-sensor's user space. Data flows one way, and each stage is a module:
 //!
-//! capture ([`capture::live`] ring buffer, or [`capture::offline`] pcap) → [`event`]s →
-//! [`pipeline`] (per-connection streams → protocol decoders) → [`records`] (flow, login, query)
-//! → aggregates and detectors → [`sinks`] (stdout/JSON, CloudWatch).
+//! [`capture`] (the live ring buffer, or a capture file through the XDP program's twin) →
+//! [`event`]s → [`reassembly`] → [`session`] (TLS, later) → [`decode`]rs → [`model`] records →
+//! [`aggregate`]s and [`detect`]ors → [`sinks`]. [`pipeline`] wires the stages after the
+//! capture; [`agent`] (live) and [`offline`] drive it.
 //!
-//! [`agent`] runs live capture and the pipeline on their own threads; [`demo`] sets up a
-//! netns + veth pair ([`netns`]) and replays the bundled captures into it.
+//! The curated surface, for the `rds-sensor` binaries and for embedding, is [`cli`] (the
+//! command line and the [`cli::Extension`] the CloudWatch binary plugs into), [`model`] (every
+//! record), [`sinks::Sink`], [`pipeline`], [`offline`], [`aggregate`] and [`config`]. The other
+//! modules are public for the crate's own tests, benches and fuzz targets only and hidden from
+//! its documentation: their items may change without notice.
 
-pub mod agent;
 pub mod aggregate;
-pub mod bounded;
-pub mod capture;
 pub mod cli;
 pub mod config;
-pub mod decode;
-pub mod demo;
-pub mod detect;
-pub mod event;
-pub mod flows;
-pub mod ifwatch;
 pub mod model;
-pub mod netns;
 pub mod offline;
 pub mod pipeline;
-pub mod ports;
-pub mod reassembly;
-pub mod report;
-pub mod session;
 pub mod sinks;
+
+#[doc(hidden)]
+pub mod agent;
+#[doc(hidden)]
+pub mod bounded;
+#[doc(hidden)]
+pub mod capture;
+#[doc(hidden)]
+pub mod decode;
+#[doc(hidden)]
+pub mod demo;
+#[doc(hidden)]
+pub mod detect;
+#[doc(hidden)]
+pub mod event;
+#[doc(hidden)]
+pub mod flows;
+#[doc(hidden)]
+pub mod ifwatch;
+#[doc(hidden)]
+pub mod netns;
+#[doc(hidden)]
+pub mod ports;
+#[doc(hidden)]
+pub mod reassembly;
+#[doc(hidden)]
+pub mod report;
+#[doc(hidden)]
+pub mod session;
 #[doc(hidden)]
 pub mod testkit;
