@@ -20,11 +20,11 @@
 
 use crate::{
     config::Config,
-    distribution::Distribution,
+    distribution::{Distribution, ToValuesCounts},
     model::{Datum, Dimension, Unit},
 };
 use rds_sensor::{
-    aggregate::{Dims, Instances},
+    aggregate::{Dims, Instances, QueryFigures},
     model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord},
 };
 use std::collections::{BTreeMap, HashMap};
@@ -66,22 +66,14 @@ const FINGERPRINT_MAX: usize = 250;
 
 #[derive(Default)]
 struct DbAgg {
-    queries: u64,
-    errors: u64,
-    rows: u64,
-    latency: Distribution,
-    first_byte: Distribution,
+    q: QueryFigures,
     logins_ok: u64,
     logins_failed: u64,
 }
 
 impl DbAgg {
     fn merge(&mut self, o: &DbAgg) {
-        self.queries += o.queries;
-        self.errors += o.errors;
-        self.rows += o.rows;
-        self.latency.merge(&o.latency);
-        self.first_byte.merge(&o.first_byte);
+        self.q.merge(&o.q);
         self.logins_ok += o.logins_ok;
         self.logins_failed += o.logins_failed;
     }
@@ -93,14 +85,6 @@ struct InstAgg {
     bytes_to_client: u64,
     new_flows: u64,
     has_bytes: bool,
-}
-
-#[derive(Default)]
-struct FpAgg {
-    queries: u64,
-    errors: u64,
-    total_us: u64,
-    latency: Distribution,
 }
 
 /// (instance, database, fingerprint).
@@ -125,7 +109,7 @@ struct Period {
     instances: HashMap<String, InstAgg>,
     /// The cardinality bound, per period.
     dims: Dims,
-    fps: HashMap<FpKey, FpAgg>,
+    fps: HashMap<FpKey, QueryFigures>,
     sensor: SensorAgg,
 }
 
@@ -195,21 +179,10 @@ impl Aggregator {
         if top {
             let fk = (key.0.clone(), key.1.clone(), q.fingerprint.clone());
             if p.fps.contains_key(&fk) || p.fps.len() < max_fps {
-                let f = p.fps.entry(fk).or_default();
-                f.queries += 1;
-                f.errors += u64::from(q.error_code.is_some());
-                f.total_us += q.latency_us;
-                f.latency.record(q.latency_us);
+                p.fps.entry(fk).or_default().observe(q);
             }
         }
-        let a = p.dbs.entry(key).or_default();
-        a.queries += 1;
-        a.errors += u64::from(q.error_code.is_some());
-        a.rows += q.rows.unwrap_or(0);
-        a.latency.record(q.latency_us);
-        if let Some(f) = q.latency_first_byte_us {
-            a.first_byte.record(f);
-        }
+        p.dbs.entry(key).or_default().q.observe(q);
     }
 
     pub fn login(&mut self, l: &LoginRecord, t: i64) {
@@ -327,7 +300,7 @@ impl Aggregator {
             }
         }
         if self.cfg.top_fingerprints > 0 {
-            let mut by_inst: BTreeMap<&str, Vec<(&FpKey, &FpAgg)>> = BTreeMap::new();
+            let mut by_inst: BTreeMap<&str, Vec<(&FpKey, &QueryFigures)>> = BTreeMap::new();
             for (k, f) in &period.fps {
                 by_inst.entry(k.0.as_str()).or_default().push((k, f));
             }
@@ -440,12 +413,13 @@ impl Emitter<'_> {
     }
 
     fn db(&self, dims: &[Dimension], a: &DbAgg, out: &mut Vec<Datum>) {
-        if a.queries > 0 {
-            self.count(out, QUERIES, dims, Unit::Count, a.queries);
-            self.count(out, QUERY_ERRORS, dims, Unit::Count, a.errors);
-            self.count(out, ROWS, dims, Unit::Count, a.rows);
-            self.dist(out, QUERY_LATENCY, dims, &a.latency);
-            self.dist(out, QUERY_TTFB, dims, &a.first_byte);
+        let q = &a.q;
+        if q.queries > 0 {
+            self.count(out, QUERIES, dims, Unit::Count, q.queries);
+            self.count(out, QUERY_ERRORS, dims, Unit::Count, q.errors);
+            self.count(out, ROWS, dims, Unit::Count, q.rows);
+            self.dist(out, QUERY_LATENCY, dims, &q.latency);
+            self.dist(out, QUERY_TTFB, dims, &q.first_byte);
         }
         if a.logins_ok + a.logins_failed > 0 {
             self.count(out, LOGINS_SUCCEEDED, dims, Unit::Count, a.logins_ok);

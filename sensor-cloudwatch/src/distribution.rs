@@ -23,103 +23,22 @@
 //!    coarser `precision` (configurable) trades accuracy for fewer datums.
 
 use hdrhistogram::Histogram;
-use std::{collections::BTreeMap, sync::OnceLock};
 
-/// Highest latency tracked, µs (an hour); larger values count as this.
-pub const MAX_US: u64 = 3_600_000_000;
-/// Significant digits of the histogram.
-pub const SIGFIG: u8 = 3;
+pub use rds_sensor::aggregate::{Bucket, BucketView, Distribution, MAX_US, SIGFIG, template};
+
 /// The histogram's relative precision (10^-SIGFIG).
 pub const PRECISION: f64 = 1e-3;
 /// CloudWatch's limit of distinct values in one datum's `Values` array.
 pub const MAX_VALUES_PER_DATUM: usize = 150;
 
-/// An empty histogram of the aggregator's shape, used for its bucket arithmetic.
-pub fn template() -> &'static Histogram<u64> {
-    static T: OnceLock<Histogram<u64>> = OnceLock::new();
-    T.get_or_init(|| Histogram::new_with_bounds(1, MAX_US, SIGFIG).expect("valid bounds"))
+/// A distribution as CloudWatch takes it.
+pub trait ToValuesCounts {
+    /// `Values`/`Counts` arrays (see the module documentation).
+    fn values_counts(&self, precision: f64, max_values: usize) -> Vec<ValuesCounts>;
 }
 
-/// The samples of one bucket.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bucket {
-    pub count: u64,
-    pub sum: u128,
-}
-
-/// One HdrHistogram bucket as the conversion sees it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BucketView {
-    /// Lowest and highest value the bucket stands for.
-    pub low: u64,
-    pub high: u64,
-    pub count: u64,
-    /// Sum of the samples (exact for a [`Distribution`]).
-    pub sum: f64,
-}
-
-/// HdrHistogram-bucketed samples with exact per-bucket sums; sparse.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Distribution {
-    /// Keyed by the bucket's lowest equivalent value.
-    buckets: BTreeMap<u64, Bucket>,
-    count: u64,
-    sum: u128,
-}
-
-impl Distribution {
-    pub fn record(&mut self, us: u64) {
-        let v = us.clamp(1, MAX_US);
-        let b = self
-            .buckets
-            .entry(template().lowest_equivalent(v))
-            .or_default();
-        b.count += 1;
-        b.sum += u128::from(v);
-        self.count += 1;
-        self.sum += u128::from(v);
-    }
-
-    pub fn merge(&mut self, other: &Distribution) {
-        for (k, b) in &other.buckets {
-            let e = self.buckets.entry(*k).or_default();
-            e.count += b.count;
-            e.sum += b.sum;
-        }
-        self.count += other.count;
-        self.sum += other.sum;
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Sum of the recorded values (after clamping to 1..=[`MAX_US`]).
-    pub fn sum(&self) -> u128 {
-        self.sum
-    }
-
-    /// Distinct buckets hit.
-    pub fn buckets_len(&self) -> usize {
-        self.buckets.len()
-    }
-
-    pub fn buckets(&self) -> impl Iterator<Item = BucketView> + '_ {
-        let t = template();
-        self.buckets.iter().map(|(low, b)| BucketView {
-            low: *low,
-            high: t.highest_equivalent(*low),
-            count: b.count,
-            sum: b.sum as f64,
-        })
-    }
-
-    /// `Values`/`Counts` arrays for this distribution (see the module documentation).
-    pub fn values_counts(&self, precision: f64, max_values: usize) -> Vec<ValuesCounts> {
+impl ToValuesCounts for Distribution {
+    fn values_counts(&self, precision: f64, max_values: usize) -> Vec<ValuesCounts> {
         values_counts(self.buckets(), precision, max_values)
     }
 }

@@ -9,11 +9,10 @@
 //! A minimal HTTP/1.1 server on tokio's `TcpListener`: `GET /metrics` (any other path: 404),
 //! one response per connection. Loopback unless an address says otherwise.
 
-use crate::aggregate::{Dims, Instances, MAX_DATABASES, MAX_INSTANCES};
+use crate::aggregate::{Dims, Instances, MAX_DATABASES, MAX_INSTANCES, QueryFigures};
 use crate::model::{Outcome, Record};
 use crate::sinks::Sink;
 use anyhow::{Context, Result};
-use hdrhistogram::Histogram;
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -30,26 +29,10 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}`: expected PORT or ADDRESS:PORT (e.g. 127.0.0.1:9187)"))
 }
 
-#[derive(Default)]
-struct Series {
-    queries: u64,
-    errors: u64,
-    rows: u64,
-    latency: Option<Histogram<u64>>,
-    first_byte: Option<Histogram<u64>>,
-    latency_sum_us: u64,
-    first_byte_sum_us: u64,
-}
-
-fn record(h: &mut Option<Histogram<u64>>, v: u64) {
-    h.get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"))
-        .saturating_record(v.max(1));
-}
-
 struct Metrics {
     dims: Dims,
     /// (instance, database)
-    queries: BTreeMap<(String, String), Series>,
+    queries: BTreeMap<(String, String), QueryFigures>,
     /// (instance, outcome)
     logins: BTreeMap<(String, &'static str), u64>,
     /// instance → (to server, to client, flows)
@@ -157,7 +140,7 @@ impl Prometheus {
                 .replace('"', "\\\"")
                 .replace('\n', "\\n")
         };
-        let counter = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&Series) -> u64| {
+        let counter = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&QueryFigures) -> u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((inst, db), s) in &m.queries {
                 let _ = writeln!(
@@ -199,21 +182,23 @@ impl Prometheus {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
             for ((inst, db), s) in &m.queries {
                 let (h, sum) = if pick == 0 {
-                    (&s.latency, s.latency_sum_us)
+                    (&s.latency, s.total_us)
                 } else {
-                    (&s.first_byte, s.first_byte_sum_us)
+                    (&s.first_byte, s.first_byte_total_us)
                 };
-                let Some(h) = h else { continue };
+                if h.is_empty() {
+                    continue;
+                }
                 let labels = format!("db_instance=\"{}\",database=\"{}\"", esc(inst), esc(db));
                 for q in [0.5, 0.9, 0.99] {
                     let _ = writeln!(
                         o,
                         "{name}{{{labels},quantile=\"{q}\"}} {}",
-                        h.value_at_quantile(q) as f64 / 1e6
+                        h.quantile(q) as f64 / 1e6
                     );
                 }
                 let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum as f64 / 1e6);
-                let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.len());
+                let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count());
             }
         }
         let name = "rds_sensor_logins_total";
@@ -267,16 +252,7 @@ impl Sink for Prometheus {
             Record::Query(q) => {
                 let inst = self.instances.resolve(&q.endpoint.server);
                 let key = m.dims.database(inst, q.database.as_deref());
-                let s = m.queries.entry(key).or_default();
-                s.queries += 1;
-                s.errors += u64::from(q.error_code.is_some());
-                s.rows += q.rows.unwrap_or(0);
-                record(&mut s.latency, q.latency_us);
-                s.latency_sum_us += q.latency_us;
-                if let Some(fb) = q.latency_first_byte_us {
-                    record(&mut s.first_byte, fb);
-                    s.first_byte_sum_us += fb;
-                }
+                m.queries.entry(key).or_default().observe(q);
             }
             Record::Login(l) => {
                 let outcome = match l.outcome {

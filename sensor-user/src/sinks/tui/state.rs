@@ -1,7 +1,7 @@
 //! What the dashboard shows, aggregated from the records; no terminal here.
 
+use crate::aggregate::QueryFigures;
 use crate::model::{Outcome, Record};
-use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Seconds of history per server (sparklines).
@@ -71,15 +71,12 @@ impl Server {
 pub struct Fingerprint {
     pub server: String,
     pub fingerprint: String,
-    pub count: u64,
-    pub errors: u64,
-    pub total_us: u64,
-    pub hist: Histogram<u64>,
+    pub figures: QueryFigures,
 }
 
 impl Fingerprint {
     pub fn p99(&self) -> u64 {
-        self.hist.value_at_quantile(0.99)
+        self.figures.latency.quantile(0.99)
     }
 }
 
@@ -168,19 +165,15 @@ impl State {
                 let key = (q.endpoint.server.clone(), q.fingerprint.clone());
                 let full = self.fingerprints.len() >= MAX_FINGERPRINTS;
                 match self.fingerprints.get_mut(&key) {
-                    Some(f) => f.add(q.latency_us, err),
+                    Some(f) => f.figures.observe(q),
                     None if full => self.fingerprints_overflowed += 1,
                     None => {
                         let mut f = Fingerprint {
                             server: key.0.clone(),
                             fingerprint: key.1.clone(),
-                            count: 0,
-                            errors: 0,
-                            total_us: 0,
-                            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                                .expect("valid bounds"),
+                            figures: QueryFigures::default(),
                         };
-                        f.add(q.latency_us, err);
+                        f.figures.observe(q);
                         self.fingerprints.insert(key, f);
                     }
                 }
@@ -229,14 +222,5 @@ impl State {
     pub fn log_line(&mut self, line: String) {
         self.log.push_front(line);
         self.log.truncate(MAX_LOG_LINES);
-    }
-}
-
-impl Fingerprint {
-    fn add(&mut self, latency_us: u64, err: bool) {
-        self.count += 1;
-        self.errors += u64::from(err);
-        self.total_us += latency_us;
-        self.hist.saturating_record(latency_us.max(1));
     }
 }

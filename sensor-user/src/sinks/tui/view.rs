@@ -220,9 +220,9 @@ fn sorted<'a>(s: &'a State, view: &View) -> Vec<&'a Fingerprint> {
         .filter(|f| view.matches(&f.fingerprint) || view.matches(&f.server))
         .collect();
     match view.sort {
-        SortBy::TotalTime => v.sort_by_key(|f| std::cmp::Reverse(f.total_us)),
+        SortBy::TotalTime => v.sort_by_key(|f| std::cmp::Reverse(f.figures.total_us)),
         SortBy::P99 => v.sort_by_key(|f| std::cmp::Reverse(f.p99())),
-        SortBy::Count => v.sort_by_key(|f| std::cmp::Reverse(f.count)),
+        SortBy::Count => v.sort_by_key(|f| std::cmp::Reverse(f.figures.queries)),
     }
     v
 }
@@ -234,10 +234,10 @@ fn fingerprints(f: &mut Frame, area: Rect, s: &State, view: &View) {
         .take(area.height.saturating_sub(3) as usize)
         .map(|fp| {
             Row::new(vec![
-                Cell::from(duration(fp.total_us)),
+                Cell::from(duration(fp.figures.total_us)),
                 Cell::from(duration(fp.p99())),
-                Cell::from(count(fp.count)),
-                Cell::from(count(fp.errors)),
+                Cell::from(count(fp.figures.queries)),
+                Cell::from(count(fp.figures.errors)),
                 Cell::from(fp.server.clone()),
                 Cell::from(fp.fingerprint.clone()),
             ])
