@@ -541,6 +541,7 @@ mod tests {
             rst: 0,
             truncated: 0,
             end: FlowEnd::Fin,
+            purpose: Default::default(),
         };
         let summary = |events: u64, active: usize| SummaryRecord {
             ts: Timestamp::default(),

@@ -3,7 +3,7 @@
 
 use crate::{
     capture::FlowSource,
-    model::{FlowEnd, FlowRecord},
+    model::{FlowEnd, FlowRecord, Purpose},
     ports::PortMap,
 };
 use sensor_common::{FlowKey, FlowStats};
@@ -53,6 +53,7 @@ impl FlowTracker {
         now_ns: u64,
         all: Option<FlowEnd>,
         clock: &crate::model::Clock,
+        purpose: &mut dyn FnMut(&FlowKey) -> Purpose,
     ) -> Vec<FlowRecord> {
         source.snapshot(&mut self.scratch);
         let mut out = Vec::new();
@@ -72,13 +73,10 @@ impl FlowTracker {
                 _ => None,
             };
             if let Some(end) = end {
-                out.push(FlowRecord::new(
-                    key,
-                    stats,
-                    end,
-                    clock,
-                    self.ports.proto(key.server_port),
-                ));
+                let mut r =
+                    FlowRecord::new(key, stats, end, clock, self.ports.proto(key.server_port));
+                r.purpose = purpose(key);
+                out.push(r);
                 source.remove(key);
             }
         }

@@ -160,7 +160,13 @@ impl Pipeline {
         self.streams
             .expire(now_ns, all.is_some(), &self.clock, &mut self.records);
         self.emit_records();
-        for f in self.flows.expire(source, now_ns, all, &self.clock) {
+        let streams = &mut self.streams;
+        let flows = self
+            .flows
+            .expire(source, now_ns, all, &self.clock, &mut |k| {
+                streams.take_purpose(k)
+            });
+        for f in flows {
             let r = Record::Flow(f);
             self.sink.emit(&r)?;
             detect(&mut self.detector, &mut self.findings, &mut *self.sink, &r);

@@ -11,7 +11,7 @@ pub mod kit;
 pub mod mysql;
 pub mod postgres;
 
-use crate::model::{Clock, DecoderStats, Endpoint, Protocol, Record};
+use crate::model::{Clock, DecoderStats, Endpoint, Protocol, Purpose, Record};
 
 /// Which way bytes flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +94,10 @@ pub trait Decoder: Send {
     fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts_ns: u64, gap: Gap);
     /// The connection ended; report what is still pending (e.g. a login without an answer).
     fn close(&mut self, cx: &mut DecodeCtx<'_>, ts_ns: u64);
+    /// What the connection was for, as far as the decoder saw.
+    fn purpose(&self) -> Purpose {
+        Purpose::Session
+    }
 }
 
 /// Makes a decoder; `mid_stream`: the connection was already open when the sensor first saw it.

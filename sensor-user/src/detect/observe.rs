@@ -11,7 +11,7 @@ use super::intel::canonical;
 use super::privilege_drift::statement_class;
 use super::state::Conn;
 use super::{Detector, Finding};
-use crate::model::{FlowEnd, FlowRecord, LoginRecord, Outcome, Protocol, QueryRecord};
+use crate::model::{FlowEnd, FlowRecord, LoginRecord, Outcome, Purpose, QueryRecord};
 use std::net::{IpAddr, SocketAddr};
 
 fn client_ip(s: &str) -> Option<IpAddr> {
@@ -222,10 +222,8 @@ impl Detector {
             .remove(&(f.client.clone(), f.server.clone()))
             .is_some();
         let complete = f.syn > 0 && !matches!(f.end, FlowEnd::EndOfCapture | FlowEnd::Shutdown);
-        // A PostgreSQL CancelRequest is a 16-byte message on a connection of its own, unanswered.
-        let cancel = f.protocol == Protocol::Postgres
-            && f.payload_bytes_to_server == 16
-            && f.payload_bytes_to_client == 0;
+        // A PostgreSQL CancelRequest (a connection of its own, unanswered): the decoder says.
+        let cancel = f.purpose == Purpose::Cancel;
         let probe = complete
             && !had_login
             && !cancel

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::model::{
-    Endpoint, FlowEnd, FlowRecord, LoginRecord, Outcome, Protocol, QueryRecord, Record, Timestamp,
+    Endpoint, FlowEnd, FlowRecord, LoginRecord, Outcome, Protocol, Purpose, QueryRecord, Record,
+    Timestamp,
 };
 
 const SRV: &str = "198.51.100.10:5432";
@@ -133,6 +134,7 @@ fn flow(ip: &str, port: u16, at: u64, payload_to_server: u64, end: FlowEnd) -> R
         rst: u64::from(end == FlowEnd::Rst),
         truncated: 0,
         end,
+        purpose: Purpose::Session,
     })
 }
 
@@ -544,6 +546,35 @@ fn credential_spraying() {
     assert_eq!(
         find(&out, FindingType::CredentialSpraying).severity_label,
         "High"
+    );
+}
+
+/// Whether a connection was a PostgreSQL CancelRequest is the decoder's word, not a guess from
+/// its byte counts: a cancel is no probe, and a 16-byte probe is one.
+#[test]
+fn a_cancel_request_is_no_probe_and_sixteen_bytes_are_no_cancel() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    let mut cancel = flow("10.7.7.7", 60010, 203, 16, FlowEnd::Fin);
+    if let Record::Flow(f) = &mut cancel {
+        f.purpose = Purpose::Cancel;
+    }
+    let out = feed(
+        &mut d,
+        [cancel, flow("10.9.9.9", 60011, 204, 16, FlowEnd::Fin)],
+    );
+    let probes: Vec<&str> = out
+        .iter()
+        .filter(|f| f.finding_type == FindingType::PortProbe.name())
+        .map(|f| f.description.as_str())
+        .collect();
+    assert!(
+        !probes.iter().any(|p| p.starts_with("10.7.7.7")),
+        "{probes:?}"
+    );
+    assert!(
+        probes.iter().any(|p| p.starts_with("10.9.9.9")),
+        "{probes:?}"
     );
 }
 

@@ -18,6 +18,16 @@ pub enum FlowEnd {
     EndOfCapture,
 }
 
+/// What a connection was for, as its decoder saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// A session (or nothing a decoder could tell).
+    #[default]
+    Session,
+    /// A PostgreSQL CancelRequest: a connection of its own that carries only the request.
+    Cancel,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FlowRecord {
     pub client: String,
@@ -43,6 +53,9 @@ pub struct FlowRecord {
     pub rst: u64,
     pub truncated: u64,
     pub end: FlowEnd,
+    /// From the connection's decoder (not written: the detectors read it).
+    #[serde(skip)]
+    pub purpose: Purpose,
 }
 
 impl FlowRecord {
@@ -68,6 +81,7 @@ impl FlowRecord {
             rst: s.rst,
             truncated: s.truncated,
             end,
+            purpose: Purpose::Session,
         }
     }
 }

@@ -18,7 +18,7 @@ pub use finding::{
     Action, Country, Evidence, Finding, InstanceDetails, LoginAttribute, Organization,
     RdsLoginAttemptAction, RemoteIpDetails, Resource, Service, Severity, Tag, UserDetails,
 };
-pub use flow::{FlowEnd, FlowRecord};
+pub use flow::{FlowEnd, FlowRecord, Purpose};
 pub use health::{DecoderStats, StreamStats, SummaryRecord, counter_map};
 pub use latency::{LatencyRecord, Percentiles};
 pub use session::{LoginRecord, Outcome, QueryRecord};

@@ -12,7 +12,7 @@
 use crate::{
     decode::{self, DecodeCtx, Dir, Gap},
     event::Event,
-    model::{Clock, DecoderStats, Endpoint, Protocol, Record, StreamStats},
+    model::{Clock, DecoderStats, Endpoint, Protocol, Purpose, Record, StreamStats},
     session::{Layers, Session},
 };
 use sensor_common::{FlowKey, tcp_flags};
@@ -98,6 +98,9 @@ pub struct Streams {
     pub redact: bool,
     /// The layers a session can switch to (TLS).
     pub layers: Layers,
+    /// Closed connections that were not sessions (a cancel request), until their flow is
+    /// reported ([`Streams::take_purpose`]); bounded by `max_connections`.
+    purposes: HashMap<FlowKey, Purpose>,
     /// Out-of-order bytes held by all connections (the sum of their `held_bytes`).
     held_total: usize,
 }
@@ -112,6 +115,7 @@ impl Streams {
             decoder_stats: DecoderStats::default(),
             redact,
             layers: Layers::none(),
+            purposes: HashMap::default(),
             held_total: 0,
         }
     }
@@ -286,6 +290,11 @@ impl Streams {
         }
     }
 
+    /// What a connection was for, once: its flow is being reported.
+    pub fn take_purpose(&mut self, key: &FlowKey) -> Purpose {
+        self.purposes.remove(key).unwrap_or_default()
+    }
+
     /// Closes connections idle at `now_ns`; with `all`, every connection.
     pub fn expire(&mut self, now_ns: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
         let idle_ns = self.limits.idle_ns;
@@ -339,6 +348,10 @@ impl Streams {
             }
         }
         down.session.close(down.cx, ts);
+        let purpose = conn.session.purpose();
+        if purpose != Purpose::Session && self.purposes.len() < self.limits.max_connections {
+            self.purposes.insert(*key, purpose);
+        }
         self.stats.connections_closed += 1;
     }
 }

@@ -42,6 +42,11 @@ impl<D: Decoder + ?Sized> Session<D> {
         &self.decoder
     }
 
+    /// What the connection was for, as its decoder saw.
+    pub fn purpose(&self) -> crate::model::Purpose {
+        self.decoder.purpose()
+    }
+
     /// The session switched to an encryption (read by a layer or not).
     pub fn encrypted(&self) -> bool {
         self.opaque || self.layer.is_some()
