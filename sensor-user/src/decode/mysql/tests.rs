@@ -1,5 +1,7 @@
 //! Conversations built byte by byte from the protocol documentation.
 
+use super::queue::MAX_PENDING;
+use super::wire::{cap, com, status};
 use super::*;
 use crate::model::{DecoderStats, LoginRecord, Protocol, QueryRecord};
 use crate::testkit::{self, Harness, Run};
