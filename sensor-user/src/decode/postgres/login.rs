@@ -12,7 +12,7 @@ use crate::{
         Control, DecodeCtx,
         kit::{Login, lossy},
     },
-    model::Outcome,
+    model::{Outcome, Purpose},
 };
 
 impl PostgresDecoder {
@@ -69,6 +69,7 @@ impl PostgresDecoder {
                 self.resp.mode = Mode::Answer;
             }
             StartupPacket::Cancel => {
+                self.purpose = Purpose::Cancel;
                 self.phase = Phase::Done;
                 self.stop();
             }

@@ -107,7 +107,7 @@ mod tests;
 use super::kit::Login;
 use crate::{
     decode::{Control, DecodeCtx, Decoder, Dir, Gap},
-    model::Outcome,
+    model::{Outcome, Purpose},
 };
 use framer::{Ev, Framer, Mode, Msg};
 use queue::Group;
@@ -142,6 +142,8 @@ pub struct PostgresDecoder {
     switch: Option<Control>,
     mid_stream: bool,
     seen_request: bool,
+    /// A CancelRequest made this connection.
+    purpose: Purpose,
     login: Option<Login>,
     session: Session,
     stmts: Statements,
@@ -175,6 +177,7 @@ impl PostgresDecoder {
             switch: None,
             mid_stream,
             seen_request: false,
+            purpose: Purpose::Session,
             login: None,
             session: Session::default(),
             stmts: Statements::default(),
@@ -382,5 +385,9 @@ impl Decoder for PostgresDecoder {
         self.emit_login(cx, Outcome::Failure, None);
         self.session.release(cx);
         self.stop();
+    }
+
+    fn purpose(&self) -> Purpose {
+        self.purpose
     }
 }

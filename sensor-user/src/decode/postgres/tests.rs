@@ -4,7 +4,7 @@
 use super::*;
 use crate::{
     decode::{Dir, Gap},
-    model::{DecoderStats, Outcome, Protocol},
+    model::{DecoderStats, Outcome, Protocol, Purpose},
     testkit::{self, Harness, Run},
 };
 
@@ -529,6 +529,18 @@ fn cancel_request_yields_nothing() {
     let r = run(&[d(C, 1, cancel())]);
     assert!(r.records.is_empty());
     assert_eq!(r.stats, DecoderStats::default());
+}
+
+/// The decoder tells what the connection was for: the detectors take a cancel for no probe.
+#[test]
+fn a_cancel_request_connection_says_so() {
+    let mut h = Harness::new(
+        Box::new(PostgresDecoder::new(false)),
+        testkit::endpoint(Protocol::Postgres),
+    );
+    assert_eq!(h.decoder().purpose(), Purpose::Session);
+    h.data(C, 1, &cancel());
+    assert_eq!(h.decoder().purpose(), Purpose::Cancel);
 }
 
 #[test]
