@@ -356,11 +356,7 @@ impl Framer {
                 self.accept(out, stats);
             }
             if self.lost {
-                self.skip_bytes(self.scan.len() as u64, stats);
-                self.lost_bytes += len;
-                self.note_drop(ts);
-                self.scan.clear();
-                self.chunks.clear();
+                self.gap_while_lost(len, stats, ts);
                 return;
             }
         }
@@ -406,11 +402,7 @@ impl Framer {
         ts: u64,
     ) {
         if self.lost {
-            self.skip_bytes(self.scan.len() as u64, stats);
-            self.lost_bytes += len;
-            self.note_drop(ts);
-            self.scan.clear();
-            self.chunks.clear();
+            self.gap_while_lost(len, stats, ts);
             return;
         }
         match &mut self.st {
@@ -429,6 +421,16 @@ impl Framer {
         }
         self.go_lost(out, false, ts);
         self.lost_bytes += len;
+    }
+
+    /// A gap while hunting for a boundary: what was being scanned is not contiguous with what
+    /// follows, so it is given up.
+    fn gap_while_lost(&mut self, len: u64, stats: &mut DecoderStats, ts: u64) {
+        self.skip_bytes(self.scan.len() as u64, stats);
+        self.lost_bytes += len;
+        self.note_drop(ts);
+        self.scan.clear();
+        self.chunks.clear();
     }
 
     /// Delivered bytes that will never be part of a message.

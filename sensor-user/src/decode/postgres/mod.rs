@@ -2,7 +2,7 @@
 //!
 //! # What becomes a record
 //!
-//! - **Login**: one [`LoginRecord`] per StartupMessage, stamped with its time. Success at the
+//! - **Login**: one [`LoginRecord`](crate::model::LoginRecord) per StartupMessage, stamped with its time. Success at the
 //!   first ReadyForQuery; Failure at an ErrorResponse during start-up (SQLSTATE as
 //!   `error_code`: 28P01, 28000, 3D000, 53300, …, which may come after AuthenticationOk), or
 //!   when the connection ends before either (`error_code` None: e.g. psql hanging up after a
@@ -19,7 +19,7 @@
 //!   No login record is made for such a session: user, database and outcome are all inside
 //!   the encryption, and a record of unknown outcome does not fit [`Outcome`]. 'N' means a
 //!   plaintext start-up follows. A CancelRequest connection yields no record.
-//! - **Simple query** ('Q'): one [`QueryRecord`] per Query message, multi-statement strings
+//! - **Simple query** ('Q'): one [`QueryRecord`](crate::model::QueryRecord) per Query message, multi-statement strings
 //!   included: verb and fingerprint of the whole string (so the verb is the first
 //!   statement's), `rows` the sum over its statements (CommandComplete count, or DataRows for
 //!   a count-less tag such as SHOW), `error_code` the first ErrorResponse's SQLSTATE, ends at
@@ -72,7 +72,7 @@
 //!   lost request could own the answer that completed it, and drops it. The connection's end
 //!   releases what is held.
 //! - An `error_code` of None on a tainted query means no ErrorResponse was *seen*: one may
-//!   have been lost (there is no "unknown" in [`QueryRecord`]).
+//!   have been lost (there is no "unknown" in [`QueryRecord`](crate::model::QueryRecord)).
 //! - **Request side**: requests in the gap are unknown, so a barrier goes into the queue. It
 //!   swallows responses until one arrives no earlier than the first request queued behind it
 //!   (a response cannot precede its request; exact for clients that wait for each answer); a
