@@ -32,9 +32,9 @@
 //!    - MySQL: commands are the client packets with sequence id 0; every response restarts at
 //!      sequence id 1, so the server's packets after the login split into responses where the
 //!      sequence id goes back to 1 (a wrap 255 -> 0 -> 1 inside a large result is not a
-//!      restart). The n-th response answers the n-th command that expects one (COM_QUIT,
-//!      COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA get none: the sensor reports them with
-//!      latency 0 and no first byte). Each response is then walked (OK / ERR / result sets
+//!      restart). The n-th response answers the n-th command that expects one
+//!      (COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA get none: the sensor reports them with
+//!      latency 0 and no first byte; COM_QUIT ends the session and is no query). Each response is then walked (OK / ERR / result sets
 //!      with their EOFs, SERVER_MORE_RESULTS_EXISTS) to check that it ends where the split
 //!      says, and to count rows and find the error.
 //!    - Logins: the StartupMessage / HandshakeResponse gives user, database and method; the
@@ -1181,7 +1181,11 @@ fn my_conn(c: &Conn, e: &mut Expected) {
             prepared: matches!(cmd, COM_STMT_EXECUTE),
             what,
         };
-        if matches!(cmd, COM_QUIT | COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+        if cmd == COM_QUIT {
+            // The end of the session: no query, no response.
+            continue;
+        }
+        if matches!(cmd, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
             // No response: reported at once.
             e.queries.push(q);
             continue;

@@ -29,8 +29,8 @@
 //!   CLIENT_DEPRECATE_EOF) whose status lacks SERVER_MORE_RESULTS_EXISTS; for an EXECUTE
 //!   that opened a cursor, the EOF after the definitions; for a PREPARE, its last
 //!   definition (or EOF); LOCAL INFILE goes through the client's file packets and empty
-//!   packet to the OK / ERR. COM_QUIT, COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have no
-//!   response and are reported at once. Whether EOF packets are present is taken from the
+//!   packet to the OK / ERR. COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA have no response and
+//!   are reported at once. COM_QUIT ends the session and is no query: it is not reported. Whether EOF packets are present is taken from the
 //!   handshake, or for a mid-stream start learnt from the packets (a 5-byte 0xFE packet is
 //!   an EOF, a ≥ 7-byte one an OK); column definitions are recognised by their "def"
 //!   catalog, so metadata-less results (MariaDB metadata cache, MySQL optional metadata)

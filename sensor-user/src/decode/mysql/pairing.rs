@@ -111,7 +111,10 @@ impl Session {
                     RState::Start
                 };
             }
-            com::STMT_CLOSE | com::STMT_SEND_LONG_DATA | com::QUIT => {
+            // The end of the session, not a query: reporting it (with no response, at 0 µs)
+            // would count a query per connection and pull every percentile down.
+            com::QUIT => return,
+            com::STMT_CLOSE | com::STMT_SEND_LONG_DATA => {
                 if cmd == com::STMT_CLOSE
                     && let Some(id) = wire::Rd::new(body).u32()
                 {

@@ -1180,7 +1180,6 @@ fn commands_are_named() {
             ("RESET_CONNECTION".into(), "RESET_CONNECTION".into(), None),
             ("FIELD_LIST".into(), "FIELD_LIST".into(), None),
             ("UNKNOWN".into(), "UNKNOWN".into(), Some("1047".into())),
-            ("QUIT".into(), "QUIT".into(), None),
         ]
     );
 }
