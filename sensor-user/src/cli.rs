@@ -532,6 +532,14 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             let shipped = finish(extra.finish);
             let out = out?;
             tracing::debug!(frames = out.frames, "analyzed");
+            if let Some(cut) = &out.cut_off {
+                eprintln!(
+                    "rds-sensor: warning: {}: the capture is cut off in its last record ({cut}); \
+                     the {} frames before it were analyzed",
+                    a.file.display(),
+                    out.frames
+                );
+            }
             shipped
         }
         Command::Run(r) => {

@@ -3,7 +3,7 @@
 use crate::{
     capture::{
         packet::{Decapsulator, LinkType},
-        pcap::PcapReader,
+        pcap::{PcapError, PcapReader},
     },
     model::FlowEnd,
     pipeline::Pipeline,
@@ -20,6 +20,9 @@ pub struct OfflineOptions {
 #[derive(Debug, Default)]
 pub struct OfflineOutcome {
     pub frames: u64,
+    /// The capture ended inside a record (a full disk, a capture killed mid-write): what,
+    /// and where. The frames before it were analyzed.
+    pub cut_off: Option<String>,
     pub counters: [u64; counter::COUNT as usize],
     pub flows_evicted: u64,
 }
@@ -39,10 +42,22 @@ pub fn analyze(
     let mut frames = 0u64;
     let mut last_expire = None::<u64>;
     let mut last_ts = 0u64;
-    while let Some(frame) = reader
-        .next_frame()
-        .with_context(|| format!("reading {} after frame {frames}", path.display()))?
-    {
+    let mut cut_off = None;
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            // Cut off after whole frames: they are reported (as tshark and Suricata do),
+            // and the caller warns. A file cut before any frame is no capture to speak of.
+            Err(PcapError::Truncated { what, offset }) if frames > 0 => {
+                cut_off = Some(format!("truncated {what} at byte {offset}"));
+                break;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading {} after frame {frames}", path.display()));
+            }
+        };
         frames += 1;
         let Some(link) = LinkType::from_pcap(frame.linktype) else {
             bail!(
@@ -70,6 +85,7 @@ pub fn analyze(
     pipeline.summary(last_ts, &decap.counters)?;
     Ok(OfflineOutcome {
         frames,
+        cut_off,
         counters: decap.counters,
         flows_evicted: decap.flows.evicted,
     })

@@ -107,7 +107,6 @@ fn analyze_rejects_malformed_input_without_panicking() {
         ("empty", vec![]),
         ("text", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("cut_header", valid[..10].to_vec()),
-        ("cut_record", valid[..valid.len() - 7].to_vec()),
         ("huge_record", {
             let mut v = valid[..24].to_vec();
             v.extend_from_slice(&[
@@ -141,6 +140,50 @@ fn analyze_rejects_malformed_input_without_panicking() {
     let out = analyze(&["/nonexistent/capture.pcap"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/capture.pcap"));
+}
+
+/// Held-out evaluation (issue 15, point 5): a real capture whose last record is cut off (a
+/// full disk, a tcpdump killed mid-write) printed what it read, then exited 1. Like tshark and
+/// Suricata, it now warns and exits 0, with the records of every whole frame; a file cut
+/// before any frame is still an error.
+#[test]
+fn a_capture_cut_off_in_its_last_record_warns_and_reports_what_it_read() {
+    let full = std::fs::read(pcaps_dir().join("pg-queries.pcap")).unwrap();
+    // Classic pcap: a 24-byte file header, then 16-byte record headers with incl_len at 8.
+    assert_eq!(
+        &full[..4],
+        &0xa1b2_c3d4u32.to_le_bytes(),
+        "a little-endian pcap"
+    );
+    let (mut at, mut last) = (24, 24);
+    while at + 16 <= full.len() {
+        last = at;
+        at += 16 + u32::from_le_bytes(full[at + 8..at + 12].try_into().unwrap()) as usize;
+    }
+    assert_eq!(at, full.len());
+    let whole = tmp("whole-frames.pcap");
+    std::fs::write(&whole, &full[..last]).unwrap();
+    let want = analyze(&[whole.to_str().unwrap(), "--json"]);
+    assert!(want.status.success());
+    for (name, cut) in [("in-data", full.len() - 7), ("in-header", last + 10)] {
+        let p = tmp(&format!("cut-{name}.pcap"));
+        std::fs::write(&p, &full[..cut]).unwrap();
+        let out = analyze(&[p.to_str().unwrap(), "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains("cut off"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "{name}: the records of every whole frame"
+        );
+    }
+    let p = tmp("cut-before-any-frame.pcap");
+    std::fs::write(&p, &full[..24 + 10]).unwrap();
+    assert!(!analyze(&[p.to_str().unwrap()]).status.success());
 }
 
 #[test]

@@ -187,7 +187,11 @@ fn packetbeat_18471_mysql_pipelined_pairing() {
 #[test]
 fn com_quit_ends_the_session_and_is_no_query() {
     let mut quits = 0;
-    for name in ["mysql-queries.pcap", "mysql-auth.pcap", "mysql-prepared.pcap"] {
+    for name in [
+        "mysql-queries.pcap",
+        "mysql-auth.pcap",
+        "mysql-prepared.pcap",
+    ] {
         let p = pcap(name);
         // From tshark alone: the real clients ended their sessions with COM_QUIT.
         let n = common_tshark(&p, "mysql.command == 1", "frame.number").len();
@@ -195,7 +199,8 @@ fn com_quit_ends_the_session_and_is_no_query() {
         let run = run_sensor(&p);
         let q = run.queries();
         assert!(
-            !q.iter().any(|q| q.verb == "QUIT" || q.fingerprint == "QUIT"),
+            !q.iter()
+                .any(|q| q.verb == "QUIT" || q.fingerprint == "QUIT"),
             "{name}: {n} QUIT reported as queries"
         );
         // Every other command is still reported once (the oracle counts them).
