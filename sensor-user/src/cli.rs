@@ -407,7 +407,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct AnalyzeArgs {
-    /// pcap or pcapng file (Ethernet, Linux cooked SLL/SLL2 or raw IP).
+    /// pcap or pcapng file (Ethernet, Linux cooked SLL/SLL2, raw IP or BSD loopback).
     file: PathBuf,
     /// Also write a self-contained HTML report here: latency histograms and percentiles over
     /// time (SVG) per server and top fingerprint, logins, findings with their evidence.

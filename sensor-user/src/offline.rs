@@ -61,7 +61,7 @@ pub fn analyze(
         frames += 1;
         let Some(link) = LinkType::from_pcap(frame.linktype) else {
             bail!(
-                "{}: frame {frames} has link type {}, which is not supported (Ethernet, Linux cooked SLL/SLL2 and raw IP are)",
+                "{}: frame {frames} has link type {}, which is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP and BSD loopback are)",
                 path.display(),
                 frame.linktype
             );

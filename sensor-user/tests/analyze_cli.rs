@@ -186,6 +186,77 @@ fn a_capture_cut_off_in_its_last_record_warns_and_reports_what_it_read() {
     assert!(!analyze(&[p.to_str().unwrap()]).status.success());
 }
 
+/// Held-out evaluation (issue 15, point 4): captures with the BSD loopback link type (DLT_NULL,
+/// 0) were refused; tshark and Suricata read them. A real capture's frames with their Ethernet
+/// header replaced by DLT_NULL's 4-byte address family (in either byte order, as the capturing
+/// host wrote it) give the records of the Ethernet original, and tshark reads them alike.
+#[test]
+fn a_bsd_loopback_capture_is_read_like_its_ethernet_original() {
+    let full = std::fs::read(pcaps_dir().join("pg-queries.pcap")).unwrap();
+    assert_eq!(
+        &full[..4],
+        &0xa1b2_c3d4u32.to_le_bytes(),
+        "a little-endian pcap"
+    );
+    let mut header = full[..24].to_vec();
+    let (mut eth, mut null_le, mut null_be) = (header.clone(), header.clone(), {
+        header[20..24].copy_from_slice(&0u32.to_le_bytes());
+        header.clone()
+    });
+    null_le[20..24].copy_from_slice(&0u32.to_le_bytes());
+    let mut at = 24;
+    let mut kept = 0;
+    while at + 16 <= full.len() {
+        let rec = &full[at..];
+        let incl = u32::from_le_bytes(rec[8..12].try_into().unwrap()) as usize;
+        let orig = u32::from_le_bytes(rec[12..16].try_into().unwrap());
+        let data = &rec[16..16 + incl];
+        at += 16 + incl;
+        let family: u32 = match data.get(12..14) {
+            Some([0x08, 0x00]) => 2,
+            Some([0x86, 0xdd]) => 30,
+            _ => continue,
+        };
+        kept += 1;
+        eth.extend_from_slice(&rec[..16 + incl]);
+        for (out, fam) in [
+            (&mut null_le, family.to_le_bytes()),
+            (&mut null_be, family.to_be_bytes()),
+        ] {
+            out.extend_from_slice(&rec[..8]);
+            out.extend_from_slice(&(incl as u32 - 10).to_le_bytes());
+            out.extend_from_slice(&(orig - 10).to_le_bytes());
+            out.extend_from_slice(&fam);
+            out.extend_from_slice(&data[14..]);
+        }
+    }
+    assert!(kept > 50, "{kept} IP frames");
+    let write = |name: &str, bytes: &[u8]| {
+        let p = tmp(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let eth = write("eth.pcap", &eth);
+    let want = analyze(&[eth.to_str().unwrap(), "--json"]);
+    assert!(want.status.success());
+    let pg = |p: &std::path::Path| tshark_fields(p, "pgsql", &["frame.number"]).len();
+    for (name, bytes) in [("null-le.pcap", &null_le), ("null-be.pcap", &null_be)] {
+        let p = write(name, bytes);
+        let out = analyze(&[p.to_str().unwrap(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "{name}"
+        );
+        assert_eq!(pg(&p), pg(&eth), "{name}: tshark reads it alike");
+    }
+}
+
 #[test]
 fn random_bytes_after_a_valid_header_never_panic() {
     // Deterministic xorshift: thousands of corrupted captures through the library.

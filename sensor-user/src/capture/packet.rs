@@ -29,6 +29,10 @@ pub enum LinkType {
     LinuxSll2,
     /// DLT_RAW (101 / 12 / 14) and LINKTYPE_IPV4 (228) / LINKTYPE_IPV6 (229): the IP header first.
     RawIp,
+    /// DLT_NULL (0), BSD loopback: a 4-byte address family in the capturing host's byte order
+    /// (AF_INET 2; AF_INET6 24, 28 or 30 depending on the BSD), then the IP header.
+    /// LINKTYPE_LOOP (108, OpenBSD) is the same in network byte order.
+    Null,
 }
 
 impl LinkType {
@@ -38,6 +42,7 @@ impl LinkType {
             113 => Some(Self::LinuxSll),
             276 => Some(Self::LinuxSll2),
             12 | 14 | 101 | 228 | 229 => Some(Self::RawIp),
+            0 | 108 => Some(Self::Null),
             _ => None,
         }
     }
@@ -267,6 +272,16 @@ impl Decapsulator {
                 Some(6) => Some((ETH_P_IPV6, 0)),
                 _ => None,
             },
+            LinkType::Null => b.get(..4).and_then(|f| {
+                let f: [u8; 4] = f.try_into().ok()?;
+                // Either byte order: the family is a small number in one of them.
+                let family = u32::from_le_bytes(f).min(u32::from_be_bytes(f));
+                match family {
+                    2 => Some((ETH_P_IP, 4)),
+                    24 | 28 | 30 => Some((ETH_P_IPV6, 4)),
+                    _ => None,
+                }
+            }),
         };
         let Some((ethertype, off)) = first else {
             self.count(counter::MALFORMED);
