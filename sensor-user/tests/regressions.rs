@@ -210,6 +210,67 @@ fn com_quit_ends_the_session_and_is_no_query() {
     assert!(quits >= 5, "the captures end sessions with QUIT ({quits})");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Held-out evaluation (issue 15, point 9): `SELEC 1`, refused by the server as a syntax error,
+// became a new statement class and raised PrivilegeDrift.
+
+#[test]
+fn a_statement_refused_as_a_syntax_error_is_no_privilege_drift() {
+    use rds_sensor::{
+        detect::{Detector, DetectorOptions, FindingType},
+        model::{Clock, Record, Timestamp},
+    };
+    const S: u64 = 1_000_000_000;
+    for (name, code) in [("pg-queries.pcap", "42601"), ("mysql-queries.pcap", "1064")] {
+        let p = pcap(name);
+        // From tshark alone: the server refused one statement as a syntax error.
+        let filter = format!("pgsql.code == \"{code}\" || mysql.error_code == {code}");
+        assert_eq!(
+            common_tshark(&p, &filter, "frame.number").len(),
+            1,
+            "{name}"
+        );
+        let mut run = run_sensor(&p);
+        let typo = run
+            .queries()
+            .into_iter()
+            .find(|q| q.error_code.as_deref() == Some(code))
+            .cloned()
+            .expect("the refused statement is reported");
+        // Learning covers everything before the typo: the records from the typo on are moved
+        // 10 s later (the learning period counts whole seconds; the capture is quick).
+        for r in &mut run.records {
+            match r {
+                Record::Query(q) if q.ts >= typo.ts => q.ts = Timestamp(q.ts.ns() + 10 * S),
+                Record::Login(l) if l.ts >= typo.ts => l.ts = Timestamp(l.ts.ns() + 10 * S),
+                _ => {}
+            }
+        }
+        let first = run.queries().iter().map(|q| q.ts.ns()).min().unwrap();
+        let mut d = Detector::new(
+            DetectorOptions {
+                learning_period_s: (typo.ts.ns() - first) / S + 5,
+                ..DetectorOptions::default()
+            },
+            Clock::default(),
+        )
+        .unwrap();
+        let mut findings = Vec::new();
+        for r in &run.records {
+            if matches!(r, Record::Query(_) | Record::Login(_)) {
+                d.observe(r, &mut findings);
+            }
+        }
+        d.finish(&mut findings);
+        let drift: Vec<_> = findings
+            .iter()
+            .filter(|f| f.finding_type == FindingType::PrivilegeDrift.name())
+            .filter(|f| f.evidence.statement_classes.iter().any(|c| c == &typo.verb))
+            .collect();
+        assert!(drift.is_empty(), "{name}: {drift:?}");
+    }
+}
+
 fn common_tshark(p: &Path, filter: &str, field: &str) -> Vec<String> {
     let out = std::process::Command::new("tshark")
         .args(["-n", "-r"])

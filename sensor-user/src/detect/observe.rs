@@ -14,6 +14,11 @@ use super::{Detector, Finding};
 use crate::model::{FlowEnd, FlowRecord, LoginRecord, Outcome, Purpose, QueryRecord};
 use std::net::{IpAddr, SocketAddr};
 
+/// PostgreSQL's SQLSTATE 42601 (syntax_error), MySQL/MariaDB's 1064 (ER_PARSE_ERROR).
+fn is_syntax_error(code: &str) -> bool {
+    matches!(code, "42601" | "1064")
+}
+
 fn client_ip(s: &str) -> Option<IpAddr> {
     s.parse::<SocketAddr>()
         .ok()
@@ -121,6 +126,11 @@ impl Detector {
         else {
             return;
         };
+        // A statement the server refused as a syntax error never ran: its "class" is a typo,
+        // neither learned nor drift.
+        if q.error_code.as_deref().is_some_and(is_syntax_error) {
+            return;
+        }
         let class = statement_class(&q.verb, &q.fingerprint);
         if class.is_empty() {
             return;
