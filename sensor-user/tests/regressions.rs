@@ -271,6 +271,78 @@ fn a_statement_refused_as_a_syntax_error_is_no_privilege_drift() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Held-out evaluation (issue 15, point 6): a login that names no database was recorded with
+// database `-`, which then showed up as a "new client edge" to a database called `-`.
+
+#[test]
+fn a_login_that_names_no_database_is_no_edge_to_a_database_called_dash() {
+    use rds_sensor::{
+        detect::{Detector, DetectorOptions, FindingType},
+        model::{Clock, Record, Timestamp},
+    };
+    const S: u64 = 1_000_000_000;
+    let p = pcap("mysql-queries.pcap");
+    // From tshark alone: mariadb-admin's handshake response names no database.
+    let dbs = common_tshark(&p, "ip.src == 198.51.100.21 && mysql.user", "mysql.schema");
+    assert_eq!(dbs, [""], "one login, no schema");
+    let mut run = run_sensor(&p);
+    let no_db = run
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::Login(l) if l.database.is_none() => Some(l.ts),
+            _ => None,
+        })
+        .expect("the login without a database is reported without one");
+    // The first session (same network, database appdb) is learned; the one that names no
+    // database comes after learning (moved 10 s later: the period counts whole seconds).
+    for r in &mut run.records {
+        match r {
+            Record::Query(q) if q.ts >= no_db => q.ts = Timestamp(q.ts.ns() + 10 * S),
+            Record::Login(l) if l.ts >= no_db => l.ts = Timestamp(l.ts.ns() + 10 * S),
+            _ => {}
+        }
+    }
+    let first = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Login(l) => Some(l.ts.ns()),
+            _ => None,
+        })
+        .min()
+        .unwrap();
+    let mut d = Detector::new(
+        DetectorOptions {
+            learning_period_s: (no_db.ns() - first) / S + 5,
+            ..DetectorOptions::default()
+        },
+        Clock::default(),
+    )
+    .unwrap();
+    let mut findings = Vec::new();
+    for r in &run.records {
+        if matches!(r, Record::Query(_) | Record::Login(_)) {
+            d.observe(r, &mut findings);
+        }
+    }
+    d.finish(&mut findings);
+    let text = |f: &rds_sensor::model::Finding| format!("{} {}", f.title, f.description);
+    assert!(
+        !findings.iter().any(|f| text(f).contains("database -")),
+        "{:?}",
+        findings.iter().map(text).collect::<Vec<_>>()
+    );
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.finding_type == FindingType::NewClientEdge.name()),
+        "the network was learned: {:?}",
+        findings.iter().map(text).collect::<Vec<_>>()
+    );
+}
+
 fn common_tshark(p: &Path, filter: &str, field: &str) -> Vec<String> {
     let out = std::process::Command::new("tshark")
         .args(["-n", "-r"])

@@ -20,11 +20,11 @@ impl Detector {
             ref th,
             ok,
             ref user,
-            ref db,
             ref a,
             ref id,
             ..
         } = *c;
+        let to_db = c.to_db();
         // Patterns that need no baseline: brute force and spraying.
         let (users_failed, user_failures) = {
             let q = self
@@ -78,7 +78,7 @@ impl Detector {
         if ok && user_failures >= th.brute_force_failures {
             let k = FindingType::SuccessfulBruteForce;
             let desc = format!(
-                "{ip} logged in as {user} to database {db} on {id} after {user_failures} failed logins as {user} in {} minutes.",
+                "{ip} logged in as {user}{to_db} on {id} after {user_failures} failed logins as {user} in {} minutes.",
                 th.failure_window_s / 60
             );
             self.report(

@@ -60,6 +60,15 @@ pub(super) struct LoginCtx<'r> {
 }
 
 impl LoginCtx<'_> {
+    /// ` to database D`, or nothing when the login named no database.
+    pub(super) fn to_db(&self) -> String {
+        if self.db.is_empty() {
+            String::new()
+        } else {
+            format!(" to database {}", self.db)
+        }
+    }
+
     /// The client by address, with the login's account.
     pub(super) fn who(&self) -> Who<'_> {
         Who {

@@ -14,11 +14,11 @@ impl Detector {
             ip,
             ok,
             ref user,
-            ref db,
             ref id,
             verb,
             ..
         } = *c;
+        let to_db = c.to_db();
         // The two intel lists differ only in their finding types and wording.
         let hits: Vec<_> = [
             (
@@ -57,7 +57,7 @@ impl Detector {
                 (no, "Failed login")
             };
             let desc = format!(
-                "{ip} {verb} as {user} to database {db} on {id}; the address is {listed} {p} ({cat})."
+                "{ip} {verb} as {user}{to_db} on {id}; the address is {listed} {p} ({cat})."
             );
             self.report(
                 out,

@@ -44,6 +44,9 @@ impl Detector {
             e.1
         };
         let net = a.net.to_string();
+        // A login may name no database (MySQL without one, a `USE` later): its edge is to the
+        // instance, and it says nothing of databases.
+        let to_db = c.to_db();
         let hour_count = if ok {
             bump(&mut self.hour_logins, (inst.key.clone(), user.clone()))
         } else {
@@ -55,7 +58,9 @@ impl Detector {
             let nb = ib.networks.entry(net.clone()).or_default();
             if ok {
                 nb.logins += 1;
-                nb.databases.insert(db.clone());
+                if !db.is_empty() {
+                    nb.databases.insert(db.clone());
+                }
                 let ub = ib.users.entry(user.clone()).or_default();
                 ub.networks.insert(net.clone());
                 if let Some(asn) = a.info.asn {
@@ -64,7 +69,9 @@ impl Detector {
                 if !app.is_empty() {
                     ub.applications.insert(app.clone());
                 }
-                ub.databases.insert(db.clone());
+                if !db.is_empty() {
+                    ub.databases.insert(db.clone());
+                }
                 ub.logins += 1;
                 ub.max_logins_per_hour = ub.max_logins_per_hour.max(hour_count);
             } else {
@@ -98,7 +105,7 @@ impl Detector {
                     if !app.is_empty() && !ub.applications.contains(app) {
                         reasons.push(format!("application `{app}` never used by {user}"));
                     }
-                    if !ub.databases.contains(db) {
+                    if !db.is_empty() && !ub.databases.contains(db) {
                         reasons.push(format!("database {db} never used by {user}"));
                     }
                     if over(
@@ -116,7 +123,7 @@ impl Detector {
             let new_edge = !ib
                 .networks
                 .get(&net)
-                .is_some_and(|n| n.databases.contains(db));
+                .is_some_and(|n| db.is_empty() || n.databases.contains(db));
             if !reasons.is_empty() {
                 let pattern = public_failures >= th.public_failure_pattern;
                 let sev = if pattern {
@@ -131,7 +138,7 @@ impl Detector {
                     ));
                 }
                 let desc = format!(
-                    "{ip} logged in as {user} to database {db} on {id} with `{app}`: {}.",
+                    "{ip} logged in as {user}{to_db} on {id} with `{app}`: {}.",
                     reasons.join("; ")
                 );
                 self.report(
@@ -145,9 +152,8 @@ impl Detector {
                 );
             }
             if new_edge {
-                let desc = format!(
-                    "First session from network {net} to database {db} on {id} ({ip} as {user})."
-                );
+                let desc =
+                    format!("First session from network {net}{to_db} on {id} ({ip} as {user}).");
                 self.report(
                     out,
                     Who {
@@ -156,9 +162,17 @@ impl Detector {
                     },
                     FindingType::NewClientEdge,
                     a.medium_if_public(),
-                    format!("New client network for database {db} on RDS DB instance {id}"),
+                    if db.is_empty() {
+                        format!("New client network for RDS DB instance {id}")
+                    } else {
+                        format!("New client network for database {db} on RDS DB instance {id}")
+                    },
                     desc,
-                    Evidence::with_reasons(vec![format!("{net} → {db} never seen while learning")]),
+                    Evidence::with_reasons(vec![if db.is_empty() {
+                        format!("{net} → {id} never seen while learning")
+                    } else {
+                        format!("{net} → {db} never seen while learning")
+                    }]),
                 );
             }
         } else {
@@ -186,7 +200,7 @@ impl Detector {
             if !reasons.is_empty() {
                 let k = FindingType::AnomalousFailedLogin;
                 let desc = format!(
-                    "{ip} failed to log in as {user} to database {db} on {id}{}: {}.",
+                    "{ip} failed to log in as {user}{to_db} on {id}{}: {}.",
                     l.error_code
                         .as_deref()
                         .map(|c| format!(" (error {c})"))

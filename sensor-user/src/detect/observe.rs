@@ -40,7 +40,8 @@ impl Detector {
         let ok = l.outcome == Outcome::Success;
         let user = l.user.clone().unwrap_or_else(|| "-".into());
         let app = l.application.clone().unwrap_or_default();
-        let db = l.database.clone().unwrap_or_else(|| "-".into());
+        // Empty: the login named no database.
+        let db = l.database.clone().unwrap_or_default();
         let auth = l.auth_method.clone().unwrap_or_default();
         self.conns.insert(
             (l.endpoint.client.clone(), l.endpoint.server.clone()),
