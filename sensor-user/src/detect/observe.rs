@@ -8,7 +8,7 @@ use super::context::{FlowCtx, LoginCtx, QueryCtx};
 use super::data_staging::reads_rows;
 use super::finding::{Evidence, UserDetails};
 use super::intel::canonical;
-use super::privilege_drift::statement_class;
+use super::privilege_drift::{drifts, statement_class};
 use super::state::Conn;
 use super::{Detector, Finding};
 use crate::model::{FlowEnd, FlowRecord, LoginRecord, Outcome, Purpose, QueryRecord};
@@ -174,7 +174,7 @@ impl Detector {
                     .unwrap_or((ub.max_rows_query, ub.max_bytes_query));
                 (
                     true,
-                    !ub.classes.contains(&class),
+                    !ub.classes.contains(&class) && drifts(&class),
                     base_q,
                     (ub.max_rows_window, ub.max_bytes_window),
                 )

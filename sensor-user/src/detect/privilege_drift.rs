@@ -127,6 +127,35 @@ pub fn statement_class(verb: &str, fingerprint: &str) -> String {
     }
 }
 
+/// Whether a user's first use of a class is privilege drift: not for statements that need no
+/// privilege beyond the session's, which a dump (pg_dump, mariadb-dump) runs as a matter of
+/// course. `COPY … TO` reads (how much, data staging judges); table locks keep the snapshot
+/// consistent (`LOCK TABLE`, MariaDB's `LOCK TABLES` / `UNLOCK TABLES`); transaction control,
+/// prepared-statement plumbing and session settings (a plain `SET`: `SET ROLE` is a class of
+/// its own, and drifts) change no privilege.
+pub fn drifts(class: &str) -> bool {
+    !matches!(
+        class,
+        "COPY TO"
+            | "LOCK"
+            | "UNLOCK"
+            | "BEGIN"
+            | "START"
+            | "COMMIT"
+            | "ROLLBACK"
+            | "END"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "PREPARE"
+            | "EXECUTE"
+            | "DEALLOCATE"
+            | "SET"
+            | "RESET"
+            | "SHOW"
+            | "DISCARD"
+    )
+}
+
 /// Statement classes whose first use by a user is High: schema and privilege changes, file and
 /// program access.
 pub fn is_dangerous_class(class: &str) -> bool {
