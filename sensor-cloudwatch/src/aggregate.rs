@@ -191,6 +191,8 @@ impl Aggregator {
         match l.outcome {
             Outcome::Success => a.logins_ok += 1,
             Outcome::Failure => a.logins_failed += 1,
+            // Neither: the client hung up when asked for its credentials.
+            Outcome::Abandoned => {}
         }
     }
 

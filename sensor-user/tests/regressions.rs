@@ -282,6 +282,47 @@ fn a_login_that_names_no_database_is_no_edge_to_a_database_called_dash() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Held-out evaluation (issue 15, point 1): psql connects without a password first and hangs up
+// when the server asks for one (then prompts its user and connects again). That first
+// connection was reported as a failed login with no error code, inflating failed-login counts
+// and detection on every interactive login.
+
+#[test]
+fn psql_hanging_up_at_the_password_request_abandons_the_login() {
+    use rds_sensor::model::{Outcome, Record};
+    let p = pcaps_dir().join("regressions/psql-prompt.pcap");
+    // From tshark alone: three start-ups; the server asked each for SASL authentication; only
+    // the second and third clients answered (SASLInitialResponse); the third was refused.
+    let starts = common_tshark(&p, "pgsql.type == \"Startup message\"", "tcp.srcport");
+    assert_eq!(starts.len(), 3);
+    let answered = common_tshark(
+        &p,
+        "pgsql.type == \"SASLInitialResponse message\"",
+        "tcp.srcport",
+    );
+    assert_eq!(answered, starts[1..], "the first client never answered");
+    let refused = common_tshark(&p, "pgsql.code == \"28P01\"", "tcp.dstport");
+    assert_eq!(refused, starts[2..]);
+    let run = run_sensor(&p);
+    let outcomes: Vec<(Outcome, Option<String>)> = run
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Login(l) => Some((l.outcome, l.error_code.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Outcome::Abandoned, None),
+            (Outcome::Success, None),
+            (Outcome::Failure, Some("28P01".to_string())),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Held-out evaluation (issue 15, point 10): `COPY … TO` (and the dump's table locks) raised
 // PrivilegeDrift during an ordinary pg_dump: a dump reads; that is data staging's to judge.
 

@@ -31,6 +31,11 @@ impl Detector {
         self.stats.logins += 1;
         let now = l.ts.ns();
         self.advance(now, out);
+        // No login happened and none was refused (psql prompting for the password): neither a
+        // success nor a failure to learn or to count.
+        if l.outcome == Outcome::Abandoned {
+            return;
+        }
         let Some(ip) = client_ip(&l.endpoint.client) else {
             return;
         };

@@ -8,6 +8,9 @@ use serde::Serialize;
 pub enum Outcome {
     Success,
     Failure,
+    /// The client went away when the server asked for its credentials: no refusal, no login
+    /// (psql does this, then asks its user for the password and connects again).
+    Abandoned,
 }
 
 /// One login attempt and what the server finally said.

@@ -181,6 +181,7 @@ impl Report {
             let (cls, o) = match l.outcome {
                 Outcome::Success => ("ok", "success"),
                 Outcome::Failure => ("fail", "failure"),
+                Outcome::Abandoned => ("", "abandoned"),
             };
             let _ = write!(
                 h,

@@ -258,6 +258,7 @@ impl Sink for Prometheus {
                 let outcome = match l.outcome {
                     Outcome::Success => "success",
                     Outcome::Failure => "failure",
+                    Outcome::Abandoned => "abandoned",
                 };
                 let inst = m.dims.instance(self.instances.resolve(&l.endpoint.server));
                 *m.logins.entry((inst, outcome)).or_default() += 1;

@@ -44,6 +44,7 @@ impl PostgresDecoder {
     /// went missing.
     pub(super) fn on_auth_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         if m.typ == b'p' {
+            self.awaiting_credentials = false;
             if self.req.keep_password {
                 self.req.keep_password = false;
                 let mut pos = 0;
@@ -106,7 +107,10 @@ impl PostgresDecoder {
         match m.typ {
             b'R' => {
                 let Some(l) = self.login.as_mut() else { return };
-                let method = match messages::auth_code(m.body) {
+                let code = messages::auth_code(m.body);
+                // Anything but AuthenticationOk and SASLFinal asks the client for more.
+                self.awaiting_credentials = !matches!(code, Some(0 | 12));
+                let method = match code {
                     Some(0) => {
                         if l.auth_method.is_none() {
                             l.auth_method = Some("trust".into());

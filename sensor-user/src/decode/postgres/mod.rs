@@ -144,6 +144,8 @@ pub struct PostgresDecoder {
     seen_request: bool,
     /// A CancelRequest made this connection.
     purpose: Purpose,
+    /// The server asked for credentials, and the client has not answered yet.
+    awaiting_credentials: bool,
     login: Option<Login>,
     session: Session,
     stmts: Statements,
@@ -178,6 +180,7 @@ impl PostgresDecoder {
             mid_stream,
             seen_request: false,
             purpose: Purpose::Session,
+            awaiting_credentials: false,
             login: None,
             session: Session::default(),
             stmts: Statements::default(),
@@ -380,9 +383,15 @@ impl Decoder for PostgresDecoder {
     }
 
     fn close(&mut self, cx: &mut DecodeCtx<'_>, _ts_ns: u64) {
-        // A start-up the server never answered (or the client abandoned, e.g. psql hanging
-        // up to prompt for a password) did not succeed.
-        self.emit_login(cx, Outcome::Failure, None);
+        // A client that hangs up when asked for its credentials (psql, to prompt its user for
+        // the password, then connects again) abandoned the login: the server refused nothing.
+        // A start-up the server never answered did not succeed.
+        let outcome = if self.awaiting_credentials {
+            Outcome::Abandoned
+        } else {
+            Outcome::Failure
+        };
+        self.emit_login(cx, outcome, None);
         self.session.release(cx);
         self.stop();
     }

@@ -451,7 +451,7 @@ fn cleartext_login_default_database_and_abandoned_login() {
     assert_eq!(l[0].database.as_deref(), Some("dave"));
     assert_eq!(l[0].auth_method.as_deref(), Some("cleartext"));
     assert_eq!(l[0].outcome, Outcome::Success);
-    // psql's first attempt: the password request, then a hang-up.
+    // psql's first attempt: the password request, then a hang-up: abandoned, not refused.
     let r = run(&[
         d(C, 1, startup(&[("user", "dave")])),
         d(S, 2, auth(5, &[0; 4])),
@@ -460,9 +460,19 @@ fn cleartext_login_default_database_and_abandoned_login() {
     assert_eq!(l.len(), 1);
     assert_eq!(
         (l[0].outcome, l[0].error_code.as_deref()),
-        (Outcome::Failure, None)
+        (Outcome::Abandoned, None)
     );
     assert_eq!(l[0].auth_method.as_deref(), Some("md5"));
+    // A start-up the server never answered did not succeed.
+    let r = run(&[d(C, 1, startup(&[("user", "dave")]))]);
+    assert_eq!(r.logins()[0].outcome, Outcome::Failure);
+    // The password sent, then the connection gone before the verdict: not abandoned.
+    let r = run(&[
+        d(C, 1, startup(&[("user", "dave")])),
+        d(S, 2, auth(3, &[])),
+        d(C, 3, password("canary-literal-4242")),
+    ]);
+    assert_eq!(r.logins()[0].outcome, Outcome::Failure);
 }
 
 #[test]

@@ -184,6 +184,8 @@ impl State {
                 match l.outcome {
                     Outcome::Success => e.success += 1,
                     Outcome::Failure => e.failure += 1,
+                    // Neither: the client hung up when asked for its credentials.
+                    Outcome::Abandoned => {}
                 }
             }
             Record::Finding(f) => {
