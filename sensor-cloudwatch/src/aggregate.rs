@@ -455,6 +455,7 @@ mod tests {
             latency_first_byte_us: None,
             latency_us: us,
             prepared: false,
+            tag: None,
         }
     }
 

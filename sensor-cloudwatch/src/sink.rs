@@ -338,6 +338,7 @@ mod tests {
             latency_first_byte_us: Some(5),
             latency_us: 10,
             prepared: false,
+            tag: None,
         })
     }
 

@@ -404,6 +404,7 @@ fn query(t_s: i64) -> Record {
         latency_first_byte_us: Some(500),
         latency_us: 1000,
         prepared: false,
+        tag: None,
     })
 }
 

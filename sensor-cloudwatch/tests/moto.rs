@@ -503,6 +503,7 @@ fn query(t_s: i64, latency_us: u64) -> Record {
         latency_first_byte_us: Some(latency_us / 2),
         latency_us,
         prepared: false,
+        tag: None,
     })
 }
 

@@ -323,6 +323,54 @@ fn psql_hanging_up_at_the_password_request_abandons_the_login() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Held-out evaluation (issue 15, point 3): a COMMIT the server answered with the tag ROLLBACK
+// (the transaction had failed) was reported as a successful COMMIT. The tag is kept.
+
+#[test]
+fn a_commit_of_an_aborted_transaction_says_rollback() {
+    let p = pcaps_dir().join("regressions/pg-aborted.pcap");
+    // From tshark alone: the completion tags in order (without their counts).
+    let tags: Vec<String> = common_tshark(&p, "pgsql.tag", "pgsql.tag")
+        .iter()
+        .map(|t| {
+            t.split(' ')
+                .take_while(|w| !w.bytes().all(|b| b.is_ascii_digit()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        ["BEGIN", "UPDATE", "ROLLBACK", "BEGIN", "UPDATE", "COMMIT"]
+    );
+    let run = run_sensor(&p);
+    let got: Vec<(String, Option<String>, Option<String>)> = run
+        .queries()
+        .iter()
+        .map(|q| (q.verb.clone(), q.tag.clone(), q.error_code.clone()))
+        .collect();
+    let q = |verb: &str, tag: Option<&str>, err: Option<&str>| {
+        (
+            verb.to_string(),
+            tag.map(str::to_string),
+            err.map(str::to_string),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            q("BEGIN", Some("BEGIN"), None),
+            q("UPDATE", Some("UPDATE"), None),
+            q("SELECT", None, Some("22012")),
+            q("COMMIT", Some("ROLLBACK"), None),
+            q("BEGIN", Some("BEGIN"), None),
+            q("UPDATE", Some("UPDATE"), None),
+            q("COMMIT", Some("COMMIT"), None),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Held-out evaluation (issue 15, point 10): `COPY … TO` (and the dump's table locks) raised
 // PrivilegeDrift during an ordinary pg_dump: a dump reads; that is data staging's to judge.
 

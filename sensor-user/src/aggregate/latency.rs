@@ -347,6 +347,7 @@ mod tests {
             latency_first_byte_us: Some(us / 2),
             latency_us: us,
             prepared: false,
+            tag: None,
         }
     }
 

@@ -109,6 +109,7 @@ fn query(
         latency_first_byte_us: None,
         latency_us: 100,
         prepared: false,
+        tag: None,
     })
 }
 

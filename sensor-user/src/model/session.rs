@@ -61,4 +61,8 @@ pub struct QueryRecord {
     pub latency_us: u64,
     /// Extended-protocol / binary-protocol prepared statement executions.
     pub prepared: bool,
+    /// What the server said it did, when it says (PostgreSQL's CommandComplete tag without
+    /// its counts: a COMMIT of an aborted transaction completes as `ROLLBACK`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }

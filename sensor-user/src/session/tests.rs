@@ -54,6 +54,7 @@ impl Decoder for Lines {
                     latency_first_byte_us: None,
                     latency_us: 0,
                     prepared: false,
+                    tag: None,
                 })),
             }
         }

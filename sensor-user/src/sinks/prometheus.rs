@@ -376,6 +376,7 @@ mod tests {
                 latency_first_byte_us: Some(us / 2),
                 latency_us: us,
                 prepared: false,
+                tag: None,
             }))
             .unwrap();
         }
@@ -441,6 +442,7 @@ mod tests {
                 latency_first_byte_us: None,
                 latency_us: 10,
                 prepared: false,
+                tag: None,
             }))
             .unwrap();
         }

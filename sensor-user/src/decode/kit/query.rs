@@ -26,6 +26,8 @@ pub struct Exchange {
     pub bytes_request: u64,
     pub bytes_response: u64,
     pub prepared: bool,
+    /// The server's completion tag, where the protocol has one.
+    pub tag: Option<String>,
 }
 
 impl Exchange {
@@ -46,6 +48,7 @@ impl Exchange {
             latency_first_byte_us: self.first_ns.map(since),
             latency_us: since(self.end_ns),
             prepared: self.prepared,
+            tag: self.tag,
         })
     }
 }

@@ -161,6 +161,8 @@ impl Session {
             bytes_request: q.bytes_request,
             bytes_response: q.bytes_response,
             prepared: q.prepared,
+            // MySQL's OK packet names no command.
+            tag: None,
         }
         .record(cx);
         cx.out.push(r);

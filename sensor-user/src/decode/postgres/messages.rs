@@ -374,6 +374,19 @@ pub fn tag_rows(body: &[u8]) -> Option<u64> {
     tag.rsplit(' ').next()?.parse().ok()
 }
 
+/// The command a CommandComplete tag names, without its counts (`INSERT 0 1` → `INSERT`,
+/// `ROLLBACK`, `CREATE TABLE`); `None` for a tag that is not short printable text.
+pub fn tag_command(body: &[u8]) -> Option<String> {
+    let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
+    let tag = std::str::from_utf8(body.get(..end.min(64))?).ok()?;
+    let words: Vec<&str> = tag
+        .split(' ')
+        .take_while(|w| !w.is_empty() && !w.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let cmd = words.join(" ");
+    (!cmd.is_empty() && cmd.bytes().all(|b| b.is_ascii_uppercase() || b == b' ')).then_some(cmd)
+}
+
 /// Authentication request code of an 'R' message.
 pub fn auth_code(body: &[u8]) -> Option<u32> {
     (body.len() >= 4).then(|| be32(body))
@@ -414,6 +427,13 @@ mod tests {
         assert_eq!(tag_rows(b"BEGIN\0"), None);
         assert_eq!(tag_rows(b"CREATE TABLE\0"), None);
         assert_eq!(tag_rows(b"SELECT\0"), None);
+        let cmd = |b: &[u8]| tag_command(b).map(|s| s.to_string());
+        assert_eq!(cmd(b"INSERT 0 5\0").as_deref(), Some("INSERT"));
+        assert_eq!(cmd(b"ROLLBACK\0").as_deref(), Some("ROLLBACK"));
+        assert_eq!(cmd(b"CREATE TABLE\0").as_deref(), Some("CREATE TABLE"));
+        assert_eq!(cmd(b"SELECT 1000\0").as_deref(), Some("SELECT"));
+        assert_eq!(cmd(b"\0"), None);
+        assert_eq!(cmd(b"select\x01\0"), None, "not a tag");
     }
 
     #[test]

@@ -260,11 +260,15 @@ impl PostgresDecoder {
                         q.cur_rows += n;
                         return;
                     }
-                    b'C' => m
-                        .complete
-                        .then(|| messages::tag_rows(m.body))
-                        .flatten()
-                        .or((!q.tainted && q.cur_rows > 0).then_some(q.cur_rows)),
+                    b'C' => {
+                        if m.complete {
+                            q.tag = messages::tag_command(m.body);
+                        }
+                        m.complete
+                            .then(|| messages::tag_rows(m.body))
+                            .flatten()
+                            .or((!q.tainted && q.cur_rows > 0).then_some(q.cur_rows))
+                    }
                     b's' => (!q.tainted).then_some(q.cur_rows),
                     b'I' => None,
                     b'E' => {
@@ -307,6 +311,7 @@ impl PostgresDecoder {
             if comp.error.is_some() {
                 q.error = comp.error;
             }
+            q.tag = comp.tag;
             self.session
                 .emit(cx, &q, comp.rows, first, comp.end_ts, true);
         }

@@ -30,6 +30,8 @@ pub(super) struct Query {
     pub(super) prepared: bool,
     /// Response framing was lost while this query was answered.
     pub(super) tainted: bool,
+    /// The last CommandComplete tag's command.
+    pub(super) tag: Option<String>,
 }
 
 impl Query {
@@ -42,6 +44,7 @@ impl Query {
             first_resp: None,
             first_unknown: false,
             tag_rows: None,
+            tag: None,
             row_rows: None,
             cur_rows: 0,
             error: None,
@@ -66,6 +69,9 @@ impl Query {
 
     /// A CommandComplete of one statement of a simple query.
     pub(super) fn statement_done(&mut self, m: &Msg<'_>) {
+        if m.complete {
+            self.tag = messages::tag_command(m.body);
+        }
         match m.complete.then(|| messages::tag_rows(m.body)).flatten() {
             Some(n) => self.tag_rows = Some(self.tag_rows.unwrap_or(0) + n),
             None if self.cur_rows > 0 => {
@@ -97,6 +103,7 @@ pub(super) struct Completion {
     pub(super) bytes: u64,
     pub(super) rows: Option<u64>,
     pub(super) error: Option<String>,
+    pub(super) tag: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +148,9 @@ impl Deferred {
                 bytes: self.bytes,
                 rows,
                 error,
+                tag: (m.typ == b'C' && m.complete)
+                    .then(|| messages::tag_command(m.body))
+                    .flatten(),
             });
         }
         self.first = None;

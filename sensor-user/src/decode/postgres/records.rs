@@ -43,6 +43,7 @@ impl Session {
             bytes_request: q.bytes_req,
             bytes_response: q.bytes_resp,
             prepared: q.prepared,
+            tag: q.tag.clone(),
         }
         .record(cx);
         if hold && self.held.len() < MAX_EXECS {

@@ -24,6 +24,7 @@ fn query(server: &str, fp: &str, us: u64, err: bool) -> Record {
         latency_first_byte_us: None,
         latency_us: us,
         prepared: false,
+        tag: None,
     })
 }
 
