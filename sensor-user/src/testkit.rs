@@ -121,23 +121,11 @@ pub struct Run {
 
 impl Run {
     pub fn logins(&self) -> Vec<&LoginRecord> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Login(l) => Some(l),
-                _ => None,
-            })
-            .collect()
+        self.records.iter().filter_map(Record::as_login).collect()
     }
 
     pub fn queries(&self) -> Vec<&QueryRecord> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Query(q) => Some(q),
-                _ => None,
-            })
-            .collect()
+        self.records.iter().filter_map(Record::as_query).collect()
     }
 
     /// Each record as its JSON line.

@@ -1,8 +1,7 @@
-//! The detection switches of `rds-sensor run`, `analyze` and `demo`.
+//! The detection switches of `rds-sensor run`, `analyze` and `demo`. They overlay the
+//! settings (`config::Detect::overlay`), which make the detector.
 
-use super::{Detector, DetectorOptions, intel::Cidr};
-use crate::model::Clock;
-use anyhow::Result;
+use super::intel::Cidr;
 use std::path::PathBuf;
 
 /// Anomalous-client detection. On when `--detect` or any other of these switches is given.
@@ -44,50 +43,8 @@ pub struct DetectArgs {
     /// Seconds (record time) between baseline saves [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub baseline_save_interval: Option<u64>,
-    /// Rule thresholds, from the config file (`[detect.thresholds]`); default otherwise.
-    #[arg(skip)]
-    pub thresholds: Option<super::Thresholds>,
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
     s.parse()
-}
-
-impl DetectArgs {
-    pub fn enabled(&self) -> bool {
-        self.detect
-            || !self.malicious_ips.is_empty()
-            || !self.tor_exits.is_empty()
-            || !self.allowed_cidrs.is_empty()
-            || self.instance_map.is_some()
-            || self.baseline.is_some()
-            || self.learning_period.is_some()
-            || self.asn_db.is_some()
-            || self.finding_update_interval.is_some()
-            || self.baseline_save_interval.is_some()
-    }
-
-    pub fn options(&self) -> DetectorOptions {
-        let d = DetectorOptions::default();
-        DetectorOptions {
-            learning_period_s: self.learning_period.unwrap_or(d.learning_period_s),
-            baseline: self.baseline.clone(),
-            save_every_s: self.baseline_save_interval.unwrap_or(d.save_every_s),
-            update_every_s: self.finding_update_interval.unwrap_or(d.update_every_s),
-            malicious_lists: self.malicious_ips.clone(),
-            tor_lists: self.tor_exits.clone(),
-            allowed: self.allowed_cidrs.clone(),
-            instance_map: self.instance_map.clone(),
-            asn_db: self.asn_db.clone(),
-            thresholds: self.thresholds.clone().unwrap_or_default(),
-        }
-    }
-
-    /// The detector these switches ask for, or none.
-    pub fn detector(&self, clock: Clock) -> Result<Option<Detector>> {
-        if !self.enabled() {
-            return Ok(None);
-        }
-        Detector::new(self.options(), clock).map(Some)
-    }
 }

@@ -1143,8 +1143,14 @@ fn command_line_switches() {
         #[command(flatten)]
         d: DetectArgs,
     }
+    // The switches overlay the settings, which make the detector.
+    let settings = |a: &DetectArgs| {
+        let mut d = crate::config::Detect::default();
+        d.overlay(a);
+        d
+    };
     let c = Cli::parse_from(["x"]);
-    assert!(!c.d.enabled());
+    assert!(!settings(&c.d).is_on());
     let c = Cli::parse_from([
         "x",
         "--allowed-cidr",
@@ -1158,16 +1164,15 @@ fn command_line_switches() {
         "--tor-exits",
         "b",
     ]);
-    assert!(c.d.enabled());
-    let o = c.d.options();
+    assert!(settings(&c.d).is_on());
+    let o = settings(&c.d).options();
     assert_eq!(o.allowed.len(), 3);
     assert_eq!(o.learning_period_s, 60);
     assert_eq!(o.tor_lists.len(), 2);
     assert_eq!(o.update_every_s, 60);
     assert!(Cli::try_parse_from(["x", "--allowed-cidr", "10.0.0.0/33"]).is_err());
     assert!(
-        Cli::parse_from(["x", "--detect"])
-            .d
+        settings(&Cli::parse_from(["x", "--detect"]).d)
             .detector(Clock::default())
             .unwrap()
             .is_some()

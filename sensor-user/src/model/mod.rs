@@ -36,3 +36,19 @@ pub enum Record {
     Summary(SummaryRecord),
     Finding(Box<Finding>),
 }
+
+impl Record {
+    pub fn as_query(&self) -> Option<&QueryRecord> {
+        match self {
+            Record::Query(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    pub fn as_login(&self) -> Option<&LoginRecord> {
+        match self {
+            Record::Login(l) => Some(l),
+            _ => None,
+        }
+    }
+}

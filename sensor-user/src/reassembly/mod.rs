@@ -197,18 +197,15 @@ impl Streams {
         let held_before = conn.dirs[0].held_bytes + conn.dirs[1].held_bytes;
         let d = (ev.hdr.direction & 1) as usize;
         let dir = Dir::from_direction(ev.hdr.direction);
-        let mut cx = DecodeCtx {
-            endpoint: &conn.endpoint,
+        let mut down = ToSession::new(
+            &mut conn.session,
+            &conn.endpoint,
             clock,
-            redact: self.redact,
+            self.redact,
             out,
-            stats: &mut self.decoder_stats,
-        };
-        let mut down = ToSession {
-            session: &mut conn.session,
-            cx: &mut cx,
-            layers: &self.layers,
-        };
+            &mut self.decoder_stats,
+            &self.layers,
+        );
 
         // The peer's ACK tells what this side's receiver already has.
         if flags & tcp_flags::ACK != 0 {
@@ -329,25 +326,22 @@ impl Streams {
         self.held_total = self
             .held_total
             .saturating_sub(conn.dirs[0].held_bytes + conn.dirs[1].held_bytes);
-        let mut cx = DecodeCtx {
-            endpoint: &conn.endpoint,
+        let mut down = ToSession::new(
+            &mut conn.session,
+            &conn.endpoint,
             clock,
-            redact: self.redact,
+            self.redact,
             out,
-            stats: &mut self.decoder_stats,
-        };
-        let mut down = ToSession {
-            session: &mut conn.session,
-            cx: &mut cx,
-            layers: &self.layers,
-        };
+            &mut self.decoder_stats,
+            &self.layers,
+        );
         for (i, st) in conn.dirs.iter_mut().enumerate() {
             let dir = if i == 0 { Dir::Request } else { Dir::Response };
             while !st.held.is_empty() {
                 force_first_hole(st, &mut down, dir, &mut self.stats);
             }
         }
-        down.session.close(down.cx, ts);
+        down.session.close(&mut down.cx, ts);
         let purpose = conn.session.purpose();
         if purpose != Purpose::Session && self.purposes.len() < self.limits.max_connections {
             self.purposes.insert(*key, purpose);
@@ -363,19 +357,43 @@ trait Downstream {
 }
 
 /// A connection's session, with what its calls need.
-struct ToSession<'a, 'b> {
+struct ToSession<'a> {
     session: &'a mut Session,
-    cx: &'a mut DecodeCtx<'b>,
+    cx: DecodeCtx<'a>,
     layers: &'a Layers,
 }
 
-impl Downstream for ToSession<'_, '_> {
+impl<'a> ToSession<'a> {
+    fn new(
+        session: &'a mut Session,
+        endpoint: &'a Endpoint,
+        clock: &'a Clock,
+        redact: bool,
+        out: &'a mut Vec<Record>,
+        stats: &'a mut DecoderStats,
+        layers: &'a Layers,
+    ) -> Self {
+        Self {
+            session,
+            cx: DecodeCtx {
+                endpoint,
+                clock,
+                redact,
+                out,
+                stats,
+            },
+            layers,
+        }
+    }
+}
+
+impl Downstream for ToSession<'_> {
     fn data(&mut self, dir: Dir, ts: u64, bytes: &[u8]) {
-        self.session.data(self.cx, self.layers, dir, ts, bytes);
+        self.session.data(&mut self.cx, self.layers, dir, ts, bytes);
     }
 
     fn gap(&mut self, dir: Dir, ts: u64, gap: Gap) {
-        self.session.gap(self.cx, self.layers, dir, ts, gap);
+        self.session.gap(&mut self.cx, self.layers, dir, ts, gap);
     }
 }
 
@@ -586,18 +604,15 @@ mod tests {
         let mut stats = DecoderStats::default();
         let mut sstats = StreamStats::default();
         let limits = StreamLimits::default();
-        let mut cx = DecodeCtx {
-            endpoint: &ep,
-            clock: &clock,
-            redact: true,
-            out: &mut out,
-            stats: &mut stats,
-        };
-        let mut dec = ToSession {
-            session: &mut session,
-            cx: &mut cx,
-            layers: &layers,
-        };
+        let mut dec = ToSession::new(
+            &mut session,
+            &ep,
+            &clock,
+            true,
+            &mut out,
+            &mut stats,
+            &layers,
+        );
         for &(seq, data) in segs {
             let seg = Segment {
                 ts: 0,
@@ -664,18 +679,15 @@ mod tests {
         let clock = Clock::default();
         let mut out = Vec::new();
         let mut stats = DecoderStats::default();
-        let mut cx = DecodeCtx {
-            endpoint: &ep,
-            clock: &clock,
-            redact: true,
-            out: &mut out,
-            stats: &mut stats,
-        };
-        let mut dec = ToSession {
-            session: &mut session,
-            cx: &mut cx,
-            layers: &layers,
-        };
+        let mut dec = ToSession::new(
+            &mut session,
+            &ep,
+            &clock,
+            true,
+            &mut out,
+            &mut stats,
+            &layers,
+        );
         // 20-byte segment, 4 head bytes, 3 tail bytes, truncated after 15 captured bytes
         let seg = Segment {
             ts: 0,

@@ -1232,22 +1232,10 @@ pub struct SensorRun {
 
 impl SensorRun {
     pub fn queries(&self) -> Vec<&QueryRecord> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Query(q) => Some(q),
-                _ => None,
-            })
-            .collect()
+        self.records.iter().filter_map(Record::as_query).collect()
     }
     pub fn logins(&self) -> Vec<&LoginRecord> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Login(l) => Some(l),
-                _ => None,
-            })
-            .collect()
+        self.records.iter().filter_map(Record::as_login).collect()
     }
 }
 
