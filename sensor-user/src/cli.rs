@@ -211,6 +211,11 @@ struct Common {
     /// Show query literals, parameters and authentication payloads (redacted by default).
     #[arg(long)]
     no_redact: bool,
+    /// NSS key log file (SSLKEYLOGFILE) or directory of them: TLS sessions whose keys it
+    /// holds are decrypted and decoded. Repeat for more; followed as it grows (run, demo).
+    /// Adds to `tls.keylog`.
+    #[arg(long = "tls-keylog", value_name = "PATH")]
+    tls_keylog: Vec<PathBuf>,
     /// Memory cap in MiB (0: none; at least 64): the reader queue, held out-of-order bytes
     /// and followed connections are sized to stay under it (`limits.memory_mib`).
     #[arg(long, value_name = "MIB")]
@@ -267,6 +272,7 @@ impl Common {
         s.output.json |= self.json;
         s.output.tui &= !self.no_tui;
         s.redaction.redact &= !self.no_redact;
+        s.tls.keylog.extend(self.tls_keylog.iter().cloned());
         if let Some(addr) = self.prometheus {
             s.output.prometheus = addr.to_string();
         }
@@ -304,7 +310,58 @@ impl Common {
         Ok(())
     }
 
-    fn pipeline(&self, clock: Clock, extra: Vec<Box<dyn Sink>>) -> Result<Pipeline> {
+    /// The TLS layer every session that switches to TLS gets: with the key logs' secrets
+    /// (`follow`: a thread keeps reading them as they grow), or without any, for what the
+    /// clear handshake shows.
+    fn tls_layers(&self, follow: bool) -> Result<crate::session::Layers> {
+        use crate::session::tls::{self, Hold, KeyLogFiles, KeyStore};
+        let t = &self.settings.tls;
+        let store = KeyStore::new(t.max_keys, follow.then(|| Duration::from_secs(t.key_ttl_s)));
+        let hold = if t.keylog.is_empty() {
+            // No key can come: a session is judged at its first protected record.
+            Hold {
+                bytes: 0,
+                wait_ns: 0,
+            }
+        } else {
+            Hold {
+                bytes: t.hold_kib.saturating_mul(1024),
+                wait_ns: t.key_wait_s.saturating_mul(1_000_000_000),
+            }
+        };
+        if !t.keylog.is_empty() {
+            let mut files = KeyLogFiles::new(&t.keylog)?;
+            let n = files.poll(&store)?;
+            tracing::info!(secrets = n, sources = t.keylog.len(), "TLS key logs read");
+            if follow {
+                let store = store.clone();
+                std::thread::Builder::new()
+                    .name("tls-keylog".into())
+                    .spawn(move || {
+                        let mut failing = false;
+                        loop {
+                            std::thread::sleep(Duration::from_millis(200));
+                            match files.poll(&store) {
+                                Ok(_) => failing = false,
+                                Err(e) if !failing => {
+                                    failing = true;
+                                    tracing::warn!(error = %e, "TLS key log unreadable");
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                    })?;
+            }
+        }
+        Ok(tls::layers(store, hold))
+    }
+
+    fn pipeline(
+        &self,
+        clock: Clock,
+        extra: Vec<Box<dyn Sink>>,
+        follow_keys: bool,
+    ) -> Result<Pipeline> {
         let s = &self.settings;
         let limits = self.limits();
         let budget = crate::config::MemoryBudget::of(limits);
@@ -339,7 +396,8 @@ impl Common {
                 latency_top_n: limits.top_fingerprints,
             },
             sink,
-        ))
+        )
+        .with_layers(self.tls_layers(follow_keys)?))
     }
 }
 
@@ -515,7 +573,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                 extra.sinks.push(Box::new(r.clone()));
             }
             let progress = crate::report::progress::Progress::start(&a.file);
-            let mut pipeline = a.common.pipeline(Clock::default(), extra.sinks)?;
+            let mut pipeline = a.common.pipeline(Clock::default(), extra.sinks, false)?;
             let opts = OfflineOptions {
                 ports: a.common.ports(),
                 config: a.common.config(false),
@@ -560,6 +618,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                     r.common.pipeline(
                         Clock::monotonic(),
                         with_prometheus(&r.common, extra.sinks).await?,
+                        true,
                     )?,
                     agent_options(&r.live, &r.common)?,
                     async {
@@ -578,12 +637,20 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             })?;
             finish(extra.finish)
         }
-        Command::Demo(d) => {
+        Command::Demo(mut d) => {
             let extra = extra_sinks(ext, &d.common, Mode::Live)?;
+            let pcaps = demo::find_pcaps(&d.pcaps)?;
+            // A capture's key log beside it (`x.pcap`, `x.keys`) is read too: the bundled
+            // TLS captures come with theirs.
+            for p in &pcaps {
+                let keys = p.with_extension("keys");
+                if keys.is_file() && !d.common.settings.tls.keylog.contains(&keys) {
+                    d.common.settings.tls.keylog.push(keys);
+                }
+            }
             let rt = runtime()?;
             rt.block_on(async {
                 let stop = or_quit(shutdown(d.live.duration)?, quit);
-                let pcaps = demo::find_pcaps(&d.pcaps)?;
                 demo::run(
                     DemoOptions {
                         pcaps,
@@ -594,6 +661,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
                     d.common.pipeline(
                         Clock::monotonic(),
                         with_prometheus(&d.common, extra.sinks).await?,
+                        true,
                     )?,
                     agent_options(&d.live, &d.common)?,
                     stop,

@@ -117,6 +117,12 @@ impl Pipeline {
         }
     }
 
+    /// Sessions that switch to TLS go through these layers (the TLS layer and its keys).
+    pub fn with_layers(mut self, layers: crate::session::Layers) -> Self {
+        self.streams.layers = layers;
+        self
+    }
+
     /// One ring-buffer record. A record that fails validation is counted and skipped.
     pub fn on_record(&mut self, record: &[u8]) {
         match Event::parse(record) {

@@ -5,6 +5,8 @@
 //! MariaDB servers in the server namespace, client scenarios from the client namespace while
 //! tcpdump captures on the client veth, conversion (VXLAN wrap / truncation / plain), then
 //! `pcaps/README.md` and a tshark check of every fact the README states.
+//! `--only tls` records the TLS captures that come with their TLS key logs (pg8000 and PyMySQL
+//! clients writing NSS key log files), copied beside them.
 //! Every piece of state is owned by a guard (see `crate::netlab`), so errors clean up too.
 //! The lab network, process plumbing and server start-up are shared with `cargo xtask scenarios`
 //! (`crate::netlab`, `crate::dbserver`, `crate::pcapfmt`).
@@ -12,6 +14,7 @@
 mod facts;
 mod my;
 mod pg;
+mod tlskeys;
 
 use crate::dbserver::{MY_PORT, PG_PORT};
 use crate::netlab::{
@@ -62,13 +65,15 @@ pub const VNI_MYSQL: u32 = 7342;
 pub const MIRROR_TARGET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 /// Inner frames of the truncated variant are cut to this many bytes (mirror PacketLength).
 pub const TRUNCATE_TO: usize = 128;
+/// The Python the pipelining MySQL client and the TLS key-log clients (pg8000, PyMySQL) run on.
+pub const PYTHON: &str = "/usr/bin/python3";
 
 #[derive(clap::Args, Debug)]
 pub struct PcapsArgs {
     /// Directory the captures and README.md are written to [default: <workspace>/pcaps]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Record only the captures of one protocol
+    /// Record only one group of captures: one protocol's, or the TLS captures with key logs
     #[arg(long, value_enum)]
     pub only: Option<Proto>,
     /// Do not check the README facts with tshark afterwards
@@ -85,6 +90,8 @@ pub enum Proto {
     Pg,
     /// MySQL/MariaDB captures
     Mysql,
+    /// TLS captures of both protocols recorded with TLS key logs (`*-tls-keys.pcap` + `.keys`)
+    Tls,
 }
 
 /// How a committed file is derived from a raw capture.
@@ -101,8 +108,14 @@ pub enum Form {
 pub struct OutFile {
     pub name: &'static str,
     pub raw: &'static str,
+    /// The `--only` group that records it.
     pub proto: Proto,
     pub form: Form,
+    /// VXLAN network identifier of the mirror session ([`VNI_PG`] or [`VNI_MYSQL`]).
+    pub vni: u32,
+    /// The TLS key log (NSS key log format) the scenario writes as `<raw dir>/<keys>`, copied
+    /// beside the capture under the same name.
+    pub keys: Option<&'static str>,
 }
 
 pub const OUTPUTS: &[OutFile] = &[
@@ -111,60 +124,96 @@ pub const OUTPUTS: &[OutFile] = &[
         raw: "pg-auth",
         proto: Proto::Pg,
         form: Form::Vxlan,
+        vni: VNI_PG,
+        keys: None,
     },
     OutFile {
         name: "pg-queries.pcap",
         raw: "pg-queries",
         proto: Proto::Pg,
         form: Form::Vxlan,
+        vni: VNI_PG,
+        keys: None,
     },
     OutFile {
         name: "pg-queries-trunc128.pcap",
         raw: "pg-queries",
         proto: Proto::Pg,
         form: Form::Truncated(TRUNCATE_TO),
+        vni: VNI_PG,
+        keys: None,
     },
     OutFile {
         name: "pg-extended.pcap",
         raw: "pg-extended",
         proto: Proto::Pg,
         form: Form::Vxlan,
+        vni: VNI_PG,
+        keys: None,
     },
     OutFile {
         name: "pg-tls.pcap",
         raw: "pg-tls",
         proto: Proto::Pg,
         form: Form::Vxlan,
+        vni: VNI_PG,
+        keys: None,
     },
     OutFile {
         name: "pg-plain-query.pcap",
         raw: "pg-plain",
         proto: Proto::Pg,
         form: Form::Plain,
+        vni: VNI_PG,
+        keys: None,
     },
     OutFile {
         name: "mysql-auth.pcap",
         raw: "mysql-auth",
         proto: Proto::Mysql,
         form: Form::Vxlan,
+        vni: VNI_MYSQL,
+        keys: None,
     },
     OutFile {
         name: "mysql-queries.pcap",
         raw: "mysql-queries",
         proto: Proto::Mysql,
         form: Form::Vxlan,
+        vni: VNI_MYSQL,
+        keys: None,
     },
     OutFile {
         name: "mysql-prepared.pcap",
         raw: "mysql-prepared",
         proto: Proto::Mysql,
         form: Form::Vxlan,
+        vni: VNI_MYSQL,
+        keys: None,
     },
     OutFile {
         name: "mysql-tls.pcap",
         raw: "mysql-tls",
         proto: Proto::Mysql,
         form: Form::Vxlan,
+        vni: VNI_MYSQL,
+        keys: None,
+    },
+    OutFile {
+        name: "pg-tls-keys.pcap",
+        raw: "pg-tls-keys",
+        proto: Proto::Tls,
+        form: Form::Vxlan,
+        vni: VNI_PG,
+        keys: Some("pg-tls-keys.keys"),
+    },
+    OutFile {
+        name: "mysql-tls-keys.pcap",
+        raw: "mysql-tls-keys",
+        proto: Proto::Tls,
+        form: Form::Vxlan,
+        vni: VNI_MYSQL,
+        keys: Some("mysql-tls-keys.keys"),
     },
 ];
 
@@ -217,7 +266,7 @@ pub fn eni_for_client(client: IpAddr) -> Ipv4Addr {
     }
 }
 
-fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
+fn preflight(want_pg: bool, want_my: bool, want_tls: bool) -> Result<()> {
     netlab::require_root()?;
     for (tool, pkg) in [
         ("ip", "iproute2"),
@@ -227,11 +276,11 @@ fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
     ] {
         require_tool(tool, pkg)?;
     }
-    if want_pg {
+    if want_pg || want_tls {
         let bin = crate::dbserver::pg_find_bin()?;
         say(format!("using PostgreSQL from {}", bin.display()));
     }
-    if want_my {
+    if want_my || want_tls {
         for (tool, pkg) in [
             ("mariadbd", "mariadb-server"),
             ("mariadb-install-db", "mariadb-server"),
@@ -241,6 +290,8 @@ fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
         ] {
             require_tool(tool, pkg)?;
         }
+    }
+    if want_my {
         let ok = Command::new("perl")
             .args(["-MDBI", "-MDBD::MariaDB", "-e1"])
             .status()
@@ -248,6 +299,17 @@ fn preflight(want_pg: bool, want_my: bool) -> Result<()> {
         if !matches!(ok, Ok(true)) {
             bail!(
                 "step `preflight`: perl DBD::MariaDB is needed for binary prepared statements; `apt-get install -y libdbd-mariadb-perl`"
+            );
+        }
+    }
+    if want_tls {
+        let ok = Command::new(PYTHON)
+            .args(["-c", "import ssl, pg8000.native, pymysql"])
+            .status()
+            .map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            bail!(
+                "step `preflight`: the TLS key-log captures need {PYTHON} with pg8000 and PyMySQL; `apt-get install -y python3-pymysql python3-pip && {PYTHON} -m pip install --break-system-packages pg8000`"
             );
         }
     }
@@ -293,10 +355,7 @@ fn convert(raw_dir: &Path, out_dir: &Path, f: &OutFile) -> Result<()> {
             pcapfmt::fix_checksums(&mut r.data);
         }
     }
-    let vni = match f.proto {
-        Proto::Pg => VNI_PG,
-        Proto::Mysql => VNI_MYSQL,
-    };
+    let vni = f.vni;
     let mirror = |truncate| pcapfmt::Mirror {
         vni,
         target: MIRROR_TARGET,
@@ -323,6 +382,12 @@ fn convert(raw_dir: &Path, out_dir: &Path, f: &OutFile) -> Result<()> {
         path.display(),
         out.records.len()
     ));
+    if let Some(keys) = f.keys {
+        let to = out_dir.join(keys);
+        std::fs::copy(raw_dir.join(keys), &to)
+            .with_context(|| format!("copying the TLS key log {keys}"))?;
+        say(format!("wrote {} (TLS key log)", to.display()));
+    }
     Ok(())
 }
 
@@ -331,11 +396,12 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
     let started = Instant::now();
     let want_pg = args.only.is_none_or(|p| p == Proto::Pg);
     let want_my = args.only.is_none_or(|p| p == Proto::Mysql);
+    let want_tls = args.only.is_none_or(|p| p == Proto::Tls);
     let out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| crate::root().join("pcaps"));
-    preflight(want_pg, want_my)?;
+    preflight(want_pg, want_my, want_tls)?;
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let mut tmp = TempDir::fresh(std::env::temp_dir().join("rds-sensor-pcaps"))?;
@@ -345,21 +411,36 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
     {
         let net = Network::create(&LAB).context("step `network setup`")?;
         let tls = Tls::generate(&tmp.path)?;
-        if want_pg {
+        // The key-log captures come after a server's other scenarios, so they change none of them.
+        if want_pg || want_tls {
             let mut pg = pg::Pg::start(&tmp.path, &tls).context("step `postgres server`")?;
-            record(&net, &raw_dir, "pg-auth", || pg.auth(&net))?;
-            record(&net, &raw_dir, "pg-queries", || pg.queries(&net))?;
-            record(&net, &raw_dir, "pg-extended", || pg.extended(&net))?;
-            record(&net, &raw_dir, "pg-tls", || pg.tls(&net))?;
-            record(&net, &raw_dir, "pg-plain", || pg.plain(&net))?;
+            if want_pg {
+                record(&net, &raw_dir, "pg-auth", || pg.auth(&net))?;
+                record(&net, &raw_dir, "pg-queries", || pg.queries(&net))?;
+                record(&net, &raw_dir, "pg-extended", || pg.extended(&net))?;
+                record(&net, &raw_dir, "pg-tls", || pg.tls(&net))?;
+                record(&net, &raw_dir, "pg-plain", || pg.plain(&net))?;
+            }
+            if want_tls {
+                record(&net, &raw_dir, "pg-tls-keys", || {
+                    pg.tls_keys(&net, &raw_dir, &tmp.path)
+                })?;
+            }
             pg.stop();
         }
-        if want_my {
+        if want_my || want_tls {
             let mut my = my::My::start(&tmp.path, &tls).context("step `mariadb server`")?;
-            record(&net, &raw_dir, "mysql-auth", || my.auth(&net))?;
-            record(&net, &raw_dir, "mysql-queries", || my.queries(&net))?;
-            record(&net, &raw_dir, "mysql-prepared", || my.prepared(&net))?;
-            record(&net, &raw_dir, "mysql-tls", || my.tls(&net))?;
+            if want_my {
+                record(&net, &raw_dir, "mysql-auth", || my.auth(&net))?;
+                record(&net, &raw_dir, "mysql-queries", || my.queries(&net))?;
+                record(&net, &raw_dir, "mysql-prepared", || my.prepared(&net))?;
+                record(&net, &raw_dir, "mysql-tls", || my.tls(&net))?;
+            }
+            if want_tls {
+                record(&net, &raw_dir, "mysql-tls-keys", || {
+                    my.tls_keys(&net, &raw_dir)
+                })?;
+            }
             my.stop();
         }
         say("removing network namespaces");
@@ -374,7 +455,8 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
         convert(&raw_dir, &out_dir, f).with_context(|| format!("step `convert {}`", f.name))?;
     }
     let readme = out_dir.join("README.md");
-    std::fs::write(&readme, facts::readme())
+    let previous = std::fs::read_to_string(&readme).ok();
+    std::fs::write(&readme, facts::readme(previous.as_deref()))
         .with_context(|| format!("writing {}", readme.display()))?;
     say(format!("wrote {}", readme.display()));
 

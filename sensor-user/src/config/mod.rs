@@ -23,6 +23,7 @@ pub struct Config {
     pub instances: BTreeMap<String, String>,
     pub detect: Detect,
     pub redaction: Redaction,
+    pub tls: Tls,
     pub output: Output,
     pub limits: Limits,
     /// `enabled`, then the CloudWatch sinks' own settings, handed to them as they are.
@@ -234,6 +235,34 @@ pub struct Redaction {
 impl Default for Redaction {
     fn default() -> Self {
         Self { redact: true }
+    }
+}
+
+/// Reading TLS with client key logs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// NSS key log files (SSLKEYLOGFILE) or directories of them, followed as they grow.
+    pub keylog: Vec<std::path::PathBuf>,
+    /// Client randoms whose secrets are held at most (the oldest go first).
+    pub max_keys: usize,
+    /// Seconds a secret is held after it arrived (live).
+    pub key_ttl_s: u64,
+    /// Seconds of capture a session's ciphertext waits for late keys, and how many KiB per
+    /// direction it may hold meanwhile.
+    pub key_wait_s: u64,
+    pub hold_kib: usize,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            keylog: Vec::new(),
+            max_keys: 200_000,
+            key_ttl_s: 3600,
+            key_wait_s: 10,
+            hold_kib: 1024,
+        }
     }
 }
 

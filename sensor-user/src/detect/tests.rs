@@ -78,6 +78,8 @@ fn login(l: L<'_>) -> Record {
         },
         error_code: (!l.ok).then(|| "28P01".into()),
         tls: l.tls,
+        tls_version: None,
+        tls_suite: None,
         auth_method: Some(l.auth.into()),
         server_version: None,
     })

@@ -75,8 +75,35 @@ pub struct DecoderStats {
     pub skipped_bytes: u64,
     /// Requests dropped because a connection had too many outstanding.
     pub pending_overflow: u64,
-    /// Sessions that switched to TLS (not decoded further).
+    /// Sessions that switched to TLS.
     pub tls_sessions: u64,
+    /// TLS sessions read with a client key log, and those that could not be, by reason
+    /// (see [`super::Undecryptable`]).
+    pub tls_decrypted: u64,
+    pub tls_no_key: u64,
+    pub tls_bad_key: u64,
+    pub tls_suite: u64,
+    pub tls_version: u64,
+    pub tls_no_handshake: u64,
+    pub tls_not_tls: u64,
+    /// TLS records opened, and records lost or unreadable inside sessions being read.
+    pub tls_records: u64,
+    pub tls_records_lost: u64,
     /// Messages that were malformed (lengths that lie, unknown types in a strict position).
     pub malformed: u64,
+}
+
+impl DecoderStats {
+    /// Counts a TLS session the sensor could not read.
+    pub fn count_undecryptable(&mut self, why: super::Undecryptable) {
+        use super::Undecryptable::*;
+        *match why {
+            NoKey => &mut self.tls_no_key,
+            BadKey => &mut self.tls_bad_key,
+            Suite => &mut self.tls_suite,
+            Version => &mut self.tls_version,
+            NoHandshake => &mut self.tls_no_handshake,
+            NotTls => &mut self.tls_not_tls,
+        } += 1;
+    }
 }

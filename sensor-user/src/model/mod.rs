@@ -12,6 +12,7 @@ mod health;
 mod latency;
 mod session;
 mod time;
+mod tls;
 
 pub use endpoint::{Endpoint, Protocol, addr_string, client, ip, server};
 pub use finding::{
@@ -23,6 +24,7 @@ pub use health::{DecoderStats, StreamStats, SummaryRecord, counter_map};
 pub use latency::{LatencyRecord, Percentiles};
 pub use session::{LoginRecord, Outcome, QueryRecord};
 pub use time::{Clock, Timestamp, now};
+pub use tls::{TlsInfo, TlsRecord, Undecryptable};
 
 use serde::Serialize;
 
@@ -32,6 +34,7 @@ pub enum Record {
     Flow(FlowRecord),
     Login(LoginRecord),
     Query(QueryRecord),
+    Tls(TlsRecord),
     Latency(LatencyRecord),
     Summary(SummaryRecord),
     Finding(Box<Finding>),

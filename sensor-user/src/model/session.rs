@@ -26,6 +26,11 @@ pub struct LoginRecord {
     /// SQLSTATE (PostgreSQL) or error number (MySQL), as a string.
     pub error_code: Option<String>,
     pub tls: bool,
+    /// The TLS version and suite the login ran under, when it ran inside TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_suite: Option<String>,
     /// e.g. `cleartext`, `md5`, `scram-sha-256`, `mysql_native_password`, `caching_sha2_password`.
     pub auth_method: Option<String>,
     /// Server version when the protocol tells it (MySQL handshake).

@@ -2,6 +2,7 @@
 //! the plaintext inside (TLS, once keys can be had), record by record.
 
 use crate::decode::{Dir, Gap};
+use crate::model::{DecoderStats, TlsInfo};
 
 /// What a layer gives back, one record's worth at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,6 +11,9 @@ pub enum Piece {
     Data { ts: u64 },
     /// Plaintext that cannot be had (a lost or unreadable record).
     Gap { ts: u64, gap: Gap },
+    /// Nothing more of the session can be read (no keys, a suite or version without a
+    /// reader, not TLS at all): the session stops decoding; the layer's report says why.
+    Opaque,
 }
 
 /// One connection's layer. Wire bytes go in per direction; whole records come out in order.
@@ -20,11 +24,20 @@ pub trait Layer: Send {
     /// Wire bytes of one direction are missing.
     fn gap(&mut self, dir: Dir, ts: u64, gap: Gap);
     /// The next piece of one direction, if one is complete; plaintext goes to `out` (cleared
-    /// first).
-    fn next(&mut self, dir: Dir, out: &mut Vec<u8>) -> Option<Piece>;
+    /// first). What it opens and loses is counted in `stats`.
+    fn next(&mut self, dir: Dir, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Option<Piece>;
     /// The protocol left the layer: the wire bytes it holds past its last whole record, per
     /// direction (request, response). They are plaintext.
     fn finish(self: Box<Self>) -> [Vec<u8>; 2];
+    /// The negotiated version and suite, once known: login records inside carry them.
+    fn negotiated(&self) -> Option<(String, String)> {
+        None
+    }
+    /// What the layer saw of the session, once: as soon as it knows whether it can read it,
+    /// or (`closing`) when the session ends. Counts the outcome in `stats`.
+    fn report(&mut self, _closing: bool, _stats: &mut DecoderStats) -> Option<TlsInfo> {
+        None
+    }
 }
 
 /// Makes the layer a session asks for. The TLS layer plugs in here (one entry): it needs the

@@ -3,13 +3,18 @@
 //!
 //! A decoder says where its protocol switches to TLS ([`Control::StartTls`], at an exact byte
 //! of the call) and back ([`Control::StopTls`], SQL Server's login-only encryption). From
-//! the switch on, both directions' wire bytes go to the layer [`Layers`] makes, and the
-//! plaintext it gives back, record by record, goes on to the same decoder instance. Without
-//! a layer (no TLS layer yet, or no keys), the session is counted (`tls_sessions`) and
-//! nothing more is decoded. A layer's lost record is a [`Gap::AtMost`]: the decoder must find
-//! its framing again.
+//! the switch on, both directions' wire bytes go to the layer [`Layers`] makes ([`tls`]: the
+//! TLS layer, reading with client key logs), and the plaintext it gives back, record by
+//! record, goes on to the same decoder instance. Without a layer, or when the layer cannot
+//! read the session ([`Piece::Opaque`]), the session is counted and nothing more is decoded.
+//! A layer's lost record is a [`Gap::AtMost`]: the decoder must find its framing again.
+//!
+//! The session reports what the layer saw (a [`TlsRecord`] once it knows whether it can
+//! read, or at the end), and marks the login records made inside the layer with its version
+//! and suite.
 
 mod layer;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -17,6 +22,7 @@ mod tests;
 pub use layer::{Layer, Layers, Piece};
 
 use crate::decode::{Control, DecodeCtx, Decoder, Dir, Gap};
+use crate::model::{Record, TlsRecord};
 
 /// One connection's stack. `D` is `dyn Decoder` in the pipeline; tests name the decoder.
 pub struct Session<D: Decoder + ?Sized = dyn Decoder> {
@@ -26,6 +32,8 @@ pub struct Session<D: Decoder + ?Sized = dyn Decoder> {
     /// A layer's plaintext, reused.
     plain: Vec<u8>,
     decoder: Box<D>,
+    /// When the last bytes or gap arrived (the time of a report the layer makes unasked).
+    ts: u64,
 }
 
 impl<D: Decoder + ?Sized> Session<D> {
@@ -35,6 +43,7 @@ impl<D: Decoder + ?Sized> Session<D> {
             opaque: false,
             plain: Vec::new(),
             decoder,
+            ts: 0,
         }
     }
 
@@ -61,12 +70,13 @@ impl<D: Decoder + ?Sized> Session<D> {
         ts: u64,
         bytes: &[u8],
     ) {
+        self.ts = self.ts.max(ts);
         if self.opaque {
             return;
         }
         if let Some(layer) = &mut self.layer {
             layer.push(dir, ts, bytes);
-            self.drain(cx, layers, dir);
+            self.drain(cx, layers);
         } else {
             self.decode(cx, layers, dir, ts, bytes);
         }
@@ -74,6 +84,7 @@ impl<D: Decoder + ?Sized> Session<D> {
 
     /// Wire bytes of one direction are missing.
     pub fn gap(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers, dir: Dir, ts: u64, gap: Gap) {
+        self.ts = self.ts.max(ts);
         cx.stats.gaps += 1;
         cx.stats.gap_bytes += gap.len();
         if self.opaque {
@@ -81,7 +92,7 @@ impl<D: Decoder + ?Sized> Session<D> {
         }
         if let Some(layer) = &mut self.layer {
             layer.gap(dir, ts, gap);
-            self.drain(cx, layers, dir);
+            self.drain(cx, layers);
         } else {
             self.decoder.gap(cx, dir, ts, gap);
         }
@@ -89,7 +100,37 @@ impl<D: Decoder + ?Sized> Session<D> {
 
     /// The connection ended.
     pub fn close(&mut self, cx: &mut DecodeCtx<'_>, ts: u64) {
+        let mark = cx.out.len();
         self.decoder.close(cx, ts);
+        self.mark_logins(cx, mark);
+        self.report(cx, ts, true);
+    }
+
+    /// Login records from `mark` on ran inside the layer: they carry its version and suite.
+    fn mark_logins(&self, cx: &mut DecodeCtx<'_>, mark: usize) {
+        let Some(layer) = &self.layer else { return };
+        let negotiated = layer.negotiated();
+        for r in &mut cx.out[mark..] {
+            if let Record::Login(l) = r {
+                l.tls = true;
+                if let Some((version, suite)) = &negotiated {
+                    l.tls_version = Some(version.clone());
+                    l.tls_suite = Some(suite.clone());
+                }
+            }
+        }
+    }
+
+    /// The layer's report, once it has one.
+    fn report(&mut self, cx: &mut DecodeCtx<'_>, ts: u64, closing: bool) {
+        let Some(layer) = &mut self.layer else { return };
+        if let Some(info) = layer.report(closing, cx.stats) {
+            cx.out.push(Record::Tls(TlsRecord {
+                ts: cx.clock.at(ts),
+                endpoint: cx.endpoint.clone(),
+                info,
+            }));
+        }
     }
 
     /// Plaintext (or bytes before any switch) to the decoder, and what it says to do.
@@ -106,7 +147,7 @@ impl<D: Decoder + ?Sized> Session<D> {
                             layer.push(dir, ts, rest);
                         }
                         self.layer = Some(layer);
-                        self.drain(cx, layers, dir);
+                        self.drain(cx, layers);
                     }
                     None => self.opaque = true,
                 }
@@ -118,44 +159,55 @@ impl<D: Decoder + ?Sized> Session<D> {
         }
     }
 
-    /// Hands the layer's complete records of `dir` to the decoder, until it has none or the
-    /// decoder leaves the layer.
-    fn drain(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers, dir: Dir) {
-        while let Some(layer) = &mut self.layer {
-            let mut plain = std::mem::take(&mut self.plain);
-            let Some(piece) = layer.next(dir, &mut plain) else {
-                self.plain = plain;
-                return;
-            };
-            let (ts, control) = match piece {
-                Piece::Data { ts } => (ts, self.decoder.data(cx, dir, ts, &plain)),
-                Piece::Gap { ts, gap } => {
-                    self.decoder.gap(cx, dir, ts, gap);
-                    (ts, Control::Continue)
+    /// Hands the layer's complete records to the decoder, requests first (a record of one
+    /// direction may wait on the other's handshake, or on late keys, and the decoder pairs
+    /// responses with the requests it has seen), until it has none or the decoder leaves
+    /// the layer.
+    fn drain(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers) {
+        for dir in [Dir::Request, Dir::Response] {
+            while let Some(layer) = &mut self.layer {
+                if self.opaque {
+                    break;
                 }
-            };
-            self.plain = plain;
-            match control {
-                // TLS inside TLS does not occur in these protocols.
-                Control::Continue | Control::StartTls { .. } => {}
-                Control::StopTls => {
-                    let Some(layer) = self.layer.take() else {
-                        return;
-                    };
-                    let [request, response] = layer.finish();
-                    for (d, rest) in [(Dir::Request, request), (Dir::Response, response)] {
-                        if !rest.is_empty() {
-                            self.decode(cx, layers, d, ts, &rest);
-                        }
+                let mut plain = std::mem::take(&mut self.plain);
+                let Some(piece) = layer.next(dir, &mut plain, cx.stats) else {
+                    self.plain = plain;
+                    break;
+                };
+                let mark = cx.out.len();
+                let (ts, control) = match piece {
+                    Piece::Data { ts } => (ts, self.decoder.data(cx, dir, ts, &plain)),
+                    Piece::Gap { ts, gap } => {
+                        self.decoder.gap(cx, dir, ts, gap);
+                        (ts, Control::Continue)
                     }
-                    return;
-                }
-                Control::Opaque => {
-                    self.layer = None;
-                    self.opaque = true;
-                    return;
+                    Piece::Opaque => (self.ts, Control::Opaque),
+                };
+                self.plain = plain;
+                self.mark_logins(cx, mark);
+                match control {
+                    // TLS inside TLS does not occur in these protocols.
+                    Control::Continue | Control::StartTls { .. } => {}
+                    Control::StopTls => {
+                        let Some(layer) = self.layer.take() else {
+                            return;
+                        };
+                        let [request, response] = layer.finish();
+                        for (d, rest) in [(Dir::Request, request), (Dir::Response, response)] {
+                            if !rest.is_empty() {
+                                self.decode(cx, layers, d, ts, &rest);
+                            }
+                        }
+                        return;
+                    }
+                    Control::Opaque => {
+                        // The layer stays, for its report.
+                        self.opaque = true;
+                        break;
+                    }
                 }
             }
         }
+        self.report(cx, self.ts, false);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::{
-    model::{Protocol, QueryRecord, Record, Timestamp},
+    model::{DecoderStats, Protocol, QueryRecord, Record, Timestamp},
     testkit::{self, Harness, Run},
 };
 
@@ -99,7 +99,7 @@ impl Layer for Xor {
         unreachable!("the test's wire has no lost bytes");
     }
 
-    fn next(&mut self, dir: Dir, out: &mut Vec<u8>) -> Option<Piece> {
+    fn next(&mut self, dir: Dir, out: &mut Vec<u8>, _: &mut DecoderStats) -> Option<Piece> {
         let w = &mut self.wire[dir as usize];
         let len = *w.get(1)? as usize;
         if w.len() < 2 + len {

@@ -35,6 +35,8 @@ struct Metrics {
     queries: BTreeMap<(String, String), QueryFigures>,
     /// (instance, outcome)
     logins: BTreeMap<(String, &'static str), u64>,
+    /// TLS sessions by instance and what came of reading them.
+    tls: BTreeMap<(String, &'static str), u64>,
     /// instance → (to server, to client, flows)
     bytes: BTreeMap<String, (u64, u64, u64)>,
     health: Vec<(&'static str, &'static str, &'static str, u64)>,
@@ -46,6 +48,7 @@ impl Default for Metrics {
             dims: Dims::new(MAX_INSTANCES, MAX_DATABASES),
             queries: BTreeMap::new(),
             logins: BTreeMap::new(),
+            tls: BTreeMap::new(),
             bytes: BTreeMap::new(),
             health: Vec::new(),
         }
@@ -213,6 +216,18 @@ impl Prometheus {
                 esc(inst)
             );
         }
+        let name = "rds_sensor_tls_sessions_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} TLS sessions: decrypted with a key log, or why not (no_key, bad_key, suite, version, no_handshake, not_tls; none: ended before any record).\n# TYPE {name} counter"
+        );
+        for ((inst, result), n) in &m.tls {
+            let _ = writeln!(
+                o,
+                "{name}{{db_instance=\"{}\",result=\"{result}\"}} {n}",
+                esc(inst)
+            );
+        }
         for (name, help, idx) in [
             (
                 "rds_sensor_bytes_to_server_total",
@@ -262,6 +277,15 @@ impl Sink for Prometheus {
                 };
                 let inst = m.dims.instance(self.instances.resolve(&l.endpoint.server));
                 *m.logins.entry((inst, outcome)).or_default() += 1;
+            }
+            Record::Tls(t) => {
+                let result = match (t.info.decrypted, t.info.undecryptable) {
+                    (true, _) => "decrypted",
+                    (false, Some(why)) => why.as_str(),
+                    (false, None) => "none",
+                };
+                let inst = m.dims.instance(self.instances.resolve(&t.endpoint.server));
+                *m.tls.entry((inst, result)).or_default() += 1;
             }
             Record::Flow(f) => {
                 let inst = m.dims.instance(self.instances.resolve(&f.server));

@@ -44,7 +44,7 @@ impl Sink for Stdout {
             )?,
             Record::Login(l) => writeln!(
                 self.out,
-                "login {} -> {} {} user={} db={} app={} {:?}{} tls={} auth={}",
+                "login {} -> {} {} user={} db={} app={} {:?}{} tls={}{} auth={}",
                 l.endpoint.client,
                 l.endpoint.server,
                 l.endpoint.protocol,
@@ -57,7 +57,32 @@ impl Sink for Stdout {
                     .map(|c| format!(" error={c}"))
                     .unwrap_or_default(),
                 l.tls,
+                match (&l.tls_version, &l.tls_suite) {
+                    (Some(v), Some(s)) => format!(" ({v} {s})"),
+                    _ => String::new(),
+                },
                 l.auth_method.as_deref().unwrap_or("-"),
+            )?,
+            Record::Tls(t) => writeln!(
+                self.out,
+                "tls {} -> {} {} {} {} sni={} ja4={}{} {}",
+                t.endpoint.client,
+                t.endpoint.server,
+                t.endpoint.protocol,
+                t.info.version.as_deref().unwrap_or("-"),
+                t.info.suite.as_deref().unwrap_or("-"),
+                t.info.sni.as_deref().unwrap_or("-"),
+                t.info.ja4.as_deref().unwrap_or("-"),
+                if t.info.alpn.is_empty() {
+                    String::new()
+                } else {
+                    format!(" alpn={}", t.info.alpn.join(","))
+                },
+                match (t.info.decrypted, t.info.undecryptable) {
+                    (true, _) => "decrypted".to_string(),
+                    (false, Some(why)) => format!("undecryptable={}", why.as_str()),
+                    (false, None) => "no records".to_string(),
+                },
             )?,
             Record::Query(q) => writeln!(
                 self.out,

@@ -5,7 +5,7 @@
 //! drift from the files.
 
 use super::{CANARY, MIRROR_TARGET, OUTPUTS, PASSWORD, TRUNCATE_TO, VNI_MYSQL, VNI_PG};
-use super::{Form, Proto};
+use super::{Form, OutFile};
 use crate::pcapfmt::OUTER_LEN;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -32,6 +32,8 @@ pub struct Fact {
     pub filter: &'static str,
     pub field: &'static str,
     pub check: Check,
+    /// tshark reads the file with its TLS key log (`-o tls.keylog_file:<the file's .keys>`).
+    pub keylog: bool,
 }
 
 const CHECKSUM_OPTS: &[&str] = &[
@@ -43,6 +45,18 @@ const CHECKSUM_OPTS: &[&str] = &[
 const BAD_CHECKSUM: &str = "tcp.checksum.status == 0 || ip.checksum.status == 0";
 
 macro_rules! fact {
+    (keylog $file:literal, $says:literal, $filter:literal, $field:literal, $check:expr) => {
+        Fact {
+            keylog: true,
+            ..fact!($file, $says, $filter, $field, $check)
+        }
+    };
+    (keylog $file:literal, $says:literal, $filter:literal, $check:expr) => {
+        Fact {
+            keylog: true,
+            ..fact!($file, $says, $filter, $check)
+        }
+    };
     ($file:literal, $says:literal, $filter:literal, $field:literal, $check:expr) => {
         Fact {
             file: $file,
@@ -50,6 +64,7 @@ macro_rules! fact {
             filter: $filter,
             field: $field,
             check: $check,
+            keylog: false,
         }
     };
     ($file:literal, $says:literal, $filter:literal, $check:expr) => {
@@ -59,6 +74,7 @@ macro_rules! fact {
             filter: $filter,
             field: "frame.number",
             check: $check,
+            keylog: false,
         }
     };
 }
@@ -520,14 +536,221 @@ pub const FACTS: &[Fact] = &[
         "mysql.user == \"u_tls\" || mysql.query",
         Frames(0)
     ),
+    // ---- pg-tls-keys (sessions are tcp.stream 0..7, one TCP connection each, in order)
+    fact!(
+        "pg-tls-keys.pcap",
+        "Eight sessions, each opening with an SSLRequest ...",
+        "pgsql",
+        "pgsql.type",
+        Values(&[
+            "SSL request",
+            "SSL request",
+            "SSL request",
+            "SSL request",
+            "SSL request",
+            "SSL request",
+            "SSL request",
+            "SSL request"
+        ])
+    ),
+    fact!(
+        "pg-tls-keys.pcap",
+        "... and, without the key log, nothing readable after it: no StartupMessage, no Query, no ErrorResponse.",
+        "pgsql.type == \"Startup message\" || pgsql.query || pgsql.code",
+        Frames(0)
+    ),
+    fact!(
+        "pg-tls-keys.pcap",
+        "Every TLS 1.3 session (0, 1, 2, 6, 7) starts with a HelloRetryRequest (a ServerHello with the special random) asking for secp256r1 (group 23): the server's `ssl_ecdh_curve` is prime256v1, the client's first key share X25519.",
+        "tls.handshake.type == 2 && tls.handshake.random == cf:21:ad:74:e5:9a:61:11:be:1d:8c:02:1e:65:b8:91:c2:a2:11:16:7a:bb:8c:5e:07:9e:09:e2:c8:a8:33:9c",
+        "tls.handshake.extensions_key_share_selected_group",
+        Values(&["23", "23", "23", "23", "23"])
+    ),
+    fact!(
+        "pg-tls-keys.pcap",
+        "Cipher suite of each real ServerHello (HelloRetryRequests left out), in session order: 0x1302 TLS_AES_256_GCM_SHA384, 0x1303 TLS_CHACHA20_POLY1305_SHA256, 0x1301 TLS_AES_128_GCM_SHA256, 0xc02b ECDHE-ECDSA-AES128-GCM-SHA256, 0xc02c ECDHE-ECDSA-AES256-GCM-SHA384, 0xcca9 ECDHE-ECDSA-CHACHA20-POLY1305, then 0x1302 twice.",
+        "tls.handshake.type == 2 && !(tls.handshake.random == cf:21:ad:74:e5:9a:61:11:be:1d:8c:02:1e:65:b8:91:c2:a2:11:16:7a:bb:8c:5e:07:9e:09:e2:c8:a8:33:9c)",
+        "tls.handshake.ciphersuite",
+        Values(&[
+            "0x1302", "0x1303", "0x1301", "0xc02b", "0xc02c", "0xcca9", "0x1302", "0x1302"
+        ])
+    ),
+    fact!(
+        "pg-tls-keys.pcap",
+        "Five TLS 1.3 ServerHellos (supported_versions 0x0304) ...",
+        "tls.handshake.type == 2 && tls.handshake.extensions.supported_version == 0x0304 && !(tls.handshake.random == cf:21:ad:74:e5:9a:61:11:be:1d:8c:02:1e:65:b8:91:c2:a2:11:16:7a:bb:8c:5e:07:9e:09:e2:c8:a8:33:9c)",
+        "tcp.stream",
+        Values(&["0", "1", "2", "6", "7"])
+    ),
+    fact!(
+        "pg-tls-keys.pcap",
+        "... and three TLS 1.2 ones (no supported_versions extension; their random ends with the TLS 1.3 downgrade sentinel `DOWNGRD\\x01`).",
+        "tls.handshake.type == 2 && !tls.handshake.extensions.supported_version && tls.handshake.random[24:8] == 44:4f:57:4e:47:52:44:01",
+        "tcp.stream",
+        Values(&["3", "4", "5"])
+    ),
+    fact!(
+        "pg-tls-keys.pcap",
+        "One TLS record is longer than a TCP segment: the answer to the 200-row query (session 0), so records must be reassembled across segments.",
+        "tls.record.length > 1448",
+        "tcp.stream",
+        Values(&["0"])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "With the key log: the StartupMessages of every session but 6 (whose keys are not in the file) ...",
+        "pgsql.type == \"Startup message\"",
+        "tcp.stream",
+        Values(&["0", "1", "2", "3", "4", "5", "7"])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "... their SCRAM exchanges (10 SASL, 11 SASL continue, 12 SASL final, 0 ok; session 7 stops after 11) ...",
+        "pgsql.authtype",
+        "pgsql.authtype",
+        Values(&[
+            "10", "11", "12", "0", "10", "11", "12", "0", "10", "11", "12", "0", "10", "11", "12",
+            "0", "10", "11", "12", "0", "10", "11", "12", "0", "10", "11"
+        ])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "... 20 simple Queries, by session: 5 in session 0, 3 in each of sessions 1 to 5, none in 6 ...",
+        "pgsql.query",
+        "tcp.stream",
+        Values(&[
+            "0", "0", "0", "0", "0", "1", "1", "1", "2", "2", "2", "3", "3", "3", "4", "4", "4",
+            "5", "5", "5"
+        ])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "... each session's first being the TLS check on pg_stat_ssl ...",
+        "pgsql.query == \"SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()\"",
+        "tcp.stream",
+        Values(&["0", "1", "2", "3", "4", "5"])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "... one holding the canary literal (session 0) ...",
+        "pgsql.query contains \"canary-literal-4242\"",
+        "tcp.stream",
+        Values(&["0"])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "... two ErrorResponses: 22012 (`SELECT 1/0`, session 0) and 28P01 (wrong password, session 7) ...",
+        "pgsql.code",
+        "pgsql.code",
+        Values(&["22012", "28P01"])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "... and 240 DataRows: 205 in session 0 (1 + 3 + 1 + 200) and 7 (1 + 1 + 5) in each of sessions 1 to 5.",
+        "pgsql",
+        "pgsql.type",
+        Count("Data row", 240)
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "Session 6 stays opaque even with the key log: TLS application data, but no PostgreSQL message after its SSLRequest.",
+        "tcp.stream == 6 && pgsql",
+        "pgsql.type",
+        Values(&["SSL request"])
+    ),
+    fact!(
+        keylog "pg-tls-keys.pcap",
+        "(its application data)",
+        "tcp.stream == 6 && tls.app_data",
+        SomeFrames
+    ),
+    // ---- mysql-tls-keys (sessions are tcp.stream 0 and 1)
+    fact!(
+        "mysql-tls-keys.pcap",
+        "Two sessions: a server greeting and an SSL request in clear, then TLS; without the key log no login (the user name is inside TLS) and no query is readable.",
+        "mysql.user == \"u_tls\" || mysql.query",
+        Frames(0)
+    ),
+    fact!(
+        "mysql-tls-keys.pcap",
+        "ServerHellos: TLS 1.3 with 0x1302 TLS_AES_256_GCM_SHA384 (session 0), TLS 1.2 with 0xc02b ECDHE-ECDSA-AES128-GCM-SHA256 (session 1) ...",
+        "tls.handshake.type == 2",
+        "tls.handshake.ciphersuite",
+        Values(&["0x1302", "0xc02b"])
+    ),
+    fact!(
+        "mysql-tls-keys.pcap",
+        "... the first one TLS 1.3 (supported_versions 0x0304) ...",
+        "tls.handshake.type == 2 && tls.handshake.extensions.supported_version == 0x0304",
+        "tcp.stream",
+        Values(&["0"])
+    ),
+    fact!(
+        "mysql-tls-keys.pcap",
+        "... and no HelloRetryRequest (MariaDB accepts the client's X25519 key share).",
+        "tls.handshake.random == cf:21:ad:74:e5:9a:61:11:be:1d:8c:02:1e:65:b8:91:c2:a2:11:16:7a:bb:8c:5e:07:9e:09:e2:c8:a8:33:9c",
+        Frames(0)
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "With the key log: both logins as u_tls ...",
+        "mysql.user",
+        "mysql.user",
+        Values(&["u_tls", "u_tls"])
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... the commands of each session: 6 COM_QUERY, COM_QUIT ...",
+        "mysql.command",
+        "mysql.command",
+        Values(&["3", "3", "3", "3", "3", "3", "1", "3", "3", "3", "3", "3", "3", "1"])
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... 12 queries readable, 6 per session ...",
+        "mysql.query",
+        "tcp.stream",
+        Values(&["0", "0", "0", "0", "0", "0", "1", "1", "1", "1", "1", "1"])
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... the two TLS checks of each session ...",
+        "mysql.query contains \"SHOW SESSION STATUS LIKE\"",
+        "tcp.stream",
+        Values(&["0", "0", "1", "1"])
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... the canary literal in one query per session ...",
+        "mysql.query contains \"canary-literal-4242\"",
+        "tcp.stream",
+        Values(&["0", "1"])
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... `SELECT * FROM no_such_table` failing with 1146 in each ...",
+        "mysql.error_code",
+        "mysql.error_code",
+        Values(&["1146", "1146"])
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... and every row value: 611 per session (4 + 6 + 1 + 200 x 3) ...",
+        "mysql.row.text",
+        "mysql.row.text",
+        Total(1222)
+    ),
+    fact!(
+        keylog "mysql-tls-keys.pcap",
+        "... the last of the 200 rows included.",
+        "mysql.row.text",
+        "mysql.row.text",
+        Count("item-200", 2)
+    ),
 ];
 
 /// Facts every file of a form shares: encapsulation and correct inner checksums.
-fn common_facts(form: Form, proto: Proto) -> Vec<(String, Vec<&'static str>, String, Check)> {
-    let vni = match proto {
-        Proto::Pg => VNI_PG,
-        Proto::Mysql => VNI_MYSQL,
-    };
+fn common_facts(form: Form, vni: u32) -> Vec<(String, Vec<&'static str>, String, Check)> {
     let mut v = Vec::new();
     if form != Form::Plain {
         v.push((
@@ -613,12 +836,22 @@ fn check_one(
     Ok(Some(got))
 }
 
+/// The tshark options of a fact about `f`: its TLS key log, read from directory `dir`, if the
+/// fact needs it.
+fn keylog_opts(f: &OutFile, fact: &Fact, dir: &str) -> Vec<String> {
+    match (fact.keylog, f.keys) {
+        (false, _) => vec![],
+        (true, Some(keys)) => vec!["-o".into(), format!("tls.keylog_file:{dir}/{keys}")],
+        (true, None) => panic!("a fact about {} needs a key log it has none", f.name),
+    }
+}
+
 /// Checks every fact about the files in `names` (those just written in `dir`).
 pub fn verify(dir: &Path, names: &[&str]) -> Result<()> {
     let mut failed = Vec::new();
     let mut n = 0;
     for f in OUTPUTS.iter().filter(|f| names.contains(&f.name)) {
-        for (says, opts, filter, check) in common_facts(f.form, f.proto) {
+        for (says, opts, filter, check) in common_facts(f.form, f.vni) {
             n += 1;
             if let Some(got) = check_one(dir, f.name, &opts, &filter, "frame.number", &check)? {
                 failed.push(format!("{}: {says} (`{filter}`): got {got}", f.name));
@@ -626,9 +859,14 @@ pub fn verify(dir: &Path, names: &[&str]) -> Result<()> {
         }
         for fact in FACTS.iter().filter(|x| x.file == f.name) {
             n += 1;
-            if let Some(got) = check_one(dir, fact.file, &[], fact.filter, fact.field, &fact.check)?
+            let opts = keylog_opts(f, fact, &dir.display().to_string());
+            let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+            if let Some(got) =
+                check_one(dir, fact.file, &opts, fact.filter, fact.field, &fact.check)?
             {
-                let (cmd, want) = command(fact.file, &[], fact.filter, fact.field, &fact.check);
+                let opts = keylog_opts(f, fact, "pcaps");
+                let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+                let (cmd, want) = command(fact.file, &opts, fact.filter, fact.field, &fact.check);
                 failed.push(format!(
                     "{}: {}\n    `{cmd}`\n    want {want}, got {got}",
                     fact.file, fact.says
@@ -719,11 +957,48 @@ fn describe(file: &str) -> &'static str {
             "mariadb client with --ssl as u_tls (REQUIRE SSL) from 198.51.100.21: server greeting, SSL request, \
             TLS 1.3, then everything encrypted (the session ran `SHOW SESSION STATUS LIKE 'Ssl_version'` and a COUNT(*))."
         }
+        "pg-tls-keys.pcap" => {
+            "PostgreSQL over TLS from pg8000 1.31 (a pure-Python driver) on python3, one process and one TCP connection \
+            per session (tcp.stream 0 to 7, in order). Each builds an `ssl.SSLContext` (no certificate check) whose \
+            `keylog_filename` is pg-tls-keys.keys, sends an SSLRequest, and logs in as u_tls (scram-sha-256, `hostssl` only) \
+            to appdb; a session that gets in first runs `SELECT version, cipher FROM pg_stat_ssl WHERE pid = \
+            pg_backend_pid()` and checks that the server reports the wanted TLS version and cipher, then its queries (simple \
+            Query messages), then Terminate. Session 0 from 198.51.100.20, TLS 1.3 TLS_AES_256_GCM_SHA384 (both sides' \
+            default): `SELECT id, name FROM items WHERE name <> 'canary-literal-4242' ORDER BY id LIMIT 3`, `SELECT count(*) \
+            FROM items`, `SELECT 1/0` (22012), `SELECT id, name, price FROM items ORDER BY id LIMIT 200` (one TLS record over \
+            several segments). Sessions 1 to 5 each run `SELECT count(*) FROM items` and `SELECT id, name FROM items WHERE id \
+            <= 5 ORDER BY id`: 1 from 198.51.100.21, TLS 1.3 TLS_CHACHA20_POLY1305_SHA256; 2 from 198.51.100.22, TLS 1.3 \
+            TLS_AES_128_GCM_SHA256 (for both, an `OPENSSL_CONF` limits the client's TLS 1.3 suites: Python's `ssl` cannot); \
+            3 from 198.51.100.20, TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256; 4 from 198.51.100.21, TLS 1.2 \
+            ECDHE-ECDSA-AES256-GCM-SHA384; 5 from 198.51.100.22, TLS 1.2 ECDHE-ECDSA-CHACHA20-POLY1305 (the TLS 1.2 ones \
+            set `maximum_version` and `set_ciphers`). Session 6 from 198.51.100.20, TLS 1.3 TLS_AES_256_GCM_SHA384, runs \
+            `SELECT count(*) FROM items`, but its client wrote its secrets to another key log, which is not committed: it \
+            cannot be decrypted. Session 7 from 198.51.100.21, TLS 1.3 TLS_AES_256_GCM_SHA384, logs in with a wrong \
+            password: 28P01 after the client's SCRAM proof. Every TLS 1.3 handshake begins with a HelloRetryRequest \
+            (PostgreSQL's `ssl_ecdh_curve` is prime256v1; OpenSSL's client sends an X25519 key share first)."
+        }
+        "mysql-tls-keys.pcap" => {
+            "MariaDB over TLS from PyMySQL 1.0.2 (Debian python3-pymysql) on python3, one process and one TCP \
+            connection per session (tcp.stream 0 and 1). Each passes `ssl=` an `ssl.SSLContext` (no certificate check) whose \
+            `keylog_filename` is mysql-tls-keys.keys, and `autocommit=True` (the server's default, so the driver sends no \
+            SET AUTOCOMMIT); user u_tls (REQUIRE SSL) into appdb. Session 0 from 198.51.100.20, TLS 1.3 TLS_AES_256_GCM_SHA384; \
+            session 1 from 198.51.100.21, TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256. Each: server greeting and SSL request in \
+            clear, TLS, login, `SHOW SESSION STATUS LIKE 'Ssl_version'` and `SHOW SESSION STATUS LIKE 'Ssl_cipher'` (checked \
+            against the wanted version and cipher), `SELECT id, name FROM items WHERE name <> 'canary-literal-4242' ORDER BY id \
+            LIMIT 3`, `SELECT COUNT(*) FROM items`, `SELECT * FROM no_such_table` (1146), `SELECT id, name, price FROM items \
+            ORDER BY id LIMIT 200`, COM_QUIT. The keys of both sessions are in the key log."
+        }
         _ => "",
     }
 }
 
-pub fn readme() -> String {
+/// The heading of the README's last part, written by hand (captures made outside this recorder,
+/// for regression tests): `readme` keeps it, from that line to the end, as it finds it.
+const HAND_WRITTEN: &str = "## regressions/\n";
+
+/// The README; `previous` is the one it replaces, whose hand-written part (see [`HAND_WRITTEN`])
+/// is kept at the end.
+pub fn readme(previous: Option<&str>) -> String {
     let mut s = String::new();
     let w = &mut s;
     let _ = write!(
@@ -783,6 +1058,25 @@ The canary literal `{CANARY}` is sent in a query in pg-queries.pcap, pg-plain-qu
 and as a binary statement parameter in mysql-prepared.pcap. The sensor must never print it, nor the password
 (which is on the wire in clear in pg-auth.pcap).
 
+## TLS key logs (`*.keys`)
+
+`pg-tls-keys.pcap` and `mysql-tls-keys.pcap` come with `pg-tls-keys.keys` and `mysql-tls-keys.keys`: the TLS
+secrets of their sessions in the NSS key log format (SSLKEYLOGFILE), as Python's `ssl` writes them
+(`SSLContext.keylog_filename`): a `CLIENT_RANDOM` line per TLS 1.2 session;
+`CLIENT_HANDSHAKE_TRAFFIC_SECRET`, `SERVER_HANDSHAKE_TRAFFIC_SECRET`, `CLIENT_TRAFFIC_SECRET_0`,
+`SERVER_TRAFFIC_SECRET_0` and `EXPORTER_SECRET` lines per TLS 1.3 session. They are test-only secrets: the
+ephemeral keys of sessions with a throwaway lab server and its self-signed certificate; they decrypt nothing else.
+tshark reads one with `-o tls.keylog_file:pcaps/<name>.keys`.
+
+The keys of session 6 of pg-tls-keys.pcap (tcp.stream 6: TLS 1.3 from 198.51.100.20, the 7th connection) are
+deliberately absent: its client wrote them to another file, which is not committed. Given the key log, a sensor
+decrypts every other session and must count that one as TLS it cannot decrypt for want of keys. The MySQL key log
+holds the keys of both its sessions.
+
+These two captures are recorded by `cargo xtask pcaps --only tls` (and by the default run, after the other sessions
+of each server), which also needs pg8000 (`python3 -m pip install --break-system-packages pg8000`) and
+python3-pymysql.
+
 ## Files and facts
 
 Every command runs from the repository root. tshark decodes VXLAN on UDP 4789, `pgsql` on 5432 and `mysql` on 3306
@@ -791,14 +1085,26 @@ by default. With `-T fields`, several messages in one frame give comma-separated
     );
     for f in OUTPUTS {
         let _ = write!(w, "\n### {}\n\n{}\n\n", f.name, describe(f.name));
-        for (says, opts, filter, check) in common_facts(f.form, f.proto) {
+        for (says, opts, filter, check) in common_facts(f.form, f.vni) {
             let (cmd, want) = command(f.name, &opts, &filter, "frame.number", &check);
             let _ = write!(w, "- {says}\n  `{cmd}` -> `{want}`\n");
         }
         for fact in FACTS.iter().filter(|x| x.file == f.name) {
-            let (cmd, want) = command(fact.file, &[], fact.filter, fact.field, &fact.check);
+            let opts = keylog_opts(f, fact, "pcaps");
+            let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+            let (cmd, want) = command(fact.file, &opts, fact.filter, fact.field, &fact.check);
             let _ = write!(w, "- {}\n  `{cmd}` -> `{want}`\n", fact.says);
         }
+    }
+    let kept = previous.and_then(|p| {
+        p.starts_with(HAND_WRITTEN)
+            .then_some(0)
+            .or_else(|| p.find(&format!("\n{HAND_WRITTEN}")).map(|i| i + 1))
+            .map(|i| &p[i..])
+    });
+    if let Some(kept) = kept {
+        s.push('\n');
+        s.push_str(kept);
     }
     s
 }

@@ -1,6 +1,7 @@
 //! Private MariaDB server in the server namespace, and the MySQL-protocol capture scenarios.
 
-use super::{CANARY, CLI_NS, CLI_V4, CLI_V6, PASSWORD, SRV_NS, SRV_V4, SRV_V6, Tls};
+use super::tlskeys::{self, Session, Suite};
+use super::{CANARY, CLI_NS, CLI_V4, CLI_V6, PASSWORD, PYTHON, SRV_NS, SRV_V4, SRV_V6, Tls};
 use crate::dbserver::{MY_PORT, MyConfig, MyServer};
 use crate::netlab::{Expect, Network, run, say};
 use anyhow::{Result, bail};
@@ -251,12 +252,83 @@ impl My {
         Ok(())
     }
 
+    /// mysql-tls-keys: PyMySQL sessions over TLS whose secrets go to the key log
+    /// `<raw_dir>/mysql-tls-keys.keys`.
+    pub fn tls_keys(&self, net: &Network, raw_dir: &Path) -> Result<()> {
+        let keylog = raw_dir.join("mysql-tls-keys.keys");
+        // A repeated recording (dropped packets) starts a new key log.
+        if keylog.exists() {
+            std::fs::remove_file(&keylog)?;
+        }
+        let queries: Vec<String> = vec![
+            format!("SELECT id, name FROM items WHERE name <> '{CANARY}' ORDER BY id LIMIT 3"),
+            "SELECT COUNT(*) FROM items".into(),
+            "SELECT * FROM no_such_table".into(),
+            "SELECT id, name, price FROM items ORDER BY id LIMIT 200".into(),
+        ];
+        let session = |label, src, suite| Session {
+            label,
+            src,
+            suite,
+            user: "u_tls",
+            password: PASSWORD,
+            keylog: &keylog,
+            queries: &queries,
+            login_error: None,
+            expect: Expect::Any(&["error 1146"]),
+        };
+        let sessions = [
+            session("TLS 1.3 default suite", CLI_V4[0], Suite::Tls13Default),
+            session(
+                "TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256",
+                CLI_V4[1],
+                Suite::Tls12("ECDHE-ECDSA-AES128-GCM-SHA256"),
+            ),
+        ];
+        for s in &sessions {
+            tlskeys::run_session("mysql-tls-keys", net, PY_MY, s, raw_dir)?;
+        }
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         self.server.stop();
     }
 }
 
-const PYTHON: &str = "/usr/bin/python3";
+/// PyMySQL client of mysql-tls-keys (after `tlskeys::PY_COMMON`): login over TLS (autocommit
+/// on, the server's default, so the driver sends no SET AUTOCOMMIT), the TLS check through
+/// `SHOW SESSION STATUS`, then each query as a COM_QUERY; errors are printed, not fatal.
+const PY_MY: &str = r#"
+import pymysql
+
+try:
+    con = pymysql.connect(host=env["DB_HOST"], port=3306, user=env["DB_USER"],
+                          password=env["DB_PASSWORD"], database="appdb", ssl=ctx,
+                          connect_timeout=10, autocommit=True)
+except pymysql.err.OperationalError as e:
+    code = str(e.args[0])
+    if code != env["LOGIN_ERROR"]:
+        raise
+    print("login refused as expected: %s %s" % (code, e.args[1]))
+    sys.exit(0)
+if env["LOGIN_ERROR"]:
+    sys.exit("login worked, but %s was expected" % env["LOGIN_ERROR"])
+cur = con.cursor()
+cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+[(_, version)] = cur.fetchall()
+cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+[(_, cipher)] = cur.fetchall()
+check_tls(con._sock, version, cipher)
+for q in queries:
+    try:
+        cur.execute(q)
+        print("%s: %d rows" % (show(q), len(cur.fetchall())))
+    except pymysql.err.MySQLError as e:
+        print("%s: error %s" % (show(q), e.args[0]))
+cur.close()
+con.close()
+"#;
 
 /// A client that writes several COM_QUERY packets in one send before reading any answer
 /// (Packetbeat #18471), after a real mysql_native_password handshake; it reads and checks

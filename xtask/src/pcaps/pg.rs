@@ -1,5 +1,6 @@
 //! Private PostgreSQL server in the server namespace, and the PostgreSQL capture scenarios.
 
+use super::tlskeys::{self, Session, Suite};
 use super::{CANARY, CLI_NS, CLI_V4, CLI_V6, PASSWORD, SRV_NS, SRV_V4, SRV_V6, Tls};
 use crate::dbserver::{PG_PORT, PgConfig, PgServer};
 use crate::netlab::{Expect, Network, run, say};
@@ -276,10 +277,137 @@ impl Pg {
         run("pg-plain: session", c.args(["-c", &q]), None, Expect::Ok).map(|_| ())
     }
 
+    /// pg-tls-keys: pg8000 sessions over TLS whose secrets go to the key log
+    /// `<raw_dir>/pg-tls-keys.keys`, except one session's, which go to a file that is not kept.
+    pub fn tls_keys(&self, net: &Network, raw_dir: &Path, tmp: &Path) -> Result<()> {
+        let keylog = raw_dir.join("pg-tls-keys.keys");
+        let withheld = raw_dir.join("pg-tls-keys.withheld.keys");
+        // A repeated recording (dropped packets) starts new key logs.
+        for p in [&keylog, &withheld] {
+            if p.exists() {
+                fs::remove_file(p)?;
+            }
+        }
+        let main: Vec<String> = vec![
+            format!("SELECT id, name FROM items WHERE name <> '{CANARY}' ORDER BY id LIMIT 3"),
+            "SELECT count(*) FROM items".into(),
+            "SELECT 1/0".into(),
+            "SELECT id, name, price FROM items ORDER BY id LIMIT 200".into(),
+        ];
+        let short: Vec<String> = vec![
+            "SELECT count(*) FROM items".into(),
+            "SELECT id, name FROM items WHERE id <= 5 ORDER BY id".into(),
+        ];
+        let only_count: Vec<String> = vec!["SELECT count(*) FROM items".into()];
+        let session = |label, src, suite, queries| Session {
+            label,
+            src,
+            suite,
+            user: "u_tls",
+            password: PASSWORD,
+            keylog: &keylog,
+            queries,
+            login_error: None,
+            expect: Expect::Ok,
+        };
+        let sessions = [
+            Session {
+                expect: Expect::Any(&["error 22012"]),
+                ..session(
+                    "TLS 1.3 default suite",
+                    CLI_V4[0],
+                    Suite::Tls13Default,
+                    &main,
+                )
+            },
+            session(
+                "TLS 1.3 ChaCha20-Poly1305",
+                CLI_V4[1],
+                Suite::Tls13("TLS_CHACHA20_POLY1305_SHA256"),
+                &short,
+            ),
+            session(
+                "TLS 1.3 AES-128-GCM",
+                CLI_V4[2],
+                Suite::Tls13("TLS_AES_128_GCM_SHA256"),
+                &short,
+            ),
+            session(
+                "TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256",
+                CLI_V4[0],
+                Suite::Tls12("ECDHE-ECDSA-AES128-GCM-SHA256"),
+                &short,
+            ),
+            session(
+                "TLS 1.2 ECDHE-ECDSA-AES256-GCM-SHA384",
+                CLI_V4[1],
+                Suite::Tls12("ECDHE-ECDSA-AES256-GCM-SHA384"),
+                &short,
+            ),
+            session(
+                "TLS 1.2 ECDHE-ECDSA-CHACHA20-POLY1305",
+                CLI_V4[2],
+                Suite::Tls12("ECDHE-ECDSA-CHACHA20-POLY1305"),
+                &short,
+            ),
+            Session {
+                keylog: &withheld,
+                ..session(
+                    "TLS 1.3, keys NOT in the committed key log",
+                    CLI_V4[0],
+                    Suite::Tls13Default,
+                    &only_count,
+                )
+            },
+            Session {
+                password: "wrong-password",
+                login_error: Some("28P01"),
+                ..session(
+                    "TLS 1.3, wrong password",
+                    CLI_V4[1],
+                    Suite::Tls13Default,
+                    &[],
+                )
+            },
+        ];
+        for s in &sessions {
+            tlskeys::run_session("pg-tls-keys", net, PY_PG, s, tmp)?;
+        }
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         self.server.stop();
     }
 }
+
+/// pg8000 client of pg-tls-keys (after `tlskeys::PY_COMMON`): login over TLS, the TLS check
+/// through pg_stat_ssl, then each query as a simple Query; errors are printed, not fatal.
+const PY_PG: &str = r#"
+import pg8000.native as pg
+
+try:
+    con = pg.Connection(env["DB_USER"], host=env["DB_HOST"], port=5432, database="appdb",
+                        password=env["DB_PASSWORD"], ssl_context=ctx, timeout=10,
+                        application_name="pg8000")
+except pg.DatabaseError as e:
+    code = e.args[0].get("C")
+    if code != env["LOGIN_ERROR"]:
+        raise
+    print("login refused as expected: %s %s" % (code, e.args[0].get("M")))
+    sys.exit(0)
+if env["LOGIN_ERROR"]:
+    sys.exit("login worked, but %s was expected" % env["LOGIN_ERROR"])
+[[version, cipher]] = con.run("SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+check_tls(con._usock, version, cipher)
+for q in queries:
+    try:
+        rows = con.run(q)
+        print("%s: %d rows" % (show(q), len(rows)))
+    except pg.DatabaseError as e:
+        print("%s: error %s" % (show(q), e.args[0].get("C")))
+con.close()
+"#;
 
 const QUERIES_SCRIPT: &str = r"SELECT id, name, price FROM items WHERE name = '@CANARY@' OR id = 4242;
 SELECT count(*) AS n, sum(price) AS total FROM items;

@@ -32,6 +32,8 @@ impl Login {
             outcome,
             error_code,
             tls: self.tls,
+            tls_version: None,
+            tls_suite: None,
             auth_method: self.auth_method,
             server_version: self.server_version,
         }));

@@ -93,7 +93,11 @@ impl Session {
         self.client_caps = Some(h.caps);
         self.client_ext = h.ext_caps;
         if h.ssl_request {
-            self.phase = Phase::Tls;
+            // TLS starts after this packet, and the HandshakeResponse follows inside it with
+            // the next sequence id: the session hands this decoder the plaintext when a layer
+            // can read it, and nothing more when none can.
+            self.phase = Phase::HandshakeResponse;
+            self.seq_next = p.last_seq.wrapping_add(1);
             self.tls_after = Some(Some(p.wire));
             return;
         }

@@ -16,10 +16,11 @@
 //!   server never answered is reported at close as a failure without an error code.
 //!   COM_CHANGE_USER is a login attempt of its own (a LoginRecord, no QueryRecord).
 //! - **TLS.** An SSLRequest tells the session that TLS starts right after it
-//!   ([`Control::StartTls`]), and nothing more is decoded here. No LoginRecord is emitted for such a session: neither the user nor the outcome
-//!   can be known (a record would have to guess). The pre-TLS server version and
-//!   capabilities are kept in the session state. A mid-stream start whose first client bytes
-//!   are TLS records is counted the same way.
+//!   ([`Control::StartTls`]); the HandshakeResponse and everything after it follow inside
+//!   TLS, and this decoder goes on with the plaintext when the session's layer can read it
+//!   (else nothing more reaches it, and no LoginRecord is made: neither the user nor the
+//!   outcome can be known). A mid-stream start whose first client bytes are TLS records is
+//!   counted the same way.
 //! - **Compression.** When both sides negotiated CLIENT_COMPRESS or zstd, packets after the
 //!   login are compressed: the login is reported, then the bytes are skipped.
 //! - **Commands.** Requests (sequence id 0) are queued in order (at most `MAX_PENDING`) and

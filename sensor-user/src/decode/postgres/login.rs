@@ -16,16 +16,19 @@ use crate::{
 };
 
 impl PostgresDecoder {
-    /// TLS (or, `gss`, GSSAPI encryption) from the next byte on.
+    /// TLS (or, `gss`, GSSAPI encryption) from the next byte on. Inside TLS the conversation
+    /// starts again (a StartupMessage first), so the decoder does too: the session gives it
+    /// the plaintext when a layer can read it, and nothing more when none can.
     pub(super) fn go_encrypted(&mut self, gss: bool) {
-        self.switch = Some(if gss {
-            Control::Opaque
+        if gss {
+            self.switch = Some(Control::Opaque);
+            self.phase = Phase::Done;
+            self.login = None;
+            self.stop();
         } else {
-            Control::StartTls { at: 0 }
-        });
-        self.phase = Phase::Done;
-        self.login = None;
-        self.stop();
+            *self = PostgresDecoder::new(false);
+            self.switch = Some(Control::StartTls { at: 0 });
+        }
     }
 
     pub(super) fn emit_login(

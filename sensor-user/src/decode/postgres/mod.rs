@@ -340,6 +340,9 @@ impl Decoder for PostgresDecoder {
                 pos += framer.push(&bytes[pos..], ts_ns, &mut self.evs, cx.stats);
                 self.drain_events(cx, dir);
             }
+            if self.switch.is_some() {
+                return self.control(pos);
+            }
             match self.phase {
                 Phase::Done => return self.control(pos),
                 Phase::Dead => {

@@ -217,7 +217,7 @@ impl State {
                 h.connections_active = s.connections_active;
                 h.summaries += 1;
             }
-            Record::Flow(_) | Record::Latency(_) => {}
+            Record::Flow(_) | Record::Latency(_) | Record::Tls(_) => {}
         }
     }
 

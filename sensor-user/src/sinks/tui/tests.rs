@@ -38,6 +38,8 @@ fn login(user: &str, outcome: Outcome) -> Record {
         outcome,
         error_code: None,
         tls: false,
+        tls_version: None,
+        tls_suite: None,
         auth_method: None,
         server_version: None,
     })
