@@ -5,9 +5,14 @@
 //! the tshark-derived values within 1 µs; every login with its user, database, outcome, error
 //! code and method; TLS sessions counted and not decoded.
 //!
-//! What tshark cannot tell, and so is not checked here: anything inside TLS (pg-tls,
-//! mysql-tls: only that the session is TLS, which must be counted, and that no login or query
-//! comes from it); pg-queries-trunc128 (frames cut to 128 bytes: tshark cannot reassemble
+//! TLS: with the key log recorded beside a capture (pg-tls-keys, mysql-tls-keys), tshark
+//! decrypts for the oracle (`-o tls.keylog_file:`) and the sensor for itself, and the same
+//! checks hold inside TLS (logins also carry `tls`); a session whose keys are not in the log
+//! must give nothing. Without a key log (pg-tls, mysql-tls) only that the session is TLS is
+//! known: it must be counted, and no login or query may come from it. For every TLS session
+//! the sensor's `tls` record gives tshark's version and suite.
+//!
+//! What tshark cannot tell, and so is not checked here: pg-queries-trunc128 (frames cut to 128 bytes: tshark cannot reassemble
 //! them), for which the check is that what the sensor does report is true of the full capture.
 
 mod oracle;
@@ -47,6 +52,115 @@ fn oracle_pg_tls() {
     run("pg-tls.pcap");
 }
 
+fn run_keyed(name: &str) {
+    let p = pcap(name);
+    let keys = p.with_extension("keys");
+    assert!(
+        p.exists() && keys.exists(),
+        "{} or its key log is missing",
+        p.display()
+    );
+    let (fails, summary) = check_capture_with(&p, Some(&keys));
+    report(&fails, &summary);
+    assert!(fails.is_empty(), "{summary}\n{}", fails.join("\n"));
+}
+
+#[test]
+fn oracle_pg_tls_keys() {
+    run_keyed("pg-tls-keys.pcap");
+}
+
+#[test]
+fn oracle_mysql_tls_keys() {
+    run_keyed("mysql-tls-keys.pcap");
+}
+
+/// IANA names of the suites in the bundled captures (RFC 8446 §B.4, RFC 5289, RFC 7905).
+fn suite_name(id: u64) -> &'static str {
+    match id {
+        0x1301 => "TLS_AES_128_GCM_SHA256",
+        0x1302 => "TLS_AES_256_GCM_SHA384",
+        0x1303 => "TLS_CHACHA20_POLY1305_SHA256",
+        0xc02b => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        0xc02c => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        0xcca9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        _ => "unlisted",
+    }
+}
+
+/// Every TLS session gets one `tls` record whose version, suite and SNI are tshark's, with
+/// or without keys; it says `decrypted` exactly where tshark could decrypt with the same key
+/// log, and `no_key` where it could not.
+#[test]
+fn tls_records_match_tshark_with_and_without_keys() {
+    let mut checked = 0;
+    for (name, keyed) in [
+        ("pg-tls.pcap", false),
+        ("mysql-tls.pcap", false),
+        ("pg-tls-keys.pcap", false),
+        ("mysql-tls-keys.pcap", false),
+        ("pg-tls-keys.pcap", true),
+        ("mysql-tls-keys.pcap", true),
+    ] {
+        let p = pcap(name);
+        let keys = p.with_extension("keys");
+        let keylog = keyed.then_some(keys.as_path());
+        let conns = connections_with(&p, keylog);
+        let run = match keylog {
+            Some(k) => run_sensor_with(&p, k),
+            None => run_sensor_with(&p, &empty_keylog()),
+        };
+        let tls: Vec<_> = run
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                rds_sensor::model::Record::Tls(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        for c in conns.values().filter(|c| c.tls) {
+            let mine: Vec<_> = tls
+                .iter()
+                .filter(|t| t.endpoint.client == c.client && t.endpoint.server == c.server)
+                .collect();
+            assert_eq!(mine.len(), 1, "{name} {}: tls records {mine:?}", c.client);
+            let t = &mine[0].info;
+            let version = match c.tls_version {
+                Some(0x0304) => "TLSv1.3",
+                Some(0x0303) => "TLSv1.2",
+                v => panic!("{name} {}: tshark's version {v:?}", c.client),
+            };
+            assert_eq!(t.version.as_deref(), Some(version), "{name} {}", c.client);
+            assert_eq!(
+                t.suite.as_deref(),
+                c.tls_suite.map(suite_name),
+                "{name} {}",
+                c.client
+            );
+            assert_eq!(t.sni, c.sni, "{name} {}", c.client);
+            assert_eq!(t.decrypted, c.decrypted, "{name} {}: {t:?}", c.client);
+            if !c.decrypted {
+                assert_eq!(
+                    t.undecryptable,
+                    Some(rds_sensor::model::Undecryptable::NoKey),
+                    "{name} {}",
+                    c.client
+                );
+            }
+            checked += 1;
+        }
+    }
+    // 1 + 1 + 8 + 2 sessions, each twice for the keyed captures.
+    assert_eq!(checked, 1 + 1 + 8 + 2 + 8 + 2);
+}
+
+/// A key log with no line in it.
+fn empty_keylog() -> std::path::PathBuf {
+    let p = scratch("empty.keys");
+    std::fs::write(&p, "").unwrap();
+    p
+}
+
 #[test]
 fn oracle_mysql_auth() {
     run("mysql-auth.pcap");
@@ -80,6 +194,8 @@ fn every_bundled_capture_is_checked() {
         "mysql-queries.pcap",
         "mysql-prepared.pcap",
         "mysql-tls.pcap",
+        "pg-tls-keys.pcap",
+        "mysql-tls-keys.pcap",
         // tshark cannot reassemble cut frames: see truncated_capture_reports_only_true_figures.
         "pg-queries-trunc128.pcap",
     ];

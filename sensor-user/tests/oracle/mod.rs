@@ -40,9 +40,13 @@
 //!    - Logins: the StartupMessage / HandshakeResponse gives user, database and method; the
 //!      server's final word (ReadyForQuery or ErrorResponse; OK or ERR after any
 //!      AuthSwitchRequest) gives the outcome.
-//! 5. TLS sessions (tshark sees TLS records on the connection) cannot be decoded by tshark
-//!    either: only that they exist is known, so no login or query is expected from them and
-//!    each must be counted in the decoders' `tls_sessions`.
+//! 5. TLS sessions (tshark sees TLS records on the connection) must each be counted in the
+//!    decoders' `tls_sessions`. Given the key log recorded with the capture, tshark decrypts
+//!    them itself (`-o tls.keylog_file:`): the messages it finds inside are placed in the
+//!    plaintext streams and timed by the frame it shows them in (the one that completed
+//!    their TLS record, which is when the sensor can have them too), and steps 4's rules
+//!    apply. Where tshark cannot read a session (no key log, or no key in it) no login or
+//!    query is expected from it.
 #![allow(dead_code)]
 
 use rds_sensor::{
@@ -65,7 +69,17 @@ pub const MY_PORT: u16 = 3306;
 
 /// All frames of a capture as tshark dissects them (TCP only).
 pub fn tshark_json(pcap: &Path) -> Vec<Value> {
-    let out = std::process::Command::new("tshark")
+    tshark_json_with(pcap, None)
+}
+
+/// The same, decrypting TLS with a key log (tshark's own TLS, not the sensor's).
+pub fn tshark_json_with(pcap: &Path, keylog: Option<&Path>) -> Vec<Value> {
+    let mut cmd = std::process::Command::new("tshark");
+    if let Some(k) = keylog {
+        cmd.arg("-o")
+            .arg(format!("tls.keylog_file:{}", k.display()));
+    }
+    let out = cmd
         .args(["-n", "-r"])
         .arg(pcap)
         .args([
@@ -81,7 +95,7 @@ pub fn tshark_json(pcap: &Path) -> Vec<Value> {
             "json",
             "--no-duplicate-keys",
             "-J",
-            "frame ip ipv6 tcp pgsql mysql",
+            "frame ip ipv6 tcp tls pgsql mysql",
         ])
         .output()
         .expect("running tshark (cargo xtask test installs it)");
@@ -212,6 +226,8 @@ struct DirBuild {
     /// (frame, ts, relative seq, len)
     segs: Vec<(u64, u64, u64, u64)>,
     msgs: Vec<(u64, Value)>,
+    /// Time of the frame each message is shown in.
+    msg_ts: Vec<u64>,
 }
 
 pub struct Conn {
@@ -220,6 +236,12 @@ pub struct Conn {
     pub server: String,
     pub server_port: u16,
     pub tls: bool,
+    /// tshark read the TLS with the key log it was given.
+    pub decrypted: bool,
+    /// The ServerHello's version and suite, and the ClientHello's SNI, as tshark read them.
+    pub tls_version: Option<u64>,
+    pub tls_suite: Option<u64>,
+    pub sni: Option<String>,
     pub first_ns: u64,
     pub last_ns: u64,
     /// [to server, to client]
@@ -232,7 +254,14 @@ pub struct Conn {
 
 /// The connections of a capture to the PostgreSQL and MySQL ports, by tshark stream index.
 pub fn connections(pcap: &Path) -> BTreeMap<u64, Conn> {
-    let frames = tshark_json(pcap);
+    connections_with(pcap, None)
+}
+
+/// The same, with TLS decrypted by tshark where `keylog` has the keys. The messages of a
+/// decrypted connection are placed in its plaintext streams and timed by the frame tshark
+/// shows them in (the frame that completed their TLS record).
+pub fn connections_with(pcap: &Path, keylog: Option<&Path>) -> BTreeMap<u64, Conn> {
+    let frames = tshark_json_with(pcap, keylog);
     let mut build: BTreeMap<u64, (Conn, [DirBuild; 2])> = BTreeMap::new();
     for f in &frames {
         let l = &f["_source"]["layers"];
@@ -278,6 +307,10 @@ pub fn connections(pcap: &Path) -> BTreeMap<u64, Conn> {
                     server,
                     server_port,
                     tls: false,
+                    decrypted: false,
+                    tls_version: None,
+                    tls_suite: None,
+                    sni: None,
                     first_ns: ts,
                     last_ns: ts,
                     msgs: [Vec::new(), Vec::new()],
@@ -291,6 +324,18 @@ pub fn connections(pcap: &Path) -> BTreeMap<u64, Conn> {
         c.last_ns = c.last_ns.max(ts);
         if protos.split(':').any(|p| p == "tls") {
             c.tls = true;
+            if let Some(t) = l.get("tls") {
+                // The ServerHello (not a HelloRetryRequest: same version and suite anyway).
+                if all(t, "tls.handshake.type").iter().any(|x| x == "2") {
+                    c.tls_suite = first(t, "tls.handshake.ciphersuite").and_then(|s| parse_num(&s));
+                    c.tls_version = first(t, "tls.handshake.extensions.supported_version")
+                        .or_else(|| first(t, "tls.handshake.version"))
+                        .and_then(|s| parse_num(&s));
+                }
+                if let Some(n) = first(t, "tls.handshake.extensions_server_name") {
+                    c.sni = Some(n);
+                }
+            }
         }
         let d = &mut dirs[usize::from(!to_server)];
         if flags & 0x02 != 0 {
@@ -307,12 +352,24 @@ pub fn connections(pcap: &Path) -> BTreeMap<u64, Conn> {
         if let Some(m) = l.get(key) {
             for x in as_list(m) {
                 d.msgs.push((no, x.clone()));
+                d.msg_ts.push(ts);
             }
         }
     }
     build
         .into_iter()
         .map(|(k, (mut c, dirs))| {
+            if c.tls {
+                // Decrypted: messages past the clear start-up (SSLRequest / MySQL's SSL
+                // request packet) were found inside TLS.
+                c.decrypted = dirs[0].msgs.len() > 1;
+                if c.decrypted {
+                    for (i, d) in dirs.into_iter().enumerate() {
+                        c.msgs[i] = place_plaintext(d, c.server_port);
+                    }
+                    return (k, c);
+                }
+            }
             for (i, d) in dirs.into_iter().enumerate() {
                 let (msgs, bytes, problem) = place(d, c.server_port);
                 c.msgs[i] = msgs;
@@ -340,6 +397,35 @@ fn wire_len(v: &Value, server_port: u16) -> Option<u64> {
     } else {
         Some(num(v, "mysql.packet_length")? + 4)
     }
+}
+
+/// The messages tshark found inside TLS, in plaintext order, each timed by its frame; the
+/// clear SSL request that started TLS is left out (the start-up goes on inside).
+fn place_plaintext(d: DirBuild, server_port: u16) -> Vec<Msg> {
+    let mut off = 0;
+    let mut out = Vec::new();
+    for ((frame, v), ts) in d.msgs.into_iter().zip(d.msg_ts) {
+        let len = wire_len(&v, server_port).unwrap_or(0);
+        let ssl_request = if server_port == PG_PORT {
+            first(&v, "pgsql.type").as_deref() == Some("SSL request")
+        } else {
+            num(&v, "mysql.packet_length") == Some(32)
+                && first(&v, "mysql.user").is_none_or(|u| u.is_empty())
+        };
+        if ssl_request {
+            continue;
+        }
+        out.push(Msg {
+            off,
+            len,
+            start_ns: ts,
+            end_ns: ts,
+            frame,
+            v,
+        });
+        off += len;
+    }
+    out
 }
 
 /// Gives each message its offset and times.
@@ -460,6 +546,8 @@ pub struct Expected {
     pub logins: Vec<ExpLogin>,
     /// Connections that switched to TLS.
     pub tls: Vec<(String, String)>,
+    /// Of those, the ones tshark could not read (no key log, or no key in it).
+    pub opaque: Vec<(String, String)>,
     /// Connections carrying only a PostgreSQL CancelRequest.
     pub cancels: Vec<(String, String)>,
     /// Things the oracle could not derive (each one a failure of the oracle, not the sensor).
@@ -473,6 +561,11 @@ pub struct Expected {
 
 pub fn expectations(pcap: &Path) -> Expected {
     expectations_of(&connections(pcap))
+}
+
+/// Expectations with TLS decrypted by tshark with `keylog`.
+pub fn expectations_with(pcap: &Path, keylog: &Path) -> Expected {
+    expectations_of(&connections_with(pcap, Some(keylog)))
 }
 
 pub fn expectations_of(conns: &BTreeMap<u64, Conn>) -> Expected {
@@ -489,7 +582,10 @@ pub fn expectations_of(conns: &BTreeMap<u64, Conn>) -> Expected {
         );
         if c.tls {
             e.tls.push((c.client.clone(), c.server.clone()));
-            continue;
+            if !c.decrypted {
+                e.opaque.push((c.client.clone(), c.server.clone()));
+                continue;
+            }
         }
         if c.msgs[0].is_empty() && c.msgs[1].is_empty() {
             continue;
@@ -1239,13 +1335,29 @@ impl SensorRun {
     }
 }
 
+/// `analyze --tls-keylog` on a capture.
+pub fn run_sensor_with(pcap: &Path, keylog: &Path) -> SensorRun {
+    use rds_sensor::session::tls::{self, Hold, KeyLogFiles, KeyStore};
+    let store = KeyStore::new(1000, None);
+    KeyLogFiles::new(&[keylog.to_path_buf()])
+        .unwrap()
+        .poll(&store)
+        .unwrap();
+    run_sensor_layers(pcap, tls::layers(store, Hold::default()))
+}
+
 /// `analyze` on a capture, as `rds-sensor analyze` runs it (redaction on, default caps).
 pub fn run_sensor(pcap: &Path) -> SensorRun {
+    run_sensor_layers(pcap, rds_sensor::session::Layers::none())
+}
+
+fn run_sensor_layers(pcap: &Path, layers: rds_sensor::session::Layers) -> SensorRun {
     let records = Arc::new(Mutex::new(Vec::new()));
     let mut p = Pipeline::new(
         PipelineOptions::default(),
         Box::new(Collect(records.clone())),
-    );
+    )
+    .with_layers(layers);
     offline::analyze(
         pcap,
         &OfflineOptions {
@@ -1415,8 +1527,12 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
                     us(e.ts_ns, base)
                 ));
             }
-            if r.tls {
-                diffs.push("tls true on a plaintext login".into());
+            let tls = exp
+                .tls
+                .iter()
+                .any(|t| t.0 == r.endpoint.client && t.1 == r.endpoint.server);
+            if r.tls != tls {
+                diffs.push(format!("tls {}, expected {tls}", r.tls));
             }
             if !diffs.is_empty() {
                 fails.push(format!("{conn}: login: {}", diffs.join("; ")));
@@ -1432,7 +1548,7 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
             exp.tls
         ));
     }
-    for k in exp.tls.iter().chain(exp.cancels.iter()) {
+    for k in exp.opaque.iter().chain(exp.cancels.iter()) {
         let n = run
             .records
             .iter()
@@ -1512,9 +1628,16 @@ fn check_query(conn: &str, e: &ExpQuery, r: &QueryRecord, base: u64, fails: &mut
 
 /// The oracle against the sensor on one capture: every failure, and a one-line summary.
 pub fn check_capture(pcap: &Path) -> (Vec<String>, String) {
+    check_capture_with(pcap, None)
+}
+
+/// With a key log: tshark decrypts for the oracle, the sensor for itself.
+pub fn check_capture_with(pcap: &Path, keylog: Option<&Path>) -> (Vec<String>, String) {
     let name = pcap.file_name().unwrap().to_string_lossy().into_owned();
-    let exp = expectations(pcap);
-    let run = run_sensor(pcap);
+    let (exp, run) = match keylog {
+        Some(k) => (expectations_with(pcap, k), run_sensor_with(pcap, k)),
+        None => (expectations(pcap), run_sensor(pcap)),
+    };
     let fails = compare(&name, &exp, &run);
     let summary = format!(
         "{name}: oracle expects {} queries, {} logins, {} TLS sessions; sensor reported {} queries, {} logins, {} TLS sessions; {} differences",
