@@ -219,3 +219,68 @@ fn live_run_never_prints_a_secret() {
     );
     assert_clean("live run --json", &text(&out));
 }
+
+/// The key log's secrets as they could leak: the hex the file holds (both cases), and the
+/// raw bytes in base64 at each alignment.
+fn key_forms(keylog: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(keylog).unwrap();
+    let mut v = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(secret) = line.split_whitespace().nth(2) else {
+            continue;
+        };
+        let raw: Vec<u8> = (0..secret.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&secret[i..i + 2], 16).unwrap())
+            .collect();
+        v.push(secret.to_lowercase());
+        v.push(secret.to_uppercase());
+        for skip in 0..3 {
+            let tail = &raw[skip..];
+            v.push(base64(&tail[..tail.len() / 3 * 3]));
+        }
+    }
+    assert!(v.len() >= 5 * 5, "{}: no secrets read", keylog.display());
+    v
+}
+
+/// Inside TLS too: with the key log, the sensor decrypts (so the canary literal and the
+/// login are there to leak), and neither they nor any form of the key log's secrets reach
+/// stdout or stderr, at debug, in any mode. `--no-redact` shows the canary decrypted, so the
+/// search can fail.
+#[test]
+fn tls_with_key_logs_never_prints_a_secret_or_a_key() {
+    let detect = ["--detect", "--allowed-cidr", "10.0.0.0/8"];
+    for name in ["pg-tls-keys.pcap", "mysql-tls-keys.pcap"] {
+        let pcap = pcaps_dir().join(name);
+        let keys = pcap.with_extension("keys");
+        let keys_arg = keys.to_string_lossy().into_owned();
+        let secrets = key_forms(&keys);
+        for (mode, args) in [
+            ("json", vec!["--json"]),
+            ("text", vec![]),
+            ("json --detect", [&["--json"][..], &detect[..]].concat()),
+            ("text --detect", detect.to_vec()),
+        ] {
+            let args = [&["--tls-keylog", keys_arg.as_str()][..], &args[..]].concat();
+            let out = analyze(&pcap, &args);
+            let t = text(&out);
+            assert!(
+                t.contains("query") && t.contains("u_tls"),
+                "{name} {mode}: nothing decrypted, so nothing was checked:\n{t}"
+            );
+            assert_clean(&format!("{name} ({mode})"), &t);
+            for f in &secrets {
+                assert!(
+                    !t.contains(f.as_str()),
+                    "{name} ({mode}): the output holds a key log secret (as {f:?})"
+                );
+            }
+        }
+        let out = analyze(&pcap, &["--json", "--no-redact", "--tls-keylog", &keys_arg]);
+        assert!(
+            text(&out).contains(CANARY),
+            "{name}: --no-redact with the key log should show {CANARY}"
+        );
+    }
+}

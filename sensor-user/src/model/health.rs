@@ -86,6 +86,8 @@ pub struct DecoderStats {
     pub tls_version: u64,
     pub tls_no_handshake: u64,
     pub tls_not_tls: u64,
+    /// Of the decrypted sessions, those whose records waited for keys that came late.
+    pub tls_keys_late: u64,
     /// TLS records opened, and records lost or unreadable inside sessions being read.
     pub tls_records: u64,
     pub tls_records_lost: u64,

@@ -103,7 +103,27 @@ pub struct Streams {
     purposes: HashMap<FlowKey, Purpose>,
     /// Out-of-order bytes held by all connections (the sum of their `held_bytes`).
     held_total: usize,
+    /// Closed connections whose TLS layer still waits for late keys (see [`Parked`]).
+    parked: Vec<Parked>,
+    /// When parked sessions are next offered the keys that arrived meanwhile.
+    parked_retry_ns: u64,
 }
+
+/// A connection that ended while its TLS layer held ciphertext for keys that had not yet
+/// arrived (a key forwarder slower than the mirror): its session is kept until the keys come
+/// or the layer's wait ends, then closed as any other. Bounded by [`MAX_PARKED`].
+struct Parked {
+    endpoint: Endpoint,
+    session: Session,
+    until: u64,
+    ts: u64,
+}
+
+/// Sessions parked at once for late keys; beyond, a session is closed at once (its report
+/// says `no_key`).
+const MAX_PARKED: usize = 4096;
+/// How often (capture time) parked sessions look for their keys.
+const PARKED_RETRY_NS: u64 = 50_000_000;
 
 impl Streams {
     pub fn new(limits: StreamLimits, redact: bool) -> Self {
@@ -117,6 +137,44 @@ impl Streams {
             layers: Layers::none(),
             purposes: HashMap::default(),
             held_total: 0,
+            parked: Vec::new(),
+            parked_retry_ns: 0,
+        }
+    }
+
+    /// Sessions parked for late keys.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Offers parked sessions the keys that arrived; closes those that were read or whose
+    /// wait is over (every one, with `all`).
+    fn retry_parked(&mut self, now: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
+        if self.parked.is_empty() || (!all && now < self.parked_retry_ns) {
+            return;
+        }
+        self.parked_retry_ns = now.saturating_add(PARKED_RETRY_NS);
+        let mut i = 0;
+        while i < self.parked.len() {
+            let p = &mut self.parked[i];
+            let mut down = ToSession::new(
+                &mut p.session,
+                &p.endpoint,
+                clock,
+                self.redact,
+                out,
+                &mut self.decoder_stats,
+                &self.layers,
+            );
+            down.session.retry(&mut down.cx, down.layers);
+            let done = all || now >= p.until || down.session.waiting_until().is_none();
+            if done {
+                let ts = p.ts.max(now.min(p.until));
+                down.session.close(&mut down.cx, ts);
+                self.parked.swap_remove(i);
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -131,6 +189,7 @@ impl Streams {
 
     /// Feeds one event; records the decoders produce are appended to `out`.
     pub fn on_event(&mut self, ev: &Event<'_>, clock: &Clock, out: &mut Vec<Record>) {
+        self.retry_parked(ev.hdr.ts_ns, false, clock, out);
         let key = ev.hdr.key;
         let flags = ev.hdr.tcp_flags;
         if !self.conns.contains_key(&key) {
@@ -294,6 +353,7 @@ impl Streams {
 
     /// Closes connections idle at `now_ns`; with `all`, every connection.
     pub fn expire(&mut self, now_ns: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
+        self.retry_parked(now_ns, all, clock, out);
         let idle_ns = self.limits.idle_ns;
         self.handshakes
             .retain(|_, h| !all && now_ns.saturating_sub(h.ts) < idle_ns);
@@ -341,7 +401,24 @@ impl Streams {
                 force_first_hole(st, &mut down, dir, &mut self.stats);
             }
         }
-        down.session.close(&mut down.cx, ts);
+        match down.session.waiting_until() {
+            Some(until) if self.parked.len() < MAX_PARKED => {
+                let purpose = conn.session.purpose();
+                self.parked.push(Parked {
+                    endpoint: conn.endpoint,
+                    session: conn.session,
+                    until,
+                    ts,
+                });
+                if purpose != Purpose::Session && self.purposes.len() < self.limits.max_connections
+                {
+                    self.purposes.insert(*key, purpose);
+                }
+                self.stats.connections_closed += 1;
+                return;
+            }
+            _ => down.session.close(&mut down.cx, ts),
+        }
         let purpose = conn.session.purpose();
         if purpose != Purpose::Session && self.purposes.len() < self.limits.max_connections {
             self.purposes.insert(*key, purpose);

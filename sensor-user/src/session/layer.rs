@@ -23,12 +23,20 @@ pub trait Layer: Send {
     fn push(&mut self, dir: Dir, ts: u64, wire: &[u8]);
     /// Wire bytes of one direction are missing.
     fn gap(&mut self, dir: Dir, ts: u64, gap: Gap);
+    /// When the next piece of one direction completed, if one can be had now (it is made
+    /// ready, not taken): the session hands both directions' pieces to the decoder in time
+    /// order, as they were on the wire, even when they were held (late keys).
+    fn next_ts(&mut self, dir: Dir, stats: &mut DecoderStats) -> Option<u64>;
     /// The next piece of one direction, if one is complete; plaintext goes to `out` (cleared
     /// first). What it opens and loses is counted in `stats`.
     fn next(&mut self, dir: Dir, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Option<Piece>;
     /// The protocol left the layer: the wire bytes it holds past its last whole record, per
     /// direction (request, response). They are plaintext.
     fn finish(self: Box<Self>) -> [Vec<u8>; 2];
+    /// Until when (capture time) the layer holds records for keys that have not arrived.
+    fn waiting_until(&self) -> Option<u64> {
+        None
+    }
     /// The negotiated version and suite, once known: login records inside carry them.
     fn negotiated(&self) -> Option<(String, String)> {
         None

@@ -98,6 +98,22 @@ impl<D: Decoder + ?Sized> Session<D> {
         }
     }
 
+    /// Until when (capture time) the session's layer waits for keys that have not arrived,
+    /// if it does.
+    pub fn waiting_until(&self) -> Option<u64> {
+        if self.opaque {
+            return None;
+        }
+        self.layer.as_ref()?.waiting_until()
+    }
+
+    /// Gives the layer another chance at what it holds (keys may have arrived since).
+    pub fn retry(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers) {
+        if self.layer.is_some() && !self.opaque {
+            self.drain(cx, layers);
+        }
+    }
+
     /// The connection ended.
     pub fn close(&mut self, cx: &mut DecodeCtx<'_>, ts: u64) {
         let mark = cx.out.len();
@@ -164,11 +180,29 @@ impl<D: Decoder + ?Sized> Session<D> {
     /// responses with the requests it has seen), until it has none or the decoder leaves
     /// the layer.
     fn drain(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers) {
-        for dir in [Dir::Request, Dir::Response] {
-            while let Some(layer) = &mut self.layer {
-                if self.opaque {
-                    break;
+        loop {
+            let Some(layer) = &mut self.layer else {
+                return;
+            };
+            if self.opaque {
+                break;
+            }
+            let dir = match (
+                layer.next_ts(Dir::Request, cx.stats),
+                layer.next_ts(Dir::Response, cx.stats),
+            ) {
+                (None, None) => break,
+                (Some(_), None) => Dir::Request,
+                (None, Some(_)) => Dir::Response,
+                (Some(a), Some(b)) => {
+                    if a <= b {
+                        Dir::Request
+                    } else {
+                        Dir::Response
+                    }
                 }
+            };
+            {
                 let mut plain = std::mem::take(&mut self.plain);
                 let Some(piece) = layer.next(dir, &mut plain, cx.stats) else {
                     self.plain = plain;

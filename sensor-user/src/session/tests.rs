@@ -99,6 +99,12 @@ impl Layer for Xor {
         unreachable!("the test's wire has no lost bytes");
     }
 
+    fn next_ts(&mut self, dir: Dir, _: &mut DecoderStats) -> Option<u64> {
+        let w = &self.wire[dir as usize];
+        let len = *w.get(1)? as usize;
+        (w.len() >= 2 + len).then_some(self.ts[dir as usize])
+    }
+
     fn next(&mut self, dir: Dir, out: &mut Vec<u8>, _: &mut DecoderStats) -> Option<Piece> {
         let w = &mut self.wire[dir as usize];
         let len = *w.get(1)? as usize;

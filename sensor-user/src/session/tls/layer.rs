@@ -153,6 +153,10 @@ pub struct TlsLayer {
     waiting_since: Option<u64>,
     info: TlsInfo,
     reported: bool,
+    /// A piece made ready by [`Layer::next_ts`] and not yet taken, per direction, and a
+    /// spare plaintext buffer.
+    stash: [Option<(Piece, Vec<u8>)>; 2],
+    spare: Vec<u8>,
 }
 
 fn idx(dir: Dir) -> usize {
@@ -188,6 +192,33 @@ impl TlsLayer {
             waiting_since: None,
             info: TlsInfo::default(),
             reported: false,
+            stash: [None, None],
+            spare: Vec::new(),
+        }
+    }
+
+    /// The next piece of side `d`, if one can be made now.
+    fn produce(&mut self, d: usize, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Option<Piece> {
+        loop {
+            if let State::Failed(_) = self.state {
+                return Some(Piece::Opaque);
+            }
+            match self.step(d, out, stats) {
+                Step::Data(ts) => return Some(Piece::Data { ts }),
+                Step::Gap(ts, n) => {
+                    return Some(Piece::Gap {
+                        ts,
+                        gap: Gap::AtMost(n),
+                    });
+                }
+                Step::Next => continue,
+                Step::Wait => {
+                    return match self.state {
+                        State::Failed(_) => Some(Piece::Opaque),
+                        _ => None,
+                    };
+                }
+            }
         }
     }
 
@@ -300,7 +331,7 @@ impl TlsLayer {
         out: &mut Vec<u8>,
         stats: &mut DecoderStats,
     ) -> Step {
-        match self.open(d, rec, out) {
+        match self.open(d, rec, out, stats) {
             Some(inner) => {
                 stats.tls_records += 1;
                 let side = &mut self.sides[d];
@@ -427,18 +458,35 @@ impl TlsLayer {
     /// Tries the record at the expected sequence number, then past it, then (1.3, handshake
     /// epoch) at the start of the traffic epoch. On success the plaintext is in `out` and
     /// the inner content type is returned.
-    fn open(&mut self, d: usize, rec: &[u8], out: &mut Vec<u8>) -> Option<u8> {
+    fn open(
+        &mut self,
+        d: usize,
+        rec: &[u8],
+        out: &mut Vec<u8>,
+        stats: &mut DecoderStats,
+    ) -> Option<u8> {
+        let r = self.open_at(d, rec, out);
+        if let Some((_, skipped)) = r {
+            // Records that never came (lost whole, with their headers).
+            stats.tls_records_lost += skipped;
+        }
+        r.map(|(t, _)| t)
+    }
+
+    /// [`Self::open`], with how many sequence numbers the record was past the expected one.
+    fn open_at(&mut self, d: usize, rec: &[u8], out: &mut Vec<u8>) -> Option<(u8, u64)> {
         let tls13 = self.tls13();
         let seq = self.sides[d].seq;
         if let Some(t) = self.try_keys(d, rec, seq..seq + 1, out) {
-            return Some(t);
+            return Some((t, 0));
         }
         if let Some(t) = self.try_keys(d, rec, seq + 1..seq + WINDOW, out) {
-            return Some(t);
+            return Some((t, self.sides[d].seq - 1 - seq));
         }
         if tls13 && self.sides[d].epoch == Some(Epoch::Handshake) && self.next_epoch(d) {
             if let Some(t) = self.try_keys(d, rec, 0..WINDOW, out) {
-                return Some(t);
+                // The handshake's last record(s) (its Finished) and any before this one.
+                return Some((t, self.sides[d].seq));
             }
             // Not the traffic epoch after all: back to the handshake keys.
             let side = &mut self.sides[d];
@@ -649,7 +697,7 @@ impl TlsLayer {
                 }
                 let rec = a[at..at + 5 + len].to_vec();
                 let end = self.sides[d].offset() + (at + 5 + len) as u64;
-                if let Some(inner) = self.open(d, &rec, out) {
+                if let Some(inner) = self.open(d, &rec, out, stats) {
                     let ts = self.sides[d].ts_at(end);
                     let side = &mut self.sides[d];
                     side.consume(at + 5 + len);
@@ -721,34 +769,42 @@ impl Layer for TlsLayer {
         }
     }
 
-    fn next(&mut self, dir: Dir, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Option<Piece> {
+    fn next_ts(&mut self, dir: Dir, stats: &mut DecoderStats) -> Option<u64> {
         let d = idx(dir);
-        loop {
-            if let State::Failed(_) = self.state {
-                return Some(Piece::Opaque);
-            }
-            match self.step(d, out, stats) {
-                Step::Data(ts) => return Some(Piece::Data { ts }),
-                Step::Gap(ts, n) => {
-                    return Some(Piece::Gap {
-                        ts,
-                        gap: Gap::AtMost(n),
-                    });
-                }
-                Step::Next => continue,
-                Step::Wait => {
-                    return match self.state {
-                        State::Failed(_) => Some(Piece::Opaque),
-                        _ => None,
-                    };
-                }
+        if self.stash[d].is_none() {
+            let mut buf = std::mem::take(&mut self.spare);
+            match self.produce(d, &mut buf, stats) {
+                Some(p) => self.stash[d] = Some((p, buf)),
+                None => self.spare = buf,
             }
         }
+        self.stash[d].as_ref().map(|(p, _)| match p {
+            Piece::Data { ts } | Piece::Gap { ts, .. } => *ts,
+            Piece::Opaque => 0,
+        })
+    }
+
+    fn next(&mut self, dir: Dir, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Option<Piece> {
+        self.next_ts(dir, stats)?;
+        let (piece, mut buf) = self.stash[idx(dir)].take()?;
+        std::mem::swap(out, &mut buf);
+        buf.clear();
+        self.spare = buf;
+        Some(piece)
     }
 
     fn finish(self: Box<Self>) -> [Vec<u8>; 2] {
         let [a, b] = self.sides;
         [a.avail().to_vec(), b.avail().to_vec()]
+    }
+
+    fn waiting_until(&self) -> Option<u64> {
+        match self.state {
+            State::Opening => self
+                .waiting_since
+                .map(|since| since.saturating_add(self.hold.wait_ns)),
+            _ => None,
+        }
     }
 
     fn negotiated(&self) -> Option<(String, String)> {
@@ -769,6 +825,9 @@ impl Layer for TlsLayer {
             }
             _ if self.info.decrypted => {
                 stats.tls_decrypted += 1;
+                if self.waiting_since.is_some() {
+                    stats.tls_keys_late += 1;
+                }
                 self.info.clone()
             }
             State::Opening if closing && self.waiting_since.is_some() => {

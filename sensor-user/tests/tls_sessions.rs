@@ -1,0 +1,412 @@
+//! TLS sessions read with key logs, beyond the oracle (`tshark_oracle.rs`): keys that never
+//! come, segments lost inside TLS, and the live path (a veth, the XDP program, `rds-sensor
+//! run --tls-keylog`) against `analyze` on the same real captures, with the key log there
+//! from the start and with it arriving after the sessions it opens have ended.
+
+mod common;
+
+use common::*;
+use rds_sensor::{
+    model::{Record, Undecryptable},
+    offline::{self, OfflineOptions},
+    pipeline::{Pipeline, PipelineOptions},
+    session::tls::{self, Hold, KeyLogFiles, KeyStore},
+    sinks::{Collect, Sink},
+};
+use sensor_common::{DEFAULT_DB_PORTS, SensorConfig};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
+
+fn pcap_path(name: &str) -> PathBuf {
+    pcaps_dir().join(name)
+}
+
+fn scratch_path(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rds-sensor-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// tshark's fields with TLS decrypted by tshark itself.
+fn tshark_fields_with(
+    pcap: &Path,
+    keylog: &Path,
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
+    let mut c = std::process::Command::new("tshark");
+    c.arg("-o")
+        .arg(format!("tls.keylog_file:{}", keylog.display()))
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields", "-E", "separator=\t"]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    let out = c.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// `editcap` (Wireshark's) writes the capture without the given frames (1-based).
+fn drop_frames(from: &Path, to: &Path, frames: &[usize]) {
+    let out = std::process::Command::new("editcap")
+        .arg(from)
+        .arg(to)
+        .args(frames.iter().map(|f| f.to_string()))
+        .output()
+        .expect("editcap (Wireshark's, with tshark)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_attached(iface: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["-d", "link", "show", "dev", iface])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("xdp") {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "XDP never attached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn keys_of(pcap: &Path) -> PathBuf {
+    pcap.with_extension("keys")
+}
+
+fn store_with(keylog: Option<&Path>) -> KeyStore {
+    let store = KeyStore::new(1000, None);
+    if let Some(k) = keylog {
+        KeyLogFiles::new(&[k.to_path_buf()])
+            .unwrap()
+            .poll(&store)
+            .unwrap();
+    }
+    store
+}
+
+fn analyze(pcap: &Path, store: KeyStore, sink: Box<dyn Sink>) {
+    let mut p = Pipeline::new(PipelineOptions::default(), sink)
+        .with_layers(tls::layers(store, Hold::default()));
+    offline::analyze(
+        pcap,
+        &OfflineOptions {
+            ports: DEFAULT_DB_PORTS.to_vec(),
+            config: SensorConfig::default(),
+            flow_capacity: 1 << 20,
+        },
+        &mut p,
+    )
+    .expect("analyze");
+}
+
+/// What must be the same however the keys came: every login, query and TLS record, with its
+/// times (a record keeps the time its TLS record completed, however late it is opened).
+fn comparable(records: &[Record]) -> Vec<String> {
+    let mut v: Vec<String> = records
+        .iter()
+        .filter(|r| matches!(r, Record::Query(_) | Record::Login(_) | Record::Tls(_)))
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn keys_that_never_come_are_no_key_after_the_wait() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let records = Arc::new(Mutex::new(Vec::new()));
+    analyze(&pcap, store_with(None), Box::new(Collect(records.clone())));
+    let records = records.lock().unwrap();
+    let tls: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Tls(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tls.len(), 8);
+    assert!(tls.iter().all(|t| !t.info.decrypted
+        && t.info.undecryptable == Some(Undecryptable::NoKey)
+        && t.info.version.is_some()));
+    assert!(records.iter().all(|r| r.as_query().is_none()));
+}
+
+/// The capture with one of its frames removed: the frame is chosen by tshark (the first
+/// client segment carrying TLS application data after the 200-row answer's query, in the
+/// first session), independent of the sensor.
+#[test]
+fn a_lost_segment_inside_tls_loses_that_record_only() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let keylog = keys_of(&pcap);
+    // The frames of stream 0 whose TLS records carry a Simple query/Parse from the client,
+    // as tshark decrypts them.
+    let rows = tshark_fields_with(
+        &pcap,
+        &keylog,
+        "tcp.stream == 0 && pgsql.query && tcp.dstport == 5432",
+        &["frame.number", "pgsql.query"],
+    );
+    let victim = rows
+        .iter()
+        .find(|r| r[1].contains("count(*)"))
+        .map(|r| r[0].parse::<usize>().unwrap())
+        .expect("the count(*) query's frame");
+    let cut = scratch_path("pg-tls-keys-lost.pcap");
+    drop_frames(&pcap, &cut, &[victim]);
+
+    let full = Arc::new(Mutex::new(Vec::new()));
+    analyze(
+        &pcap,
+        store_with(Some(&keylog)),
+        Box::new(Collect(full.clone())),
+    );
+    let lost = Arc::new(Mutex::new(Vec::new()));
+    analyze(
+        &cut,
+        store_with(Some(&keylog)),
+        Box::new(Collect(lost.clone())),
+    );
+    let full = full.lock().unwrap();
+    let lost = lost.lock().unwrap();
+    let fp = |rs: &[Record]| -> Vec<String> {
+        rs.iter()
+            .filter_map(Record::as_query)
+            .map(|q| q.fingerprint.clone())
+            .collect()
+    };
+    let (f, l) = (fp(&full), fp(&lost));
+    // Exactly the lost query is missing; the queries after it in the same session (the
+    // error and the 200 rows) and every other session are still read.
+    let mut want = f.clone();
+    let at = want
+        .iter()
+        .position(|q| q.contains("count(*)"))
+        .expect("count(*) in the full run");
+    want.remove(at);
+    assert_eq!(l, want);
+    let stats = lost
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Record::Summary(s) => Some(s.decoders),
+            _ => None,
+        })
+        .unwrap();
+    assert!(stats.tls_records_lost >= 1, "{stats:?}");
+    assert_eq!(stats.tls_decrypted, 7, "{stats:?}");
+}
+
+// ---- live ----
+
+fn run_json(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn lines_of(kind: &str, out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// What live and offline must agree on: not the times (a replay has its own), the rest.
+fn essence(out: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for q in lines_of("query", out) {
+        v.push(format!(
+            "query {} {} {} rows={} err={}",
+            q["client"], q["user"], q["fingerprint"], q["rows"], q["error_code"]
+        ));
+    }
+    for l in lines_of("login", out) {
+        v.push(format!(
+            "login {} {} {} {} {} {}",
+            l["client"], l["user"], l["outcome"], l["tls"], l["tls_version"], l["tls_suite"]
+        ));
+    }
+    for t in lines_of("tls", out) {
+        v.push(format!(
+            "tls {} {} {} {} {}",
+            t["client"], t["version"], t["suite"], t["decrypted"], t["undecryptable"]
+        ));
+    }
+    v.sort();
+    v
+}
+
+/// `rds-sensor run --tls-keylog` on a veth while the keyed captures are replayed into it
+/// (the key log present from the start, then a directory it is copied into only after the
+/// replay began): the same logins, queries and TLS records as `analyze --tls-keylog`.
+#[test]
+fn live_replay_with_key_logs_matches_analyze() {
+    if !kernel_available("live_replay_with_key_logs_matches_analyze") {
+        return;
+    }
+    for late in [false, true] {
+        let pair = rds_sensor::netns::VethPair::new(if late { "tl" } else { "tk" }).unwrap();
+        let dir = scratch_path(if late { "keys-late" } else { "keys-early" });
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = ["pg-tls-keys.pcap", "mysql-tls-keys.pcap"];
+        if !late {
+            for n in names {
+                let p = pcap_path(n);
+                std::fs::copy(keys_of(&p), dir.join(n).with_extension("keys")).unwrap();
+            }
+        }
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let child = run_json(&[
+            "run",
+            "--iface",
+            &pair.outside,
+            "--json",
+            "--no-tui",
+            "--tls-keylog",
+            &dir_arg,
+        ]);
+        wait_attached(&pair.outside);
+        let copier = late.then(|| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                for n in names {
+                    let p = pcap_path(n);
+                    std::fs::copy(keys_of(&p), dir.join(n).with_extension("keys")).unwrap();
+                }
+            })
+        });
+        for n in names {
+            pair.replay(&pcap_path(n), Some(if late { 200 } else { 2000 }))
+                .unwrap();
+        }
+        if let Some(c) = copier {
+            c.join().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let live = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut offline = String::new();
+        for n in names {
+            let p = pcap_path(n);
+            let o = std::process::Command::new(BIN)
+                .arg("analyze")
+                .arg(&p)
+                .args(["--json", "--tls-keylog"])
+                .arg(keys_of(&p))
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            offline.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+        let (l, o) = (essence(&live), essence(&offline));
+        assert!(o.iter().filter(|x| x.starts_with("query")).count() >= 32);
+        assert_eq!(l, o, "late keys: {late}");
+        // The late run did wait for its keys (sessions held, some past their end), the
+        // early one never did.
+        let waited = lines_of("summary", &live)
+            .iter()
+            .filter_map(|s| s["decoders"]["tls_keys_late"].as_u64())
+            .max()
+            .unwrap_or(0);
+        if late {
+            assert!(waited >= 1, "no session waited for its keys");
+        } else {
+            assert_eq!(waited, 0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A segment lost in the middle of a TLS record (the 200-row answer spans several segments):
+/// that record is lost, the layer skips to its end (its header said where), and every
+/// other query of the session and of the capture is still read.
+#[test]
+fn a_segment_lost_inside_a_record_loses_that_record_only() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let keylog = keys_of(&pcap);
+    // Full-sized server segments of stream 0: the 200-row answer's record.
+    let rows = tshark_fields(
+        &pcap,
+        "tcp.stream == 0 && tcp.srcport == 5432 && tcp.len >= 1000",
+        &["frame.number"],
+    );
+    assert!(rows.len() >= 3, "{rows:?}");
+    let victim: usize = rows[1][0].parse().unwrap();
+    let cut = scratch_path("pg-tls-keys-mid.pcap");
+    drop_frames(&pcap, &cut, &[victim]);
+    let (full, lost) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    analyze(
+        &pcap,
+        store_with(Some(&keylog)),
+        Box::new(Collect(full.clone())),
+    );
+    analyze(
+        &cut,
+        store_with(Some(&keylog)),
+        Box::new(Collect(lost.clone())),
+    );
+    let (full, lost) = (full.lock().unwrap(), lost.lock().unwrap());
+    let big = "select id, name, price from items order by id limit ?";
+    let others = |rs: &[Record]| -> Vec<(String, Option<u64>)> {
+        rs.iter()
+            .filter_map(Record::as_query)
+            .filter(|q| q.fingerprint != big)
+            .map(|q| (q.fingerprint.clone(), q.rows))
+            .collect()
+    };
+    assert_eq!(others(&lost), others(&full));
+    let stats = lost
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Record::Summary(s) => Some(s.decoders),
+            _ => None,
+        })
+        .unwrap();
+    assert!(stats.tls_records_lost >= 1, "{stats:?}");
+    // The big answer is not reported as if whole.
+    assert!(
+        lost.iter()
+            .filter_map(Record::as_query)
+            .all(|q| q.fingerprint != big || q.rows != Some(200)),
+        "a lost record's query reported with all its rows"
+    );
+}
