@@ -122,18 +122,6 @@ fn analyze(pcap: &Path, store: KeyStore, sink: Box<dyn Sink>) {
     .expect("analyze");
 }
 
-/// What must be the same however the keys came: every login, query and TLS record, with its
-/// times (a record keeps the time its TLS record completed, however late it is opened).
-fn comparable(records: &[Record]) -> Vec<String> {
-    let mut v: Vec<String> = records
-        .iter()
-        .filter(|r| matches!(r, Record::Query(_) | Record::Login(_) | Record::Tls(_)))
-        .map(|r| serde_json::to_string(r).unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn keys_that_never_come_are_no_key_after_the_wait() {
     let pcap = pcap_path("pg-tls-keys.pcap");
