@@ -384,7 +384,14 @@ impl Common {
                 },
                 clock,
                 redact: s.redaction.redact,
-                detector: s.detect.detector(clock)?,
+                detector: match s.detect.is_on() {
+                    true => {
+                        let mut o = s.detect.options();
+                        o.tls_keys_expected = !s.tls.keylog.is_empty();
+                        Some(crate::detect::Detector::new(o, clock)?)
+                    }
+                    false => None,
+                },
                 streams: crate::reassembly::StreamLimits {
                     max_connections: budget.connections,
                     max_held_segments: limits.held_segments,

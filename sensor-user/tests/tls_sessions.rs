@@ -398,3 +398,62 @@ fn a_segment_lost_inside_a_record_loses_that_record_only() {
         "a lost record's query reported with all its rows"
     );
 }
+
+/// Findings from what TLS shows, on the real capture: the server certificate (read in the
+/// clear from the TLS 1.2 sessions, and with the keys from the 1.3 ones) is reported when it
+/// ends within the threshold, and each client TLS fingerprint the instance had not seen
+/// once it stopped learning; neither with the default threshold and a learning period.
+#[test]
+fn tls_findings_on_the_real_capture() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let keys = keys_of(&pcap);
+    let cfg = scratch_path("tls-findings.toml");
+    std::fs::write(
+        &cfg,
+        "[detect]\nenabled = true\nlearning_period_s = 0\n[detect.thresholds]\ncert_expiry_days = 4000\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = std::process::Command::new(BIN)
+            .arg("analyze")
+            .arg(&pcap)
+            .args(["--json", "--tls-keylog"])
+            .arg(&keys)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        lines_of("finding", &String::from_utf8_lossy(&o.stdout))
+    };
+    let f = run(&["--config", cfg.to_str().unwrap()]);
+    // Distinct findings (a repeat is emitted again as an update with the same id).
+    let of = |t: &str| -> Vec<&serde_json::Value> {
+        let mut v: Vec<&serde_json::Value> = f.iter().filter(|x| x["type"] == t).collect();
+        v.sort_by_key(|x| x["id"].to_string());
+        v.dedup_by_key(|x| x["id"].to_string());
+        v
+    };
+    let types: Vec<&str> = f.iter().filter_map(|x| x["type"].as_str()).collect();
+    let cert = of("Policy:RDS/ServerCertificate.Expiring");
+    assert_eq!(cert.len(), 1, "{types:?}");
+    let d = cert[0]["description"].as_str().unwrap();
+    assert!(
+        d.contains("CN=db.rds-sensor.test") && d.contains("2036-12-01"),
+        "{d}"
+    );
+    // Six distinct JA4s in the capture (three TLS 1.3 suite configurations, three TLS 1.2
+    // ones): the first is learned, the five others are new.
+    assert_eq!(
+        of("InitialAccess:RDS/AnomalousBehavior.NewTlsFingerprint").len(),
+        5,
+        "{f:?}"
+    );
+    let quiet = run(&["--detect"]);
+    assert!(
+        quiet.iter().all(|x| {
+            let t = x["type"].as_str().unwrap_or_default();
+            !t.contains("Certificate") && !t.contains("TlsFingerprint")
+        }),
+        "{quiet:?}"
+    );
+}

@@ -94,6 +94,7 @@ fn suite_name(id: u64) -> &'static str {
 #[test]
 fn tls_records_match_tshark_with_and_without_keys() {
     let mut checked = 0;
+    let mut certs = 0;
     for (name, keyed) in [
         ("pg-tls.pcap", false),
         ("mysql-tls.pcap", false),
@@ -138,6 +139,24 @@ fn tls_records_match_tshark_with_and_without_keys() {
                 c.client
             );
             assert_eq!(t.sni, c.sni, "{name} {}", c.client);
+            // The certificate: where tshark could read it (TLS 1.2 in the clear, 1.3 with
+            // the keys), the sensor too, with the same names, end and key.
+            match (&c.cert, &t.certificate) {
+                (None, None) => {}
+                (Some(o), Some(m)) => {
+                    let cn = |s: &str| s.strip_prefix("CN=").map(str::to_string);
+                    assert_eq!(cn(&m.subject), o.subject_cn, "{name} {}", c.client);
+                    assert_eq!(cn(&m.issuer), o.issuer_cn, "{name} {}", c.client);
+                    assert_eq!(Some(&m.not_after), o.not_after.as_ref(), "{name}");
+                    let curve = match o.curve.as_deref() {
+                        Some("1.2.840.10045.3.1.7") => "EC P-256",
+                        other => panic!("{name}: tshark's curve {other:?}"),
+                    };
+                    assert_eq!(m.key_type, curve, "{name} {}", c.client);
+                    certs += 1;
+                }
+                (o, m) => panic!("{name} {}: tshark {o:?}, sensor {m:?}", c.client),
+            }
             assert_eq!(t.decrypted, c.decrypted, "{name} {}: {t:?}", c.client);
             if !c.decrypted {
                 assert_eq!(
@@ -152,6 +171,9 @@ fn tls_records_match_tshark_with_and_without_keys() {
     }
     // 1 + 1 + 8 + 2 sessions, each twice for the keyed captures.
     assert_eq!(checked, 1 + 1 + 8 + 2 + 8 + 2);
+    // Without keys: the three TLS 1.2 sessions of pg-tls-keys and the one of mysql-tls-keys;
+    // with keys, every session but the one whose keys are absent.
+    assert_eq!(certs, 3 + 1 + 7 + 2);
 }
 
 /// A key log with no line in it.

@@ -209,6 +209,7 @@ impl Detect {
             instance_map: self.instance_map_path(),
             asn_db: path_of(&self.asn_db),
             thresholds: self.thresholds.clone(),
+            tls_keys_expected: false,
         }
     }
 

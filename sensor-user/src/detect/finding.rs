@@ -28,6 +28,11 @@ pub enum FindingType {
     Md5Authentication,
     OutsideAllowedNetworks,
     NewClientEdge,
+    WeakTls,
+    CertificateExpiring,
+    TlsDowngrade,
+    NewTlsFingerprint,
+    TlsKeysMissing,
 }
 
 /// How the response differs by finding family.
@@ -39,10 +44,11 @@ enum Family {
     Probe,
     WeakAuth,
     Network,
+    Tls,
 }
 
 impl FindingType {
-    pub const ALL: [FindingType; 17] = [
+    pub const ALL: [FindingType; 22] = [
         Self::AnomalousSuccessfulLogin,
         Self::AnomalousFailedLogin,
         Self::SuccessfulBruteForce,
@@ -60,6 +66,11 @@ impl FindingType {
         Self::Md5Authentication,
         Self::OutsideAllowedNetworks,
         Self::NewClientEdge,
+        Self::WeakTls,
+        Self::CertificateExpiring,
+        Self::TlsDowngrade,
+        Self::NewTlsFingerprint,
+        Self::TlsKeysMissing,
     ];
 
     /// The type name, in GuardDuty's `ThreatPurpose:ResourceType/ThreatFamilyName.DetectionMechanism`
@@ -89,6 +100,11 @@ impl FindingType {
             Self::Md5Authentication => "CredentialAccess:RDS/WeakAuthentication.MD5",
             Self::OutsideAllowedNetworks => "Policy:RDS/UnallowedNetwork.Connection",
             Self::NewClientEdge => "InitialAccess:RDS/AnomalousBehavior.NewClientEdge",
+            Self::WeakTls => "Policy:RDS/WeakTls.Negotiated",
+            Self::CertificateExpiring => "Policy:RDS/ServerCertificate.Expiring",
+            Self::TlsDowngrade => "DefenseEvasion:RDS/TlsDowngrade.PlaintextLogin",
+            Self::NewTlsFingerprint => "InitialAccess:RDS/AnomalousBehavior.NewTlsFingerprint",
+            Self::TlsKeysMissing => "Operational:RDS/TlsKeys.Missing",
         }
     }
 
@@ -116,6 +132,11 @@ impl FindingType {
             Self::Md5Authentication => Severity::Low,
             Self::OutsideAllowedNetworks => Severity::Medium,
             Self::NewClientEdge => Severity::Low,
+            Self::WeakTls => Severity::Medium,
+            Self::CertificateExpiring => Severity::Medium,
+            Self::TlsDowngrade => Severity::Medium,
+            Self::NewTlsFingerprint => Severity::Low,
+            Self::TlsKeysMissing => Severity::Low,
         }
     }
 
@@ -133,6 +154,11 @@ impl FindingType {
             Self::MaliciousIpDiscovery | Self::TorDiscovery | Self::PortProbe => Family::Probe,
             Self::CleartextAuthentication | Self::Md5Authentication => Family::WeakAuth,
             Self::OutsideAllowedNetworks | Self::NewClientEdge => Family::Network,
+            Self::WeakTls
+            | Self::CertificateExpiring
+            | Self::TlsDowngrade
+            | Self::NewTlsFingerprint
+            | Self::TlsKeysMissing => Family::Tls,
         }
     }
 
@@ -175,6 +201,12 @@ impl FindingType {
                 "Confirm whether this client should reach the database.",
                 SG,
                 KILL,
+                REVIEW,
+            ],
+            Family::Tls => &[
+                "Require TLS 1.2 or later for every connection (rds.force_ssl=1 / require_secure_transport=ON; the parameter group's ssl_min_protocol_version / tls_version).",
+                "Rotate the instance to a current RDS certificate authority before the old one expires (modify-db-instance --ca-certificate-identifier), and update the clients' trust stores.",
+                "Confirm whether a new client (driver, tool) is expected; if not, treat it as an unknown actor.",
                 REVIEW,
             ],
         }

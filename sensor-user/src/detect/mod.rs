@@ -79,6 +79,7 @@ mod privilege_drift;
 mod report;
 mod state;
 mod thresholds;
+mod tls;
 mod unallowed_network;
 mod upkeep;
 mod weak_auth;
@@ -118,6 +119,8 @@ pub struct DetectorOptions {
     pub instance_map: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
     pub thresholds: Thresholds,
+    /// Key logs are configured: TLS sessions without keys are worth a finding when most are.
+    pub tls_keys_expected: bool,
 }
 
 impl Default for DetectorOptions {
@@ -133,6 +136,7 @@ impl Default for DetectorOptions {
             instance_map: None,
             asn_db: None,
             thresholds: Thresholds::default(),
+            tls_keys_expected: false,
         }
     }
 }
@@ -170,6 +174,9 @@ pub struct Detector {
     hour_failures: HashMap<(String, String), (u64, u64)>,
     windows: HashMap<(String, String, IpAddr), Window>,
     login_counts: HashMap<(String, IpAddr), LoginCounts>,
+    /// A TLS session's JA4 until its login, and what each instance's TLS looked like.
+    conn_ja4: HashMap<(String, String), (String, u64)>,
+    tls_seen: HashMap<String, tls::TlsSeen>,
     pub stats: DetectorStats,
 }
 
@@ -212,6 +219,8 @@ impl Detector {
             hour_failures: HashMap::new(),
             windows: HashMap::new(),
             login_counts: HashMap::new(),
+            conn_ja4: HashMap::new(),
+            tls_seen: HashMap::new(),
             stats: DetectorStats::default(),
         })
     }
@@ -227,6 +236,7 @@ impl Detector {
             Record::Login(l) => self.on_login(l, out),
             Record::Query(q) => self.on_query(q, out),
             Record::Flow(f) => self.on_flow(f, out),
+            Record::Tls(t) => self.on_tls(t, out),
             _ => {}
         }
         self.stats.findings_emitted += (out.len() - before) as u64;

@@ -19,7 +19,7 @@ fn is_syntax_error(code: &str) -> bool {
     matches!(code, "42601" | "1064")
 }
 
-fn client_ip(s: &str) -> Option<IpAddr> {
+pub(super) fn client_ip(s: &str) -> Option<IpAddr> {
     s.parse::<SocketAddr>()
         .ok()
         .map(|a| canonical(a.ip()))
@@ -108,6 +108,7 @@ impl Detector {
         self.intel_logins(&c, out);
         self.unallowed_login(&c, out);
         self.weak_auth_login(&c, out);
+        self.tls_login(l, c.who(), c.learning, out);
         // Patterns that need no baseline: brute force and spraying.
         let public_failures = self.brute_force_and_spray(&c, out);
         // Rates and the baseline.

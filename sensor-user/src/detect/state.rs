@@ -62,6 +62,7 @@ impl Detector {
         let hour = now / (3600 * NS);
         self.hour_logins.retain(|_, (h, _)| *h + 1 >= hour);
         self.hour_failures.retain(|_, (h, _)| *h + 1 >= hour);
+        self.forget_tls(now);
         if self.login_counts.len() > 100_000 {
             self.login_counts.clear();
         }

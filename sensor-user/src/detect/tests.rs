@@ -1180,3 +1180,177 @@ fn command_line_switches() {
             .is_some()
     );
 }
+
+fn tls_rec(port: u16, at: u64, ja4: &str, info: impl FnOnce(&mut crate::model::TlsInfo)) -> Record {
+    let mut i = crate::model::TlsInfo {
+        version: Some("TLSv1.3".into()),
+        suite: Some("TLS_AES_256_GCM_SHA384".into()),
+        ja4: Some(ja4.into()),
+        ..Default::default()
+    };
+    info(&mut i);
+    Record::Tls(crate::model::TlsRecord {
+        ts: Timestamp(t(at)),
+        endpoint: ep(APP, port),
+        info: i,
+    })
+}
+
+#[test]
+fn a_plaintext_login_where_tls_is_the_rule_is_a_downgrade_after_learning() {
+    let mut d = detector(100, |_| {});
+    // Learning: 25 TLS logins.
+    let mut recs = Vec::new();
+    for i in 0..25u16 {
+        recs.push(tls_rec(40000 + i, u64::from(i), "t13d_a", |_| {}));
+        recs.push(login(L {
+            port: 40000 + i,
+            at: u64::from(i),
+            tls: true,
+            ..L::default()
+        }));
+    }
+    let out = feed(&mut d, recs);
+    assert!(!types(&out).contains(&FindingType::TlsDowngrade.name()));
+    // After learning: a TLS login is nothing, a plaintext one is a downgrade.
+    let out = feed(
+        &mut d,
+        [
+            tls_rec(41000, 200, "t13d_a", |_| {}),
+            login(L {
+                port: 41000,
+                at: 200,
+                tls: true,
+                ..L::default()
+            }),
+        ],
+    );
+    assert!(out.is_empty(), "{:?}", types(&out));
+    let out = feed(
+        &mut d,
+        [login(L {
+            port: 41001,
+            at: 201,
+            tls: false,
+            ..L::default()
+        })],
+    );
+    let f = find(&out, FindingType::TlsDowngrade);
+    assert!(f.description.contains("without TLS"), "{}", f.description);
+}
+
+#[test]
+fn a_new_client_tls_fingerprint_after_learning_is_reported_once() {
+    let mut d = detector(100, |_| {});
+    let mut recs = Vec::new();
+    for (i, ja4) in ["t13d_a", "t13d_b"].iter().enumerate() {
+        recs.push(tls_rec(40000 + i as u16, i as u64, ja4, |_| {}));
+        recs.push(login(L {
+            port: 40000 + i as u16,
+            at: i as u64,
+            tls: true,
+            ..L::default()
+        }));
+    }
+    assert!(feed(&mut d, recs).is_empty());
+    let known = feed(
+        &mut d,
+        [
+            tls_rec(41000, 200, "t13d_b", |_| {}),
+            login(L {
+                port: 41000,
+                at: 200,
+                tls: true,
+                ..L::default()
+            }),
+        ],
+    );
+    assert!(known.is_empty(), "{:?}", types(&known));
+    let new = feed(
+        &mut d,
+        [
+            tls_rec(41001, 201, "t12i_new", |_| {}),
+            login(L {
+                port: 41001,
+                at: 201,
+                tls: true,
+                ..L::default()
+            }),
+        ],
+    );
+    let f = find(&new, FindingType::NewTlsFingerprint);
+    assert!(f.description.contains("t12i_new"));
+    let again = feed(
+        &mut d,
+        [
+            tls_rec(41002, 202, "t12i_new", |_| {}),
+            login(L {
+                port: 41002,
+                at: 202,
+                tls: true,
+                ..L::default()
+            }),
+        ],
+    );
+    assert!(
+        !types(&again).contains(&FindingType::NewTlsFingerprint.name()),
+        "learned once seen"
+    );
+}
+
+#[test]
+fn weak_tls_expiring_certificates_and_missing_keys() {
+    let mut d = detector(0, |o| {
+        o.tls_keys_expected = true;
+        o.thresholds.missing_keys_min_sessions = 4;
+    });
+    let out = feed(
+        &mut d,
+        [tls_rec(40000, 0, "x", |i| {
+            i.version = Some("TLSv1.2".into());
+            i.suite = Some("TLS_RSA_WITH_AES_128_CBC_SHA".into());
+            i.certificate = Some(crate::model::Certificate {
+                subject: "CN=db".into(),
+                issuer: "CN=rds-ca-2019".into(),
+                not_before: "2019-08-22T17:08:50Z".into(),
+                not_after: "2023-11-21T17:08:50Z".into(),
+                key_type: "RSA 2048".into(),
+            });
+        })],
+    );
+    assert_eq!(find(&out, FindingType::WeakTls).severity_label, "Low");
+    // Record time is 2023-11-14: six days left.
+    let f = find(&out, FindingType::CertificateExpiring);
+    assert!(f.description.contains("(6 days)"), "{}", f.description);
+    assert_eq!(f.severity_label, "Medium");
+    let out = feed(
+        &mut d,
+        [tls_rec(40009, 1, "x", |i| {
+            i.certificate = Some(crate::model::Certificate {
+                subject: "CN=old".into(),
+                issuer: "CN=rds-ca-2015".into(),
+                not_before: "2015-02-05T09:11:31Z".into(),
+                not_after: "2020-03-05T09:11:31Z".into(),
+                key_type: "RSA 2048".into(),
+            });
+        })],
+    );
+    let f = find(&out, FindingType::CertificateExpiring);
+    assert!(
+        f.description.contains("expired on 2020-03-05"),
+        "{}",
+        f.description
+    );
+    assert_eq!(f.severity_label, "High");
+    assert!(!types(&out).contains(&FindingType::WeakTls.name()));
+    let mut out = Vec::new();
+    for i in 1..=4u16 {
+        out.extend(feed(
+            &mut d,
+            [tls_rec(40000 + i, u64::from(i), "x", |i| {
+                i.undecryptable = Some(crate::model::Undecryptable::NoKey);
+            })],
+        ));
+    }
+    find(&out, FindingType::TlsKeysMissing);
+}

@@ -28,6 +28,16 @@ pub struct Thresholds {
     pub staging_window_s: u64,
     /// A connection without a login that sent at most this many payload bytes is a probe.
     pub probe_max_client_bytes: u64,
+    /// A server certificate that ends within this many days is a finding.
+    pub cert_expiry_days: u64,
+    /// A plaintext login is a downgrade where at least this share of at least this many
+    /// learned logins used TLS.
+    pub downgrade_tls_share: f64,
+    pub downgrade_min_logins: u64,
+    /// With key logs configured: more than this share of at least this many TLS sessions to
+    /// an instance without keys is a finding.
+    pub missing_keys_share: f64,
+    pub missing_keys_min_sessions: u64,
 }
 
 impl Default for Thresholds {
@@ -47,6 +57,11 @@ impl Default for Thresholds {
             staging_min_bytes: 1 << 20,
             staging_window_s: 300,
             probe_max_client_bytes: 64,
+            cert_expiry_days: 30,
+            downgrade_tls_share: 0.95,
+            downgrade_min_logins: 20,
+            missing_keys_share: 0.5,
+            missing_keys_min_sessions: 20,
         }
     }
 }

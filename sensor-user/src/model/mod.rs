@@ -24,7 +24,7 @@ pub use health::{DecoderStats, StreamStats, SummaryRecord, counter_map};
 pub use latency::{LatencyRecord, Percentiles};
 pub use session::{LoginRecord, Outcome, QueryRecord};
 pub use time::{Clock, Timestamp, now};
-pub use tls::{TlsInfo, TlsRecord, Undecryptable};
+pub use tls::{Certificate, TlsInfo, TlsRecord, Undecryptable};
 
 use serde::Serialize;
 

@@ -61,12 +61,28 @@ pub struct TlsInfo {
     pub alpn: Vec<String>,
     /// JA4 fingerprint of the ClientHello.
     pub ja4: Option<String>,
+    /// The server's certificate: in the clear in TLS 1.2, read with the keys in TLS 1.3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
     /// The server answered the first ClientHello with a HelloRetryRequest.
     pub hello_retry: bool,
     /// The sensor read the session's contents with a client key log.
     pub decrypted: bool,
     /// Why not, when it did not.
     pub undecryptable: Option<Undecryptable>,
+}
+
+/// What the server's own certificate says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Certificate {
+    /// `CN=…, O=…`, in the certificate's order.
+    pub subject: String,
+    pub issuer: String,
+    /// RFC 3339.
+    pub not_before: String,
+    pub not_after: String,
+    /// `EC P-256`, `RSA 2048`, `Ed25519`, …
+    pub key_type: String,
 }
 
 /// One TLS session, reported when the sensor knows whether it can read it (or at its end).

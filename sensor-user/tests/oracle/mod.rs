@@ -111,6 +111,17 @@ pub fn tshark_json_with(pcap: &Path, keylog: Option<&Path>) -> Vec<Value> {
     }
 }
 
+/// The first value under `key` anywhere in `v` (depth first).
+pub fn subtree<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| subtree(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| subtree(x, key)),
+        _ => None,
+    }
+}
+
 /// Values of `key` anywhere in `v` (depth first, in order), arrays flattened.
 pub fn all(v: &Value, key: &str) -> Vec<String> {
     fn walk(v: &Value, key: &str, out: &mut Vec<String>) {
@@ -230,6 +241,15 @@ struct DirBuild {
     msg_ts: Vec<u64>,
 }
 
+/// What tshark shows of a server certificate.
+#[derive(Clone, Debug)]
+pub struct OracleCert {
+    pub issuer_cn: Option<String>,
+    pub subject_cn: Option<String>,
+    pub not_after: Option<String>,
+    pub curve: Option<String>,
+}
+
 pub struct Conn {
     pub stream: u64,
     pub client: String,
@@ -242,6 +262,8 @@ pub struct Conn {
     pub tls_version: Option<u64>,
     pub tls_suite: Option<u64>,
     pub sni: Option<String>,
+    /// The server certificate as tshark read it (in the clear, or decrypted).
+    pub cert: Option<OracleCert>,
     pub first_ns: u64,
     pub last_ns: u64,
     /// [to server, to client]
@@ -311,6 +333,7 @@ pub fn connections_with(pcap: &Path, keylog: Option<&Path>) -> BTreeMap<u64, Con
                     tls_version: None,
                     tls_suite: None,
                     sni: None,
+                    cert: None,
                     first_ns: ts,
                     last_ns: ts,
                     msgs: [Vec::new(), Vec::new()],
@@ -334,6 +357,21 @@ pub fn connections_with(pcap: &Path, keylog: Option<&Path>) -> BTreeMap<u64, Con
                 }
                 if let Some(n) = first(t, "tls.handshake.extensions_server_name") {
                     c.sni = Some(n);
+                }
+                if all(t, "tls.handshake.type").iter().any(|x| x == "11") && c.cert.is_none() {
+                    // The first certificate: issuer then subject names, notBefore then
+                    // notAfter ("2036-12-01 17:47:09 (UTC)"), and an EC key's curve.
+                    let cn = |k: &str| subtree(t, k).and_then(|v| first(v, "x509sat.uTF8String"));
+                    c.cert = Some(OracleCert {
+                        issuer_cn: cn("x509af.issuer_tree"),
+                        subject_cn: cn("x509af.subject_tree"),
+                        not_after: subtree(t, "x509af.notAfter_tree")
+                            .and_then(|v| first(v, "x509af.utcTime"))
+                            .map(|t| {
+                                format!("{}Z", t.trim_end_matches(" (UTC)").replacen(' ', "T", 1))
+                            }),
+                        curve: first(t, "pkcs1.namedCurve"),
+                    });
                 }
             }
         }

@@ -40,6 +40,7 @@ const CT_APP: u8 = 23;
 
 const HS_CLIENT_HELLO: u8 = 1;
 const HS_SERVER_HELLO: u8 = 2;
+const HS_CERTIFICATE: u8 = 11;
 const HS_FINISHED: u8 = 20;
 const HS_KEY_UPDATE: u8 = 24;
 
@@ -601,6 +602,9 @@ impl TlsLayer {
                         self.client_hello = Some(ch);
                     }
                 }
+                (1, HS_CERTIFICATE) if self.info.certificate.is_none() => {
+                    self.info.certificate = super::cert::first_of_message(&msg, false);
+                }
                 (1, HS_SERVER_HELLO) => {
                     let Some(sh) = hello::server_hello(&msg) else {
                         continue;
@@ -631,9 +635,15 @@ impl TlsLayer {
         if !self.tls13() {
             return;
         }
-        for (typ, _) in self.messages(d, body) {
-            if matches!(typ, HS_FINISHED | HS_KEY_UPDATE) {
-                let _ = self.next_epoch(d);
+        for (typ, msg) in self.messages(d, body) {
+            match typ {
+                HS_FINISHED | HS_KEY_UPDATE => {
+                    let _ = self.next_epoch(d);
+                }
+                HS_CERTIFICATE if d == 1 && self.info.certificate.is_none() => {
+                    self.info.certificate = super::cert::first_of_message(&msg, true);
+                }
+                _ => {}
             }
         }
     }

@@ -4,10 +4,12 @@
 //!
 //! - [`keys`]: the key store (NSS key log lines, bounded, expiring, zeroized, never printed).
 //! - [`keylog`]: key log files and directories, followed as they grow and rotate.
-//! - `hello`: ClientHello/ServerHello and the JA4 fingerprint.
+//! - `hello`: ClientHello/ServerHello and the JA4 fingerprint; `cert`: the server
+//!   certificate's names, validity and key.
 //! - `cipher`: suites, the TLS 1.3 and 1.2 key schedules, AEAD record protection.
 //! - `layer`: one connection's records, epochs, sequence numbers and losses.
 
+mod cert;
 mod cipher;
 mod hello;
 pub mod keylog;
