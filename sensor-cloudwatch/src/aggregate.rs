@@ -14,6 +14,8 @@
 //! | `BytesToServer`, `BytesToClient` | Bytes | DBInstanceIdentifier | flow records (IP bytes) |
 //! | `NewFlows` | Count | DBInstanceIdentifier | flow records, at their first packet |
 //! | `Events`, `RingDrops`, `QueueDrops`, `BadRecords`, `DecoderResyncs`, `TlsSessions`, `NewConnections` | Count | Sensor | summaries (differences of the cumulative counters) |
+//! | `TlsSessionsDecrypted` | Count | Sensor | summaries: TLS sessions read with a key log |
+//! | `TlsSessionsUndecryptable` | Count | Sensor, Reason | summaries: TLS sessions not read, by reason (only reasons that occurred) |
 //! | `ActiveFlows`, `ActiveConnections` | Count | Sensor | summaries (the last value in the period) |
 //! | `DimensionsFolded` | Count | Sensor | records whose instance or database went to `(other)` |
 //! | `MetricDatumsDropped`, `LogEventsDropped` | Count | Sensor | the shipper's bounded queue |
@@ -25,7 +27,7 @@ use crate::{
 };
 use rds_sensor::{
     aggregate::{Dims, Instances, QueryFigures},
-    model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord},
+    model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord, Undecryptable},
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,6 +48,10 @@ pub mod names {
     pub const BAD_RECORDS: &str = "BadRecords";
     pub const DECODER_RESYNCS: &str = "DecoderResyncs";
     pub const TLS_SESSIONS: &str = "TlsSessions";
+    /// TLS sessions read with a key log, and those that could not be (dimension `Reason`:
+    /// no_key, bad_key, suite, version, no_handshake, not_tls).
+    pub const TLS_DECRYPTED: &str = "TlsSessionsDecrypted";
+    pub const TLS_UNDECRYPTABLE: &str = "TlsSessionsUndecryptable";
     pub const NEW_CONNECTIONS: &str = "NewConnections";
     pub const ACTIVE_FLOWS: &str = "ActiveFlows";
     pub const ACTIVE_CONNECTIONS: &str = "ActiveConnections";
@@ -57,6 +63,7 @@ pub mod names {
     pub const DIM_DATABASE: &str = "Database";
     pub const DIM_FINGERPRINT: &str = "Fingerprint";
     pub const DIM_SENSOR: &str = "Sensor";
+    pub const DIM_REASON: &str = "Reason";
 }
 use names::*;
 
@@ -99,6 +106,8 @@ struct SensorAgg {
     bad_records: u64,
     resyncs: u64,
     tls_sessions: u64,
+    tls_decrypted: u64,
+    tls_undecryptable: [u64; Undecryptable::ALL.len()],
     new_connections: u64,
     flows_active: u64,
     connections_active: u64,
@@ -122,6 +131,8 @@ struct Totals {
     bad_records: u64,
     resyncs: u64,
     tls_sessions: u64,
+    tls_decrypted: u64,
+    tls_undecryptable: [u64; Undecryptable::ALL.len()],
     new_connections: u64,
 }
 
@@ -226,6 +237,8 @@ impl Aggregator {
             bad_records: s.bad_records,
             resyncs: s.decoders.resyncs,
             tls_sessions: s.decoders.tls_sessions,
+            tls_decrypted: s.decoders.tls_decrypted,
+            tls_undecryptable: Undecryptable::ALL.map(|why| s.decoders.undecryptable(why)),
             new_connections: s.streams.connections_opened,
         };
         let prev = std::mem::replace(&mut self.totals, now);
@@ -237,6 +250,10 @@ impl Aggregator {
         a.bad_records += now.bad_records.saturating_sub(prev.bad_records);
         a.resyncs += now.resyncs.saturating_sub(prev.resyncs);
         a.tls_sessions += now.tls_sessions.saturating_sub(prev.tls_sessions);
+        a.tls_decrypted += now.tls_decrypted.saturating_sub(prev.tls_decrypted);
+        for (i, n) in a.tls_undecryptable.iter_mut().enumerate() {
+            *n += now.tls_undecryptable[i].saturating_sub(prev.tls_undecryptable[i]);
+        }
         a.new_connections += now.new_connections.saturating_sub(prev.new_connections);
         a.flows_active = s.flows_active as u64;
         a.connections_active = s.connections_active as u64;
@@ -330,11 +347,19 @@ impl Aggregator {
                 (BAD_RECORDS, s.bad_records),
                 (DECODER_RESYNCS, s.resyncs),
                 (TLS_SESSIONS, s.tls_sessions),
+                (TLS_DECRYPTED, s.tls_decrypted),
                 (NEW_CONNECTIONS, s.new_connections),
                 (ACTIVE_FLOWS, s.flows_active),
                 (ACTIVE_CONNECTIONS, s.connections_active),
             ] {
                 e.count(out, name, &dims, Unit::Count, v);
+            }
+            // Only the reasons that occurred: six more series per sensor otherwise.
+            for (why, &v) in Undecryptable::ALL.iter().zip(&s.tls_undecryptable) {
+                if v > 0 {
+                    let dims = vec![dim(DIM_SENSOR, &self.sensor), dim(DIM_REASON, why.as_str())];
+                    e.count(out, TLS_UNDECRYPTABLE, &dims, Unit::Count, v);
+                }
             }
         }
         if period.dims.folded > 0 {
@@ -573,6 +598,51 @@ mod tests {
         assert_eq!(sum(&later, BYTES_TO_CLIENT, |d| d.timestamp == 240), 1000.0);
         assert_eq!(sum(&later, EVENTS, |d| d.timestamp == 240), 150.0);
         assert_eq!(sum(&later, ACTIVE_FLOWS, |_| true), 1.0);
+    }
+
+    #[test]
+    fn tls_sessions_by_outcome_and_reason() {
+        let mut a = Aggregator::new(Arc::new(Config {
+            sensor_id: Some("s".into()),
+            ..Config::default()
+        }));
+        let summary = |decrypted: u64, no_key: u64, suite: u64| SummaryRecord {
+            ts: Timestamp::default(),
+            interval_s: 10.0,
+            kernel: serde_json::Map::new(),
+            events: 0,
+            queue_dropped: 0,
+            bad_records: 0,
+            flows_active: 0,
+            flows_reported: 0,
+            connections_active: 0,
+            streams: Default::default(),
+            decoders: rds_sensor::model::DecoderStats {
+                tls_sessions: decrypted + no_key + suite,
+                tls_decrypted: decrypted,
+                tls_no_key: no_key,
+                tls_suite: suite,
+                ..Default::default()
+            },
+            latency_keys_overflowed: 0,
+        };
+        a.summary(&summary(5, 2, 0), 130);
+        a.summary(&summary(9, 3, 1), 140);
+        let data = a.close_all();
+        assert_eq!(sum(&data, TLS_DECRYPTED, |_| true), 9.0);
+        let reason = |r: &str| {
+            sum(&data, TLS_UNDECRYPTABLE, |d| {
+                value(d, DIM_REASON) == Some(r)
+            })
+        };
+        assert_eq!(reason("no_key"), 3.0);
+        assert_eq!(reason("suite"), 1.0);
+        // Reasons that did not occur are not sent.
+        assert!(
+            data.iter()
+                .filter(|d| d.metric_name == TLS_UNDECRYPTABLE)
+                .all(|d| matches!(value(d, DIM_REASON), Some("no_key" | "suite")))
+        );
     }
 
     #[test]

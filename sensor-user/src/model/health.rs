@@ -96,16 +96,26 @@ pub struct DecoderStats {
 }
 
 impl DecoderStats {
-    /// Counts a TLS session the sensor could not read.
-    pub fn count_undecryptable(&mut self, why: super::Undecryptable) {
+    fn undecryptable_mut(&mut self, why: super::Undecryptable) -> &mut u64 {
         use super::Undecryptable::*;
-        *match why {
+        match why {
             NoKey => &mut self.tls_no_key,
             BadKey => &mut self.tls_bad_key,
             Suite => &mut self.tls_suite,
             Version => &mut self.tls_version,
             NoHandshake => &mut self.tls_no_handshake,
             NotTls => &mut self.tls_not_tls,
-        } += 1;
+        }
+    }
+
+    /// Counts a TLS session the sensor could not read.
+    pub fn count_undecryptable(&mut self, why: super::Undecryptable) {
+        *self.undecryptable_mut(why) += 1;
+    }
+
+    /// TLS sessions not read for `why`.
+    pub fn undecryptable(&self, why: super::Undecryptable) -> u64 {
+        let mut copy = *self;
+        *copy.undecryptable_mut(why)
     }
 }
