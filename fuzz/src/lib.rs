@@ -7,6 +7,10 @@
 //! - [`pcap`]: a whole pcap/pcapng file through the reader.
 //! - [`postgres`], [`mysql`]: one connection's byte streams through the decoder (the `Decoder`
 //!   trait directly), as [`chunks`]: data either way, gaps, close.
+//! - [`tls`]: a connection's byte streams through the PostgreSQL or MySQL decoder behind the
+//!   TLS layer, which holds the key logs of the bundled TLS captures: their real sessions
+//!   decrypt, and mutations reach record framing, the hellos, certificates, epochs, loss
+//!   and resynchronisation.
 //! - [`pipeline`]: a sequence of ring-buffer records (u16 length + bytes each) through
 //!   `Pipeline::on_record` (event validation, reassembly, decoders, aggregates), then a summary.
 
@@ -148,6 +152,10 @@ pub fn encode_chunks(chunks: &[Chunk]) -> Vec<u8> {
 /// Input: a flags byte (bit 0: mid-stream, bit 1: redaction off, bit 2: gaps of unknown
 /// length), then chunks, through the decoder's session stack ([`rds_sensor::testkit`]).
 fn decoder(protocol: Protocol, data: &[u8]) {
+    decoder_with(protocol, data, rds_sensor::session::Layers::none());
+}
+
+fn decoder_with(protocol: Protocol, data: &[u8], layers: rds_sensor::session::Layers) {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
@@ -161,7 +169,9 @@ fn decoder(protocol: Protocol, data: &[u8]) {
         server_port: 5432,
         vni: 7,
     };
-    let mut h = Harness::new(dec, Endpoint::new(&key, protocol.wire())).redact(first & 2 == 0);
+    let mut h = Harness::new(dec, Endpoint::new(&key, protocol.wire()))
+        .redact(first & 2 == 0)
+        .layers(layers);
     let gap = |n| {
         if first & 4 == 0 {
             Gap::Exact(n)
@@ -197,6 +207,26 @@ pub fn mysql(data: &[u8]) {
     decoder(Protocol::Mysql, data);
 }
 
+/// The key logs recorded with the bundled TLS captures (test secrets only).
+const KEYS: &str = concat!(
+    include_str!("../../pcaps/pg-tls-keys.keys"),
+    include_str!("../../pcaps/mysql-tls-keys.keys")
+);
+
+/// Input: flags (bit 3: MySQL, else PostgreSQL; bits 0–2 as for the decoder targets), then
+/// chunks, through the decoder behind the TLS layer.
+pub fn tls(data: &[u8]) {
+    use rds_sensor::session::tls::{self, Hold, KeyStore};
+    let protocol = if data.first().is_some_and(|f| f & 8 != 0) {
+        Protocol::Mysql
+    } else {
+        Protocol::Postgres
+    };
+    let store = KeyStore::new(64, None);
+    store.add_text(KEYS);
+    decoder_with(protocol, data, tls::layers(store, Hold::default()));
+}
+
 /// Input: repeated `len (u16 LE), record bytes`.
 pub fn pipeline_records(mut data: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -226,10 +256,11 @@ pub fn pipeline(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("packet", packet),
     ("pcap", pcap),
     ("postgres", postgres),
     ("mysql", mysql),
+    ("tls", tls),
     ("pipeline", pipeline),
 ];

@@ -33,7 +33,7 @@ fn fnv(b: &[u8]) -> u64 {
 }
 
 fn seed(pcaps: &Path, corpus: &Path) {
-    let dirs: Vec<PathBuf> = ["packet", "pcap", "postgres", "mysql", "pipeline"]
+    let dirs: Vec<PathBuf> = ["packet", "pcap", "postgres", "mysql", "pipeline", "tls"]
         .iter()
         .map(|t| corpus.join(t))
         .collect();
@@ -100,11 +100,16 @@ fn seed(pcaps: &Path, corpus: &Path) {
             let mut stream = vec![0u8];
             stream.extend(encode_chunks(&chunks));
             stream.truncate(60_000);
+            // The TLS target's flags: bit 3 for MySQL, bit 4 so its seeds differ from the
+            // plain decoder targets' (every connection: TLS sessions and plaintext alike).
+            let mut tls_stream = stream.clone();
+            tls_stream[0] = 0x10 | if p == proto::MYSQL { 8 } else { 0 };
             match p {
                 proto::POSTGRES => write(&dirs[2], &mut seen, stream),
                 proto::MYSQL => write(&dirs[3], &mut seen, stream),
                 _ => {}
             }
+            write(&dirs[5], &mut seen, tls_stream);
             write(&dirs[4], &mut seen, records);
         }
     }
