@@ -5,7 +5,10 @@
 //!    a program that only drops.
 //! 2. Decoder throughput (events per CPU-second, one thread) over the bundled captures,
 //!    against tshark dissecting the same frames.
-//! 3. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
+//! 3. TLS: AES-128-GCM record opening against `openssl speed -evp aes-128-gcm` (16 KiB
+//!    blocks), and decoder events per CPU-second on the keyed TLS capture (decrypted) against
+//!    the plaintext PostgreSQL capture.
+//! 4. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
 //!    from random sources), against the empty table.
 //!
 //! `--quick` runs each for a fraction of the time (CI's smoke run); no figure is asserted.
@@ -66,7 +69,7 @@ fn figure(name: &str, value: f64, unit: &str, baseline_name: &str, baseline_valu
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only xdp|memory|decoder` runs one part (for profiling).
+    // `--only xdp|live|cpu|memory|decoder|tls` runs one part (for profiling).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -95,6 +98,9 @@ fn main() {
     }
     if want("decoder") {
         decoder_throughput(quick, &mut figures);
+    }
+    if want("tls") {
+        tls_throughput(quick, &mut figures);
     }
 
     println!(
@@ -710,6 +716,115 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
         "events/s",
         "tshark -Y 'pgsql || mysql'",
         tshark,
+    ));
+}
+
+/// Bytes per second `openssl speed -evp aes-128-gcm` reports for 16 KiB blocks.
+fn openssl_aes128gcm(seconds: u32) -> f64 {
+    let out = Command::new("openssl")
+        .args([
+            "speed",
+            "-evp",
+            "aes-128-gcm",
+            "-bytes",
+            "16384",
+            "-seconds",
+        ])
+        .arg(seconds.to_string())
+        .output()
+        .expect("running openssl speed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The result row: "AES-128-GCM   1234567.89k" (thousands of bytes per second).
+    let row = text
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().starts_with("aes-128-gcm"))
+        .unwrap_or_else(|| panic!("openssl speed said: {text}"));
+    let k: f64 = row
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.trim_end_matches('k').parse().ok())
+        .unwrap_or_else(|| panic!("openssl speed row: {row}"));
+    k * 1000.0
+}
+
+/// Events per CPU-second of the whole pipeline over one capture's frames, `rounds` times
+/// (the best of batches), with `layers` for TLS.
+fn pipeline_events_per_s(
+    pcap: &std::path::Path,
+    rounds: usize,
+    layers: impl Fn() -> rds_sensor::session::Layers,
+) -> f64 {
+    let mut frames = Vec::new();
+    let mut r = PcapReader::open(pcap).expect("bundled capture");
+    while let Some(fr) = r.next_frame().expect("bundled capture") {
+        frames.push((fr.ts_ns, fr.orig_len, fr.data.to_vec()));
+    }
+    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut best = f64::MAX;
+    let mut rec = Vec::with_capacity(8192);
+    for _ in 0..rounds.div_ceil(5).max(1) {
+        let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
+        let mut pipeline =
+            Pipeline::new(PipelineOptions::default(), Box::new(Count(records.clone())))
+                .with_layers(layers());
+        let c0 = cpu_time_thread();
+        let mut events = 0u64;
+        for _ in 0..5 {
+            for (ts, len, data) in &frames {
+                decap.process(LinkType::Ethernet, data, *len, *ts, &mut rec);
+                if !rec.is_empty() {
+                    pipeline.on_record(&rec);
+                    events += 1;
+                }
+            }
+            pipeline
+                .expire_flows(
+                    &mut decap.flows,
+                    u64::MAX,
+                    Some(rds_sensor::model::FlowEnd::EndOfCapture),
+                )
+                .unwrap();
+        }
+        best = best.min((cpu_time_thread() - c0) / events as f64);
+    }
+    1.0 / best
+}
+
+fn tls_throughput(quick: bool, figures: &mut Vec<Figure>) {
+    use rds_sensor::session::tls::{self, Hold, KeyLogFiles, KeyStore};
+    let n = if quick { 2_000 } else { 20_000 };
+    let ours = (0..if quick { 1 } else { 3 })
+        .map(|_| (16384 * n) as f64 / tls::bench_open(16384, n))
+        .fold(0.0, f64::max);
+    let theirs = openssl_aes128gcm(if quick { 1 } else { 3 });
+    figures.push(figure(
+        "TLS: AES-128-GCM record opening, 16 KiB",
+        ours / 1e6,
+        "MB/s",
+        "openssl speed -evp aes-128-gcm",
+        theirs / 1e6,
+    ));
+    let rounds = if quick { 5 } else { 40 };
+    let keyed = pcaps_dir().join("pg-tls-keys.pcap");
+    let keys = keyed.with_extension("keys");
+    let tls_rate = pipeline_events_per_s(&keyed, rounds, || {
+        let store = KeyStore::new(1000, None);
+        KeyLogFiles::new(std::slice::from_ref(&keys))
+            .unwrap()
+            .poll(&store)
+            .unwrap();
+        tls::layers(store, Hold::default())
+    });
+    let plain_rate = pipeline_events_per_s(&pcaps_dir().join("pg-queries.pcap"), rounds, || {
+        rds_sensor::session::Layers::none()
+    });
+    figures.push(figure(
+        "decoder on TLS, decrypted (pg-tls-keys)",
+        tls_rate,
+        "events/s",
+        "plaintext (pg-queries)",
+        plain_rate,
     ));
 }
 
