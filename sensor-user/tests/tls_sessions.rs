@@ -457,3 +457,26 @@ fn tls_findings_on_the_real_capture() {
         "{quiet:?}"
     );
 }
+
+/// The HTML report's TLS section: every session, by what it showed and whether it was read.
+#[test]
+fn the_report_has_a_tls_section() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let out = scratch_path("tls-report.html");
+    let o = std::process::Command::new(BIN)
+        .arg("analyze")
+        .arg(&pcap)
+        .arg("--tls-keylog")
+        .arg(keys_of(&pcap))
+        .arg("--report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&out).unwrap();
+    let tls = &html[html.find("id=\"tls\"").expect("a TLS section")..];
+    let tls = &tls[..tls.find("</table>").unwrap()];
+    assert!(tls.contains("8 sessions"), "{tls}");
+    assert_eq!(tls.matches(">decrypted<").count(), 6, "{tls}");
+    assert!(tls.contains(">no_key<") && tls.contains("CN=db.rds-sensor.test"));
+}

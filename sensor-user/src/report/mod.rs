@@ -57,9 +57,18 @@ struct LoginRow {
     tls: bool,
 }
 
+/// TLS sessions alike in what they show: (server, version, suite, JA4, certificate subject and
+/// end, outcome).
+type TlsKey = (String, String, String, String, String, String);
+
+/// Distinct kinds of TLS session kept (beyond, only counted).
+const MAX_TLS_ROWS: usize = 500;
+
 #[derive(Default)]
 struct Data {
     servers: BTreeMap<String, Series>,
+    tls: BTreeMap<TlsKey, u64>,
+    tls_total: u64,
     fingerprints: HashMap<(String, String), Series>,
     logins: Vec<LoginRow>,
     logins_total: u64,
@@ -199,6 +208,25 @@ impl Report {
         h.push_str("</table>");
         let _ = write!(
             h,
+            "<h2 id=\"tls\">TLS</h2><p>{} sessions</p><table id=\"tls-table\"><tr><th>server</th><th>version</th><th>suite</th><th>JA4</th><th>certificate</th><th>read</th><th>sessions</th></tr>",
+            d.tls_total
+        );
+        for ((server, version, suite, ja4, cert, outcome), n) in &d.tls {
+            let cls = if outcome == "decrypted" { "ok" } else { "" };
+            let _ = write!(
+                h,
+                "<tr class=\"{cls}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{n}</td></tr>",
+                esc(server),
+                esc(version),
+                esc(suite),
+                esc(ja4),
+                esc(cert),
+                esc(outcome)
+            );
+        }
+        h.push_str("</table>");
+        let _ = write!(
+            h,
             "<h2 id=\"findings\">Findings</h2><p>{}</p>",
             if d.findings.is_empty() {
                 "None (findings need --detect or one of its switches).".to_string()
@@ -258,6 +286,29 @@ impl Sink for Report {
                         auth: l.auth_method.clone().unwrap_or_default(),
                         tls: l.tls,
                     });
+                }
+            }
+            Record::Tls(t) => {
+                d.tls_total += 1;
+                let i = &t.info;
+                let outcome = match (i.decrypted, i.undecryptable) {
+                    (true, _) => "decrypted".to_string(),
+                    (false, Some(why)) => why.as_str().to_string(),
+                    (false, None) => "no records".to_string(),
+                };
+                let key = (
+                    t.endpoint.server.clone(),
+                    i.version.clone().unwrap_or_default(),
+                    i.suite.clone().unwrap_or_default(),
+                    i.ja4.clone().unwrap_or_default(),
+                    i.certificate
+                        .as_ref()
+                        .map(|c| format!("{} (until {})", c.subject, c.not_after))
+                        .unwrap_or_default(),
+                    outcome,
+                );
+                if d.tls.len() < MAX_TLS_ROWS || d.tls.contains_key(&key) {
+                    *d.tls.entry(key).or_default() += 1;
                 }
             }
             Record::Finding(f) => {

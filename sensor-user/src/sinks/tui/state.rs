@@ -110,6 +110,9 @@ pub struct Health {
     pub events_per_s: f64,
 }
 
+/// Servers whose TLS sessions are counted (as many as a screen can list).
+const MAX_TLS_SERVERS: usize = 1000;
+
 /// Everything the dashboard shows.
 #[derive(Debug, Default)]
 pub struct State {
@@ -119,6 +122,8 @@ pub struct State {
     pub fingerprints: HashMap<(String, String), Fingerprint>,
     pub fingerprints_overflowed: u64,
     pub logins: BTreeMap<String, Logins>,
+    /// TLS sessions per server: (sessions, decrypted).
+    pub tls: BTreeMap<String, (u64, u64)>,
     pub findings: VecDeque<FindingLine>,
     pub health: Health,
     pub log: VecDeque<String>,
@@ -217,7 +222,22 @@ impl State {
                 h.connections_active = s.connections_active;
                 h.summaries += 1;
             }
-            Record::Flow(_) | Record::Latency(_) | Record::Tls(_) => {}
+            Record::Tls(t) => {
+                if self.tls.len() < MAX_TLS_SERVERS || self.tls.contains_key(&t.endpoint.server) {
+                    let e = self.tls.entry(t.endpoint.server.clone()).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(t.info.decrypted);
+                    // A server whose sessions are all unreadable is listed too.
+                    self.servers
+                        .entry(t.endpoint.server.clone())
+                        .or_insert_with(|| Server {
+                            protocol: t.endpoint.protocol.name(),
+                            seconds: VecDeque::from([Second::default()]),
+                            ..Server::default()
+                        });
+                }
+            }
+            Record::Flow(_) | Record::Latency(_) => {}
         }
     }
 

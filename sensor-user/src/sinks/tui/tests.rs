@@ -223,3 +223,29 @@ fn the_sink_feeds_the_state_and_logs_go_to_the_panel() {
         Some("INFO attached iface=ens5")
     );
 }
+
+#[test]
+fn tls_sessions_show_per_server_with_how_many_were_read() {
+    let mut s = state();
+    let tls = |server: &str, decrypted: bool| {
+        Record::Tls(crate::model::TlsRecord {
+            ts: crate::model::Timestamp(0),
+            endpoint: crate::model::Endpoint {
+                server: server.into(),
+                ..crate::model::Endpoint::default()
+            },
+            info: crate::model::TlsInfo {
+                decrypted,
+                ..Default::default()
+            },
+        })
+    };
+    s.observe(&tls("10.0.3.17:5432", true));
+    s.observe(&tls("10.0.3.17:5432", false));
+    // No query at all: its sessions could not be read; still listed.
+    s.observe(&tls("10.0.9.9:5432", false));
+    let out = screen(&s, &View::default(), 160, 45);
+    assert!(out.contains("tls read"), "{out}");
+    assert!(line_with(&out, "10.0.3.17:5432").contains("1/2"));
+    assert!(line_with(&out, "10.0.9.9:5432").contains("0/1"));
+}

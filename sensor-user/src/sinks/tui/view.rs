@@ -148,14 +148,14 @@ fn servers(f: &mut Frame, area: Rect, s: &State, view: &View, sparklines: bool) 
         f.render_widget(Paragraph::new(" waiting for queries…"), inner);
         return;
     }
-    let spark_w = if sparklines && inner.width > 90 {
-        inner.width.saturating_sub(90).min(60)
+    let spark_w = if sparklines && inner.width > 100 {
+        inner.width.saturating_sub(100).min(60)
     } else {
         0
     };
     let cols = Layout::default()
         .direction(Direction::Horizontal)
-        .constraints([Constraint::Length(88), Constraint::Min(spark_w)])
+        .constraints([Constraint::Length(98), Constraint::Min(spark_w)])
         .split(inner);
     let rows = list.iter().map(|(name, v)| {
         let (qps, eps) = v.rates();
@@ -175,6 +175,12 @@ fn servers(f: &mut Frame, area: Rect, s: &State, view: &View, sparklines: bool) 
             Cell::from(p50),
             Cell::from(p99),
             Cell::from(count(v.queries)),
+            // TLS sessions decrypted / seen.
+            Cell::from(
+                s.tls
+                    .get(*name)
+                    .map_or_else(|| "-".to_string(), |(n, d)| format!("{d}/{n}")),
+            ),
         ])
     });
     let t = Table::new(
@@ -187,11 +193,12 @@ fn servers(f: &mut Frame, area: Rect, s: &State, view: &View, sparklines: bool) 
             Constraint::Length(9),
             Constraint::Length(9),
             Constraint::Length(8),
+            Constraint::Length(10),
         ],
     )
     .header(
         Row::new([
-            "server", "protocol", "q/s", "err/s", "p50", "p99", "queries",
+            "server", "protocol", "q/s", "err/s", "p50", "p99", "queries", "tls read",
         ])
         .style(HEAD),
     );
