@@ -27,7 +27,9 @@ use crate::{
 };
 use rds_sensor::{
     aggregate::{Dims, Instances, QueryFigures},
-    model::{FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord, Undecryptable},
+    model::{
+        FlowRecord, LoginRecord, Outcome, QueryRecord, SummaryRecord, TlsRecord, Undecryptable,
+    },
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -194,6 +196,13 @@ impl Aggregator {
             }
         }
         p.dbs.entry(key).or_default().q.observe(q);
+    }
+
+    /// A TLS session: the SNI its client asked for names the server, unless it is named.
+    pub fn tls(&mut self, t: &TlsRecord) {
+        if let Some(sni) = &t.info.sni {
+            self.instances.learn_sni(&t.endpoint.server, sni);
+        }
     }
 
     pub fn login(&mut self, l: &LoginRecord, t: i64) {

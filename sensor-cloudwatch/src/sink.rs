@@ -283,6 +283,9 @@ impl Sink for CloudWatchSink {
             self.advance(t);
         } else if let Record::Latency(_) = record {
             // The sink keeps its own distributions from the query records.
+        } else if let Record::Tls(t) = record {
+            // Its SNI names the server where nothing else does (the RDS endpoint).
+            self.agg.tls(t);
         } else {
             self.other(record)?;
         }

@@ -3,11 +3,29 @@
 use std::collections::BTreeMap;
 
 /// The one resolver every sink uses: a server (`addr:port`) is named by its own entry, else
-/// by its address's, else it names itself.
+/// by its address's, else by the name its TLS clients asked for (SNI: on RDS, the endpoint,
+/// whose first label is the DB instance or cluster identifier), else it names itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instances {
     /// `addr:port` or `addr` (IPv6 with or without brackets) → name.
     names: BTreeMap<String, String>,
+    /// `addr:port` → the name learned from its TLS sessions' SNI.
+    sni: BTreeMap<String, String>,
+}
+
+/// Servers whose SNI name is remembered (the first ones).
+const MAX_SNI: usize = 10_000;
+
+/// The instance name an SNI gives: an RDS endpoint
+/// (`database-1.abcdefghijkl.us-east-1.rds.amazonaws.com`) names its instance or cluster by
+/// its first label; any other name stands as it is.
+pub fn sni_instance(sni: &str) -> String {
+    let s = sni.trim_end_matches('.').to_ascii_lowercase();
+    let rds = [".rds.amazonaws.com", ".rds.amazonaws.com.cn"];
+    match s.split_once('.') {
+        Some((first, _)) if rds.iter().any(|d| s.ends_with(d)) => first.to_string(),
+        _ => s,
+    }
 }
 
 impl Instances {
@@ -17,7 +35,16 @@ impl Instances {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            sni: BTreeMap::new(),
         }
+    }
+
+    /// A TLS client of `server` asked for `sni`: the server's name unless it is named already.
+    pub fn learn_sni(&mut self, server: &str, sni: &str) {
+        if sni.is_empty() || self.sni.contains_key(server) || self.sni.len() >= MAX_SNI {
+            return;
+        }
+        self.sni.insert(server.to_string(), sni_instance(sni));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -36,6 +63,7 @@ impl Instances {
         self.names
             .get(addr)
             .or_else(|| self.names.get(addr.trim_matches(['[', ']'])))
+            .or_else(|| self.sni.get(server))
             .cloned()
             .unwrap_or_else(|| server.to_string())
     }
@@ -44,6 +72,26 @@ impl Instances {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_sni_names_a_server_no_entry_names() {
+        let mut i = Instances::new([("10.0.0.5:5432", "orders-db")]);
+        i.learn_sni(
+            "10.0.0.9:5432",
+            "database-1.abcdefghijkl.us-east-1.rds.amazonaws.com",
+        );
+        i.learn_sni(
+            "10.0.0.8:3306",
+            "aurora-1.cluster-abcdefghijkl.eu-west-1.rds.amazonaws.com",
+        );
+        i.learn_sni("10.0.0.7:5432", "db.internal.example");
+        i.learn_sni("10.0.0.5:5432", "other.abc.us-east-1.rds.amazonaws.com");
+        assert_eq!(i.resolve("10.0.0.9:5432"), "database-1");
+        assert_eq!(i.resolve("10.0.0.8:3306"), "aurora-1");
+        assert_eq!(i.resolve("10.0.0.7:5432"), "db.internal.example");
+        // The configured name wins.
+        assert_eq!(i.resolve("10.0.0.5:5432"), "orders-db");
+    }
 
     #[test]
     fn by_server_then_address_then_itself() {

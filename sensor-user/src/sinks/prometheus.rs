@@ -279,6 +279,10 @@ impl Sink for Prometheus {
                 *m.logins.entry((inst, outcome)).or_default() += 1;
             }
             Record::Tls(t) => {
+                if let Some(sni) = &t.info.sni {
+                    std::sync::Arc::make_mut(&mut self.instances)
+                        .learn_sni(&t.endpoint.server, sni);
+                }
                 let result = match (t.info.decrypted, t.info.undecryptable) {
                     (true, _) => "decrypted",
                     (false, Some(why)) => why.as_str(),
@@ -370,6 +374,40 @@ mod tests {
                 .unwrap_err()
                 .contains("ADDRESS:PORT")
         );
+    }
+
+    #[test]
+    fn tls_sessions_by_result_and_an_sni_names_its_server() {
+        let mut sink = Prometheus::new(Instances::default());
+        let ep = Endpoint {
+            client: "10.0.1.5:40000".into(),
+            server: "10.0.3.99:5432".into(),
+            vni: None,
+            protocol: Protocol::Postgres,
+        };
+        for (decrypted, why) in [
+            (true, None),
+            (false, Some(crate::model::Undecryptable::NoKey)),
+        ] {
+            sink.emit(&Record::Tls(crate::model::TlsRecord {
+                ts: Timestamp::default(),
+                endpoint: ep.clone(),
+                info: crate::model::TlsInfo {
+                    sni: Some("database-1.abcdefghijkl.us-east-1.rds.amazonaws.com".into()),
+                    decrypted,
+                    undecryptable: why,
+                    ..Default::default()
+                },
+            }))
+            .unwrap();
+        }
+        let text = sink.render();
+        for want in [
+            "rds_sensor_tls_sessions_total{db_instance=\"database-1\",result=\"decrypted\"} 1",
+            "rds_sensor_tls_sessions_total{db_instance=\"database-1\",result=\"no_key\"} 1",
+        ] {
+            assert!(text.contains(want), "no {want} in\n{text}");
+        }
     }
 
     #[test]
