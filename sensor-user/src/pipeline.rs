@@ -146,8 +146,10 @@ impl Pipeline {
 
     fn emit_records(&mut self) {
         for r in self.records.drain(..) {
-            if let Record::Query(q) = &r {
-                self.latency.observe(q);
+            match &r {
+                Record::Query(q) => self.latency.observe(q),
+                Record::TlsExchange(e) => self.latency.observe_exchange(e),
+                _ => {}
             }
             if let Err(e) = self.sink.emit(&r) {
                 tracing::warn!(error = %e, "sink failed");

@@ -480,3 +480,60 @@ fn the_report_has_a_tls_section() {
     assert_eq!(tls.matches(">decrypted<").count(), 6, "{tls}");
     assert!(tls.contains(">no_key<") && tls.contains("CN=db.rds-sensor.test"));
 }
+
+/// Without keys, each request/response turn of a TLS session is estimated from its record
+/// boundaries and directions. Checked against the decrypted truth on the same capture: every
+/// query the key log reveals starts a turn at its own start (within 1 µs), with its latency
+/// and first-byte latency (within 1 µs); the other turns are the login's round trips. The
+/// per-server latency line of the turns says `(tls, estimated)`.
+#[test]
+fn estimated_turns_without_keys_match_the_decrypted_queries() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let json = |args: &[&str]| -> String {
+        let o = std::process::Command::new(BIN)
+            .arg("analyze")
+            .arg(&pcap)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let keys = keys_of(&pcap);
+    let truth = lines_of("query", &json(&["--tls-keylog", keys.to_str().unwrap()]));
+    let blind = json(&[]);
+    let turns = lines_of("tls_exchange", &blind);
+    assert_eq!(truth.len(), 20);
+    assert!(turns.iter().all(|t| t["estimated"] == true));
+    let ns = |v: &serde_json::Value| -> i128 {
+        // RFC 3339 with µs: compare as text down to the µs, then as numbers.
+        let s = v["ts"].as_str().unwrap();
+        let (secs, frac) = s.trim_end_matches('Z').rsplit_once('.').unwrap();
+        let hms: Vec<i128> = secs[11..].split(':').map(|x| x.parse().unwrap()).collect();
+        ((hms[0] * 3600 + hms[1] * 60 + hms[2]) * 1_000_000_000)
+            + frac.parse::<i128>().unwrap() * 10i128.pow(9 - frac.len() as u32)
+    };
+    for q in &truth {
+        let t = turns
+            .iter()
+            .find(|t| t["client"] == q["client"] && (ns(t) - ns(q)).abs() <= 1000)
+            .unwrap_or_else(|| panic!("no estimated turn at the query {q}"));
+        for (a, b) in [
+            ("latency_us", "latency_us"),
+            ("latency_first_byte_us", "latency_first_byte_us"),
+        ] {
+            let (e, r) = (t[a].as_i64().unwrap(), q[b].as_i64().unwrap());
+            assert!((e - r).abs() <= 1, "{a}: estimated {e}, decrypted {r}: {q}");
+        }
+    }
+    // Turns also time the login round trips (3 per session that logged in) and the sessions
+    // without keys: more turns than queries, all timed.
+    assert!(turns.len() > truth.len(), "{} turns", turns.len());
+    let line = lines_of("latency", &blind)
+        .into_iter()
+        .find(|l| l["fingerprint"] == "(tls, estimated)")
+        .expect("a per-server line of estimated turns");
+    assert_eq!(line["estimated"], true);
+    assert_eq!(line["count"].as_u64().unwrap(), turns.len() as u64);
+}

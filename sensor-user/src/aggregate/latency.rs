@@ -166,6 +166,16 @@ impl Stats {
         }
     }
 
+    /// An encrypted session's turn, estimated from its records.
+    fn observe_turn(&mut self, t: &crate::model::TurnFigures) {
+        self.count += 1;
+        self.total_us += t.latency_us;
+        self.latency
+            .record(t.latency_us.clamp(1, MAX_US), self.sigfig);
+        self.first_byte
+            .record(t.latency_first_byte_us.clamp(1, MAX_US), self.sigfig);
+    }
+
     fn observe(&mut self, q: &QueryRecord) {
         self.count += 1;
         self.errors += u64::from(q.error_code.is_some());
@@ -200,6 +210,8 @@ pub struct LatencyAggregator {
     pub top_n: usize,
     by_query: HashMap<QueryKey, Stats>,
     by_server: HashMap<String, Stats>,
+    /// Per server: the turns of TLS sessions that could not be read, estimated.
+    by_server_estimated: HashMap<String, Stats>,
     /// Queries folded into `(other)` because of `max_keys`, cumulative.
     pub overflowed: u64,
 }
@@ -211,6 +223,7 @@ impl LatencyAggregator {
             top_n,
             by_query: HashMap::default(),
             by_server: HashMap::default(),
+            by_server_estimated: HashMap::default(),
             overflowed: 0,
         }
     }
@@ -254,8 +267,18 @@ impl LatencyAggregator {
         }
     }
 
+    /// An estimated turn of an encrypted session: reported per server apart from the
+    /// queries, as `(tls, estimated)`.
+    pub fn observe_exchange(&mut self, e: &crate::model::TlsExchangeRecord) {
+        // Servers are as many as the connections' (bounded by reassembly).
+        self.by_server_estimated
+            .entry(e.endpoint.server.clone())
+            .or_insert_with(|| Stats::new("TLS", SIGFIG_SERVER))
+            .observe_turn(&e.figures);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by_server.is_empty()
+        self.by_server.is_empty() && self.by_server_estimated.is_empty()
     }
 
     /// Closes the window: per-server lines and the top N queries by total time, then resets.
@@ -274,6 +297,22 @@ impl LatencyAggregator {
                 &s,
                 0,
             ));
+        }
+        let mut estimated: Vec<_> = self.by_server_estimated.drain().collect();
+        estimated.sort_by(|a, b| a.0.cmp(&b.0));
+        for (server, s) in estimated {
+            let mut l = line(
+                window_start,
+                window_s,
+                server,
+                None,
+                None,
+                ESTIMATED.into(),
+                &s,
+                0,
+            );
+            l.estimated = true;
+            out.push(l);
         }
         let mut queries: Vec<_> = self.by_query.drain().collect();
         queries.sort_by(|a, b| b.1.total_us.cmp(&a.1.total_us).then_with(|| a.0.cmp(&b.0)));
@@ -320,8 +359,12 @@ fn line(
         first_byte_us: percentiles(&s.first_byte.histogram(s.sigfig)),
         rank,
         sampled: false,
+        estimated: false,
     }
 }
+
+/// The fingerprint of a per-server line of estimated turns of unreadable TLS sessions.
+pub const ESTIMATED: &str = "(tls, estimated)";
 
 #[cfg(test)]
 mod tests {

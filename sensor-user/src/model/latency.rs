@@ -39,4 +39,8 @@ pub struct LatencyRecord {
     /// Events were dropped in this window (ring buffer full, queue full): the figures come
     /// from a sample of the queries, not all of them.
     pub sampled: bool,
+    /// Turns of TLS sessions the sensor could not read, timed from their record boundaries,
+    /// not decoded queries (fingerprint `(tls, estimated)`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }

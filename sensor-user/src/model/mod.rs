@@ -24,7 +24,7 @@ pub use health::{DecoderStats, StreamStats, SummaryRecord, counter_map};
 pub use latency::{LatencyRecord, Percentiles};
 pub use session::{LoginRecord, Outcome, QueryRecord};
 pub use time::{Clock, Timestamp, now};
-pub use tls::{Certificate, TlsInfo, TlsRecord, Undecryptable};
+pub use tls::{Certificate, TlsExchangeRecord, TlsInfo, TlsRecord, TurnFigures, Undecryptable};
 
 use serde::Serialize;
 
@@ -35,6 +35,7 @@ pub enum Record {
     Login(LoginRecord),
     Query(QueryRecord),
     Tls(TlsRecord),
+    TlsExchange(TlsExchangeRecord),
     Latency(LatencyRecord),
     Summary(SummaryRecord),
     Finding(Box<Finding>),

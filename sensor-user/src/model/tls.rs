@@ -94,3 +94,33 @@ pub struct TlsRecord {
     #[serde(flatten)]
     pub info: TlsInfo,
 }
+
+/// One request/response turn of a TLS session the sensor could not read, estimated from its
+/// record boundaries and directions alone: the client's application-data records up to the
+/// server's answer, the server's up to the client's next. Login round trips are turns too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TurnFigures {
+    /// When the client's first record of the turn was complete.
+    #[serde(skip)]
+    pub start_ns: u64,
+    /// From then to the server's last record of the turn, and to its first.
+    pub latency_us: u64,
+    pub latency_first_byte_us: u64,
+    /// Record payload bytes (ciphertext) each way, and records.
+    pub bytes_request: u64,
+    pub bytes_response: u64,
+    pub records_request: u64,
+    pub records_response: u64,
+}
+
+/// An estimated exchange of an encrypted session ([`TurnFigures`]): `estimated` is always
+/// true, so that no reader takes it for a decoded query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TlsExchangeRecord {
+    pub ts: Timestamp,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    #[serde(flatten)]
+    pub figures: TurnFigures,
+    pub estimated: bool,
+}

@@ -2,7 +2,7 @@
 //! the plaintext inside (TLS, once keys can be had), record by record.
 
 use crate::decode::{Dir, Gap};
-use crate::model::{DecoderStats, TlsInfo};
+use crate::model::{DecoderStats, TlsInfo, TurnFigures};
 
 /// What a layer gives back, one record's worth at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub trait Layer: Send {
     /// The protocol left the layer: the wire bytes it holds past its last whole record, per
     /// direction (request, response). They are plaintext.
     fn finish(self: Box<Self>) -> [Vec<u8>; 2];
+    /// Turns estimated since the last call (a session the layer cannot read: from record
+    /// boundaries); with `closing`, the one in progress too.
+    fn turns(&mut self, _closing: bool, _out: &mut Vec<TurnFigures>) {}
     /// Until when (capture time) the layer holds records for keys that have not arrived.
     fn waiting_until(&self) -> Option<u64> {
         None

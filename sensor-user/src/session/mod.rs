@@ -22,7 +22,7 @@ mod tests;
 pub use layer::{Layer, Layers, Piece};
 
 use crate::decode::{Control, DecodeCtx, Decoder, Dir, Gap};
-use crate::model::{Record, TlsRecord};
+use crate::model::{Record, TlsExchangeRecord, TlsRecord, TurnFigures};
 
 /// One connection's stack. `D` is `dyn Decoder` in the pipeline; tests name the decoder.
 pub struct Session<D: Decoder + ?Sized = dyn Decoder> {
@@ -72,6 +72,11 @@ impl<D: Decoder + ?Sized> Session<D> {
     ) {
         self.ts = self.ts.max(ts);
         if self.opaque {
+            // A layer that cannot read the session may still time its turns.
+            if let Some(layer) = &mut self.layer {
+                layer.push(dir, ts, bytes);
+                self.turns(cx, false);
+            }
             return;
         }
         if let Some(layer) = &mut self.layer {
@@ -88,6 +93,9 @@ impl<D: Decoder + ?Sized> Session<D> {
         cx.stats.gaps += 1;
         cx.stats.gap_bytes += gap.len();
         if self.opaque {
+            if let Some(layer) = &mut self.layer {
+                layer.gap(dir, ts, gap);
+            }
             return;
         }
         if let Some(layer) = &mut self.layer {
@@ -120,6 +128,22 @@ impl<D: Decoder + ?Sized> Session<D> {
         self.decoder.close(cx, ts);
         self.mark_logins(cx, mark);
         self.report(cx, ts, true);
+        self.turns(cx, true);
+    }
+
+    /// The turns the layer estimated, as records marked estimated.
+    fn turns(&mut self, cx: &mut DecodeCtx<'_>, closing: bool) {
+        let Some(layer) = &mut self.layer else { return };
+        let mut turns: Vec<TurnFigures> = Vec::new();
+        layer.turns(closing, &mut turns);
+        for figures in turns {
+            cx.out.push(Record::TlsExchange(TlsExchangeRecord {
+                ts: cx.clock.at(figures.start_ns),
+                endpoint: cx.endpoint.clone(),
+                figures,
+                estimated: true,
+            }));
+        }
     }
 
     /// Login records from `mark` on ran inside the layer: they carry its version and suite.
@@ -235,7 +259,7 @@ impl<D: Decoder + ?Sized> Session<D> {
                         return;
                     }
                     Control::Opaque => {
-                        // The layer stays, for its report.
+                        // The layer stays, for its report and the turns it may still time.
                         self.opaque = true;
                         break;
                     }
@@ -243,5 +267,8 @@ impl<D: Decoder + ?Sized> Session<D> {
             }
         }
         self.report(cx, self.ts, false);
+        if self.opaque {
+            self.turns(cx, false);
+        }
     }
 }

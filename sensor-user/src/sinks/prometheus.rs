@@ -351,7 +351,7 @@ impl Sink for Prometheus {
                     ),
                 ];
             }
-            Record::Latency(_) | Record::Finding(_) => {}
+            Record::Latency(_) | Record::Finding(_) | Record::TlsExchange(_) => {}
         }
         Ok(())
     }

@@ -101,6 +101,17 @@ impl Sink for Stdout {
                     .unwrap_or_default(),
                 q.fingerprint,
             )?,
+            Record::TlsExchange(e) => writeln!(
+                self.out,
+                "tls-exchange {} -> {} {} {}us first={}us bytes={}/{} (estimated)",
+                e.endpoint.client,
+                e.endpoint.server,
+                e.endpoint.protocol,
+                e.figures.latency_us,
+                e.figures.latency_first_byte_us,
+                e.figures.bytes_request,
+                e.figures.bytes_response,
+            )?,
             Record::Latency(l) => writeln!(
                 self.out,
                 "latency {} {} db={} user={} n={} err={} rows={} p50={}us p99={}us max={}us total={}us {}{}",

@@ -18,8 +18,9 @@
 use super::cipher::{DirKeys, Suite, tls12_keys, tls13_keys, tls13_next_secret};
 use super::hello::{self, ClientHello, ServerHello};
 use super::keys::{KeyStore, Secret, Secrets};
+use super::timing::Timing;
 use crate::decode::{Dir, Gap};
-use crate::model::{DecoderStats, TlsInfo, Undecryptable};
+use crate::model::{DecoderStats, TlsInfo, TurnFigures, Undecryptable};
 use crate::session::{Layer, Piece};
 use std::collections::VecDeque;
 
@@ -158,6 +159,8 @@ pub struct TlsLayer {
     /// spare plaintext buffer.
     stash: [Option<(Piece, Vec<u8>)>; 2],
     spare: Vec<u8>,
+    /// Once the session cannot be read: its turns, estimated from record boundaries.
+    timing: Option<Timing>,
 }
 
 fn idx(dir: Dir) -> usize {
@@ -195,6 +198,7 @@ impl TlsLayer {
             reported: false,
             stash: [None, None],
             spare: Vec::new(),
+            timing: None,
         }
     }
 
@@ -233,12 +237,58 @@ impl TlsLayer {
             return;
         }
         self.state = State::Failed(why);
+        let framed = matches!(
+            why,
+            Undecryptable::NoKey
+                | Undecryptable::BadKey
+                | Undecryptable::Suite
+                | Undecryptable::Version
+        );
+        if framed && self.client_hello.is_some() && self.server_hello.is_some() {
+            self.start_timing();
+        }
         // What was held for the keys can never be read: let it go.
         for s in &mut self.sides {
             s.wire = Vec::new();
             s.start = 0;
             s.hs = Vec::new();
         }
+    }
+
+    /// From now on, turns are estimated; the records held so far go first, in the order they
+    /// completed on the wire.
+    fn start_timing(&mut self) {
+        let mut t = Timing::new(self.tls13());
+        let mut records: Vec<(u64, usize, usize, usize)> = Vec::new();
+        let mut rest = [0usize; 2];
+        for (d, side) in self.sides.iter().enumerate() {
+            let a = side.avail();
+            let mut at = 0;
+            while a.len() - at >= 5 {
+                let len = 5 + u16::from_be_bytes([a[at + 3], a[at + 4]]) as usize;
+                if a.len() - at < len {
+                    break;
+                }
+                let end = side.offset() + (at + len) as u64;
+                let ts = side
+                    .arrivals
+                    .iter()
+                    .find(|(e, _)| *e >= end)
+                    .map_or(0, |x| x.1);
+                records.push((ts, d, at, at + len));
+                at += len;
+            }
+            rest[d] = at;
+        }
+        records.sort_by_key(|r| (r.0, r.1));
+        for (ts, d, from, to) in records {
+            t.push(d, ts, &self.sides[d].avail()[from..to]);
+        }
+        for (d, side) in self.sides.iter().enumerate() {
+            let ts = side.arrivals.back().map_or(0, |x| x.1);
+            t.push(d, ts, &side.avail()[rest[d]..]);
+        }
+        self.timing = Some(t);
     }
 
     /// One record (or a wait) from `dir`'s wire bytes.
@@ -733,6 +783,9 @@ impl TlsLayer {
 impl Layer for TlsLayer {
     fn push(&mut self, dir: Dir, ts: u64, wire: &[u8]) {
         if let State::Failed(_) = self.state {
+            if let Some(t) = &mut self.timing {
+                t.push(idx(dir), ts, wire);
+            }
             return;
         }
         let side = &mut self.sides[idx(dir)];
@@ -743,6 +796,9 @@ impl Layer for TlsLayer {
 
     fn gap(&mut self, dir: Dir, ts: u64, gap: Gap) {
         if let State::Failed(_) = self.state {
+            if let Some(t) = &mut self.timing {
+                t.gap();
+            }
             return;
         }
         let d = idx(dir);
@@ -806,6 +862,15 @@ impl Layer for TlsLayer {
     fn finish(self: Box<Self>) -> [Vec<u8>; 2] {
         let [a, b] = self.sides;
         [a.avail().to_vec(), b.avail().to_vec()]
+    }
+
+    fn turns(&mut self, closing: bool, out: &mut Vec<TurnFigures>) {
+        if let Some(t) = &mut self.timing {
+            if closing {
+                t.close();
+            }
+            out.append(&mut t.done);
+        }
     }
 
     fn waiting_until(&self) -> Option<u64> {

@@ -8,6 +8,8 @@
 //!   certificate's names, validity and key.
 //! - `cipher`: suites, the TLS 1.3 and 1.2 key schedules, AEAD record protection.
 //! - `layer`: one connection's records, epochs, sequence numbers and losses.
+//! - `timing`: the request/response turns of a session that cannot be read, estimated from
+//!   its record boundaries.
 
 mod cert;
 mod cipher;
@@ -15,6 +17,7 @@ mod hello;
 pub mod keylog;
 pub mod keys;
 mod layer;
+mod timing;
 
 pub use keylog::KeyLogFiles;
 pub use keys::{KeyStats, KeyStore, LineError};

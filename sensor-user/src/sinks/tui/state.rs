@@ -237,7 +237,7 @@ impl State {
                         });
                 }
             }
-            Record::Flow(_) | Record::Latency(_) => {}
+            Record::Flow(_) | Record::Latency(_) | Record::TlsExchange(_) => {}
         }
     }
 
