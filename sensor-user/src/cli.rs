@@ -155,6 +155,36 @@ enum Command {
     Demo(DemoArgs),
     /// The configuration file (`--config FILE` of run, analyze and demo).
     Config(ConfigArgs),
+    /// Beside an application: follow its TLS key log and ship every line to a sensor's key
+    /// receiver (`--keylog-listen`), over TLS.
+    KeylogForward(KeylogForwardArgs),
+}
+
+#[derive(Args)]
+struct KeylogForwardArgs {
+    /// The key log the application writes (SSLKEYLOGFILE); followed across rotation.
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// The sensor's receiver, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// The CA (or the receiver's self-signed certificate) its certificate ends in (PEM).
+    #[arg(long, value_name = "PEM")]
+    ca: PathBuf,
+    /// The name in the receiver's certificate, if not the host of --to.
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// A file whose first token authenticates the forwarder.
+    #[arg(long, value_name = "FILE", required_unless_present = "cert")]
+    token_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) instead of a token.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Ship only lines written from now on.
+    #[arg(long)]
+    from_end: bool,
 }
 
 #[derive(Args)]
@@ -216,6 +246,22 @@ struct Common {
     /// Adds to `tls.keylog`.
     #[arg(long = "tls-keylog", value_name = "PATH")]
     tls_keylog: Vec<PathBuf>,
+    /// Receive key log lines from `rds-sensor keylog-forward` here (run, demo): ADDR:PORT
+    /// (`tls.listen`). Needs --keylog-cert, --keylog-key and --keylog-token-file (or
+    /// --keylog-client-ca).
+    #[arg(long, value_name = "ADDR")]
+    keylog_listen: Option<String>,
+    /// The receiver's certificate chain and key, PEM (`tls.cert`, `tls.key`).
+    #[arg(long, value_name = "PEM")]
+    keylog_cert: Option<String>,
+    #[arg(long, value_name = "PEM")]
+    keylog_key: Option<String>,
+    /// Tokens forwarders authenticate with, one per line (`tls.token_file`).
+    #[arg(long, value_name = "FILE")]
+    keylog_token_file: Option<String>,
+    /// A CA whose client certificates authenticate forwarders (`tls.client_ca`).
+    #[arg(long, value_name = "PEM")]
+    keylog_client_ca: Option<String>,
     /// Memory cap in MiB (0: none; at least 64): the reader queue, held out-of-order bytes
     /// and followed connections are sized to stay under it (`limits.memory_mib`).
     #[arg(long, value_name = "MIB")]
@@ -273,6 +319,17 @@ impl Common {
         s.output.tui &= !self.no_tui;
         s.redaction.redact &= !self.no_redact;
         s.tls.keylog.extend(self.tls_keylog.iter().cloned());
+        for (to, v) in [
+            (&mut s.tls.listen, &self.keylog_listen),
+            (&mut s.tls.cert, &self.keylog_cert),
+            (&mut s.tls.key, &self.keylog_key),
+            (&mut s.tls.token_file, &self.keylog_token_file),
+            (&mut s.tls.client_ca, &self.keylog_client_ca),
+        ] {
+            if let Some(v) = v {
+                *to = v.clone();
+            }
+        }
         if let Some(addr) = self.prometheus {
             s.output.prometheus = addr.to_string();
         }
@@ -317,7 +374,8 @@ impl Common {
         use crate::session::tls::{self, Hold, KeyLogFiles, KeyStore};
         let t = &self.settings.tls;
         let store = KeyStore::new(t.max_keys, follow.then(|| Duration::from_secs(t.key_ttl_s)));
-        let hold = if t.keylog.is_empty() {
+        let receiver = follow && !t.listen.is_empty();
+        let hold = if t.keylog.is_empty() && !receiver {
             // No key can come: a session is judged at its first protected record.
             Hold {
                 bytes: 0,
@@ -352,6 +410,35 @@ impl Common {
                         }
                     })?;
             }
+        }
+        if receiver {
+            let path = |s: &str, what: &str| -> Result<PathBuf> {
+                if s.is_empty() {
+                    bail!("--keylog-listen needs {what}");
+                }
+                Ok(PathBuf::from(s))
+            };
+            let client_ca = (!t.client_ca.is_empty()).then(|| PathBuf::from(&t.client_ca));
+            let tokens = match (t.token_file.is_empty(), &client_ca) {
+                (false, _) => crate::keyship::read_tokens(std::path::Path::new(&t.token_file))?,
+                (true, Some(_)) => Vec::new(),
+                (true, None) => bail!(
+                    "--keylog-listen needs --keylog-token-file or --keylog-client-ca: the receiver takes no unauthenticated peer"
+                ),
+            };
+            crate::keyship::receive::start(
+                &crate::keyship::receive::ReceiverOptions {
+                    listen: t
+                        .listen
+                        .parse()
+                        .with_context(|| format!("--keylog-listen {}: not ADDR:PORT", t.listen))?,
+                    cert: path(&t.cert, "--keylog-cert")?,
+                    key: path(&t.key, "--keylog-key")?,
+                    tokens,
+                    client_ca,
+                },
+                store.clone(),
+            )?;
         }
         Ok(tls::layers(store, hold))
     }
@@ -524,6 +611,9 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
     if let Command::Config(c) = &cli.command {
         return config_command(c);
     }
+    if let Command::KeylogForward(f) = &cli.command {
+        return keylog_forward(f);
+    }
     match &mut cli.command {
         Command::Run(r) => {
             r.common.overlay(Some(&r.live), r.iface.as_deref())?;
@@ -533,13 +623,13 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
         }
         Command::Analyze(a) => a.common.overlay(None, None)?,
         Command::Demo(d) => d.common.overlay(Some(&d.live), None)?,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::KeylogForward(_) => unreachable!("handled above"),
     }
     let common = match &cli.command {
         Command::Run(r) => &r.common,
         Command::Analyze(a) => &a.common,
         Command::Demo(d) => &d.common,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::KeylogForward(_) => unreachable!("handled above"),
     };
     if ext.is_none() && common.cloudwatch.enabled() {
         return delegate();
@@ -678,7 +768,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             })?;
             finish(extra.finish)
         }
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::KeylogForward(_) => unreachable!("handled above"),
     }
 }
 
@@ -821,6 +911,30 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Watches SIGINT and SIGTERM from the moment it is called; the future resolves on either, or
 /// when the duration is over.
+fn keylog_forward(a: &KeylogForwardArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let token = match &a.token_file {
+        Some(f) => crate::keyship::read_tokens(f)?.into_iter().next(),
+        None => None,
+    };
+    let opts = crate::keyship::forward::ForwardOptions {
+        file: a.file.clone(),
+        to: a.to.clone(),
+        server_name: a.server_name.clone(),
+        ca: a.ca.clone(),
+        token,
+        cert: a.cert.clone().zip(a.key.clone()),
+        from_end: a.from_end,
+    };
+    runtime()?.block_on(async { crate::keyship::forward::run(opts, shutdown(None)?).await })
+}
+
 fn shutdown(duration: Option<u64>) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;

@@ -38,6 +38,8 @@ pub mod flows;
 #[doc(hidden)]
 pub mod ifwatch;
 #[doc(hidden)]
+pub mod keyship;
+#[doc(hidden)]
 pub mod netns;
 #[doc(hidden)]
 pub mod ports;

@@ -250,153 +250,170 @@ fn essence(out: &str) -> Vec<String> {
     v
 }
 
-/// `rds-sensor run --tls-keylog` on a veth while the keyed captures are replayed into it
-/// (the key log present from the start, then a directory it is copied into only after the
-/// replay began): the same logins, queries and TLS records as `analyze --tls-keylog`.
+/// How the live run gets its keys.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Keys {
+    /// A key log directory holding them from the start.
+    Early,
+    /// The directory, into which they are copied only after the replay began.
+    LateFile,
+    /// `rds-sensor keylog-forward` to the run's `--keylog-listen`, started after the replay
+    /// began.
+    Forwarded,
+}
+
+/// `rds-sensor run` on a veth while the keyed captures are replayed into it, with the keys
+/// there from the start, arriving late in a followed directory, and arriving late through
+/// `keylog-forward` → `--keylog-listen`: the same logins, queries and TLS records as
+/// `analyze --tls-keylog` every time.
 #[test]
 fn live_replay_with_key_logs_matches_analyze() {
     if !kernel_available("live_replay_with_key_logs_matches_analyze") {
         return;
     }
-    for late in [false, true] {
-        let pair = rds_sensor::netns::VethPair::new(if late { "tl" } else { "tk" }).unwrap();
-        let dir = scratch_path(if late { "keys-late" } else { "keys-early" });
+    let names = ["pg-tls-keys.pcap", "mysql-tls-keys.pcap"];
+    let mut offline = String::new();
+    for n in names {
+        let p = pcap_path(n);
+        let o = std::process::Command::new(BIN)
+            .arg("analyze")
+            .arg(&p)
+            .args(["--json", "--tls-keylog"])
+            .arg(keys_of(&p))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        offline.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    let want = essence(&offline);
+    assert!(want.iter().filter(|x| x.starts_with("query")).count() >= 32);
+    for mode in [Keys::Early, Keys::LateFile, Keys::Forwarded] {
+        let pair = rds_sensor::netns::VethPair::new(match mode {
+            Keys::Early => "tk",
+            Keys::LateFile => "tl",
+            Keys::Forwarded => "tf",
+        })
+        .unwrap();
+        let dir = scratch_path(&format!("keys-{mode:?}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let names = ["pg-tls-keys.pcap", "mysql-tls-keys.pcap"];
-        if !late {
+        let all_keys = dir.join("all.keys");
+        let copy_keys = |into: &Path| {
             for n in names {
                 let p = pcap_path(n);
-                std::fs::copy(keys_of(&p), dir.join(n).with_extension("keys")).unwrap();
+                std::fs::copy(keys_of(&p), into.join(n).with_extension("keys")).unwrap();
+            }
+        };
+        let mut args: Vec<String> = ["run", "--iface", &pair.outside, "--json", "--no-tui"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut forward = None;
+        match mode {
+            Keys::Early | Keys::LateFile => {
+                let keydir = dir.join("keylogs");
+                std::fs::create_dir_all(&keydir).unwrap();
+                if mode == Keys::Early {
+                    copy_keys(&keydir);
+                }
+                args.push("--tls-keylog".into());
+                args.push(keydir.to_string_lossy().into_owned());
+            }
+            Keys::Forwarded => {
+                let (ca, cert, key) = test_ca(&dir);
+                let tok = dir.join("token");
+                std::fs::write(&tok, "live-test-token-0123456789\n").unwrap();
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                for (k, v) in [
+                    ("--keylog-listen", format!("127.0.0.1:{port}")),
+                    ("--keylog-cert", cert.to_string_lossy().into_owned()),
+                    ("--keylog-key", key.to_string_lossy().into_owned()),
+                    ("--keylog-token-file", tok.to_string_lossy().into_owned()),
+                ] {
+                    args.push(k.into());
+                    args.push(v);
+                }
+                let text: String = names
+                    .iter()
+                    .map(|n| std::fs::read_to_string(keys_of(&pcap_path(n))).unwrap())
+                    .collect();
+                std::fs::write(&all_keys, text).unwrap();
+                forward = Some((ca, tok, port));
             }
         }
-        let dir_arg = dir.to_string_lossy().into_owned();
-        let child = run_json(&[
-            "run",
-            "--iface",
-            &pair.outside,
-            "--json",
-            "--no-tui",
-            "--tls-keylog",
-            &dir_arg,
-        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = run_json(&args);
         wait_attached(&pair.outside);
-        let copier = late.then(|| {
-            let dir = dir.clone();
+        let late = {
+            let keydir = dir.join("keylogs");
+            let all_keys = all_keys.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(300));
-                for n in names {
-                    let p = pcap_path(n);
-                    std::fs::copy(keys_of(&p), dir.join(n).with_extension("keys")).unwrap();
+                match (mode, forward) {
+                    (Keys::LateFile, _) => {
+                        for n in names {
+                            let p = pcap_path(n);
+                            std::fs::copy(keys_of(&p), keydir.join(n).with_extension("keys"))
+                                .unwrap();
+                        }
+                        None
+                    }
+                    (Keys::Forwarded, Some((ca, tok, port))) => Some(
+                        std::process::Command::new(BIN)
+                            .arg("keylog-forward")
+                            .arg("--file")
+                            .arg(&all_keys)
+                            .args(["--to", &format!("127.0.0.1:{port}"), "--ca"])
+                            .arg(&ca)
+                            .arg("--token-file")
+                            .arg(&tok)
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null())
+                            .spawn()
+                            .unwrap(),
+                    ),
+                    _ => None,
                 }
             })
-        });
+        };
+        let pps = if mode == Keys::Early { 2000 } else { 200 };
         for n in names {
-            pair.replay(&pcap_path(n), Some(if late { 200 } else { 2000 }))
-                .unwrap();
+            pair.replay(&pcap_path(n), Some(pps)).unwrap();
         }
-        if let Some(c) = copier {
-            c.join().unwrap();
-        }
+        let forwarder = late.join().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1500));
+        if let Some(mut f) = forwarder {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
         // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "run: {}",
+            "run ({mode:?}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let live = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut offline = String::new();
-        for n in names {
-            let p = pcap_path(n);
-            let o = std::process::Command::new(BIN)
-                .arg("analyze")
-                .arg(&p)
-                .args(["--json", "--tls-keylog"])
-                .arg(keys_of(&p))
-                .output()
-                .unwrap();
-            assert!(o.status.success());
-            offline.push_str(&String::from_utf8_lossy(&o.stdout));
-        }
-        let (l, o) = (essence(&live), essence(&offline));
-        assert!(o.iter().filter(|x| x.starts_with("query")).count() >= 32);
-        assert_eq!(l, o, "late keys: {late}");
-        // The late run did wait for its keys (sessions held, some past their end), the
+        assert_eq!(essence(&live), want, "keys {mode:?}");
+        // The late runs did wait for their keys (sessions held, some past their end); the
         // early one never did.
         let waited = lines_of("summary", &live)
             .iter()
             .filter_map(|s| s["decoders"]["tls_keys_late"].as_u64())
             .max()
             .unwrap_or(0);
-        if late {
-            assert!(waited >= 1, "no session waited for its keys");
-        } else {
+        if mode == Keys::Early {
             assert_eq!(waited, 0);
+        } else {
+            assert!(waited >= 1, "{mode:?}: no session waited for its keys");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// A segment lost in the middle of a TLS record (the 200-row answer spans several segments):
-/// that record is lost, the layer skips to its end (its header said where), and every
-/// other query of the session and of the capture is still read.
-#[test]
-fn a_segment_lost_inside_a_record_loses_that_record_only() {
-    let pcap = pcap_path("pg-tls-keys.pcap");
-    let keylog = keys_of(&pcap);
-    // Full-sized server segments of stream 0: the 200-row answer's record.
-    let rows = tshark_fields(
-        &pcap,
-        "tcp.stream == 0 && tcp.srcport == 5432 && tcp.len >= 1000",
-        &["frame.number"],
-    );
-    assert!(rows.len() >= 3, "{rows:?}");
-    let victim: usize = rows[1][0].parse().unwrap();
-    let cut = scratch_path("pg-tls-keys-mid.pcap");
-    drop_frames(&pcap, &cut, &[victim]);
-    let (full, lost) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
-    analyze(
-        &pcap,
-        store_with(Some(&keylog)),
-        Box::new(Collect(full.clone())),
-    );
-    analyze(
-        &cut,
-        store_with(Some(&keylog)),
-        Box::new(Collect(lost.clone())),
-    );
-    let (full, lost) = (full.lock().unwrap(), lost.lock().unwrap());
-    let big = "select id, name, price from items order by id limit ?";
-    let others = |rs: &[Record]| -> Vec<(String, Option<u64>)> {
-        rs.iter()
-            .filter_map(Record::as_query)
-            .filter(|q| q.fingerprint != big)
-            .map(|q| (q.fingerprint.clone(), q.rows))
-            .collect()
-    };
-    assert_eq!(others(&lost), others(&full));
-    let stats = lost
-        .iter()
-        .rev()
-        .find_map(|r| match r {
-            Record::Summary(s) => Some(s.decoders),
-            _ => None,
-        })
-        .unwrap();
-    assert!(stats.tls_records_lost >= 1, "{stats:?}");
-    // The big answer is not reported as if whole.
-    assert!(
-        lost.iter()
-            .filter_map(Record::as_query)
-            .all(|q| q.fingerprint != big || q.rows != Some(200)),
-        "a lost record's query reported with all its rows"
-    );
 }
 
 /// Findings from what TLS shows, on the real capture: the server certificate (read in the

@@ -253,6 +253,14 @@ pub struct Tls {
     /// direction it may hold meanwhile.
     pub key_wait_s: u64,
     pub hold_kib: usize,
+    /// The key receiver (live): `ADDR:PORT` ("" off), its certificate and key (PEM), the
+    /// tokens forwarders authenticate with (a file, one per line), and a CA whose client
+    /// certificates authenticate without a token ("" none).
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+    pub token_file: String,
+    pub client_ca: String,
 }
 
 impl Default for Tls {
@@ -263,6 +271,11 @@ impl Default for Tls {
             key_ttl_s: 3600,
             key_wait_s: 10,
             hold_kib: 1024,
+            listen: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            token_file: String::new(),
+            client_ca: String::new(),
         }
     }
 }

@@ -293,3 +293,90 @@ pub fn mixed_frames() -> Vec<Vec<u8>> {
     ));
     frames
 }
+
+// ---- TLS material for the key receiver's tests ----
+
+fn openssl_in(args: &[&str], d: &std::path::Path) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(d)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and, signed by it, the receiver's P-256 certificate for localhost / 127.0.0.1,
+/// made by openssl: (CA, certificate, key).
+pub fn test_ca(d: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl_in(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rds-sensor test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        d,
+    );
+    openssl_in(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        d,
+    );
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl_in(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+        d,
+    );
+    (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"))
+}
