@@ -393,12 +393,28 @@ impl Common {
             tracing::info!(secrets = n, sources = t.keylog.len(), "TLS key logs read");
             if follow {
                 let store = store.clone();
+                // SIGHUP re-reads every key log from its start (a log replaced in place).
+                let rewind = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                if let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                {
+                    let rewind = rewind.clone();
+                    tokio::spawn(async move {
+                        while hup.recv().await.is_some() {
+                            rewind.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    });
+                }
                 std::thread::Builder::new()
                     .name("tls-keylog".into())
                     .spawn(move || {
                         let mut failing = false;
                         loop {
                             std::thread::sleep(Duration::from_millis(200));
+                            if rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                                files.rewind();
+                                tracing::info!("SIGHUP: reading the TLS key logs again");
+                            }
                             match files.poll(&store) {
                                 Ok(_) => failing = false,
                                 Err(e) if !failing => {

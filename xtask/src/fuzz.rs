@@ -16,7 +16,7 @@ use crate::{root, run};
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
-pub const TARGETS: [&str; 5] = ["packet", "pcap", "postgres", "mysql", "pipeline"];
+pub const TARGETS: [&str; 6] = ["packet", "pcap", "postgres", "mysql", "tls", "pipeline"];
 
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {
