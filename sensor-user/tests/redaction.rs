@@ -12,7 +12,7 @@ use rds_sensor::netns::VethPair;
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
@@ -184,22 +184,7 @@ fn live_run_never_prints_a_secret() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the attachment, then replay.
-    let start = Instant::now();
-    loop {
-        let out = Command::new("ip")
-            .args(["-d", "link", "show", "dev", &pair.outside])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("xdp") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "XDP never attached"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_attached(&pair.outside);
     for name in ["pg-queries.pcap", "pg-auth.pcap", "mysql-prepared.pcap"] {
         pair.replay(&pcaps_dir().join(name), Some(5000)).unwrap();
     }

@@ -31,34 +31,6 @@ fn scratch_path(name: &str) -> PathBuf {
     d.join(name)
 }
 
-/// tshark's fields with TLS decrypted by tshark itself.
-fn tshark_fields_with(
-    pcap: &Path,
-    keylog: &Path,
-    filter: &str,
-    fields: &[&str],
-) -> Vec<Vec<String>> {
-    let mut c = std::process::Command::new("tshark");
-    c.arg("-o")
-        .arg(format!("tls.keylog_file:{}", keylog.display()))
-        .args(["-n", "-r"])
-        .arg(pcap)
-        .args(["-Y", filter, "-T", "fields", "-E", "separator=\t"]);
-    for f in fields {
-        c.args(["-e", f]);
-    }
-    let out = c.output().expect("tshark");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
-}
-
 /// `editcap` (Wireshark's) writes the capture without the given frames (1-based).
 fn drop_frames(from: &Path, to: &Path, frames: &[usize]) {
     let out = std::process::Command::new("editcap")
@@ -72,24 +44,6 @@ fn drop_frames(from: &Path, to: &Path, frames: &[usize]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn wait_attached(iface: &str) {
-    let start = std::time::Instant::now();
-    loop {
-        let out = std::process::Command::new("ip")
-            .args(["-d", "link", "show", "dev", iface])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("xdp") {
-            return;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "XDP never attached"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 fn keys_of(pcap: &Path) -> PathBuf {
@@ -153,7 +107,7 @@ fn a_lost_segment_inside_tls_loses_that_record_only() {
     // as tshark decrypts them.
     let rows = tshark_fields_with(
         &pcap,
-        &keylog,
+        Some(&keylog),
         "tcp.stream == 0 && pgsql.query && tcp.dstport == 5432",
         &["frame.number", "pgsql.query"],
     );
@@ -414,6 +368,65 @@ fn live_replay_with_key_logs_matches_analyze() {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// A segment lost in the middle of a TLS record (the 200-row answer spans several segments):
+/// that record is lost, the layer skips to its end (its header said where), and every
+/// other query of the session and of the capture is still read.
+#[test]
+fn a_segment_lost_inside_a_record_loses_that_record_only() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let keylog = keys_of(&pcap);
+    // Full-sized server segments of stream 0: the 200-row answer's record.
+    let rows = tshark_fields(
+        &pcap,
+        "tcp.stream == 0 && tcp.srcport == 5432 && tcp.len >= 1000",
+        &["frame.number"],
+    );
+    assert!(rows.len() >= 3, "{rows:?}");
+    let victim: usize = rows[1][0].parse().unwrap();
+    let cut = scratch_path("pg-tls-keys-mid.pcap");
+    drop_frames(&pcap, &cut, &[victim]);
+    let (full, lost) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    analyze(
+        &pcap,
+        store_with(Some(&keylog)),
+        Box::new(Collect(full.clone())),
+    );
+    analyze(
+        &cut,
+        store_with(Some(&keylog)),
+        Box::new(Collect(lost.clone())),
+    );
+    let (full, lost) = (full.lock().unwrap(), lost.lock().unwrap());
+    let big = "select id, name, price from items order by id limit ?";
+    let others = |rs: &[Record]| -> Vec<(String, Option<u64>)> {
+        rs.iter()
+            .filter_map(Record::as_query)
+            .filter(|q| q.fingerprint != big)
+            .map(|q| (q.fingerprint.clone(), q.rows))
+            .collect()
+    };
+    assert_eq!(others(&lost), others(&full));
+    let stats = lost
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Record::Summary(s) => Some(s.decoders),
+            _ => None,
+        })
+        .unwrap();
+    assert!(stats.tls_records_lost >= 1, "{stats:?}");
+    // The big answer is not reported as if whole.
+    assert!(
+        lost.iter()
+            .filter_map(Record::as_query)
+            .all(|q| q.fingerprint != big || q.rows != Some(200)),
+        "a lost record's query reported with all its rows"
+    );
 }
 
 /// Findings from what TLS shows, on the real capture: the server certificate (read in the

@@ -184,7 +184,20 @@ pub const TARGET: [u8; 4] = [203, 0, 113, 5];
 
 /// Fields of every frame tshark finds in a capture (the independent oracle).
 pub fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    tshark_fields_with(pcap, None, filter, fields)
+}
+
+/// The same, with TLS decrypted by tshark itself with a key log.
+pub fn tshark_fields_with(
+    pcap: &std::path::Path,
+    keylog: Option<&std::path::Path>,
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
     let mut c = std::process::Command::new("tshark");
+    if let Some(k) = keylog {
+        c.arg("-o").arg(format!("tls.keylog_file:{}", k.display()));
+    }
     c.args(["-n", "-r"]).arg(pcap).args([
         "-Y",
         filter,
@@ -210,6 +223,25 @@ pub fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> V
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
+}
+
+/// Waits (at most 20 s) until an XDP program is attached to `iface`.
+pub fn wait_attached(iface: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["-d", "link", "show", "dev", iface])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("xdp") {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "XDP never attached to {iface}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Writes a classic pcap (Ethernet, microseconds) of `frames`, one per millisecond.
