@@ -380,11 +380,18 @@ impl Common {
             Hold {
                 bytes: 0,
                 wait_ns: 0,
+                total: 0,
             }
         } else {
             Hold {
                 bytes: t.hold_kib.saturating_mul(1024),
                 wait_ns: t.key_wait_s.saturating_mul(1_000_000_000),
+                // Within the memory cap: at most an eighth of it.
+                total: match self.settings.limits.memory_mib {
+                    0 => t.hold_total_mib,
+                    cap => t.hold_total_mib.min(cap / 8),
+                }
+                .saturating_mul(1 << 20),
             }
         };
         if !t.keylog.is_empty() {

@@ -96,6 +96,54 @@ fn keys_that_never_come_are_no_key_after_the_wait() {
     assert!(records.iter().all(|r| r.as_query().is_none()));
 }
 
+/// What sessions hold for late keys is bounded across all of them: with a budget smaller
+/// than one session's ciphertext, every session is `no_key` at once, and whatever was held is
+/// given back (the budget ends at zero, as it does when keys come or sessions end).
+#[test]
+fn ciphertext_held_for_keys_is_bounded_across_sessions_and_given_back() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let mut peaks = Vec::new();
+    for total in [0usize, 100, 64 << 20] {
+        let budget = Arc::new(tls::HoldBudget::default());
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let mut p = Pipeline::new(
+            PipelineOptions::default(),
+            Box::new(Collect(records.clone())),
+        )
+        .with_layers(tls::layers_with_budget(
+            store_with(None),
+            Hold {
+                total,
+                ..Hold::default()
+            },
+            budget.clone(),
+        ));
+        offline::analyze(
+            &pcap,
+            &OfflineOptions {
+                ports: DEFAULT_DB_PORTS.to_vec(),
+                config: SensorConfig::default(),
+                flow_capacity: 1 << 20,
+            },
+            &mut p,
+        )
+        .unwrap();
+        drop(p);
+        assert_eq!(budget.held(), 0, "total {total}");
+        let recs = records.lock().unwrap();
+        let no_key = recs
+            .iter()
+            .filter(|r| matches!(r, Record::Tls(t) if t.info.undecryptable == Some(Undecryptable::NoKey)))
+            .count();
+        assert_eq!(no_key, 8, "total {total}");
+        peaks.push(budget.peak());
+    }
+    // A small budget stops at the first record past it; a large one holds a session's
+    // records while it waits (here: every session's, until each wait ends).
+    assert!(peaks[0] <= 1500 && peaks[1] <= 1600, "{peaks:?}");
+    assert!(peaks[2] > 4 * peaks[1], "{peaks:?}");
+}
+
 /// The capture with one of its frames removed: the frame is chosen by tshark (the first
 /// client segment carrying TLS application data after the 200-row answer's query, in the
 /// first session), independent of the sensor.

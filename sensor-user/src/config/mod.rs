@@ -253,6 +253,8 @@ pub struct Tls {
     /// direction it may hold meanwhile.
     pub key_wait_s: u64,
     pub hold_kib: usize,
+    /// MiB of ciphertext all connections together hold for late keys.
+    pub hold_total_mib: usize,
     /// The key receiver (live): `ADDR:PORT` ("" off), its certificate and key (PEM), the
     /// tokens forwarders authenticate with (a file, one per line), and a CA whose client
     /// certificates authenticate without a token ("" none).
@@ -271,6 +273,7 @@ impl Default for Tls {
             key_ttl_s: 3600,
             key_wait_s: 10,
             hold_kib: 1024,
+            hold_total_mib: 64,
             listen: String::new(),
             cert: String::new(),
             key: String::new(),

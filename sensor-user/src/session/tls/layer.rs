@@ -52,6 +52,9 @@ pub struct Hold {
     pub bytes: usize,
     /// Capture-time nanoseconds since the first record that needed the keys.
     pub wait_ns: u64,
+    /// Bytes all connections together hold for keys; a connection that would go past it is
+    /// counted `no_key` at once.
+    pub total: usize,
 }
 
 impl Default for Hold {
@@ -59,7 +62,26 @@ impl Default for Hold {
         Self {
             bytes: 1 << 20,
             wait_ns: 10_000_000_000,
+            total: 64 << 20,
         }
+    }
+}
+
+/// What every connection's layer holds for late keys, together.
+#[derive(Debug, Default)]
+pub struct HoldBudget {
+    held: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl HoldBudget {
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most ever held at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -145,6 +167,9 @@ impl Side {
 pub struct TlsLayer {
     store: KeyStore,
     hold: Hold,
+    budget: std::sync::Arc<HoldBudget>,
+    /// Of the budget, what this layer holds.
+    accounted: usize,
     sides: [Side; 2],
     client_hello: Option<ClientHello>,
     server_hello: Option<ServerHello>,
@@ -183,10 +208,12 @@ enum Step {
 }
 
 impl TlsLayer {
-    pub fn new(store: KeyStore, hold: Hold) -> Self {
+    pub fn new(store: KeyStore, hold: Hold, budget: std::sync::Arc<HoldBudget>) -> Self {
         Self {
             store,
             hold,
+            budget,
+            accounted: 0,
             sides: Default::default(),
             client_hello: None,
             server_hello: None,
@@ -232,10 +259,21 @@ impl TlsLayer {
         self.server_hello.is_some_and(|s| s.version == 0x0304) || self.info.hello_retry
     }
 
+    /// Gives back what this layer held for keys.
+    fn release(&mut self) {
+        if self.accounted > 0 {
+            self.budget
+                .held
+                .fetch_sub(self.accounted, std::sync::atomic::Ordering::Relaxed);
+            self.accounted = 0;
+        }
+    }
+
     fn fail(&mut self, why: Undecryptable) {
         if matches!(self.state, State::Failed(_)) {
             return;
         }
+        self.release();
         self.state = State::Failed(why);
         let framed = matches!(
             why,
@@ -491,14 +529,30 @@ impl TlsLayer {
             }
         }
         self.state = State::Reading;
+        // What waited is read from now on: no longer held for keys.
+        self.release();
         Some(true)
     }
 
     /// Keys are not there yet: hold the record, within the bounds.
     fn wait(&mut self, d: usize, ts: u64, why: Undecryptable) -> Option<bool> {
         let since = *self.waiting_since.get_or_insert(ts);
+        let held: usize = self.sides.iter().map(|s| s.avail().len()).sum();
+        if held > self.accounted {
+            let more = held - self.accounted;
+            let now = self
+                .budget
+                .held
+                .fetch_add(more, std::sync::atomic::Ordering::Relaxed)
+                + more;
+            self.budget
+                .peak
+                .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+            self.accounted = held;
+        }
         if ts.saturating_sub(since) > self.hold.wait_ns
             || self.sides[d].avail().len() > self.hold.bytes
+            || self.budget.held() > self.hold.total
         {
             self.fail(why);
             return None;
@@ -780,6 +834,12 @@ impl TlsLayer {
     }
 }
 
+impl Drop for TlsLayer {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Layer for TlsLayer {
     fn push(&mut self, dir: Dir, ts: u64, wire: &[u8]) {
         if let State::Failed(_) = self.state {
@@ -860,8 +920,10 @@ impl Layer for TlsLayer {
     }
 
     fn finish(self: Box<Self>) -> [Vec<u8>; 2] {
-        let [a, b] = self.sides;
-        [a.avail().to_vec(), b.avail().to_vec()]
+        [
+            self.sides[0].avail().to_vec(),
+            self.sides[1].avail().to_vec(),
+        ]
     }
 
     fn turns(&mut self, closing: bool, out: &mut Vec<TurnFigures>) {

@@ -21,13 +21,23 @@ mod timing;
 
 pub use keylog::KeyLogFiles;
 pub use keys::{KeyStats, KeyStore, LineError};
-pub use layer::{Hold, TlsLayer};
+pub use layer::{Hold, HoldBudget, TlsLayer};
 
 use super::Layers;
 
-/// The session layers for a sensor that reads TLS with the keys in `store`.
+/// The session layers for a sensor that reads TLS with the keys in `store`; every
+/// connection's layer draws on one [`HoldBudget`] for the ciphertext it holds for late keys.
 pub fn layers(store: KeyStore, hold: Hold) -> Layers {
-    Layers::with_tls(move || Box::new(TlsLayer::new(store.clone(), hold)))
+    layers_with_budget(store, hold, std::sync::Arc::default())
+}
+
+/// [`layers`], drawing on a budget the caller can watch.
+pub fn layers_with_budget(
+    store: KeyStore,
+    hold: Hold,
+    budget: std::sync::Arc<HoldBudget>,
+) -> Layers {
+    Layers::with_tls(move || Box::new(TlsLayer::new(store.clone(), hold, budget.clone())))
 }
 
 /// For the benchmark suite: `n` TLS 1.3 records of `len` plaintext bytes protected with
