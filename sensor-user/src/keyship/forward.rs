@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use zeroize::Zeroizing;
 
 #[derive(Clone, Debug)]
@@ -34,7 +34,13 @@ pub struct ForwardOptions {
 struct Cursor {
     ino: u64,
     offset: u64,
+    /// `offset` may be inside a line: ship from the next one.
+    realign: bool,
 }
+
+/// How far back a new connection starts: lines written into a connection that then broke
+/// may not have arrived, and shipping a line twice does no harm.
+const RESEND: u64 = 64 << 10;
 
 /// Runs until `stop` resolves, or the receiver refuses the credentials.
 pub async fn run(opts: ForwardOptions, stop: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -51,9 +57,11 @@ pub async fn run(opts: ForwardOptions, stop: impl std::future::Future<Output = (
     let mut cur = Cursor {
         ino: md.ino(),
         offset: if opts.from_end { md.len() } else { 0 },
+        realign: false,
     };
     tokio::pin!(stop);
     let mut backoff = Duration::from_millis(250);
+    let authed = std::cell::Cell::new(false);
     loop {
         let session = async {
             let tcp = tokio::net::TcpStream::connect(&opts.to)
@@ -63,21 +71,27 @@ pub async fn run(opts: ForwardOptions, stop: impl std::future::Future<Output = (
                 .connect(name.clone(), tcp)
                 .await
                 .with_context(|| format!("TLS to {}", opts.to))?;
-            let mut hello = Zeroizing::new(format!("{HELLO}\n"));
+            let mut hello = Zeroizing::new(String::with_capacity(256));
+            hello.push_str(HELLO);
+            hello.push('\n');
             if let Some(t) = &opts.token {
-                hello.push_str(&format!("TOKEN {}\n", t.as_str()));
+                hello.push_str("TOKEN ");
+                hello.push_str(t);
+                hello.push('\n');
             }
             tls.write_all(hello.as_bytes()).await?;
             tls.flush().await?;
             let mut r = BufReader::new(tls);
             let mut answer = String::new();
-            r.read_line(&mut answer).await?;
+            (&mut r).take(64).read_line(&mut answer).await?;
             match answer.trim_end() {
                 "OK" => {}
-                "DENIED" | "" => return Ok::<bool, anyhow::Error>(true),
+                "DENIED" => return Ok::<bool, anyhow::Error>(true),
+                "" => bail!("the receiver closed the connection before answering"),
                 other => bail!("the receiver said {other:?}"),
             }
             tracing::info!(to = %opts.to, "key forwarder: authenticated");
+            authed.set(true);
             let mut tls = r.into_inner();
             loop {
                 let sent = ship(&opts, &mut cur, &mut tls).await?;
@@ -96,11 +110,20 @@ pub async fn run(opts: ForwardOptions, stop: impl std::future::Future<Output = (
                 }
             },
         }
+        // A connection that got through starts the backoff again (the sensor waits only
+        // seconds for keys), and the next one sends the last lines again.
+        if authed.replace(false) {
+            backoff = Duration::from_millis(250);
+            if cur.offset > 0 {
+                cur.offset = cur.offset.saturating_sub(RESEND);
+                cur.realign = cur.offset > 0;
+            }
+        }
         tokio::select! {
             _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -119,6 +142,7 @@ async fn ship<W: tokio::io::AsyncWrite + Unpin>(
     if md.ino() != cur.ino || md.len() < cur.offset {
         cur.ino = md.ino();
         cur.offset = 0;
+        cur.realign = false;
     }
     if md.len() == cur.offset {
         return Ok(0);
@@ -127,7 +151,19 @@ async fn ship<W: tokio::io::AsyncWrite + Unpin>(
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(cur.offset))?;
     let mut buf = Zeroizing::new(Vec::new());
     std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut buf)?;
+    if cur.realign {
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            return Ok(0);
+        };
+        cur.offset += nl as u64 + 1;
+        cur.realign = false;
+        return Ok(nl + 1);
+    }
     let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+        if buf.len() as u64 >= 1 << 20 {
+            // A megabyte without a line end is no key log: skip it.
+            cur.offset += buf.len() as u64;
+        }
         return Ok(0);
     };
     let whole = &buf[..=end];

@@ -353,7 +353,7 @@ impl Streams {
 
     /// Closes connections idle at `now_ns`; with `all`, every connection.
     pub fn expire(&mut self, now_ns: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
-        self.retry_parked(now_ns, all, clock, out);
+        self.retry_parked(now_ns, false, clock, out);
         let idle_ns = self.limits.idle_ns;
         self.handshakes
             .retain(|_, h| !all && now_ns.saturating_sub(h.ts) < idle_ns);
@@ -365,6 +365,10 @@ impl Streams {
             .collect();
         for k in idle {
             self.close(&k, now_ns, clock, out);
+        }
+        // At the end, the sessions just parked too: nothing will come for them.
+        if all {
+            self.retry_parked(now_ns, true, clock, out);
         }
     }
 
@@ -402,7 +406,7 @@ impl Streams {
             }
         }
         match down.session.waiting_until() {
-            Some(until) if self.parked.len() < MAX_PARKED => {
+            Some(until) if until > ts && self.parked.len() < MAX_PARKED => {
                 let purpose = conn.session.purpose();
                 self.parked.push(Parked {
                     endpoint: conn.endpoint,

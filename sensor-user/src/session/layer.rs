@@ -36,6 +36,9 @@ pub trait Layer: Send {
     /// Turns estimated since the last call (a session the layer cannot read: from record
     /// boundaries); with `closing`, the one in progress too.
     fn turns(&mut self, _closing: bool, _out: &mut Vec<TurnFigures>) {}
+    /// The decoder stopped reading the session (an encryption inside the layer's, or the
+    /// end of the protocol): take nothing more and let go of what is held.
+    fn stop(&mut self) {}
     /// Until when (capture time) the layer holds records for keys that have not arrived.
     fn waiting_until(&self) -> Option<u64> {
         None

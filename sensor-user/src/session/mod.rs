@@ -233,6 +233,7 @@ impl<D: Decoder + ?Sized> Session<D> {
                     break;
                 };
                 let mark = cx.out.len();
+                let layer_gave_up = matches!(piece, Piece::Opaque);
                 let (ts, control) = match piece {
                     Piece::Data { ts } => (ts, self.decoder.data(cx, dir, ts, &plain)),
                     Piece::Gap { ts, gap } => {
@@ -259,7 +260,11 @@ impl<D: Decoder + ?Sized> Session<D> {
                         return;
                     }
                     Control::Opaque => {
-                        // The layer stays, for its report and the turns it may still time.
+                        // The decoder gave up inside the layer: the layer stays for its
+                        // report, and takes nothing more.
+                        if !layer_gave_up && let Some(layer) = &mut self.layer {
+                            layer.stop();
+                        }
                         self.opaque = true;
                         break;
                     }

@@ -92,6 +92,10 @@ fn name(c: &[u8]) -> Option<String> {
                 .take(256)
                 .collect();
             out.push(format!("{key}={v}"));
+            if out.iter().map(String::len).sum::<usize>() > 1024 {
+                // A record keeps the first kilobyte of a name.
+                return Some(out.join(", "));
+            }
         }
     }
     Some(out.join(", "))

@@ -121,7 +121,11 @@ pub fn client_hello(body: &[u8]) -> Option<ClientHello> {
             EXT_ALPN => {
                 let mut list = Rd(d.vec16()?);
                 while !list.0.is_empty() {
-                    hello.alpn.push(name_text(list.vec8()?));
+                    let name = list.vec8()?;
+                    // A record keeps a few (JA4 reads the first).
+                    if hello.alpn.len() < 8 {
+                        hello.alpn.push(name_text(name));
+                    }
                 }
             }
             EXT_VERSIONS => hello.versions = Rd::u16s(d.vec8()?),

@@ -17,7 +17,12 @@ struct Cursor {
     offset: u64,
     /// The start of a line not yet ended (it may be a secret: zeroized).
     partial: Zeroizing<Vec<u8>>,
+    /// A line longer than any key log line is being skipped to its end.
+    skipping: bool,
 }
+
+/// Longest line kept while it is incomplete (key log lines are under 300 bytes).
+const MAX_PARTIAL: usize = 4096;
 
 /// Key log sources, and how far each was read.
 pub struct KeyLogFiles {
@@ -80,11 +85,13 @@ impl KeyLogFiles {
             ino: md.ino(),
             offset: 0,
             partial: Zeroizing::new(Vec::new()),
+            skipping: false,
         });
         if c.ino != md.ino() || md.len() < c.offset {
             c.ino = md.ino();
             c.offset = 0;
             c.partial.clear();
+            c.skipping = false;
         }
         if md.len() == c.offset {
             return Ok(0);
@@ -93,12 +100,43 @@ impl KeyLogFiles {
         let mut buf = Zeroizing::new(Vec::new());
         f.take(MAX_READ).read_to_end(&mut buf)?;
         c.offset += buf.len() as u64;
-        c.partial.extend_from_slice(&buf);
+        let mut new: &[u8] = &buf;
+        if c.skipping {
+            // The rest of an over-long line: up to its end.
+            match new.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    new = &new[i + 1..];
+                    c.skipping = false;
+                }
+                None => return Ok(0),
+            }
+        }
+        c.partial.extend_from_slice(new);
         let Some(end) = c.partial.iter().rposition(|&b| b == b'\n') else {
+            if c.partial.len() > MAX_PARTIAL {
+                // No key log line is this long (a binary file in a key log directory).
+                c.partial.clear();
+                c.skipping = true;
+            }
             return Ok(0);
         };
         let whole: Zeroizing<Vec<u8>> = Zeroizing::new(c.partial.drain(..=end).collect());
-        Ok(store.add_text(&String::from_utf8_lossy(&whole)))
+        if c.partial.len() > MAX_PARTIAL {
+            c.partial.clear();
+            c.skipping = true;
+        }
+        // Not UTF-8: no key log line; a lossy copy would be an unzeroed one.
+        Ok(match std::str::from_utf8(&whole) {
+            Ok(text) => store.add_text(text),
+            Err(_) => {
+                // Take the lines that are text, one by one.
+                whole
+                    .split(|&b| b == b'\n')
+                    .filter_map(|l| std::str::from_utf8(l).ok())
+                    .map(|l| usize::from(store.add_line(l).unwrap_or(false)))
+                    .sum()
+            }
+        })
     }
 }
 
@@ -151,5 +189,38 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
 
         assert!(KeyLogFiles::new(&[dir.join("nope")]).is_err());
+    }
+
+    /// A file that is no key log (no line end for megabytes, bytes that are not text) holds
+    /// at most a few KiB, and the key log lines around it still count.
+    #[test]
+    fn binary_and_endless_lines_are_bounded() {
+        let dir = std::env::temp_dir().join(format!("rds-keylog-bin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mixed");
+        let mut data = line(1).into_bytes();
+        data.extend(std::iter::repeat_n(0xffu8, 200_000));
+        std::fs::write(&path, &data).unwrap();
+        let store = KeyStore::new(100, None);
+        let mut files = KeyLogFiles::new(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(files.poll(&store).unwrap(), 1);
+        let held = files
+            .cursors
+            .values()
+            .map(|c| c.partial.len())
+            .max()
+            .unwrap();
+        assert!(held <= MAX_PARTIAL, "{held} bytes held");
+        // The endless line ends; the next line counts.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"\xfe\xfe\n").unwrap();
+        f.write_all(line(2).as_bytes()).unwrap();
+        assert_eq!(files.poll(&store).unwrap(), 1);
+        assert_eq!(store.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,6 +30,10 @@ const MAX_RECORD: usize = (1 << 14) + 2048;
 const WINDOW: u64 = 32;
 /// Handshake message bytes kept while a message is incomplete (a certificate chain).
 const MAX_HANDSHAKE: usize = 256 * 1024;
+/// Push times remembered per direction (to date records).
+const MAX_ARRIVALS: usize = 4096;
+/// Candidate boundaries tried after framing was lost before the session is given up.
+const MAX_RESYNC_TRIES: u32 = 16;
 /// Consecutive records that fail to open, with keys and no record yet opened, before the
 /// keys are judged wrong.
 const BAD_KEY_AFTER: u32 = 3;
@@ -130,6 +134,10 @@ struct Side {
     /// Records of this side that opened, and consecutive ones that did not.
     opened: u64,
     failures: u32,
+    /// TLS 1.3 without the handshake secrets: the encrypted handshake records cannot open.
+    no_handshake_keys: bool,
+    /// Candidate record boundaries tried since framing was lost.
+    resync_tries: u32,
 }
 
 impl Side {
@@ -139,6 +147,11 @@ impl Side {
 
     fn consume(&mut self, n: usize) {
         self.start += n;
+        // Arrivals wholly before what is left are no longer asked about.
+        let off = self.base + self.start as u64;
+        while self.arrivals.len() > 1 && self.arrivals[0].0 <= off {
+            self.arrivals.pop_front();
+        }
         if self.start == self.wire.len() {
             self.base += self.start as u64;
             self.wire.clear();
@@ -186,6 +199,8 @@ pub struct TlsLayer {
     spare: Vec<u8>,
     /// Once the session cannot be read: its turns, estimated from record boundaries.
     timing: Option<Timing>,
+    /// The decoder left: nothing more is taken.
+    stopped: bool,
 }
 
 fn idx(dir: Dir) -> usize {
@@ -226,6 +241,7 @@ impl TlsLayer {
             stash: [None, None],
             spare: Vec::new(),
             timing: None,
+            stopped: false,
         }
     }
 
@@ -287,9 +303,11 @@ impl TlsLayer {
         }
         // What was held for the keys can never be read: let it go.
         for s in &mut self.sides {
+            s.base += s.wire.len() as u64 - s.start as u64;
             s.wire = Vec::new();
             s.start = 0;
             s.hs = Vec::new();
+            s.arrivals.clear();
         }
     }
 
@@ -301,6 +319,7 @@ impl TlsLayer {
         let mut rest = [0usize; 2];
         for (d, side) in self.sides.iter().enumerate() {
             let a = side.avail();
+            let mut arrivals = side.arrivals.iter().peekable();
             let mut at = 0;
             while a.len() - at >= 5 {
                 let len = 5 + u16::from_be_bytes([a[at + 3], a[at + 4]]) as usize;
@@ -308,11 +327,8 @@ impl TlsLayer {
                     break;
                 }
                 let end = side.offset() + (at + len) as u64;
-                let ts = side
-                    .arrivals
-                    .iter()
-                    .find(|(e, _)| *e >= end)
-                    .map_or(0, |x| x.1);
+                while arrivals.next_if(|(e, _)| *e < end).is_some() {}
+                let ts = arrivals.peek().map_or(0, |x| x.1);
                 records.push((ts, d, at, at + len));
                 at += len;
             }
@@ -444,7 +460,16 @@ impl TlsLayer {
             None => {
                 let side = &mut self.sides[d];
                 side.failures += 1;
-                if !self.info.decrypted && side.failures >= BAD_KEY_AFTER {
+                // The handshake flight's records (up to ~6) when its secrets are not logged.
+                let allowed = if side.no_handshake_keys && side.opened == 0 {
+                    BAD_KEY_AFTER + 8
+                } else if self.info.decrypted {
+                    // Readable before, unreadable now for this long: keys changed unseen.
+                    BAD_KEY_AFTER * 20
+                } else {
+                    BAD_KEY_AFTER
+                };
+                if side.failures >= allowed {
                     self.fail(Undecryptable::BadKey);
                     return Step::Wait;
                 }
@@ -472,8 +497,24 @@ impl TlsLayer {
         };
         let client_random = ch.random;
         let suite = *self.suite.get_or_insert(Suite::from_id(sh.suite));
-        if self.secrets.is_none() {
-            self.secrets = self.store.get(&client_random);
+        // Look again while what this side needs is missing: a key log's lines for one
+        // session arrive one by one (a forwarder), and the first look may see only some.
+        let needs = |s: &Secrets| {
+            if sh.version == 0x0304 {
+                (if d == 0 {
+                    &s.client_traffic
+                } else {
+                    &s.server_traffic
+                })
+                .is_some()
+            } else {
+                s.master.is_some()
+            }
+        };
+        if !self.secrets.as_ref().is_some_and(needs)
+            && let Some(fresh) = self.store.get(&client_random)
+        {
+            self.secrets = Some(fresh);
         }
         let Some(secrets) = &self.secrets else {
             return self.wait(d, ts, Undecryptable::NoKey);
@@ -499,7 +540,10 @@ impl TlsLayer {
                         secrets.server_traffic.clone()
                     };
                     match s {
-                        Some(s) => (Epoch::Traffic(0), s),
+                        Some(s) => {
+                            self.sides[d].no_handshake_keys = true;
+                            (Epoch::Traffic(0), s)
+                        }
                         None => return self.wait(d, ts, Undecryptable::NoKey),
                     }
                 }
@@ -537,6 +581,15 @@ impl TlsLayer {
     /// Keys are not there yet: hold the record, within the bounds.
     fn wait(&mut self, d: usize, ts: u64, why: Undecryptable) -> Option<bool> {
         let since = *self.waiting_since.get_or_insert(ts);
+        // How long it has waited: by the latest bytes of either side, not by the held record
+        // (which does not change while it waits).
+        let ts = self
+            .sides
+            .iter()
+            .filter_map(|s| s.arrivals.back().map(|a| a.1))
+            .max()
+            .unwrap_or(ts)
+            .max(ts);
         let held: usize = self.sides.iter().map(|s| s.avail().len()).sum();
         if held > self.accounted {
             let more = held - self.accounted;
@@ -658,6 +711,22 @@ impl TlsLayer {
         let Some(suite) = self.suite else {
             return false;
         };
+        // The traffic secret may have come after the handshake's.
+        let has_traffic = |s: &Secrets| {
+            (if d == 0 {
+                &s.client_traffic
+            } else {
+                &s.server_traffic
+            })
+            .is_some()
+        };
+        if self.sides[d].epoch == Some(Epoch::Handshake)
+            && !self.secrets.as_ref().is_some_and(has_traffic)
+            && let Some(ch) = &self.client_hello
+            && let Some(fresh) = self.store.get(&ch.random)
+        {
+            self.secrets = Some(fresh);
+        }
         let side = &self.sides[d];
         let next = match side.epoch {
             Some(Epoch::Handshake) => {
@@ -670,10 +739,12 @@ impl TlsLayer {
                 });
                 s.map(|s| (Epoch::Traffic(0), s))
             }
-            Some(Epoch::Traffic(g)) => side
-                .secret
-                .as_ref()
-                .map(|s| (Epoch::Traffic(g + 1), tls13_next_secret(&suite, s))),
+            Some(Epoch::Traffic(g)) => side.secret.as_ref().map(|s| {
+                (
+                    Epoch::Traffic(g.saturating_add(1)),
+                    tls13_next_secret(&suite, s),
+                )
+            }),
             None => None,
         };
         let Some((epoch, secret)) = next else {
@@ -740,9 +811,20 @@ impl TlsLayer {
             return;
         }
         for (typ, msg) in self.messages(d, body) {
+            let epoch = self.sides[d].epoch;
             match typ {
-                HS_FINISHED | HS_KEY_UPDATE => {
+                // The handshake's Finished ends its epoch; a KeyUpdate moves a traffic epoch
+                // on. Nothing may follow either in its record (RFC 8446 §5.1): the rest is
+                // dropped, so one record cannot force thousands of key changes.
+                HS_FINISHED if epoch == Some(Epoch::Handshake) => {
                     let _ = self.next_epoch(d);
+                    self.sides[d].hs.clear();
+                    break;
+                }
+                HS_KEY_UPDATE if matches!(epoch, Some(Epoch::Traffic(_))) => {
+                    let _ = self.next_epoch(d);
+                    self.sides[d].hs.clear();
+                    break;
                 }
                 HS_CERTIFICATE if d == 1 && self.info.certificate.is_none() => {
                     self.info.certificate = super::cert::first_of_message(&msg, true);
@@ -782,6 +864,12 @@ impl TlsLayer {
         }
         let mut i = 0;
         loop {
+            if self.sides[d].resync_tries >= MAX_RESYNC_TRIES {
+                // Nothing opens where framing could be: the keys no longer match (a KeyUpdate
+                // lost with its record), or the bytes are not this session's.
+                self.fail(Undecryptable::BadKey);
+                return Step::Wait;
+            }
             let a = self.sides[d].avail();
             let Some(off) = a[i..]
                 .windows(3)
@@ -790,12 +878,16 @@ impl TlsLayer {
                 // Keep what could still start a header.
                 let keep = a.len().min(2);
                 let drop = a.len() - keep;
-                self.sides[d].consume(drop);
+                let side = &mut self.sides[d];
+                side.consume(drop);
+                side.lost_bytes += drop as u64;
                 return Step::Wait;
             };
             let at = i + off;
             if a.len() < at + 5 {
-                self.sides[d].consume(at);
+                let side = &mut self.sides[d];
+                side.consume(at);
+                side.lost_bytes += at as u64;
                 return Step::Wait;
             }
             let len = u16::from_be_bytes([a[at + 3], a[at + 4]]) as usize;
@@ -806,7 +898,9 @@ impl TlsLayer {
                         i = at + 1;
                         continue;
                     }
-                    self.sides[d].consume(at);
+                    let side = &mut self.sides[d];
+                    side.consume(at);
+                    side.lost_bytes += at as u64;
                     return Step::Wait;
                 }
                 let rec = a[at..at + 5 + len].to_vec();
@@ -815,7 +909,9 @@ impl TlsLayer {
                     let ts = self.sides[d].ts_at(end);
                     let side = &mut self.sides[d];
                     side.consume(at + 5 + len);
+                    side.lost_bytes += at as u64;
                     side.lost = false;
+                    side.resync_tries = 0;
                     stats.tls_records += 1;
                     side.opened += 1;
                     return match inner {
@@ -828,6 +924,7 @@ impl TlsLayer {
                         _ => Step::Next,
                     };
                 }
+                self.sides[d].resync_tries += 1;
             }
             i = at + 1;
         }
@@ -842,6 +939,9 @@ impl Drop for TlsLayer {
 
 impl Layer for TlsLayer {
     fn push(&mut self, dir: Dir, ts: u64, wire: &[u8]) {
+        if self.stopped {
+            return;
+        }
         if let State::Failed(_) = self.state {
             if let Some(t) = &mut self.timing {
                 t.push(idx(dir), ts, wire);
@@ -851,10 +951,22 @@ impl Layer for TlsLayer {
         let side = &mut self.sides[idx(dir)];
         side.wire.extend_from_slice(wire);
         let end = side.base + side.wire.len() as u64;
-        side.arrivals.push_back((end, ts));
+        // Bounded: pushes at one time are one entry, and past the cap the last entry grows
+        // (its bytes are then dated by the latest of them).
+        let full = side.arrivals.len() >= MAX_ARRIVALS;
+        match side.arrivals.back_mut() {
+            Some(b) if b.1 == ts || full => {
+                b.0 = end;
+                b.1 = b.1.max(ts);
+            }
+            _ => side.arrivals.push_back((end, ts)),
+        }
     }
 
     fn gap(&mut self, dir: Dir, ts: u64, gap: Gap) {
+        if self.stopped {
+            return;
+        }
         if let State::Failed(_) = self.state {
             if let Some(t) = &mut self.timing {
                 t.gap();
@@ -871,7 +983,8 @@ impl Layer for TlsLayer {
         side.lost_ts = ts;
         match (gap, header) {
             (Gap::Exact(_), Some(rec)) if !side.lost => {
-                side.lost_bytes += n + partial;
+                // The whole record is lost (its plaintext is at most its length).
+                side.lost_bytes += (n + partial).max(rec);
                 if partial + n < rec {
                     side.skip = rec - partial - n;
                 } else if partial + n > rec {
@@ -935,7 +1048,23 @@ impl Layer for TlsLayer {
         }
     }
 
+    fn stop(&mut self) {
+        self.release();
+        self.stopped = true;
+        self.timing = None;
+        for s in &mut self.sides {
+            s.wire = Vec::new();
+            s.start = 0;
+            s.hs = Vec::new();
+            s.arrivals.clear();
+        }
+        self.stash = [None, None];
+    }
+
     fn waiting_until(&self) -> Option<u64> {
+        if self.stopped {
+            return None;
+        }
         match self.state {
             State::Opening => self
                 .waiting_since
@@ -960,7 +1089,14 @@ impl Layer for TlsLayer {
                     ..self.info.clone()
                 }
             }
-            _ if self.info.decrypted => {
+            // In TLS 1.3 the certificate is inside: wait for it (or for the server's traffic
+            // epoch, or the end) before reporting.
+            _ if self.info.decrypted
+                && (closing
+                    || !self.tls13()
+                    || self.info.certificate.is_some()
+                    || matches!(self.sides[1].epoch, Some(Epoch::Traffic(_)))) =>
+            {
                 stats.tls_decrypted += 1;
                 if self.waiting_since.is_some() {
                     stats.tls_keys_late += 1;
