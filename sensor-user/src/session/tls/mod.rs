@@ -17,6 +17,8 @@ mod hello;
 pub mod keylog;
 pub mod keys;
 mod layer;
+#[cfg(test)]
+mod tests;
 mod timing;
 
 pub use keylog::KeyLogFiles;
