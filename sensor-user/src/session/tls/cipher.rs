@@ -365,6 +365,31 @@ pub fn tls12_keys(
     Some((dir(ck, civ)?, dir(sk, siv)?))
 }
 
+/// TLS 1.3 record protection the other way, for tests: `plaintext` of `inner` content type as
+/// record `seq` of the epoch `secret` opens (AES-128-GCM suites only).
+#[cfg(test)]
+pub(super) fn seal13(secret: &Secret, seq: u64, inner: u8, plaintext: &[u8]) -> Vec<u8> {
+    let key = expand_label(Hash::Sha256, secret.bytes(), "key", 16);
+    let iv = expand_label(Hash::Sha256, secret.bytes(), "iv", 12);
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&iv);
+    for (b, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+        *b ^= s;
+    }
+    let mut body = plaintext.to_vec();
+    body.push(inner);
+    let len = body.len() + 16;
+    let header = [23, 3, 3, (len >> 8) as u8, len as u8];
+    let c = Aes128Gcm::new_from_slice(&key).unwrap();
+    let tag = c
+        .encrypt_inout_detached((&nonce).into(), &header, body.as_mut_slice().into())
+        .unwrap();
+    let mut rec = header.to_vec();
+    rec.extend_from_slice(&body);
+    rec.extend_from_slice(&tag);
+    rec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,29 +508,4 @@ mod tests {
     d2 af 93 98 28 fd 4a e3 79 4e 44 f9 4d f5 a6 31
     ed e4 2c 17 19 bf da bf 02 53 fe 51 75 be 89 8e
     75 0e dc 53 37 0d 2b";
-}
-
-/// TLS 1.3 record protection the other way, for tests: `plaintext` of `inner` content type as
-/// record `seq` of the epoch `secret` opens (AES-128-GCM suites only).
-#[cfg(test)]
-pub(super) fn seal13(secret: &Secret, seq: u64, inner: u8, plaintext: &[u8]) -> Vec<u8> {
-    let key = expand_label(Hash::Sha256, secret.bytes(), "key", 16);
-    let iv = expand_label(Hash::Sha256, secret.bytes(), "iv", 12);
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&iv);
-    for (b, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
-        *b ^= s;
-    }
-    let mut body = plaintext.to_vec();
-    body.push(inner);
-    let len = body.len() + 16;
-    let header = [23, 3, 3, (len >> 8) as u8, len as u8];
-    let c = Aes128Gcm::new_from_slice(&key).unwrap();
-    let tag = c
-        .encrypt_inout_detached((&nonce).into(), &header, body.as_mut_slice().into())
-        .unwrap();
-    let mut rec = header.to_vec();
-    rec.extend_from_slice(&body);
-    rec.extend_from_slice(&tag);
-    rec
 }
