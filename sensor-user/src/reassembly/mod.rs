@@ -366,6 +366,26 @@ impl Streams {
         for k in idle {
             self.close(&k, now_ns, clock, out);
         }
+        // Sessions still open whose wait for keys is over: they give up now, not at their
+        // idle timeout, and let go of what they held.
+        for conn in self.conns.values_mut() {
+            if conn
+                .session
+                .waiting_until()
+                .is_some_and(|until| now_ns > until)
+            {
+                let mut down = ToSession::new(
+                    &mut conn.session,
+                    &conn.endpoint,
+                    clock,
+                    self.redact,
+                    out,
+                    &mut self.decoder_stats,
+                    &self.layers,
+                );
+                down.session.expire_wait(&mut down.cx, down.layers, now_ns);
+            }
+        }
         // At the end, the sessions just parked too: nothing will come for them.
         if all {
             self.retry_parked(now_ns, true, clock, out);

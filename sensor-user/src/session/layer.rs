@@ -39,6 +39,9 @@ pub trait Layer: Send {
     /// The decoder stopped reading the session (an encryption inside the layer's, or the
     /// end of the protocol): take nothing more and let go of what is held.
     fn stop(&mut self) {}
+    /// Capture time is `now`: a wait for keys past its end gives up (the session went quiet
+    /// while it waited, so no new record asked).
+    fn expire(&mut self, _now: u64) {}
     /// Until when (capture time) the layer holds records for keys that have not arrived.
     fn waiting_until(&self) -> Option<u64> {
         None

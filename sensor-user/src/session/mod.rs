@@ -115,6 +115,18 @@ impl<D: Decoder + ?Sized> Session<D> {
         self.layer.as_ref()?.waiting_until()
     }
 
+    /// Capture time is `now`: a layer whose wait for keys is over gives up, and the session
+    /// reports it (the session may be quiet, so no record of its own would ask).
+    pub fn expire_wait(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers, now: u64) {
+        if self.waiting_until().is_some_and(|until| now > until)
+            && let Some(layer) = &mut self.layer
+        {
+            layer.expire(now);
+            self.ts = self.ts.max(now);
+            self.drain(cx, layers);
+        }
+    }
+
     /// Gives the layer another chance at what it holds (keys may have arrived since).
     pub fn retry(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers) {
         if self.layer.is_some() && !self.opaque {

@@ -388,6 +388,20 @@ impl TlsLayer {
             }
             return Step::Wait;
         }
+        if typ == CT_APP
+            && d == 0
+            && self.client_hello.is_some()
+            && self.server_hello.is_none()
+            && !self.info.hello_retry
+        {
+            // The client's protected records may be looked at before the server's hello
+            // that says how to read them (both directions taken in one call): wait for it,
+            // within the bounds of a wait for keys.
+            let end = self.sides[d].offset() + 5 + len as u64;
+            let ts = self.sides[d].ts_at(end);
+            let _ = self.wait(d, ts, Undecryptable::NoHandshake);
+            return Step::Wait;
+        }
         let protected = if self.tls13() {
             typ == CT_APP
         } else {
@@ -1059,6 +1073,16 @@ impl Layer for TlsLayer {
             s.arrivals.clear();
         }
         self.stash = [None, None];
+    }
+
+    fn expire(&mut self, now: u64) {
+        if self.waiting_until().is_some_and(|until| now > until) {
+            self.fail(if self.server_hello.is_some() {
+                Undecryptable::NoKey
+            } else {
+                Undecryptable::NoHandshake
+            });
+        }
     }
 
     fn waiting_until(&self) -> Option<u64> {

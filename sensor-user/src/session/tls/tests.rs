@@ -170,3 +170,36 @@ fn a_lost_key_update_gives_the_session_up_as_bad_key_not_a_hang() {
         "{got:?}"
     );
 }
+
+/// A session that goes quiet while its keys are late gives up when the wait is over, not at
+/// its idle timeout: nothing is held past it, and the report says no_key.
+#[test]
+fn a_quiet_session_stops_waiting_when_its_wait_is_over() {
+    let store = KeyStore::new(10, None);
+    let hold = Hold {
+        wait_ns: 1_000,
+        ..Hold::default()
+    };
+    let mut layer = TlsLayer::new(store, hold, Default::default());
+    let mut stats = DecoderStats::default();
+    for (dir, ts, bytes) in conversation().into_iter().take(5) {
+        layer.push(dir, ts, &bytes);
+    }
+    let early = drain(&mut layer, &mut stats);
+    assert!(
+        early.is_empty(),
+        "{early:?} {:?}",
+        layer.report(true, &mut stats)
+    );
+    let until = layer.waiting_until().expect("waiting for keys");
+    layer.expire(until);
+    assert!(layer.waiting_until().is_some(), "not before its end");
+    layer.expire(until + 1);
+    assert_eq!(layer.waiting_until(), None);
+    assert_eq!(
+        drain(&mut layer, &mut stats),
+        [(Dir::Request, "<opaque>".to_string())]
+    );
+    let info = layer.report(false, &mut stats).expect("reported");
+    assert_eq!(info.undecryptable, Some(crate::model::Undecryptable::NoKey));
+}
