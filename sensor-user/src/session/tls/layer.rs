@@ -347,8 +347,11 @@ impl TlsLayer {
 
     /// One record (or a wait) from `dir`'s wire bytes.
     fn step(&mut self, d: usize, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Step {
+        // While keys are awaited, a loss waits too: the records before it (either side) are
+        // held, and the decoder must hear of them first.
+        let waiting = self.state == State::Opening && self.waiting_since.is_some();
         let side = &mut self.sides[d];
-        if side.lost_bytes > 0 {
+        if side.lost_bytes > 0 && !waiting {
             let (n, ts) = (side.lost_bytes, side.lost_ts);
             side.lost_bytes = 0;
             return Step::Gap(ts, n);
@@ -872,9 +875,17 @@ impl TlsLayer {
     /// Framing was lost: find a record header whose record opens with this side's keys.
     fn resync(&mut self, d: usize, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Step {
         if self.sides[d].keys.is_none() {
-            // Nothing can confirm a boundary before the keys: the session stays unread.
-            self.fail(Undecryptable::NoHandshake);
-            return Step::Wait;
+            if self.client_hello.is_none() || self.server_hello.is_none() {
+                // Nothing can confirm a boundary without the hellos: the session stays unread.
+                self.fail(Undecryptable::NoHandshake);
+                return Step::Wait;
+            }
+            // Only the tag can confirm a boundary: wait for the keys (within the bounds of any
+            // wait for keys), then look.
+            let ts = self.sides[d].arrivals.back().map_or(0, |a| a.1);
+            if self.ensure_keys(d, ts) != Some(true) {
+                return Step::Wait;
+            }
         }
         let mut i = 0;
         loop {

@@ -203,3 +203,34 @@ fn a_quiet_session_stops_waiting_when_its_wait_is_over() {
     let info = layer.report(false, &mut stats).expect("reported");
     assert_eq!(info.undecryptable, Some(crate::model::Undecryptable::NoKey));
 }
+
+/// A segment lost while the keys are late: the records around it wait with the others, and
+/// once the keys come, framing is found again and the rest is read (the lost record is a gap).
+#[test]
+fn a_loss_while_keys_are_late_loses_only_what_was_lost() {
+    let store = KeyStore::new(10, None);
+    let mut layer = TlsLayer::new(store.clone(), Hold::default(), Default::default());
+    let mut stats = DecoderStats::default();
+    let mut got = Vec::new();
+    for (i, (dir, ts, bytes)) in conversation().into_iter().enumerate() {
+        match i {
+            // "answer one" lost, keys not there yet.
+            5 => layer.gap(dir, ts, crate::decode::Gap::Exact(bytes.len() as u64)),
+            8 => {
+                store.add_text(&keylog());
+                layer.push(dir, ts, &bytes);
+            }
+            _ => layer.push(dir, ts, &bytes),
+        }
+        got.extend(drain(&mut layer, &mut stats));
+    }
+    assert_eq!(
+        got,
+        [
+            (Dir::Request, "query one".to_string()),
+            (Dir::Response, "<gap>".to_string()),
+            (Dir::Request, "query two".to_string()),
+            (Dir::Response, "answer two".to_string()),
+        ]
+    );
+}
