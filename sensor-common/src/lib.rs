@@ -25,7 +25,16 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     /// Per-CPU scratch [`EventBuf`](super::EventBuf) that an event is assembled in before output.
     pub const SCRATCH: &str = "SCRATCH";
+    /// LRU hash of [`FlowKey`](super::FlowKey) → `u8`: flows whose segments go whole into
+    /// their events (up to [`MAX_WHOLE`](super::MAX_WHOLE) bytes), not head + tail. User space
+    /// marks a TLS session it reads with keys: its records are only readable whole.
+    pub const WHOLE: &str = "WHOLE";
 }
+
+/// The kernel/user contract's version: an object built for another one is refused at load
+/// (its maps are checked by name, `names::WHOLE` is new in 2) with an error that says to
+/// rebuild it.
+pub const ABI_VERSION: u32 = 2;
 
 /// Application protocols, as stored in `DB_PORTS` and carried in every event.
 pub mod proto {
@@ -66,8 +75,11 @@ pub const GENEVE_PORT: u16 = 6081;
 /// Real VNIs are 24-bit, so this cannot collide.
 pub const NO_VNI: u32 = u32::MAX;
 
-/// Upper bound of payload bytes one event carries (the size of [`EventBuf::data`]).
+/// Upper bound of the payload cap (head + tail bytes of a segment longer than the cap).
 pub const MAX_PAYLOAD_CAP: usize = 4096;
+/// Upper bound of a segment a marked flow ([`names::WHOLE`]) sends whole: a 9001-byte MTU (the
+/// VPC default, and a mirror target's) leaves at most 8961 bytes of TCP payload.
+pub const MAX_WHOLE: usize = 9216;
 /// Default payload bytes per event: a whole segment at a 1500-byte MTU fits.
 pub const DEFAULT_PAYLOAD_CAP: u16 = 1536;
 /// Default bytes of a segment's end kept when the segment is longer than the cap: enough for a
@@ -330,13 +342,31 @@ impl EventHeader {
 /// The per-CPU scratch value in which the kernel assembles one record before copying the used
 /// part (`EventHeader::SIZE + data_len()`) into the ring buffer.
 ///
-/// `data` is twice the cap because the verifier bounds the head and tail lengths separately,
-/// not their sum: the tail's copy at offset `head_len` must be provably inside the value.
+/// `data` holds the longest head ([`MAX_WHOLE`], a marked flow's whole segment) plus the
+/// longest tail ([`MAX_PAYLOAD_CAP`]) because the verifier bounds the two lengths separately,
+/// not their sum: the tail's copy at offset `head_len` must be provably inside the value. (A
+/// per-CPU value may not exceed 32 KiB.)
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct EventBuf {
     pub hdr: EventHeader,
-    pub data: [u8; 2 * MAX_PAYLOAD_CAP],
+    pub data: [u8; MAX_WHOLE + MAX_PAYLOAD_CAP],
+}
+
+/// [`split_payload`], for a flow marked whole (`whole`): a segment the caps would cut goes
+/// whole when it fits [`MAX_WHOLE`]. Returns (head, tail, whether the caps cut it).
+pub const fn capture_split(
+    captured: u32,
+    payload_cap: u16,
+    tail_cap: u16,
+    whole: bool,
+) -> (u16, u16, bool) {
+    let (head, tail) = split_payload(captured, payload_cap, tail_cap);
+    let cut = (head as u32 + tail as u32) < captured;
+    if cut && whole && captured as usize <= MAX_WHOLE {
+        return (captured as u16, 0, false);
+    }
+    (head, tail, cut)
 }
 
 /// Splits a payload of `captured` bytes into (head, tail) lengths under the caps, the rule the
@@ -367,7 +397,10 @@ const _: () = {
     assert!(core::mem::align_of::<EventHeader>() == 8);
     assert!(core::mem::size_of::<SensorConfig>() == 16);
     assert!(core::mem::size_of::<Counters>() == 8 * counter::COUNT as usize);
-    assert!(core::mem::size_of::<EventBuf>() == 80 + 2 * MAX_PAYLOAD_CAP);
+    assert!(core::mem::size_of::<EventBuf>() == 80 + MAX_WHOLE + MAX_PAYLOAD_CAP);
+    // A per-CPU map value is at most 32 KiB (with the program's scratch words).
+    assert!(core::mem::size_of::<EventBuf>() + 64 <= 32 * 1024);
+    assert!(MAX_WHOLE <= u16::MAX as usize);
     assert!(MAX_PAYLOAD_CAP.is_power_of_two());
     assert!(DEFAULT_PAYLOAD_CAP as usize <= MAX_PAYLOAD_CAP);
     assert!(counter::NAMES.len() == counter::COUNT as usize);
@@ -414,6 +447,15 @@ mod tests {
             split_payload(9000, u16::MAX, 0),
             (MAX_PAYLOAD_CAP as u16, 0)
         );
+    }
+
+    #[test]
+    fn a_marked_flow_sends_what_the_caps_would_cut_whole() {
+        assert_eq!(capture_split(8000, 1536, 128, false), (1408, 128, true));
+        assert_eq!(capture_split(8000, 1536, 128, true), (8000, 0, false));
+        assert_eq!(capture_split(100, 1536, 128, true), (100, 0, false));
+        // Beyond MAX_WHOLE: cut as any other.
+        assert_eq!(capture_split(9300, 1536, 128, true), (1408, 128, true));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::{
     maps::{EVENTS, Scratch},
 };
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use sensor_common::{Counters, EventHeader, MAX_PAYLOAD_CAP, counter};
+use sensor_common::{Counters, EventHeader, MAX_PAYLOAD_CAP, MAX_WHOLE, counter};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -65,13 +65,15 @@ pub fn send_event(
             core::ptr::read_volatile(&raw const (*scratch).payload_off),
         )
     };
-    // `data` is 2 × MAX_PAYLOAD_CAP so that head + tail fits with each bounded on its own.
-    if head > MAX_PAYLOAD_CAP as u32 || tail > MAX_PAYLOAD_CAP as u32 {
+    // `data` is MAX_WHOLE + MAX_PAYLOAD_CAP so that head + tail fits with each bounded on its
+    // own (a marked flow's whole segment is a head of up to MAX_WHOLE bytes).
+    if head > MAX_WHOLE as u32 || tail > MAX_PAYLOAD_CAP as u32 {
         return;
     }
-    // SAFETY: `data` has 2 × MAX_PAYLOAD_CAP bytes and head, tail ≤ MAX_PAYLOAD_CAP (checked
-    // above), so both copies stay inside it; the helper checks the frame's side. The record
-    // is the header plus head + tail bytes of `data`, all inside the value.
+    // SAFETY: `data` has MAX_WHOLE + MAX_PAYLOAD_CAP bytes, head ≤ MAX_WHOLE and tail ≤
+    // MAX_PAYLOAD_CAP (checked above), so both copies stay inside it; the helper checks the
+    // frame's side. The record is the header plus head + tail bytes of `data`, all inside the
+    // value.
     unsafe {
         let data = (&raw mut (*scratch).event.data).cast::<u8>();
         if head > 0 && bpf_xdp_load_bytes(ctx.ctx, payload_off, data.cast(), head) != 0 {

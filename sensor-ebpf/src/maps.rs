@@ -17,6 +17,11 @@ pub static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(
 #[map]
 pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
+/// Flows whose segments go whole into their events (user space marks the TLS sessions it
+/// reads with keys); LRU, so marks of ended flows make room by themselves.
+#[map]
+pub static WHOLE: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
 /// One value: the protocol of every port (one lookup per segment, then two loads).
 #[map]
 pub static DB_PORTS: Array<PortTable> = Array::with_max_entries(1, 0);

@@ -5,7 +5,7 @@ use crate::{
     counters::count,
     event::send_event,
     flow::update_flow,
-    maps::{DB_PORTS, SCRATCH},
+    maps::{DB_PORTS, SCRATCH, WHOLE},
     parse::L3,
 };
 use aya_ebpf::{
@@ -13,7 +13,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sensor_common::{
-    Counters, FlowKey, SensorConfig, config_flags, counter, direction, split_payload, tcp_flags,
+    Counters, FlowKey, MAX_WHOLE, SensorConfig, config_flags, counter, direction, split_payload,
+    tcp_flags,
 };
 
 /// A TCP header: its ports are read for every segment, the rest only for database segments
@@ -142,9 +143,17 @@ pub fn handle_tcp(
     if payload_len > 0 {
         count(c, counter::DB_PAYLOAD_SEGMENTS);
     }
-    let (head, tail) = split_payload(captured, cfg.payload_cap, cfg.tail_cap);
+    let (mut head, mut tail) = split_payload(captured, cfg.payload_cap, cfg.tail_cap);
     if (head as u32 + tail as u32) < captured {
-        count(c, counter::CAPPED);
+        // The caps would cut it: a flow user space marked (a TLS session it reads) gets the
+        // segment whole. Looked up only here, so other segments pay nothing.
+        // SAFETY: the key is in this CPU's scratch value, read by the helper only.
+        if captured as usize <= MAX_WHOLE && unsafe { WHOLE.get(&hdr.key) }.is_some() {
+            head = captured as u16;
+            tail = 0;
+        } else {
+            count(c, counter::CAPPED);
+        }
     }
     hdr.ts_ns = ts;
     hdr.seq = u32::from_be_bytes([tcp(4), tcp(5), tcp(6), tcp(7)]);

@@ -97,6 +97,9 @@ pub async fn run(
                         pipeline.on_record(&buf[..got]);
                         worked = true;
                     }
+                    pipeline.apply_marks(&mut |k| {
+                        crate::capture::FlowSource::mark_whole(&mut state, k)
+                    });
                     pipeline.stats.queue_dropped = dropped.load(Ordering::Relaxed);
                     if stopping {
                         break;

@@ -71,6 +71,7 @@ pub fn analyze(
         decap.process(link, frame.data, frame.orig_len, ts, &mut record);
         if !record.is_empty() {
             pipeline.on_record(&record);
+            pipeline.apply_marks(&mut |k| decap.mark_whole(k));
         }
         match last_expire {
             None => last_expire = Some(ts),

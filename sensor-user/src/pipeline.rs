@@ -123,6 +123,14 @@ impl Pipeline {
         self
     }
 
+    /// Hands the capture the connections whose segments must now come whole (TLS sessions
+    /// read with keys): the kernel's `WHOLE` map, or the offline twin's.
+    pub fn apply_marks(&mut self, capture: &mut impl FnMut(&sensor_common::FlowKey)) {
+        for k in self.streams.take_marks() {
+            capture(&k);
+        }
+    }
+
     /// One ring-buffer record. A record that fails validation is counted and skipped.
     pub fn on_record(&mut self, record: &[u8]) {
         match Event::parse(record) {

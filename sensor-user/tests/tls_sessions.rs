@@ -615,3 +615,59 @@ fn estimated_turns_without_keys_match_the_decrypted_queries() {
     assert_eq!(line["estimated"], true);
     assert_eq!(line["count"].as_u64().unwrap(), turns.len() as u64);
 }
+
+/// With a payload cap far below the TLS records' size, a session read with keys still gives
+/// every query: from the switch to TLS, with key logs configured, the layer asks the capture
+/// (here the XDP program's offline twin; live, the kernel's `WHOLE` map, checked by
+/// `xdp_fixtures`) for whole segments. The plaintext start-up's long segments (none here)
+/// and other connections' are still cut.
+#[test]
+fn tls_sessions_with_keys_get_whole_segments_under_a_small_payload_cap() {
+    let pcap = pcap_path("pg-tls-keys.pcap");
+    let run = |cap: &[&str]| -> String {
+        let o = std::process::Command::new(BIN)
+            .arg("analyze")
+            .arg(&pcap)
+            .args(["--json", "--tls-keylog"])
+            .arg(keys_of(&pcap))
+            .args(cap)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let full = run(&[]);
+    let small = run(&["--payload-cap", "200", "--tail-cap", "64"]);
+    let queries = |out: &str| -> Vec<String> {
+        let mut v: Vec<String> = lines_of("query", out)
+            .iter()
+            .map(|q| {
+                format!(
+                    "{} {} {} {}",
+                    q["client"], q["fingerprint"], q["rows"], q["latency_us"]
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(queries(&small).len(), 20);
+    assert_eq!(queries(&small), queries(&full));
+    // Without key logs nothing asks: the same cap cuts the long segments.
+    let o = std::process::Command::new(BIN)
+        .arg("analyze")
+        .arg(&pcap)
+        .args(["--json", "--payload-cap", "200", "--tail-cap", "64"])
+        .output()
+        .unwrap();
+    let blind = String::from_utf8_lossy(&o.stdout);
+    let capped = lines_of("summary", &blind)
+        .iter()
+        .filter_map(|s| s["kernel"]["capped"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        capped > 0,
+        "the cap cuts long segments of sessions nobody marked"
+    );
+}

@@ -276,6 +276,27 @@ fn xdp_fixtures() {
     assert_eq!(ev.tail(), &resp[n - cfg.tail_cap as usize..]);
     assert!(ev.tail().ends_with(b"Z\0\0\0\x05I"));
 
+    // The same flow marked whole (as user space marks a TLS session it reads with keys): the
+    // segment the caps cut goes whole, and is not counted capped; kernel and twin agree.
+    let key = ev.hdr.key;
+    rds_sensor::capture::FlowSource::mark_whole(&mut h.state, &key);
+    h.twin.mark_whole(&key);
+    let o = h.run("vxlan_long_response_whole", &frame);
+    expect_counts(
+        "vxlan_long_response_whole",
+        &o,
+        &[
+            (c::VXLAN, 1),
+            (c::DB_SEGMENTS, 1),
+            (c::DB_PAYLOAD_SEGMENTS, 1),
+            (c::EVENTS_SENT, 1),
+            (c::DROPPED, 1),
+        ],
+    );
+    let ev = one_event("vxlan_long_response_whole", &o);
+    assert_eq!(ev.head(), &resp[..], "the whole segment");
+    assert!(ev.tail().is_empty());
+
     // Mirrored but not database traffic: consumed, counted, no event.
     let frame = vxlan(
         7341,

@@ -92,6 +92,24 @@ impl Sensor {
             .map_max_entries(names::FLOWS, opts.flow_entries)
             .load(object)
             .context("loading the XDP object into the kernel (are you root / CAP_BPF?)")?;
+        // An object built for another contract: say so, not what breaks later.
+        for name in [
+            names::EVENTS,
+            names::FLOWS,
+            names::COUNTERS,
+            names::DB_PORTS,
+            names::CONFIG,
+            names::SCRATCH,
+            names::JUMP,
+            names::WHOLE,
+        ] {
+            if ebpf.map(name).is_none() {
+                bail!(
+                    "the XDP object is not for this rds-sensor (kernel/user ABI {}: it has no map {name}); rebuild it with `cargo xtask build`",
+                    sensor_common::ABI_VERSION
+                );
+            }
+        }
         {
             let mut ports: Array<_, PortTable> = Array::try_from(map(&mut ebpf, names::DB_PORTS)?)?;
             // 64 KiB: built on the heap, not the stack.
@@ -237,9 +255,14 @@ impl Sensor {
             .ebpf
             .take_map(names::FLOWS)
             .ok_or_else(|| anyhow!("map {} already taken", names::FLOWS))?;
+        let whole = self
+            .ebpf
+            .take_map(names::WHOLE)
+            .ok_or_else(|| anyhow!("map {} already taken", names::WHOLE))?;
         Ok(KernelState {
             counters: PerCpuArray::try_from(counters)?,
             flows: BpfHashMap::try_from(flows)?,
+            whole: BpfHashMap::try_from(whole)?,
         })
     }
 }
@@ -256,6 +279,7 @@ impl Drop for Sensor {
 pub struct KernelState {
     counters: PerCpuArray<MapData, Counters>,
     flows: BpfHashMap<MapData, FlowKey, FlowStats>,
+    whole: BpfHashMap<MapData, FlowKey, u8>,
 }
 
 impl KernelState {
@@ -280,6 +304,13 @@ impl super::FlowSource for KernelState {
 
     fn remove(&mut self, key: &FlowKey) {
         let _ = self.flows.remove(key);
+    }
+
+    fn mark_whole(&mut self, key: &FlowKey) {
+        // An LRU map: a full one makes room itself; an error leaves the flow capped.
+        if let Err(e) = self.whole.insert(key, 1u8, 0) {
+            tracing::debug!(error = %e, "marking a flow whole");
+        }
     }
 }
 

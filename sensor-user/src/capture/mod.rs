@@ -11,4 +11,7 @@ pub mod pcap;
 pub trait FlowSource {
     fn snapshot(&mut self, out: &mut Vec<(sensor_common::FlowKey, sensor_common::FlowStats)>);
     fn remove(&mut self, key: &sensor_common::FlowKey);
+    /// This flow's segments go whole into their events from now on (the kernel's `WHOLE`
+    /// map; the offline twin keeps its own, see `packet::Decapsulator::mark_whole`).
+    fn mark_whole(&mut self, _key: &sensor_common::FlowKey) {}
 }

@@ -6,8 +6,8 @@
 //! fixture tests check the two against each other byte for byte.
 
 use sensor_common::{
-    EventHeader, FlowKey, FlowStats, NO_VNI, SensorConfig, config_flags, counter, direction,
-    split_payload, tcp_flags,
+    EventHeader, FlowKey, FlowStats, MAX_WHOLE, NO_VNI, SensorConfig, config_flags, counter,
+    direction, split_payload, tcp_flags,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -166,6 +166,8 @@ pub struct Decapsulator {
     ports: Box<[u8; 65536]>,
     pub counters: [u64; counter::COUNT as usize],
     pub flows: FlowTable,
+    /// Flows marked to send their segments whole (the kernel's `WHOLE`).
+    whole: foldhash::HashSet<FlowKey>,
 }
 
 /// The offline twin of the kernel's `FLOWS` LRU map, bounded the same way.
@@ -218,7 +220,17 @@ impl Decapsulator {
             ports: table,
             counters: [0; counter::COUNT as usize],
             flows: FlowTable::new(flow_capacity),
+            whole: foldhash::HashSet::default(),
         }
+    }
+
+    /// The kernel's `WHOLE` map: this flow's segments go whole into their events. Bounded
+    /// as the kernel's LRU (65 536 flows; past it, the oldest marks go first, here all).
+    pub fn mark_whole(&mut self, key: &FlowKey) {
+        if self.whole.len() >= 65_536 {
+            self.whole.clear();
+        }
+        self.whole.insert(*key);
     }
 
     /// What the kernel does with a mirror copy (VXLAN or GENEVE).
@@ -462,9 +474,16 @@ impl Decapsulator {
         } else if !(control && self.config.flags & config_flags::CONTROL_EVENTS != 0) {
             return;
         }
-        let (head, tail) = split_payload(captured, self.config.payload_cap, self.config.tail_cap);
+        let (mut head, mut tail) =
+            split_payload(captured, self.config.payload_cap, self.config.tail_cap);
         if (head as u32 + tail as u32) < captured {
-            self.count(counter::CAPPED);
+            // As the kernel: a flow marked whole gets what the caps would cut.
+            if captured as usize <= MAX_WHOLE && self.whole.contains(&key) {
+                head = captured as u16;
+                tail = 0;
+            } else {
+                self.count(counter::CAPPED);
+            }
         }
         let hdr = EventHeader {
             ts_ns: ts,

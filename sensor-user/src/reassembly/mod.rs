@@ -74,6 +74,8 @@ struct Conn {
     dirs: [DirState; 2],
     last_ts: u64,
     rst: bool,
+    /// The kernel was asked to send this connection's segments whole.
+    whole: bool,
 }
 
 /// Sequence-space comparison (RFC 1982 style, 32-bit wrap).
@@ -107,7 +109,13 @@ pub struct Streams {
     parked: Vec<Parked>,
     /// When parked sessions are next offered the keys that arrived meanwhile.
     parked_retry_ns: u64,
+    /// Connections whose segments the capture should send whole from now on, until taken
+    /// ([`Streams::take_marks`]).
+    marks: Vec<FlowKey>,
 }
+
+/// Marks not yet taken at most (a caller that never takes them loses the later ones).
+const MAX_MARKS: usize = 4096;
 
 /// A connection that ended while its TLS layer held ciphertext for keys that had not yet
 /// arrived (a key forwarder slower than the mirror): its session is kept until the keys come
@@ -139,7 +147,13 @@ impl Streams {
             held_total: 0,
             parked: Vec::new(),
             parked_retry_ns: 0,
+            marks: Vec::new(),
         }
+    }
+
+    /// The connections to capture whole, since the last call.
+    pub fn take_marks(&mut self) -> Vec<FlowKey> {
+        std::mem::take(&mut self.marks)
     }
 
     /// Sessions parked for late keys.
@@ -246,6 +260,7 @@ impl Streams {
                     dirs,
                     last_ts: ev.hdr.ts_ns,
                     rst: false,
+                    whole: false,
                 },
             );
         }
@@ -339,6 +354,10 @@ impl Streams {
                 }
             }
             self.held_total = self.held_total.saturating_sub(held_after);
+        }
+        if !conn.whole && conn.session.wants_whole() && self.marks.len() < MAX_MARKS {
+            conn.whole = true;
+            self.marks.push(key);
         }
         if conn.rst || (conn.dirs[0].fin && conn.dirs[1].fin) {
             let ts = ev.hdr.ts_ns;

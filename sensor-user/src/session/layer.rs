@@ -42,6 +42,11 @@ pub trait Layer: Send {
     /// Capture time is `now`: a wait for keys past its end gives up (the session went quiet
     /// while it waited, so no new record asked).
     fn expire(&mut self, _now: u64) {}
+    /// The layer needs the session's segments whole (a TLS record cut by the payload cap is
+    /// lost): the capture is asked to send them whole.
+    fn wants_whole(&self) -> bool {
+        false
+    }
     /// Until when (capture time) the layer holds records for keys that have not arrived.
     fn waiting_until(&self) -> Option<u64> {
         None

@@ -127,6 +127,11 @@ impl<D: Decoder + ?Sized> Session<D> {
         }
     }
 
+    /// The layer reads the session and its segments should come whole.
+    pub fn wants_whole(&self) -> bool {
+        !self.opaque && self.layer.as_ref().is_some_and(|l| l.wants_whole())
+    }
+
     /// Gives the layer another chance at what it holds (keys may have arrived since).
     pub fn retry(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers) {
         if self.layer.is_some() && !self.opaque {

@@ -1096,6 +1096,12 @@ impl Layer for TlsLayer {
         }
     }
 
+    fn wants_whole(&self) -> bool {
+        // From the switch on, when keys can come (a hello or a record the payload cap cut is
+        // lost for good); not once the session is given up.
+        self.hold.total > 0 && !self.stopped && !matches!(self.state, State::Failed(_))
+    }
+
     fn waiting_until(&self) -> Option<u64> {
         if self.stopped {
             return None;
