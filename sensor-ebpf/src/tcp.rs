@@ -147,8 +147,11 @@ pub fn handle_tcp(
     if (head as u32 + tail as u32) < captured {
         // The caps would cut it: a flow user space marked (a TLS session it reads) gets the
         // segment whole. Looked up only here, so other segments pay nothing.
+        // Borrowed, not copied: the key stays in the scratch value, off the 512-byte stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
         // SAFETY: the key is in this CPU's scratch value, read by the helper only.
-        if captured as usize <= MAX_WHOLE && unsafe { WHOLE.get(&hdr.key) }.is_some() {
+        let marked = captured as usize <= MAX_WHOLE && unsafe { WHOLE.get(&hdr.key) }.is_some();
+        if marked {
             head = captured as u16;
             tail = 0;
         } else {
