@@ -227,6 +227,19 @@ fn lines_of(kind: &str, out: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `rds-sensor analyze PCAP ARGS` (with `--tls-keylog` of the capture's own key log when
+/// `keyed`): its stdout; it must succeed.
+fn analyze_cli(pcap: &Path, keyed: bool, args: &[&str]) -> String {
+    let mut c = std::process::Command::new(BIN);
+    c.arg("analyze").arg(pcap);
+    if keyed {
+        c.arg("--tls-keylog").arg(keys_of(pcap));
+    }
+    let o = c.args(args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// What live and offline must agree on: not the times (a replay has its own), the rest.
 fn essence(out: &str) -> Vec<String> {
     let mut v = Vec::new();
@@ -276,16 +289,7 @@ fn live_replay_with_key_logs_matches_analyze() {
     let names = ["pg-tls-keys.pcap", "mysql-tls-keys.pcap"];
     let mut offline = String::new();
     for n in names {
-        let p = pcap_path(n);
-        let o = std::process::Command::new(BIN)
-            .arg("analyze")
-            .arg(&p)
-            .args(["--json", "--tls-keylog"])
-            .arg(keys_of(&p))
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        offline.push_str(&String::from_utf8_lossy(&o.stdout));
+        offline.push_str(&analyze_cli(&pcap_path(n), true, &["--json"]));
     }
     let want = essence(&offline);
     assert!(want.iter().filter(|x| x.starts_with("query")).count() >= 32);
@@ -484,7 +488,6 @@ fn a_segment_lost_inside_a_record_loses_that_record_only() {
 #[test]
 fn tls_findings_on_the_real_capture() {
     let pcap = pcap_path("pg-tls-keys.pcap");
-    let keys = keys_of(&pcap);
     let cfg = scratch_path("tls-findings.toml");
     std::fs::write(
         &cfg,
@@ -492,16 +495,10 @@ fn tls_findings_on_the_real_capture() {
     )
     .unwrap();
     let run = |args: &[&str]| -> Vec<serde_json::Value> {
-        let o = std::process::Command::new(BIN)
-            .arg("analyze")
-            .arg(&pcap)
-            .args(["--json", "--tls-keylog"])
-            .arg(&keys)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        lines_of("finding", &String::from_utf8_lossy(&o.stdout))
+        lines_of(
+            "finding",
+            &analyze_cli(&pcap, true, &[&["--json"][..], args].concat()),
+        )
     };
     let f = run(&["--config", cfg.to_str().unwrap()]);
     // Distinct findings (a repeat is emitted again as an update with the same id).
@@ -541,16 +538,7 @@ fn tls_findings_on_the_real_capture() {
 fn the_report_has_a_tls_section() {
     let pcap = pcap_path("pg-tls-keys.pcap");
     let out = scratch_path("tls-report.html");
-    let o = std::process::Command::new(BIN)
-        .arg("analyze")
-        .arg(&pcap)
-        .arg("--tls-keylog")
-        .arg(keys_of(&pcap))
-        .arg("--report")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    analyze_cli(&pcap, true, &["--report", out.to_str().unwrap()]);
     let html = std::fs::read_to_string(&out).unwrap();
     let tls = &html[html.find("id=\"tls\"").expect("a TLS section")..];
     let tls = &tls[..tls.find("</table>").unwrap()];
@@ -567,20 +555,8 @@ fn the_report_has_a_tls_section() {
 #[test]
 fn estimated_turns_without_keys_match_the_decrypted_queries() {
     let pcap = pcap_path("pg-tls-keys.pcap");
-    let json = |args: &[&str]| -> String {
-        let o = std::process::Command::new(BIN)
-            .arg("analyze")
-            .arg(&pcap)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let keys = keys_of(&pcap);
-    let truth = lines_of("query", &json(&["--tls-keylog", keys.to_str().unwrap()]));
-    let blind = json(&[]);
+    let truth = lines_of("query", &analyze_cli(&pcap, true, &["--json"]));
+    let blind = analyze_cli(&pcap, false, &["--json"]);
     let turns = lines_of("tls_exchange", &blind);
     assert_eq!(truth.len(), 20);
     assert!(turns.iter().all(|t| t["estimated"] == true));
@@ -624,20 +600,9 @@ fn estimated_turns_without_keys_match_the_decrypted_queries() {
 #[test]
 fn tls_sessions_with_keys_get_whole_segments_under_a_small_payload_cap() {
     let pcap = pcap_path("pg-tls-keys.pcap");
-    let run = |cap: &[&str]| -> String {
-        let o = std::process::Command::new(BIN)
-            .arg("analyze")
-            .arg(&pcap)
-            .args(["--json", "--tls-keylog"])
-            .arg(keys_of(&pcap))
-            .args(cap)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let full = run(&[]);
-    let small = run(&["--payload-cap", "200", "--tail-cap", "64"]);
+    let small_cap = ["--json", "--payload-cap", "200", "--tail-cap", "64"];
+    let full = analyze_cli(&pcap, true, &["--json"]);
+    let small = analyze_cli(&pcap, true, &small_cap);
     let queries = |out: &str| -> Vec<String> {
         let mut v: Vec<String> = lines_of("query", out)
             .iter()
@@ -654,13 +619,7 @@ fn tls_sessions_with_keys_get_whole_segments_under_a_small_payload_cap() {
     assert_eq!(queries(&small).len(), 20);
     assert_eq!(queries(&small), queries(&full));
     // Without key logs nothing asks: the same cap cuts the long segments.
-    let o = std::process::Command::new(BIN)
-        .arg("analyze")
-        .arg(&pcap)
-        .args(["--json", "--payload-cap", "200", "--tail-cap", "64"])
-        .output()
-        .unwrap();
-    let blind = String::from_utf8_lossy(&o.stdout);
+    let blind = analyze_cli(&pcap, false, &small_cap);
     let capped = lines_of("summary", &blind)
         .iter()
         .filter_map(|s| s["kernel"]["capped"].as_u64())
