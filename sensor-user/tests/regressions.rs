@@ -942,3 +942,55 @@ fn fuzz_frame_cut_inside_tcp_options_does_not_panic() {
     );
     let _ = std::fs::remove_file(&out);
 }
+
+/// Issue 15, point 13: with no instance map, a PostgreSQL and a MariaDB on one address are
+/// two instances. pg-auth.pcap and mysql-auth.pcap were recorded against the lab's one
+/// server address (198.51.100.10, ports 5432 and 3306); the same client logs in to both.
+/// Nothing is learned (learning period 0): each engine's first login from the client is a
+/// finding of its own, naming its engine, not one merged finding that shows the last engine.
+#[test]
+fn issue_15_two_engines_on_one_address_are_two_instances() {
+    use rds_sensor::{
+        detect::{Detector, DetectorOptions},
+        model::{Clock, Record},
+    };
+    let mut records: Vec<Record> = Vec::new();
+    for name in ["pg-auth.pcap", "mysql-auth.pcap"] {
+        records.extend(
+            run_sensor(&pcap(name))
+                .records
+                .into_iter()
+                .filter(|r| r.as_login().is_some()),
+        );
+    }
+    records.sort_by_key(|r| r.as_login().unwrap().ts.ns());
+    let mut d = Detector::new(
+        DetectorOptions {
+            learning_period_s: 0,
+            ..DetectorOptions::default()
+        },
+        Clock::default(),
+    )
+    .unwrap();
+    let mut findings = Vec::new();
+    for r in &records {
+        d.observe(r, &mut findings);
+    }
+    d.finish(&mut findings);
+    let engines = |kind: &str| -> std::collections::BTreeSet<String> {
+        findings
+            .iter()
+            .filter(|f| {
+                f.finding_type == kind
+                    && f.resource.rds_db_instance_details.db_instance_identifier == "198.51.100.10"
+            })
+            .map(|f| f.resource.rds_db_instance_details.engine.clone())
+            .collect()
+    };
+    let edges = engines("InitialAccess:RDS/AnomalousBehavior.NewClientEdge");
+    assert_eq!(
+        edges,
+        ["mysql", "postgres"].map(String::from).into(),
+        "a finding per engine"
+    );
+}

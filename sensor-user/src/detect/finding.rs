@@ -218,6 +218,9 @@ impl FindingType {
 pub struct Observation {
     pub kind: FindingType,
     pub severity: Severity,
+    /// Which instance, as the detector keys it (its identifier; for a server no map names,
+    /// address and engine: two engines on one address are two instances).
+    pub instance_key: String,
     /// Who: a client address, or `user@instance` for credential-centred types.
     pub actor: String,
     pub title: String,
@@ -278,12 +281,7 @@ impl FindingLog {
     /// Records an occurrence; returns the finding to emit now, if any (a new finding always,
     /// an update when the previous emission is old enough).
     pub fn report(&mut self, o: Observation, now_ns: u64) -> Option<Finding> {
-        let key = format!(
-            "{}|{}|{}",
-            o.kind.name(),
-            o.actor,
-            o.instance.db_instance_identifier
-        );
+        let key = format!("{}|{}|{}", o.kind.name(), o.actor, o.instance_key);
         if let Some(e) = self.entries.get_mut(&key) {
             let f = &mut e.finding;
             f.service.count += 1;
@@ -421,6 +419,7 @@ mod tests {
 
     fn obs(kind: FindingType, actor: &str, ts_s: u64) -> Observation {
         Observation {
+            instance_key: "pg-1".into(),
             kind,
             severity: kind.default_severity(),
             actor: actor.to_string(),

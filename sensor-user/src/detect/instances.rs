@@ -58,10 +58,15 @@ impl Detector {
                 ..InstanceDetails::default()
             },
         };
-        let i = Inst {
-            key: details.db_instance_identifier.clone(),
-            details,
+        // Named by the map: its identifier. Unnamed: the address and the engine, so that a
+        // PostgreSQL and a MariaDB on one address (a test host, a self-managed server) are two
+        // instances, with their own baselines and findings.
+        let key = if spec.is_some() {
+            details.db_instance_identifier.clone()
+        } else {
+            format!("{}/{}", details.db_instance_identifier, details.engine)
         };
+        let i = Inst { key, details };
         if self.inst_cache.len() > 10_000 {
             self.inst_cache.clear();
         }

@@ -61,6 +61,7 @@ impl Detector {
         let o = Observation {
             kind,
             severity,
+            instance_key: who.inst.key.clone(),
             actor: who.key,
             title,
             description,

@@ -958,7 +958,11 @@ fn baseline_survives_a_restart_and_a_corrupt_file() {
     assert!(path.exists());
     // A new process: learning is over (it started at the first record of the first run).
     let mut d = detector(100, |o| o.baseline = Some(path.clone()));
-    assert!(d.baseline().instances.contains_key("198.51.100.10"));
+    assert!(
+        d.baseline()
+            .instances
+            .contains_key("198.51.100.10/postgres")
+    );
     let out = feed(
         &mut d,
         [
@@ -986,7 +990,7 @@ fn baseline_survives_a_restart_and_a_corrupt_file() {
     std::fs::write(&path, "{ not json").unwrap();
     let mut d = detector(100, |o| o.baseline = Some(path.clone()));
     assert!(
-        d.baseline().instances["198.51.100.10"]
+        d.baseline().instances["198.51.100.10/postgres"]
             .users
             .contains_key("app")
     );
