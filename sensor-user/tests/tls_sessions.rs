@@ -4,19 +4,16 @@
 //! from the start and with it arriving after the sessions it opens have ended.
 
 mod common;
+mod oracle;
 
 use common::*;
 use rds_sensor::{
     model::{Record, Undecryptable},
-    offline::{self, OfflineOptions},
-    pipeline::{Pipeline, PipelineOptions},
     session::tls::{self, Hold, KeyLogFiles, KeyStore},
-    sinks::{Collect, Sink},
 };
-use sensor_common::{DEFAULT_DB_PORTS, SensorConfig};
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
@@ -61,27 +58,16 @@ fn store_with(keylog: Option<&Path>) -> KeyStore {
     store
 }
 
-fn analyze(pcap: &Path, store: KeyStore, sink: Box<dyn Sink>) {
-    let mut p = Pipeline::new(PipelineOptions::default(), sink)
-        .with_layers(tls::layers(store, Hold::default()));
-    offline::analyze(
-        pcap,
-        &OfflineOptions {
-            ports: DEFAULT_DB_PORTS.to_vec(),
-            config: SensorConfig::default(),
-            flow_capacity: 1 << 20,
-        },
-        &mut p,
-    )
-    .expect("analyze");
+/// `analyze` with the TLS layer and `store`'s keys (oracle's run: the same options as the
+/// binary's).
+fn analyze(pcap: &Path, store: KeyStore) -> oracle::SensorRun {
+    oracle::run_sensor_layers(pcap, tls::layers(store, Hold::default()))
 }
 
 #[test]
 fn keys_that_never_come_are_no_key_after_the_wait() {
     let pcap = pcap_path("pg-tls-keys.pcap");
-    let records = Arc::new(Mutex::new(Vec::new()));
-    analyze(&pcap, store_with(None), Box::new(Collect(records.clone())));
-    let records = records.lock().unwrap();
+    let records = analyze(&pcap, store_with(None)).records;
     let tls: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
@@ -105,33 +91,20 @@ fn ciphertext_held_for_keys_is_bounded_across_sessions_and_given_back() {
     let mut peaks = Vec::new();
     for total in [0usize, 100, 64 << 20] {
         let budget = Arc::new(tls::HoldBudget::default());
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let mut p = Pipeline::new(
-            PipelineOptions::default(),
-            Box::new(Collect(records.clone())),
-        )
-        .with_layers(tls::layers_with_budget(
-            store_with(None),
-            Hold {
-                total,
-                ..Hold::default()
-            },
-            budget.clone(),
-        ));
-        offline::analyze(
+        let run = oracle::run_sensor_layers(
             &pcap,
-            &OfflineOptions {
-                ports: DEFAULT_DB_PORTS.to_vec(),
-                config: SensorConfig::default(),
-                flow_capacity: 1 << 20,
-            },
-            &mut p,
-        )
-        .unwrap();
-        drop(p);
+            tls::layers_with_budget(
+                store_with(None),
+                Hold {
+                    total,
+                    ..Hold::default()
+                },
+                budget.clone(),
+            ),
+        );
         assert_eq!(budget.held(), 0, "total {total}");
-        let recs = records.lock().unwrap();
-        let no_key = recs
+        let no_key = run
+            .records
             .iter()
             .filter(|r| matches!(r, Record::Tls(t) if t.info.undecryptable == Some(Undecryptable::NoKey)))
             .count();
@@ -167,27 +140,15 @@ fn a_lost_segment_inside_tls_loses_that_record_only() {
     let cut = scratch_path("pg-tls-keys-lost.pcap");
     drop_frames(&pcap, &cut, &[victim]);
 
-    let full = Arc::new(Mutex::new(Vec::new()));
-    analyze(
-        &pcap,
-        store_with(Some(&keylog)),
-        Box::new(Collect(full.clone())),
-    );
-    let lost = Arc::new(Mutex::new(Vec::new()));
-    analyze(
-        &cut,
-        store_with(Some(&keylog)),
-        Box::new(Collect(lost.clone())),
-    );
-    let full = full.lock().unwrap();
-    let lost = lost.lock().unwrap();
+    let full = analyze(&pcap, store_with(Some(&keylog)));
+    let lost = analyze(&cut, store_with(Some(&keylog)));
     let fp = |rs: &[Record]| -> Vec<String> {
         rs.iter()
             .filter_map(Record::as_query)
             .map(|q| q.fingerprint.clone())
             .collect()
     };
-    let (f, l) = (fp(&full), fp(&lost));
+    let (f, l) = (fp(&full.records), fp(&lost.records));
     // Exactly the lost query is missing; the queries after it in the same session (the
     // error and the 200 rows) and every other session are still read.
     let mut want = f.clone();
@@ -197,14 +158,7 @@ fn a_lost_segment_inside_tls_loses_that_record_only() {
         .expect("count(*) in the full run");
     want.remove(at);
     assert_eq!(l, want);
-    let stats = lost
-        .iter()
-        .rev()
-        .find_map(|r| match r {
-            Record::Summary(s) => Some(s.decoders),
-            _ => None,
-        })
-        .unwrap();
+    let stats = lost.decoders();
     assert!(stats.tls_records_lost >= 1, "{stats:?}");
     assert_eq!(stats.tls_decrypted, 7, "{stats:?}");
 }
@@ -439,21 +393,8 @@ fn a_segment_lost_inside_a_record_loses_that_record_only() {
     let victim: usize = rows[1][0].parse().unwrap();
     let cut = scratch_path("pg-tls-keys-mid.pcap");
     drop_frames(&pcap, &cut, &[victim]);
-    let (full, lost) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
-    analyze(
-        &pcap,
-        store_with(Some(&keylog)),
-        Box::new(Collect(full.clone())),
-    );
-    analyze(
-        &cut,
-        store_with(Some(&keylog)),
-        Box::new(Collect(lost.clone())),
-    );
-    let (full, lost) = (full.lock().unwrap(), lost.lock().unwrap());
+    let full = analyze(&pcap, store_with(Some(&keylog)));
+    let lost = analyze(&cut, store_with(Some(&keylog)));
     let big = "select id, name, price from items order by id limit ?";
     let others = |rs: &[Record]| -> Vec<(String, Option<u64>)> {
         rs.iter()
@@ -462,20 +403,13 @@ fn a_segment_lost_inside_a_record_loses_that_record_only() {
             .map(|q| (q.fingerprint.clone(), q.rows))
             .collect()
     };
-    assert_eq!(others(&lost), others(&full));
-    let stats = lost
-        .iter()
-        .rev()
-        .find_map(|r| match r {
-            Record::Summary(s) => Some(s.decoders),
-            _ => None,
-        })
-        .unwrap();
+    assert_eq!(others(&lost.records), others(&full.records));
+    let stats = lost.decoders();
     assert!(stats.tls_records_lost >= 1, "{stats:?}");
     // The big answer is not reported as if whole.
     assert!(
-        lost.iter()
-            .filter_map(Record::as_query)
+        lost.queries()
+            .into_iter()
             .all(|q| q.fingerprint != big || q.rows != Some(200)),
         "a lost record's query reported with all its rows"
     );

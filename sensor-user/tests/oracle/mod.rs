@@ -1371,6 +1371,17 @@ impl SensorRun {
     pub fn logins(&self) -> Vec<&LoginRecord> {
         self.records.iter().filter_map(Record::as_login).collect()
     }
+    /// The decoders' figures at the end of the run (the last summary).
+    pub fn decoders(&self) -> rds_sensor::model::DecoderStats {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Summary(s) => Some(s.decoders),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// `analyze --tls-keylog` on a capture.
@@ -1389,7 +1400,8 @@ pub fn run_sensor(pcap: &Path) -> SensorRun {
     run_sensor_layers(pcap, rds_sensor::session::Layers::none())
 }
 
-fn run_sensor_layers(pcap: &Path, layers: rds_sensor::session::Layers) -> SensorRun {
+/// `analyze` on a capture with the given session layers (TLS).
+pub fn run_sensor_layers(pcap: &Path, layers: rds_sensor::session::Layers) -> SensorRun {
     let records = Arc::new(Mutex::new(Vec::new()));
     let mut p = Pipeline::new(
         PipelineOptions::default(),
