@@ -6,7 +6,7 @@
 //! Rules: comments dropped; whitespace collapsed; unquoted text lowercased; string literals
 //! ('…' with '' and, in E'…' or MySQL, backslash escapes; PostgreSQL $tag$…$tag$; MySQL "…"),
 //! numbers (integer, decimal, exponent, 0x hex, X'…'/B'…'), and placeholders ($1, ?, :name)
-//! become `?`; a parenthesised list of only `?` becomes `(?+)`; repeated `(?+)` rows after
+//! become `?` (T-SQL: `@name` too); a parenthesised list of only `?` becomes `(?+)`; repeated `(?+)` rows after
 //! VALUES become one.
 
 /// Which quoting rules apply.
@@ -16,6 +16,10 @@ pub enum Dialect {
     Postgres,
     /// "…" is a string (unless ANSI_QUOTES); `…` is an identifier; backslash escapes.
     MySql,
+    /// SQL Server's T-SQL: […] and "…" are identifiers (QUOTED_IDENTIFIER is on for every
+    /// modern driver); N'…' strings without backslash escapes; `@name` parameters and
+    /// variables are placeholders (`@@name` system functions are kept); block comments nest.
+    TSql,
 }
 
 /// Results derived from raw SQL text (fingerprints), remembered by a keyed 128-bit hash of
@@ -150,9 +154,9 @@ pub fn verb_of(fingerprint: &str) -> String {
                 }
                 Some(_) => {}
             }
-        } else if c == b'"' || c == b'`' {
+        } else if c == b'"' || c == b'`' || c == b'[' {
             // quoted identifier: skip
-            let q = c;
+            let q = if c == b'[' { b']' } else { c };
             i += 1;
             while i < bytes.len() && bytes[i] != q {
                 i += 1;
@@ -220,7 +224,8 @@ fn normalize(sql: &str, dialect: Dialect) -> String {
         let prefix_len = string_prefix(b, i);
         if let Some(pl) = prefix_len {
             let q = i + pl;
-            let backslash = dialect == Dialect::MySql || (pl > 0 && (b[i] | 0x20) == b'e');
+            let backslash = dialect == Dialect::MySql
+                || (dialect == Dialect::Postgres && pl > 0 && (b[i] | 0x20) == b'e');
             i = skip_quoted(b, q, b'\'', backslash);
             push_tok(&mut out, &mut pending_space, "?");
             continue;
@@ -232,15 +237,40 @@ fn normalize(sql: &str, dialect: Dialect) -> String {
         }
         // Quoted identifiers ("…" in PostgreSQL, `…` in MySQL) are kept, but only when
         // closed: an unterminated one would carry the rest of the text, literals included.
-        if (c == b'"' && dialect == Dialect::Postgres) || (c == b'`' && dialect == Dialect::MySql) {
-            let end = skip_quoted(b, i, c, false);
-            let closed = end <= b.len() && end >= i + 2 && b[end - 1] == c;
+        if (c == b'"' && dialect != Dialect::MySql)
+            || (c == b'`' && dialect == Dialect::MySql)
+            || (c == b'[' && dialect == Dialect::TSql)
+        {
+            let close = if c == b'[' { b']' } else { c };
+            // `skip_quoted` starts after the opening character: `]]` escapes `]` as `""` does `"`.
+            let end = skip_quoted(b, i, close, false);
+            let closed = end <= b.len() && end >= i + 2 && b[end - 1] == close;
             push_tok(
                 &mut out,
                 &mut pending_space,
                 if closed { &sql[i..end] } else { "?" },
             );
             i = end.min(b.len());
+            continue;
+        }
+        // T-SQL parameters and variables (`@p1`, `@name`); `@@ROWCOUNT` is a function.
+        if c == b'@' && dialect == Dialect::TSql {
+            let start = i;
+            let system = b.get(i + 1) == Some(&b'@');
+            i += 1 + usize::from(system);
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || matches!(b[i], b'_' | b'@' | b'#' | b'$')
+                    || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            let lower = sql[start..i].to_lowercase();
+            push_tok(
+                &mut out,
+                &mut pending_space,
+                if system { &lower } else { "?" },
+            );
             continue;
         }
         // dollar quoting / positional parameters
@@ -493,7 +523,7 @@ mod tests {
             "select * from t where secret = \"hunter2\"",
             "",
         ] {
-            for d in [Dialect::Postgres, Dialect::MySql] {
+            for d in [Dialect::Postgres, Dialect::MySql, Dialect::TSql] {
                 for _ in 0..2 {
                     assert_eq!(fingerprint_cached(sql, d), fingerprint(sql, d));
                 }
@@ -587,6 +617,27 @@ mod tests {
     }
 
     #[test]
+    fn tsql_dialect() {
+        let ts = |s: &str| fingerprint(s, Dialect::TSql);
+        assert_eq!(
+            ts("SELECT [Order Id], \"x\" FROM [dbo].[t]]x] WHERE n = N'caf\u{e9}' AND b = 0x0aFF"),
+            (
+                "SELECT".into(),
+                "select [Order Id], \"x\" from [dbo].[t]]x] where n = ? and b = ?".into()
+            )
+        );
+        assert_eq!(
+            ts("exec sp_x @p1 = 5, @name=@P2 -- c\n; select @@ROWCOUNT").1,
+            "exec sp_x ? = ?, ?=?; select @@rowcount"
+        );
+        // No backslash escapes: the literal ends at the quote after the backslash.
+        assert_eq!(ts("select 'a\\' , 'secret'").1, "select ?, ?");
+        // An unterminated bracket would carry the rest (literals included): it is a `?`.
+        assert_eq!(ts("select [x from t where a = 'secret'").1, "select ?");
+        assert_eq!(ts("/* a /* nested */ still */ select 1").1, "select ?");
+    }
+
+    #[test]
     fn comments_dropped() {
         assert_eq!(pg("/* app:1 */ SELECT 1 -- trailing"), "select ?");
         assert_eq!(my("# hi\nSELECT 1"), "select ?");
@@ -626,6 +677,7 @@ mod tests {
         ] {
             let _ = fingerprint(s, Dialect::Postgres);
             let _ = fingerprint(s, Dialect::MySql);
+            let _ = fingerprint(s, Dialect::TSql);
         }
     }
 }

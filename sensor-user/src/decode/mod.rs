@@ -4,12 +4,14 @@
 //!
 //! - [`postgres`]: PostgreSQL frontend/backend protocol 3.0.
 //! - [`mysql`]: MySQL / MariaDB client/server protocol.
-//! - [`fingerprint`]: statement verb and literal-free fingerprint, shared by both.
+//! - [`tds`]: SQL Server's TDS.
+//! - [`fingerprint`]: statement verb and literal-free fingerprint, shared by all.
 
 pub mod fingerprint;
 pub mod kit;
 pub mod mysql;
 pub mod postgres;
+pub mod tds;
 
 use crate::model::{Clock, DecoderStats, Endpoint, Protocol, Purpose, Record};
 
@@ -80,6 +82,12 @@ pub enum Control {
     /// The rest of the session is encrypted with something no layer reads (PostgreSQL's
     /// GSSAPI encryption): counted, not decoded.
     Opaque,
+    /// SQL Server 7.x: TLS starts at `bytes[at..]`, its handshake wrapped in PRELOGIN packets
+    /// (MS-TDS §3.3.5.3: the TLS payload is the PRELOGIN packet's data) and the records after
+    /// it bare; the layer takes the wrapping off.
+    StartTlsInPrelogin {
+        at: usize,
+    },
     /// The protocol left TLS (SQL Server's login-only encryption): what follows the record
     /// that carried these bytes is plaintext again.
     StopTls,
@@ -112,6 +120,7 @@ const DECODERS: &[(Protocol, MakeDecoder)] = &[
     (Protocol::Mysql, |mid| {
         Box::new(mysql::MysqlDecoder::new(mid))
     }),
+    (Protocol::Mssql, |mid| Box::new(tds::TdsDecoder::new(mid))),
 ];
 
 /// Whether there is a decoder for `protocol`.

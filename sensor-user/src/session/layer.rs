@@ -11,6 +11,9 @@ pub enum Piece {
     Data { ts: u64 },
     /// Plaintext that cannot be had (a lost or unreadable record).
     Gap { ts: u64, gap: Gap },
+    /// The wire left the layer at `ts` (SQL Server's login-only encryption, seen on the wire
+    /// itself): what follows is plaintext, which [`Layer::finish`] gives back.
+    Left { ts: u64 },
     /// Nothing more of the session can be read (no keys, a suite or version without a
     /// reader, not TLS at all): the session stops decoding; the layer's report says why.
     Opaque,

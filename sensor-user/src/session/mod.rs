@@ -2,7 +2,9 @@
 //! goes through the connection's layer, when it has one, to its decoder.
 //!
 //! A decoder says where its protocol switches to TLS ([`Control::StartTls`], at an exact byte
-//! of the call) and back ([`Control::StopTls`], SQL Server's login-only encryption). From
+//! of the call; [`Control::StartTlsInPrelogin`] for SQL Server 7.x, whose handshake comes
+//! wrapped in TDS packets, see [`prelogin`]) and back ([`Control::StopTls`], SQL Server's
+//! login-only encryption, or [`Piece::Left`] when the wire shows it). From
 //! the switch on, both directions' wire bytes go to the layer [`Layers`] makes ([`tls`]: the
 //! TLS layer, reading with client key logs), and the plaintext it gives back, record by
 //! record, goes on to the same decoder instance. Without a layer, or when the layer cannot
@@ -14,6 +16,7 @@
 //! and suite.
 
 mod layer;
+mod prelogin;
 pub mod tls;
 
 #[cfg(test)]
@@ -192,13 +195,18 @@ impl<D: Decoder + ?Sized> Session<D> {
 
     /// Plaintext (or bytes before any switch) to the decoder, and what it says to do.
     fn decode(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers, dir: Dir, ts: u64, bytes: &[u8]) {
-        match self.decoder.data(cx, dir, ts, bytes) {
+        let control = self.decoder.data(cx, dir, ts, bytes);
+        match control {
             // Not in a layer: nothing to stop.
             Control::Continue | Control::StopTls => {}
-            Control::StartTls { at } => {
+            Control::StartTls { at } | Control::StartTlsInPrelogin { at } => {
                 cx.stats.tls_sessions += 1;
+                let wrapped = matches!(control, Control::StartTlsInPrelogin { .. });
                 match layers.tls() {
                     Some(mut layer) => {
+                        if wrapped {
+                            layer = Box::new(prelogin::PreloginFraming::new(layer));
+                        }
                         let rest = bytes.get(at..).unwrap_or_default();
                         if !rest.is_empty() {
                             layer.push(dir, ts, rest);
@@ -257,14 +265,20 @@ impl<D: Decoder + ?Sized> Session<D> {
                         self.decoder.gap(cx, dir, ts, gap);
                         (ts, Control::Continue)
                     }
+                    // The wire itself left TLS: as if the decoder had said so.
+                    Piece::Left { ts } => (ts, Control::StopTls),
                     Piece::Opaque => (self.ts, Control::Opaque),
                 };
                 self.plain = plain;
                 self.mark_logins(cx, mark);
                 match control {
                     // TLS inside TLS does not occur in these protocols.
-                    Control::Continue | Control::StartTls { .. } => {}
+                    Control::Continue
+                    | Control::StartTls { .. }
+                    | Control::StartTlsInPrelogin { .. } => {}
                     Control::StopTls => {
+                        // What the layer saw is reported before it goes.
+                        self.report(cx, ts, true);
                         let Some(layer) = self.layer.take() else {
                             return;
                         };

@@ -1043,7 +1043,7 @@ impl Layer for TlsLayer {
             }
         }
         self.stash[d].as_ref().map(|(p, _)| match p {
-            Piece::Data { ts } | Piece::Gap { ts, .. } => *ts,
+            Piece::Data { ts } | Piece::Gap { ts, .. } | Piece::Left { ts } => *ts,
             Piece::Opaque => 0,
         })
     }

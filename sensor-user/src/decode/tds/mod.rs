@@ -1,0 +1,317 @@
+//! SQL Server's TDS (MS-TDS 7.1 to 7.4, and 8.0) decoder.
+//!
+//! Each direction goes through a `packet::Framer` (8-byte headers, messages up to EOM, gaps,
+//! resynchronisation on headers); whole messages drive one `Conn`:
+//!
+//! - **PRELOGIN.** The client's options (version, encryption, MARS), then the server's reply
+//!   (the SQL Server version, its encryption answer). The encryption both chose decides
+//!   what follows (§2.2.6.5): nothing, TLS for the login only (both `ENCRYPT_OFF`), or TLS
+//!   for the whole session.
+//! - **TLS.** In TDS 7.x the handshake travels inside PRELOGIN packets and the records after
+//!   it go bare: the decoder says [`Control::StartTlsInPrelogin`] at the client's next
+//!   PRELOGIN packet and the session's layer unwraps them. With login-only encryption the
+//!   LOGIN7 is the one protected record: once it is read, [`Control::StopTls`] hands the
+//!   stream back in plaintext; without keys the layer sees the wire leave TLS itself and the
+//!   login's outcome (LOGINACK or error 18456) is still read in the clear, without the user.
+//!   TDS 8.0 (strict) is TLS from the first byte ([`Control::StartTls`] at 0).
+//! - **LOGIN7.** User, database, application, host and client interface; the auth method
+//!   (`sql`, `sspi`, `fedauth`). The password is obfuscated, not encrypted, and never read.
+//!   The outcome is the reply's LOGINACK (success; the server's program version), or its
+//!   ERROR (18456 and the like: failure, the error number as the code). An SSPI exchange
+//!   goes on until one of them comes.
+//! - **Requests.** SQL batches (UCS-2 text after ALL_HEADERS), RPCs (`sp_executesql`'s
+//!   statement; `sp_prepare` / `sp_prepexec` / `sp_cursorprepare` remember their statement
+//!   under the handle the reply returns, and `sp_execute` / `sp_cursorexecute` report it;
+//!   named procedures as `exec name`), ATTENTION (the cancel), transaction manager requests,
+//!   bulk load data. A client sends its next request only after the reply (§3.1: one
+//!   request at a time per session; MARS multiplexes sessions with SMP, see below), so
+//!   requests pair with replies in order; ATTENTION is paired with the reply whose DONE
+//!   carries DONE_ATTN, and the request it cancelled ends there too, if it had not.
+//! - **Replies.** One message each: DONE / DONEPROC / DONEINPROC (row counts with
+//!   DONE_COUNT, the error bits), ERROR (the first one's number is the error code), ENVCHANGE
+//!   (the database), RETURNVALUE (a prepared handle). The whole token stream is walked when
+//!   it was all captured, result rows included; a big reply keeps its first bytes and its
+//!   last ones, and its end is read from the tail (the final DONE), so it needs no full
+//!   capture. Latency: the reply's first byte and its EOM.
+//! - **MARS.** When MARS was negotiated and the client starts SMP (MC-SMP), the sessions
+//!   multiplexed inside are not decoded: the connection's bytes from there on are counted
+//!   as skipped, and what was pending is reported without an answer.
+//! - **Gaps.** A gap inside a packet is skipped (its length is known); one that may hide a
+//!   header loses framing, found again at a plausible header confirmed by the next one.
+//!   A reply whose framing was lost ends when the client sends its next request; it is
+//!   reported with `rows: None`.
+
+mod login;
+mod packet;
+mod pairing;
+mod sinks;
+mod tokens;
+mod types;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use super::kit::Login;
+use super::{Control, DecodeCtx, Decoder, Dir, Gap};
+use crate::model::Outcome;
+use packet::Framer;
+use pairing::Pending;
+use sinks::{ReqSink, RespSink};
+use std::collections::{HashMap, VecDeque};
+
+/// Payload bytes kept of a request message (SQL text is UCS-2: 32 K characters).
+const REQ_CAP: usize = 64 << 10;
+/// Payload bytes kept at the start of a reply message (tokens before the rows).
+const RESP_CAP: usize = 32 << 10;
+/// Characters of statement text kept.
+const TEXT_CAP: usize = 32 << 10;
+/// Prepared handles remembered per connection.
+const MAX_STMTS: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the PRELOGIN exchange (or a LOGIN7 without one).
+    Prelogin,
+    /// The server answered PRELOGIN: a TLS handshake or the LOGIN7 comes next.
+    AfterPrelogin,
+    /// LOGIN7 sent: waiting for LOGINACK or an error.
+    Login,
+    Command,
+    /// The login failed: the server closes the connection.
+    Dead,
+}
+
+/// What TLS the PRELOGIN exchange chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsMode {
+    None,
+    /// Only the LOGIN7 is protected.
+    LoginOnly,
+    Full,
+}
+
+/// A statement remembered under its prepared handle.
+#[derive(Clone, Debug)]
+struct Stmt {
+    verb: String,
+    fingerprint: String,
+    /// The text, kept only with redaction off.
+    query: Option<String>,
+}
+
+/// One TDS session's state: the whole connection, or one MARS session.
+struct Conn {
+    phase: Phase,
+    client_encryption: Option<u8>,
+    tls: TlsMode,
+    /// The session is in TLS now (the layer gives this decoder plaintext).
+    in_tls: bool,
+    /// TDS version from LOGIN7, then LOGINACK.
+    tds_version: Option<u32>,
+    server_version: Option<String>,
+    user: Option<String>,
+    database: Option<String>,
+    login: Option<Login>,
+    pending: VecDeque<Pending>,
+    /// The server's SPID, from its packets' headers.
+    spid: Option<u16>,
+    /// Tell the session, after this call, that TLS stops (login-only encryption).
+    stop_tls: bool,
+    /// The first client bytes are TLS (TDS 8.0 strict).
+    strict_tls: bool,
+    /// A whole client message was seen.
+    seen_request: bool,
+    /// MARS was negotiated (SMP packets may come), and SMP started: nothing more is read.
+    mars: bool,
+    smp: bool,
+    req_synced: bool,
+    resp_synced: bool,
+}
+
+/// Statements by prepared handle, shared by a connection's sessions.
+#[derive(Default)]
+struct Stmts {
+    map: HashMap<i32, Stmt>,
+}
+
+impl Stmts {
+    fn insert(&mut self, handle: i32, s: Stmt) {
+        if self.map.len() >= MAX_STMTS && !self.map.contains_key(&handle) {
+            // Bounded: a client that never unprepares starts the map over.
+            self.map.clear();
+        }
+        self.map.insert(handle, s);
+    }
+}
+
+/// One direction pair of framers and the session they feed.
+struct Stream {
+    req: Framer,
+    resp: Framer,
+    c: Conn,
+}
+
+impl Stream {
+    fn new(mid_stream: bool) -> Self {
+        Self {
+            req: Framer::new(REQ_CAP, mid_stream),
+            resp: Framer::new(RESP_CAP, mid_stream),
+            c: Conn {
+                phase: if mid_stream {
+                    Phase::Command
+                } else {
+                    Phase::Prelogin
+                },
+                client_encryption: None,
+                tls: TlsMode::None,
+                in_tls: false,
+                tds_version: None,
+                server_version: None,
+                user: None,
+                database: None,
+                login: None,
+                pending: VecDeque::new(),
+                spid: None,
+                stop_tls: false,
+                strict_tls: false,
+                seen_request: false,
+                mars: false,
+                smp: false,
+                req_synced: !mid_stream,
+                resp_synced: !mid_stream,
+            },
+        }
+    }
+
+    fn data(
+        &mut self,
+        cx: &mut DecodeCtx<'_>,
+        stmts: &mut Stmts,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+    ) -> Option<usize> {
+        match dir {
+            Dir::Request => {
+                let resp_lost = self.resp.is_lost();
+                let mut sink = ReqSink {
+                    c: &mut self.c,
+                    stmts,
+                    resp_lost,
+                };
+                self.req.data(cx, ts, bytes, &mut sink)
+            }
+            Dir::Response => {
+                let mut sink = RespSink {
+                    c: &mut self.c,
+                    stmts,
+                };
+                self.resp.data(cx, ts, bytes, &mut sink)
+            }
+        }
+    }
+
+    fn gap(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, dir: Dir, ts: u64, gap: Gap) {
+        match dir {
+            Dir::Request => {
+                let resp_lost = self.resp.is_lost();
+                let mut sink = ReqSink {
+                    c: &mut self.c,
+                    stmts,
+                    resp_lost,
+                };
+                self.req.gap(cx, ts, gap, &mut sink);
+            }
+            Dir::Response => {
+                let mut sink = RespSink {
+                    c: &mut self.c,
+                    stmts,
+                };
+                self.resp.gap(cx, ts, gap, &mut sink);
+            }
+        }
+    }
+
+    fn close(&mut self, cx: &mut DecodeCtx<'_>, ts: u64) {
+        let c = &mut self.c;
+        if matches!(c.phase, Phase::Login)
+            && let Some(l) = c.login.take()
+        {
+            // A login without an answer: the client saw the connection end, not a success.
+            l.report(cx, Outcome::Failure, None);
+        }
+        while let Some(mut q) = c.pending.pop_front() {
+            q.uncertain = true;
+            if q.bytes_response == 0 {
+                q.end_ts = q.end_ts.max(ts);
+            }
+            c.emit(cx, q);
+        }
+    }
+}
+
+pub struct TdsDecoder {
+    main: Stream,
+    stmts: Stmts,
+}
+
+impl TdsDecoder {
+    pub fn new(mid_stream: bool) -> Self {
+        Self {
+            main: Stream::new(mid_stream),
+            stmts: Stmts::default(),
+        }
+    }
+
+    /// The SQL Server version from the PRELOGIN reply or LOGINACK.
+    pub fn server_version(&self) -> Option<&str> {
+        self.main.c.server_version.as_deref()
+    }
+}
+
+impl Decoder for TdsDecoder {
+    fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts: u64, bytes: &[u8]) -> Control {
+        if self.main.c.smp {
+            cx.stats.skipped_bytes += bytes.len() as u64;
+            return Control::Continue;
+        }
+        let at = self.main.data(cx, &mut self.stmts, dir, ts, bytes);
+        let s = &mut self.main;
+        if s.c.smp {
+            s.req.stop();
+            s.resp.stop();
+            let rest = at.map_or(0, |at| bytes.len() - at);
+            cx.stats.skipped_bytes += rest as u64;
+            s.close(cx, ts);
+            return Control::Continue;
+        }
+        if let Some(at) = at {
+            s.c.in_tls = true;
+            // The layer gives back plaintext from a packet boundary on.
+            s.req.restart();
+            s.resp.restart();
+            return if std::mem::take(&mut s.c.strict_tls) {
+                Control::StartTls { at }
+            } else {
+                Control::StartTlsInPrelogin { at }
+            };
+        }
+        if std::mem::take(&mut s.c.stop_tls) {
+            s.c.in_tls = false;
+            return Control::StopTls;
+        }
+        Control::Continue
+    }
+
+    fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts: u64, gap: Gap) {
+        if self.main.c.smp {
+            return;
+        }
+        self.main.gap(cx, &mut self.stmts, dir, ts, gap);
+    }
+
+    fn close(&mut self, cx: &mut DecodeCtx<'_>, ts: u64) {
+        self.main.close(cx, ts);
+    }
+}

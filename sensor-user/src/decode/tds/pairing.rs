@@ -1,0 +1,311 @@
+//! Requests paired with their replies: each request message is queued, and each reply
+//! message answers the oldest (a client waits for a reply before its next request; only
+//! ATTENTION comes in between). The exchange is then reported.
+
+use super::packet::Msg;
+use super::wire::{self, pkt, proc_id, ucs2};
+use super::{Conn, MAX_STMTS, Phase, Stmt, Stmts, TEXT_CAP};
+use crate::decode::{
+    DecodeCtx,
+    fingerprint::{Dialect, fingerprint_cached},
+    kit::Exchange,
+};
+
+/// Requests outstanding per session: one, plus ATTENTIONs (bounded all the same).
+const MAX_PENDING: usize = 16;
+
+pub(super) struct Pending {
+    attention: bool,
+    ts_ns: u64,
+    bytes_request: u64,
+    verb: String,
+    fingerprint: String,
+    text: Option<String>,
+    prepared: bool,
+    /// `sp_prepare` and the like: the statement to remember under the handle returned.
+    remember: Option<Stmt>,
+    unprepare: Option<i32>,
+    pub(super) first_ts: Option<u64>,
+    pub(super) end_ts: u64,
+    pub(super) bytes_response: u64,
+    rows: u64,
+    counted: bool,
+    error: Option<String>,
+    /// Framing was lost inside the reply, or no reply came.
+    pub(super) uncertain: bool,
+    pub(super) lost: bool,
+}
+
+impl Pending {
+    fn new(m: &Msg<'_>, name: &str) -> Self {
+        Self {
+            attention: false,
+            ts_ns: m.start_ts,
+            bytes_request: m.wire,
+            verb: name.into(),
+            fingerprint: name.into(),
+            text: None,
+            prepared: false,
+            remember: None,
+            unprepare: None,
+            first_ts: None,
+            end_ts: m.end_ts,
+            bytes_response: 0,
+            rows: 0,
+            counted: false,
+            error: None,
+            uncertain: false,
+            lost: false,
+        }
+    }
+
+    /// Verb, fingerprint and text of a statement.
+    fn statement(&mut self, sql: &str) {
+        let (verb, fp) = fingerprint_cached(sql, Dialect::TSql);
+        if !verb.is_empty() {
+            self.verb = verb;
+        }
+        if !fp.is_empty() {
+            self.fingerprint = fp;
+        }
+        self.text = Some(sql.to_string());
+    }
+
+    fn stmt(&self, redact: bool) -> Stmt {
+        Stmt {
+            verb: self.verb.clone(),
+            fingerprint: self.fingerprint.clone(),
+            query: if redact { None } else { self.text.clone() },
+        }
+    }
+}
+
+impl Conn {
+    pub(super) fn on_request(
+        &mut self,
+        cx: &mut DecodeCtx<'_>,
+        stmts: &mut Stmts,
+        m: &Msg<'_>,
+        resp_lost: bool,
+    ) {
+        match (self.phase, m.typ) {
+            (Phase::Prelogin | Phase::AfterPrelogin, pkt::PRELOGIN) => {
+                self.on_prelogin_request(m);
+                return;
+            }
+            (Phase::Prelogin | Phase::AfterPrelogin | Phase::Login, pkt::LOGIN7) => {
+                self.on_login7(cx, m);
+                return;
+            }
+            // The rest of an SSPI or federated authentication exchange.
+            (Phase::Login, pkt::SSPI | pkt::FEDAUTH_TOKEN) => return,
+            (Phase::Dead, _) | (_, pkt::PRELOGIN | pkt::LOGIN7 | pkt::SSPI) => {
+                cx.stats.skipped_bytes += m.wire;
+                return;
+            }
+            (Phase::Prelogin | Phase::AfterPrelogin | Phase::Login, _) => {
+                // Requests come only after a login: this one's start was not seen.
+                self.phase = Phase::Command;
+                self.login = None;
+            }
+            (Phase::Command, _) => {}
+        }
+        if m.typ != pkt::ATTENTION {
+            // The client sends a request only once the last reply ended: whatever is still
+            // pending ended unseen (its reply's framing was lost, or it was never captured).
+            let _ = resp_lost;
+            while let Some(mut q) = self.pending.pop_front() {
+                q.uncertain = true;
+                self.emit(cx, q);
+            }
+        }
+        if m.status & wire::status::RESET != 0 {
+            stmts.map.clear();
+        }
+        let q = self.request(cx, stmts, m);
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            cx.stats.pending_overflow += 1;
+        }
+        self.pending.push_back(q);
+    }
+
+    /// The exchange a request message starts.
+    fn request(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, m: &Msg<'_>) -> Pending {
+        let tds72 = self.tds72();
+        let body = wire::skip_all_headers(m.head, tds72);
+        let mut q;
+        match m.typ {
+            _ if m.cut => {
+                q = Pending::new(m, "UNKNOWN");
+                q.uncertain = true;
+            }
+            pkt::SQL_BATCH => {
+                q = Pending::new(m, "SQL_BATCH");
+                let n = body.len().min(2 * TEXT_CAP) & !1;
+                q.statement(&ucs2(&body[..n]));
+            }
+            pkt::RPC => {
+                q = Pending::new(m, "RPC");
+                match wire::rpc(body, TEXT_CAP) {
+                    Some(call) => self.rpc(cx, stmts, &mut q, call),
+                    None => cx.stats.malformed += 1,
+                }
+            }
+            pkt::ATTENTION => {
+                q = Pending::new(m, "ATTENTION");
+                q.attention = true;
+            }
+            pkt::TRANSACTION_MANAGER => {
+                let (verb, name) = wire::transaction_request(body);
+                q = Pending::new(m, name);
+                q.verb = verb.into();
+            }
+            pkt::BULK_LOAD => q = Pending::new(m, "BULK_LOAD"),
+            _ => {
+                cx.stats.malformed += 1;
+                q = Pending::new(m, "UNKNOWN");
+            }
+        }
+        q
+    }
+
+    fn rpc(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, q: &mut Pending, call: wire::Rpc) {
+        use proc_id::*;
+        let Some(id) = call.id else {
+            // A named procedure: `exec [dbo].[name]`, normalised like a batch's.
+            let (_, fp) = fingerprint_cached(&format!("exec {}", call.name), Dialect::TSql);
+            q.verb = "EXEC".into();
+            q.fingerprint = fp;
+            return;
+        };
+        q.verb = call.name.to_ascii_uppercase();
+        q.fingerprint.clone_from(&call.name);
+        let stmt = call.statement.as_deref();
+        match id {
+            SP_EXECUTESQL | SP_CURSOROPEN => {
+                if let Some(sql) = stmt {
+                    q.statement(sql);
+                }
+            }
+            SP_PREPARE | SP_CURSORPREPARE => {
+                if let Some(sql) = stmt {
+                    q.statement(sql);
+                    q.remember = Some(q.stmt(cx.redact));
+                }
+                q.verb = "PREPARE".into();
+            }
+            SP_PREPEXEC | SP_CURSORPREPEXEC => {
+                if let Some(sql) = stmt {
+                    q.statement(sql);
+                    q.remember = Some(q.stmt(cx.redact));
+                }
+                q.prepared = true;
+            }
+            SP_EXECUTE | SP_CURSOREXECUTE => {
+                q.prepared = true;
+                if let Some(s) = call.handle.and_then(|h| stmts.map.get(&h)) {
+                    q.verb.clone_from(&s.verb);
+                    q.fingerprint.clone_from(&s.fingerprint);
+                    q.text.clone_from(&s.query);
+                }
+            }
+            SP_UNPREPARE => q.unprepare = call.handle,
+            _ => {}
+        }
+        if call.truncated && stmt.is_none() {
+            cx.stats.malformed += 1;
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, m: &Msg<'_>) {
+        match self.phase {
+            Phase::Prelogin => {
+                if self.on_prelogin_reply(m) {
+                    return;
+                }
+                // A mid-stream start, or a client that skipped PRELOGIN.
+                self.phase = Phase::Command;
+            }
+            Phase::AfterPrelogin | Phase::Login => {
+                self.on_login_reply(cx, m);
+                return;
+            }
+            Phase::Dead => {
+                cx.stats.skipped_bytes += m.wire;
+                return;
+            }
+            Phase::Command => {}
+        }
+        let Some(mut q) = self.pending.pop_front() else {
+            // The answer to a request we did not see.
+            cx.stats.skipped_bytes += m.wire;
+            return;
+        };
+        let reply = self.read_reply(m);
+        q.first_ts.get_or_insert(m.start_ts);
+        q.end_ts = m.end_ts;
+        q.bytes_response += m.wire;
+        q.rows = reply.rows;
+        q.counted = reply.counted;
+        if reply.last_done.is_none() {
+            // Nothing of the reply's end could be read.
+            q.uncertain = true;
+        }
+        if let Some(e) = &reply.error {
+            q.error = Some(e.number.to_string());
+        } else if reply.done_error && q.error.is_none() {
+            q.error = Some("error".into());
+        }
+        if reply.error.is_none() && !reply.done_error {
+            if let (Some(s), Some(h)) = (q.remember.take(), reply.return_int) {
+                stmts.insert(h, s);
+            }
+            if let Some(h) = q.unprepare {
+                stmts.map.remove(&h);
+            }
+        }
+        let db = reply.database.clone();
+        if reply.attention && !q.attention {
+            // Cancelled: the ATTENTION queued after it is acknowledged by the same reply.
+            q.error = Some("cancelled".into());
+            q.counted = false;
+            self.emit(cx, q);
+            if let Some(pos) = self.pending.iter().position(|p| p.attention)
+                && let Some(mut a) = self.pending.remove(pos)
+            {
+                a.first_ts = Some(m.start_ts);
+                a.end_ts = m.end_ts;
+                self.emit(cx, a);
+            }
+        } else {
+            self.emit(cx, q);
+        }
+        if let Some(db) = db {
+            self.database = Some(db);
+        }
+        debug_assert!(stmts.map.len() <= MAX_STMTS);
+    }
+
+    pub(super) fn emit(&mut self, cx: &mut DecodeCtx<'_>, q: Pending) {
+        let rows = (!q.uncertain && q.counted).then_some(q.rows);
+        let r = Exchange {
+            ts_ns: q.ts_ns,
+            first_ns: q.first_ts,
+            end_ns: q.end_ts,
+            user: self.user.clone(),
+            database: self.database.clone(),
+            verb: q.verb,
+            fingerprint: q.fingerprint,
+            text: q.text,
+            rows,
+            error_code: q.error,
+            bytes_request: q.bytes_request,
+            bytes_response: q.bytes_response,
+            prepared: q.prepared,
+            tag: None,
+        }
+        .record(cx);
+        cx.out.push(r);
+    }
+}
