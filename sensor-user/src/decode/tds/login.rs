@@ -136,6 +136,7 @@ impl Conn {
 
     /// Requests start with ALL_HEADERS from TDS 7.2 (unknown mid-stream).
     pub(super) fn tds72(&self) -> Option<bool> {
-        self.tds_version.map(|v| v >= 0x7209_0002 || v >> 24 == 0x08)
+        self.tds_version
+            .map(|v| v >= 0x7209_0002 || v >> 24 == 0x08)
     }
 }

@@ -305,7 +305,8 @@ impl Framer {
             if b.len() > room {
                 m.head_closed = true;
                 let rest = &b[room..];
-                m.tail.extend_from_slice(&rest[rest.len().saturating_sub(TAIL)..]);
+                m.tail
+                    .extend_from_slice(&rest[rest.len().saturating_sub(TAIL)..]);
             }
         } else {
             let keep = &b[b.len().saturating_sub(TAIL)..];

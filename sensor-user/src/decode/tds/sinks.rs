@@ -29,7 +29,9 @@ impl Sink for ReqSink<'_> {
                 true
             }
             // TDS 7.x: the client's PRELOGIN after the exchange carries its TLS handshake.
-            Phase::AfterPrelogin if next == pkt::PRELOGIN && c.tls != TlsMode::None && !c.in_tls => {
+            Phase::AfterPrelogin
+                if next == pkt::PRELOGIN && c.tls != TlsMode::None && !c.in_tls =>
+            {
                 true
             }
             Phase::Command if next == SMID && c.mars => {

@@ -64,8 +64,8 @@ pub(super) struct LoginAck {
 pub(super) struct Reply {
     /// The last DONE / DONEPROC / DONEINPROC status seen, and whether any token after it.
     pub(super) last_done: Option<u16>,
-    /// Rows counted by DONE tokens (DONE_COUNT), summed; DONEPROC repeats its statements'
-    /// counts and is not added.
+    /// Rows counted by DONE tokens (DONE_COUNT), summed; a DONEPROC's count only when no
+    /// statement of the procedure counted.
     pub(super) rows: u64,
     pub(super) counted: bool,
     /// Rows of result sets walked (a check on `rows`).
@@ -132,12 +132,10 @@ fn token(
                 return None;
             }
             let _cur_cmd = r.u16()?;
-            let count = if tds71 {
-                u64::from(r.u32()?)
-            } else {
-                r.u64()?
-            };
-            if status & done::COUNT != 0 && t != tok::DONEPROC {
+            let count = if tds71 { u64::from(r.u32()?) } else { r.u64()? };
+            // A procedure's statements count in their DONEINPROC; its DONEPROC repeats the
+            // last one, and counts alone only when none came before.
+            if status & done::COUNT != 0 && (t != tok::DONEPROC || !out.counted) {
                 out.rows = out.rows.saturating_add(count);
                 out.counted = true;
             }
@@ -362,7 +360,7 @@ pub(super) mod tests {
         assert_eq!(reply.error.as_ref().map(|e| e.number), Some(208));
         // From the tail alone: the error and final DONE.
         let t = tail(&m[m.len() - 100..], false).unwrap();
-        assert_eq!(t.error.map(|e| (e.number, e.class)), Some((208, 16)));
+        assert_eq!(t.error.as_ref().map(|e| (e.number, e.class)), Some((208, 16)));
         assert!(t.is_final());
     }
 }

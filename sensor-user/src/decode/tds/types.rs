@@ -87,8 +87,7 @@ impl TypeInfo {
             INT2 => Len::Fixed(2),
             INT4 | DATETIM4 | FLT4 | MONEY4 => Len::Fixed(4),
             MONEY | DATETIME | FLT8 | INT8 => Len::Fixed(8),
-            GUID | INTN | BITN | FLTN | MONEYN | DATETIMN | CHAR | VARCHAR | BINARY
-            | VARBINARY => {
+            GUID | INTN | BITN | FLTN | MONEYN | DATETIMN | CHAR | VARCHAR | BINARY | VARBINARY => {
                 r.u8()?;
                 Len::Byte
             }
@@ -259,7 +258,9 @@ mod tests {
         b.extend_from_slice(&[0x26, 4, 4, 42, 0, 0, 0]);
         b.extend_from_slice(&[0xe7, 0xff, 0xff, 9, 4, 0xd0, 0, 0x34]);
         b.extend_from_slice(&6u64.to_le_bytes());
-        b.extend_from_slice(&[2, 0, 0, 0, b'x', 0, 4, 0, 0, 0, b'y', 0, b'z', 0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[
+            2, 0, 0, 0, b'x', 0, 4, 0, 0, 0, b'y', 0, b'z', 0, 0, 0, 0, 0,
+        ]);
         let mut r = Rd::new(&b);
         let t = TypeInfo::parse(&mut r, false).unwrap();
         assert_eq!(value(&mut r, &t, 100).unwrap().text.as_deref(), Some("ab"));

@@ -81,7 +81,8 @@ impl<'a> Rd<'a> {
     }
 
     pub(super) fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     pub(super) fn u64(&mut self) -> Option<u64> {
@@ -383,8 +384,7 @@ pub(super) fn rpc(b: &[u8], max_text: usize) -> Option<Rpc> {
     if n == 0xffff {
         let id = r.u16()?;
         call.id = Some(id);
-        call.name = proc_id::name(id)
-            .map_or_else(|| format!("proc#{id}"), str::to_string);
+        call.name = proc_id::name(id).map_or_else(|| format!("proc#{id}"), str::to_string);
     } else {
         if n == 0 || n > 1024 {
             return None;

@@ -73,6 +73,7 @@ fn drain(layer: &mut TlsLayer, stats: &mut DecoderStats) -> Vec<(Dir, String)> {
         match layer.next(dir, &mut buf, stats) {
             Some(Piece::Data { .. }) => out.push((dir, String::from_utf8_lossy(&buf).into())),
             Some(Piece::Gap { .. }) => out.push((dir, "<gap>".into())),
+            Some(Piece::Left { .. }) => unreachable!("the TLS layer never sees the wire leave"),
             Some(Piece::Opaque) => {
                 out.push((dir, "<opaque>".into()));
                 return out;
