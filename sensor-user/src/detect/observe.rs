@@ -15,8 +15,10 @@ use crate::model::{FlowEnd, FlowRecord, LoginRecord, Outcome, Purpose, QueryReco
 use std::net::{IpAddr, SocketAddr};
 
 /// PostgreSQL's SQLSTATE 42601 (syntax_error), MySQL/MariaDB's 1064 (ER_PARSE_ERROR).
+/// SQLSTATE 42601, MySQL's 1064, SQL Server's 102 (incorrect syntax), 105 (unclosed
+/// quotation mark) and 156 (incorrect syntax near a keyword): what injection probes cause.
 fn is_syntax_error(code: &str) -> bool {
-    matches!(code, "42601" | "1064")
+    matches!(code, "42601" | "1064" | "102" | "105" | "156")
 }
 
 pub(super) fn client_ip(s: &str) -> Option<IpAddr> {

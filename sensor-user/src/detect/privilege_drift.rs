@@ -1,6 +1,8 @@
 //! Privilege drift: a user running a statement class it never ran while learning
 //! (`PrivilegeEscalation:RDS/AnomalousBehavior.PrivilegeDrift`), High for schema and privilege
-//! changes and file or program access, which an attacker with stolen credentials reaches for.
+//! changes and file or program access, which an attacker with stolen credentials reaches for
+//! (SQL Server's among them: `xp_cmdshell`, `sp_addsrvrolemember`, `CREATE/ALTER LOGIN`,
+//! `OPENROWSET`, `BULK INSERT`).
 
 use super::context::QueryCtx;
 use super::finding::Evidence;
@@ -97,6 +99,12 @@ pub fn statement_class(verb: &str, fingerprint: &str) -> String {
                 .any(|w| w[0] == "into" && matches!(w[1], "outfile" | "dumpfile"))
             {
                 "SELECT INTO OUTFILE".into()
+            } else if words
+                .iter()
+                .any(|w| matches!(*w, "openrowset" | "opendatasource"))
+            {
+                // T-SQL's ad hoc remote and file reads (`OPENROWSET(BULK 'c:\…')`).
+                "SELECT OPENROWSET".into()
             } else if words.iter().any(|w| {
                 matches!(
                     *w,
@@ -114,6 +122,14 @@ pub fn statement_class(verb: &str, fingerprint: &str) -> String {
             }
         }
         "LOAD" => "LOAD DATA".into(),
+        // T-SQL: a procedure call is its own class when the procedure reaches the operating
+        // system or hands out server roles; other calls are one class.
+        "EXEC" | "EXECUTE" => match words.iter().skip(1).find(|w| TSQL_PROCS.contains(w)) {
+            Some(p) => format!("EXEC {}", p.to_ascii_uppercase()),
+            None => verb,
+        },
+        // T-SQL's `BULK INSERT … FROM 'file'` reads a file on the server.
+        "BULK" => "BULK INSERT".into(),
         "SET" => {
             if words.get(1) == Some(&"role")
                 || (words.get(1) == Some(&"session") && words.get(2) == Some(&"authorization"))
@@ -126,6 +142,25 @@ pub fn statement_class(verb: &str, fingerprint: &str) -> String {
         _ => verb,
     }
 }
+
+/// SQL Server procedures that run programs, change server configuration or hand out
+/// roles and logins (GuardDuty's and the CIS benchmark's lists of what an intruder reaches
+/// for).
+const TSQL_PROCS: &[&str] = &[
+    "xp_cmdshell",
+    "sp_configure",
+    "sp_addsrvrolemember",
+    "sp_addrolemember",
+    "sp_addlogin",
+    "sp_grantlogin",
+    "sp_password",
+    "sp_oacreate",
+    "sp_oamethod",
+    "xp_regwrite",
+    "xp_dirtree",
+    "sp_execute_external_script",
+    "sp_addlinkedserver",
+];
 
 /// Whether a user's first use of a class is privilege drift: not for statements that need no
 /// privilege beyond the session's, which a dump (pg_dump, mariadb-dump) runs as a matter of
@@ -177,6 +212,24 @@ pub fn is_dangerous_class(class: &str) -> bool {
         "CREATE EXTENSION",
         "CREATE FUNCTION",
         "CREATE PROCEDURE",
+        "CREATE LOGIN",
+        "ALTER LOGIN",
+        "ALTER SERVER",
+        "BULK INSERT",
+        "SELECT OPENROWSET",
+        "EXEC XP_CMDSHELL",
+        "EXEC SP_CONFIGURE",
+        "EXEC SP_ADDSRVROLEMEMBER",
+        "EXEC SP_ADDROLEMEMBER",
+        "EXEC SP_ADDLOGIN",
+        "EXEC SP_GRANTLOGIN",
+        "EXEC SP_PASSWORD",
+        "EXEC SP_OACREATE",
+        "EXEC SP_OAMETHOD",
+        "EXEC XP_REGWRITE",
+        "EXEC XP_DIRTREE",
+        "EXEC SP_EXECUTE_EXTERNAL_SCRIPT",
+        "EXEC SP_ADDLINKEDSERVER",
     ];
     HIGH.iter()
         .any(|h| class == *h || class.starts_with(&format!("{h} ")))

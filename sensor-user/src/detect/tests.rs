@@ -1139,6 +1139,36 @@ fn statement_classes() {
     assert!(is_dangerous_class("COPY PROGRAM"));
     assert!(!is_dangerous_class("DELETE"));
     assert!(!is_dangerous_class("CREATE TEMP TABLE"));
+    // T-SQL (fingerprints as the TDS decoder makes them).
+    let tsql = |sql: &str| {
+        let (verb, fp) =
+            crate::decode::fingerprint::fingerprint(sql, crate::decode::fingerprint::Dialect::TSql);
+        statement_class(&verb, &fp)
+    };
+    assert_eq!(tsql("EXEC master..xp_cmdshell 'whoami'"), "EXEC XP_CMDSHELL");
+    assert_eq!(
+        tsql("exec sp_addsrvrolemember @loginame = N'x', @rolename = N'sysadmin'"),
+        "EXEC SP_ADDSRVROLEMEMBER"
+    );
+    assert_eq!(tsql("EXEC dbo.GetPay @id = 1"), "EXEC");
+    assert_eq!(tsql("CREATE LOGIN [evil] WITH PASSWORD = N'x'"), "CREATE LOGIN");
+    assert_eq!(tsql("ALTER LOGIN sa ENABLE"), "ALTER LOGIN");
+    assert_eq!(
+        tsql("SELECT * FROM OPENROWSET(BULK N'C:\\secrets.txt', SINGLE_CLOB) AS x"),
+        "SELECT OPENROWSET"
+    );
+    assert_eq!(tsql("BULK INSERT t FROM 'c:\\x.csv'"), "BULK INSERT");
+    for class in [
+        "EXEC XP_CMDSHELL",
+        "EXEC SP_ADDSRVROLEMEMBER",
+        "CREATE LOGIN",
+        "ALTER LOGIN",
+        "SELECT OPENROWSET",
+        "BULK INSERT",
+    ] {
+        assert!(is_dangerous_class(class), "{class}");
+    }
+    assert!(!is_dangerous_class("EXEC"));
 }
 
 #[test]
