@@ -14,9 +14,9 @@ use super::{Detector, Finding};
 use crate::model::{FlowEnd, FlowRecord, LoginRecord, Outcome, Purpose, QueryRecord};
 use std::net::{IpAddr, SocketAddr};
 
-/// PostgreSQL's SQLSTATE 42601 (syntax_error), MySQL/MariaDB's 1064 (ER_PARSE_ERROR).
-/// SQLSTATE 42601, MySQL's 1064, SQL Server's 102 (incorrect syntax), 105 (unclosed
-/// quotation mark) and 156 (incorrect syntax near a keyword): what injection probes cause.
+/// PostgreSQL's SQLSTATE 42601 (syntax_error), MySQL/MariaDB's 1064 (ER_PARSE_ERROR), SQL
+/// Server's 102 (incorrect syntax), 105 (unclosed quotation mark) and 156 (incorrect syntax
+/// near a keyword).
 fn is_syntax_error(code: &str) -> bool {
     matches!(code, "42601" | "1064" | "102" | "105" | "156")
 }
