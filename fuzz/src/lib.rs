@@ -5,7 +5,7 @@
 //!   (`Decapsulator::process`); a record it makes must parse and go through the pipeline.
 //!   Input: link-type byte, then the frame.
 //! - [`pcap`]: a whole pcap/pcapng file through the reader.
-//! - [`postgres`], [`mysql`]: one connection's byte streams through the decoder (the `Decoder`
+//! - [`postgres`], [`mysql`], [`tds`]: one connection's byte streams through the decoder (the `Decoder`
 //!   trait directly), as [`chunks`]: data either way, gaps, close.
 //! - [`tls`]: a connection's byte streams through the PostgreSQL or MySQL decoder behind the
 //!   TLS layer, which holds the key logs of the bundled TLS captures: their real sessions
@@ -207,6 +207,19 @@ pub fn mysql(data: &[u8]) {
     decoder(Protocol::Mysql, data);
 }
 
+/// Input: flags (bit 3: behind the TLS layer, which reaches the PRELOGIN unwrapping and the
+/// way back to plaintext; bits 0–2 as for the decoder targets), then chunks.
+pub fn tds(data: &[u8]) {
+    use rds_sensor::session::tls::{self, Hold, KeyStore};
+    if data.first().is_some_and(|f| f & 8 != 0) {
+        let store = KeyStore::new(64, None);
+        store.add_text(KEYS);
+        decoder_with(Protocol::Mssql, data, tls::layers(store, Hold::default()));
+    } else {
+        decoder(Protocol::Mssql, data);
+    }
+}
+
 /// The key logs recorded with the bundled TLS captures (test secrets only).
 const KEYS: &str = concat!(
     include_str!("../../pcaps/pg-tls-keys.keys"),
@@ -256,11 +269,12 @@ pub fn pipeline(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("packet", packet),
     ("pcap", pcap),
     ("postgres", postgres),
     ("mysql", mysql),
+    ("tds", tds),
     ("tls", tls),
     ("pipeline", pipeline),
 ];

@@ -16,7 +16,9 @@ use crate::{root, run};
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
-pub const TARGETS: [&str; 6] = ["packet", "pcap", "postgres", "mysql", "tls", "pipeline"];
+pub const TARGETS: [&str; 7] = [
+    "packet", "pcap", "postgres", "mysql", "tds", "tls", "pipeline",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {

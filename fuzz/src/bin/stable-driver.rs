@@ -33,7 +33,7 @@ fn fnv(b: &[u8]) -> u64 {
 }
 
 fn seed(pcaps: &Path, corpus: &Path) {
-    let dirs: Vec<PathBuf> = ["packet", "pcap", "postgres", "mysql", "pipeline", "tls"]
+    let dirs: Vec<PathBuf> = ["packet", "pcap", "postgres", "mysql", "pipeline", "tls", "tds"]
         .iter()
         .map(|t| corpus.join(t))
         .collect();
@@ -107,6 +107,15 @@ fn seed(pcaps: &Path, corpus: &Path) {
             match p {
                 proto::POSTGRES => write(&dirs[2], &mut seen, stream),
                 proto::MYSQL => write(&dirs[3], &mut seen, stream),
+                proto::MSSQL => {
+                    // Both ways: the plain decoder, and behind the TLS layer (flag bit 3).
+                    let mut behind = stream.clone();
+                    behind[0] = 8;
+                    write(&dirs[6], &mut seen, stream);
+                    write(&dirs[6], &mut seen, behind);
+                    write(&dirs[4], &mut seen, records);
+                    continue;
+                }
                 _ => {}
             }
             write(&dirs[5], &mut seen, tls_stream);

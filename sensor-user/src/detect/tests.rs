@@ -1145,13 +1145,19 @@ fn statement_classes() {
             crate::decode::fingerprint::fingerprint(sql, crate::decode::fingerprint::Dialect::TSql);
         statement_class(&verb, &fp)
     };
-    assert_eq!(tsql("EXEC master..xp_cmdshell 'whoami'"), "EXEC XP_CMDSHELL");
+    assert_eq!(
+        tsql("EXEC master..xp_cmdshell 'whoami'"),
+        "EXEC XP_CMDSHELL"
+    );
     assert_eq!(
         tsql("exec sp_addsrvrolemember @loginame = N'x', @rolename = N'sysadmin'"),
         "EXEC SP_ADDSRVROLEMEMBER"
     );
     assert_eq!(tsql("EXEC dbo.GetPay @id = 1"), "EXEC");
-    assert_eq!(tsql("CREATE LOGIN [evil] WITH PASSWORD = N'x'"), "CREATE LOGIN");
+    assert_eq!(
+        tsql("CREATE LOGIN [evil] WITH PASSWORD = N'x'"),
+        "CREATE LOGIN"
+    );
     assert_eq!(tsql("ALTER LOGIN sa ENABLE"), "ALTER LOGIN");
     assert_eq!(
         tsql("SELECT * FROM OPENROWSET(BULK N'C:\\secrets.txt', SINGLE_CLOB) AS x"),

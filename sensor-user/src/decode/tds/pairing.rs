@@ -3,6 +3,7 @@
 //! ATTENTION comes in between). The exchange is then reported.
 
 use super::packet::Msg;
+use super::tokens::{Reply, Segment};
 use super::wire::{self, pkt, proc_id, ucs2};
 use super::{Conn, MAX_STMTS, Phase, Stmt, Stmts, TEXT_CAP};
 use crate::decode::{
@@ -16,6 +17,8 @@ const MAX_PENDING: usize = 16;
 
 pub(super) struct Pending {
     attention: bool,
+    /// Calls of the same RPC message queued after this one (they share its reply).
+    batched: usize,
     ts_ns: u64,
     bytes_request: u64,
     verb: String,
@@ -40,6 +43,7 @@ impl Pending {
     fn new(m: &Msg<'_>, name: &str) -> Self {
         Self {
             attention: false,
+            batched: 0,
             ts_ns: m.start_ts,
             bytes_request: m.wire,
             verb: name.into(),
@@ -122,16 +126,17 @@ impl Conn {
         if m.status & wire::status::RESET != 0 {
             stmts.map.clear();
         }
-        let q = self.request(cx, stmts, m);
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
-            cx.stats.pending_overflow += 1;
+        for q in self.request(cx, stmts, m) {
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.pop_front();
+                cx.stats.pending_overflow += 1;
+            }
+            self.pending.push_back(q);
         }
-        self.pending.push_back(q);
     }
 
-    /// The exchange a request message starts.
-    fn request(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, m: &Msg<'_>) -> Pending {
+    /// The exchanges a request message starts: one, or one per call of a batched RPC.
+    fn request(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, m: &Msg<'_>) -> Vec<Pending> {
         let tds72 = self.tds72();
         let body = wire::skip_all_headers(m.head, tds72);
         let mut q;
@@ -146,11 +151,26 @@ impl Conn {
                 q.statement(&ucs2(&body[..n]));
             }
             pkt::RPC => {
-                q = Pending::new(m, "RPC");
-                match wire::rpc(body, TEXT_CAP) {
-                    Some(call) => self.rpc(cx, stmts, &mut q, call),
-                    None => cx.stats.malformed += 1,
+                let calls = wire::rpcs(body, TEXT_CAP);
+                if calls.is_empty() {
+                    cx.stats.malformed += 1;
+                    return vec![Pending::new(m, "RPC")];
                 }
+                let n = calls.len();
+                return calls
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, call)| {
+                        let mut q = Pending::new(m, "RPC");
+                        // The message's bytes count once, with its first call.
+                        if i > 0 {
+                            q.bytes_request = 0;
+                        }
+                        q.batched = n - 1 - i;
+                        self.rpc(cx, stmts, &mut q, call);
+                        q
+                    })
+                    .collect();
             }
             pkt::ATTENTION => {
                 q = Pending::new(m, "ATTENTION");
@@ -167,7 +187,7 @@ impl Conn {
                 q = Pending::new(m, "UNKNOWN");
             }
         }
-        q
+        vec![q]
     }
 
     fn rpc(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, q: &mut Pending, call: wire::Rpc) {
@@ -237,35 +257,87 @@ impl Conn {
             }
             Phase::Command => {}
         }
-        let Some(mut q) = self.pending.pop_front() else {
+        let Some(q) = self.pending.pop_front() else {
             // The answer to a request we did not see.
             cx.stats.skipped_bytes += m.wire;
             return;
         };
         let reply = self.read_reply(m);
+        // A batched RPC's calls share the reply: each takes its part, up to its DONEPROC.
+        let mut group = vec![q];
+        while group.last().is_some_and(|q| q.batched > 0) {
+            match self.pending.pop_front() {
+                Some(q) => group.push(q),
+                None => break,
+            }
+        }
+        let n = group.len();
+        let mut first = true;
+        for (i, mut q) in group.into_iter().enumerate() {
+            let seg = if n == 1 {
+                None
+            } else {
+                Some(reply.procs.get(i).cloned().unwrap_or_default())
+            };
+            if first {
+                q.bytes_response += m.wire;
+                first = false;
+            }
+            self.answer(cx, stmts, q, m, &reply, seg.as_ref());
+        }
+        if let Some(db) = reply.database.clone() {
+            self.database = Some(db);
+        }
+        debug_assert!(stmts.map.len() <= MAX_STMTS);
+    }
+
+    /// One exchange answered by `m` (`seg`: its part of a batched RPC's reply).
+    fn answer(
+        &mut self,
+        cx: &mut DecodeCtx<'_>,
+        stmts: &mut Stmts,
+        mut q: Pending,
+        m: &Msg<'_>,
+        reply: &Reply,
+        seg: Option<&Segment>,
+    ) {
         q.first_ts.get_or_insert(m.start_ts);
         q.end_ts = m.end_ts;
-        q.bytes_response += m.wire;
-        q.rows = reply.rows;
-        q.counted = reply.counted;
+        let (rows, counted, error, done_error, return_int) = match seg {
+            Some(s) => (
+                s.rows,
+                s.counted,
+                s.error.as_ref(),
+                s.done_error,
+                s.return_int,
+            ),
+            None => (
+                reply.rows,
+                reply.counted,
+                reply.error.as_ref(),
+                reply.done_error,
+                reply.return_int,
+            ),
+        };
+        q.rows = rows;
+        q.counted = counted;
         if reply.last_done.is_none() {
             // Nothing of the reply's end could be read.
             q.uncertain = true;
         }
-        if let Some(e) = &reply.error {
+        if let Some(e) = error {
             q.error = Some(e.number.to_string());
-        } else if reply.done_error && q.error.is_none() {
+        } else if done_error && q.error.is_none() {
             q.error = Some("error".into());
         }
-        if reply.error.is_none() && !reply.done_error {
-            if let (Some(s), Some(h)) = (q.remember.take(), reply.return_int) {
+        if error.is_none() && !done_error {
+            if let (Some(s), Some(h)) = (q.remember.take(), return_int) {
                 stmts.insert(h, s);
             }
             if let Some(h) = q.unprepare {
                 stmts.map.remove(&h);
             }
         }
-        let db = reply.database.clone();
         if reply.attention && !q.attention {
             // Cancelled: the ATTENTION queued after it is acknowledged by the same reply.
             q.error = Some("cancelled".into());
@@ -281,10 +353,6 @@ impl Conn {
         } else {
             self.emit(cx, q);
         }
-        if let Some(db) = db {
-            self.database = Some(db);
-        }
-        debug_assert!(stmts.map.len() <= MAX_STMTS);
     }
 
     pub(super) fn emit(&mut self, cx: &mut DecodeCtx<'_>, q: Pending) {

@@ -75,7 +75,7 @@ pub(crate) fn login7(user: &str, password: &str, app: &str, db: &str) -> Vec<u8>
         if f == password {
             // Obfuscation (§2.2.6.4): nibbles swapped, then XOR 0xA5.
             for x in &mut b {
-                *x = ((*x << 4) | (*x >> 4)) ^ 0xa5;
+                *x = x.rotate_right(4) ^ 0xa5;
             }
         }
         table.extend_from_slice(&(off as u16).to_le_bytes());
@@ -549,7 +549,7 @@ fn gaps_resync_and_every_byte_is_safe() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            if seed % 7 == 0 {
+            if seed.is_multiple_of(7) {
                 *x = seed as u8;
             }
         }
@@ -583,4 +583,52 @@ fn mid_stream_start_finds_requests_and_replies() {
         .map(|q| (q.fingerprint.clone(), q.rows))
         .collect();
     assert!(q.contains(&("select ?".into(), Some(4))), "{q:?}");
+}
+
+#[test]
+fn batched_rpc_calls_each_get_their_part_of_the_reply() {
+    let mut h = harness();
+    let mut t = 0;
+    login(&mut h, &mut t);
+    // Two named calls in one RPC message, separated by the 7.2 batch flag.
+    let mut v = all_headers();
+    for (i, name) in ["p_one", "p_two"].iter().enumerate() {
+        if i > 0 {
+            v.push(0xff);
+        }
+        v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        v.extend(u(name));
+        v.extend_from_slice(&0u16.to_le_bytes());
+        v.extend(int_param(Some(5), false));
+    }
+    h.data(Rq, 10_000, &msg(0x03, &v));
+    let mut r = rows_reply(3);
+    r.truncate(r.len() - 13);
+    r.extend(done_token(0xff, 0x11, 3));
+    r.extend(done_token(0xfe, 0x01, 0));
+    r.extend(error_token(547, 0, 16, "conflict"));
+    r.extend(done_token(0xff, 0x02, 0));
+    r.extend(done_token(0xfe, 0x02, 0));
+    h.data(Rs, 12_000, &reply(&r));
+    h.close(20_000);
+    let run = h.finish();
+    let q: Vec<_> = run
+        .queries()
+        .iter()
+        .map(|q| {
+            (
+                q.fingerprint.clone(),
+                q.rows,
+                q.error_code.clone(),
+                q.latency_us,
+            )
+        })
+        .collect();
+    assert_eq!(
+        q,
+        vec![
+            ("exec p_one".into(), Some(3), None, 2),
+            ("exec p_two".into(), None, Some("547".into()), 2),
+        ]
+    );
 }

@@ -83,6 +83,19 @@ pub(super) struct Reply {
     pub(super) return_int: Option<i32>,
     /// The walk reached the end of what it was given.
     pub(super) complete: bool,
+    /// Per RPC call of a batched RPC message: what came up to each DONEPROC.
+    pub(super) procs: Vec<Segment>,
+    current: Segment,
+}
+
+/// What one procedure's part of a reply said (up to its DONEPROC).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Segment {
+    pub(super) rows: u64,
+    pub(super) counted: bool,
+    pub(super) error: Option<ServerError>,
+    pub(super) done_error: bool,
+    pub(super) return_int: Option<i32>,
 }
 
 #[cfg(test)]
@@ -135,12 +148,19 @@ fn token(
             let count = if tds71 { u64::from(r.u32()?) } else { r.u64()? };
             // A procedure's statements count in their DONEINPROC; its DONEPROC repeats the
             // last one, and counts alone only when none came before.
-            if status & done::COUNT != 0 && (t != tok::DONEPROC || !out.counted) {
+            let seg = &mut out.current;
+            if status & done::COUNT != 0 && (t != tok::DONEPROC || !seg.counted) {
+                seg.rows = seg.rows.saturating_add(count);
+                seg.counted = true;
                 out.rows = out.rows.saturating_add(count);
                 out.counted = true;
             }
             if status & (done::ERROR | done::SRVERROR) != 0 {
                 out.done_error = true;
+                seg.done_error = true;
+            }
+            if t == tok::DONEPROC && out.procs.len() < super::wire::MAX_CALLS {
+                out.procs.push(std::mem::take(&mut out.current));
             }
             if status & done::ATTN != 0 {
                 out.attention = true;
@@ -167,12 +187,14 @@ fn token(
             if !matches!(e.left(), 2 | 4) {
                 return None;
             }
-            if t == tok::ERROR && out.error.is_none() {
-                out.error = Some(ServerError {
+            if t == tok::ERROR {
+                let e = ServerError {
                     number,
                     state,
                     class,
-                });
+                };
+                out.current.error.get_or_insert_with(|| e.clone());
+                out.error.get_or_insert(e);
             }
         }
         tok::LOGINACK => {
@@ -225,6 +247,9 @@ fn token(
             let v = types::value(r, &ti, 0)?;
             if out.return_int.is_none() {
                 out.return_int = v.int;
+            }
+            if out.current.return_int.is_none() {
+                out.current.return_int = v.int;
             }
         }
         tok::COLMETADATA if rows_too => {
@@ -360,7 +385,10 @@ pub(super) mod tests {
         assert_eq!(reply.error.as_ref().map(|e| e.number), Some(208));
         // From the tail alone: the error and final DONE.
         let t = tail(&m[m.len() - 100..], false).unwrap();
-        assert_eq!(t.error.as_ref().map(|e| (e.number, e.class)), Some((208, 16)));
+        assert_eq!(
+            t.error.as_ref().map(|e| (e.number, e.class)),
+            Some((208, 16))
+        );
         assert!(t.is_final());
     }
 }

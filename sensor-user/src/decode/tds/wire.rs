@@ -204,7 +204,7 @@ const LOGIN7_FIXED: usize = 94;
 pub(super) fn login7(b: &[u8]) -> Option<Login7> {
     let mut r = Rd::new(b);
     let len = r.u32()? as usize;
-    if len < 36 + 9 * 4 || len > 128 * 1024 {
+    if !(36 + 9 * 4..=128 * 1024).contains(&len) {
         return None;
     }
     let tds_version = r.u32()?;
@@ -375,10 +375,31 @@ fn roles(id: u16) -> (Option<usize>, Option<usize>) {
     }
 }
 
-/// The first RPC of an RPC request message (after ALL_HEADERS); `max_text`: characters kept
-/// of a statement.
-pub(super) fn rpc(b: &[u8], max_text: usize) -> Option<Rpc> {
+/// Calls one RPC message carries at most (the rest are counted in the last).
+pub(super) const MAX_CALLS: usize = 64;
+
+/// The RPC calls of an RPC request message (after ALL_HEADERS): a client may batch several,
+/// separated by a batch flag (0xFF from TDS 7.2, 0x80 before; 0xFE: no-exec). `max_text`:
+/// characters kept of a statement. Empty when even the first is unreadable.
+pub(super) fn rpcs(b: &[u8], max_text: usize) -> Vec<Rpc> {
     let mut r = Rd::new(b);
+    let mut calls = Vec::new();
+    while calls.len() < MAX_CALLS {
+        let Some(call) = rpc(&mut r, max_text) else {
+            break;
+        };
+        let walked = !call.truncated;
+        calls.push(call);
+        // The next call follows its separator, once every parameter was walked.
+        if !walked || !matches!(r.u8(), Some(0xff | 0x80 | 0xfe)) {
+            break;
+        }
+    }
+    calls
+}
+
+/// One RPC call; the reader is left after its last parameter (`truncated`: not reached).
+fn rpc(r: &mut Rd<'_>, max_text: usize) -> Option<Rpc> {
     let n = r.u16()?;
     let mut call = Rpc::default();
     if n == 0xffff {
@@ -394,12 +415,9 @@ pub(super) fn rpc(b: &[u8], max_text: usize) -> Option<Rpc> {
     }
     let _options = r.u16()?;
     let (stmt_at, handle_at) = call.id.map_or((None, None), roles);
-    let last = stmt_at.max(handle_at);
-    let Some(last) = last else {
-        return Some(call);
-    };
-    for i in 0..=last {
-        let Some(param) = param(&mut r, max_text) else {
+    let mut i = 0;
+    while r.left() > 0 && !matches!(r.b.get(r.pos), Some(0xff | 0x80 | 0xfe)) {
+        let Some(param) = param(r, max_text) else {
             call.truncated = true;
             break;
         };
@@ -408,6 +426,7 @@ pub(super) fn rpc(b: &[u8], max_text: usize) -> Option<Rpc> {
         } else if Some(i) == handle_at {
             call.handle = param.int;
         }
+        i += 1;
     }
     Some(call)
 }
