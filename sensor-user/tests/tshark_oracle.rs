@@ -203,6 +203,21 @@ fn oracle_mysql_tls() {
     run("mysql-tls.pcap");
 }
 
+/// SQL Server 2000 (TDS 7.1): PRELOGIN, a LOGIN7, a batch with a result set (public capture,
+/// see pcaps/public/README.md).
+#[test]
+fn oracle_tds_login_sql2000() {
+    run("public/tds-login-sql2000.pcap");
+}
+
+/// TDS 7.2+ RPCs (sp_prepexec, sp_execute, two sp_execute calls batched in one message,
+/// sp_executesql, named procedures; an 8000-byte packet continued), batches, and requests
+/// whose reply the capture does not hold (public capture).
+#[test]
+fn oracle_tds_rpc_requests() {
+    run("public/tds-rpc-requests.pcap");
+}
+
 /// A capture added to `pcaps/` must get an oracle test (or a reason not to).
 #[test]
 fn every_bundled_capture_is_checked() {
@@ -220,12 +235,16 @@ fn every_bundled_capture_is_checked() {
         "mysql-tls-keys.pcap",
         // tshark cannot reassemble cut frames: see truncated_capture_reports_only_true_figures.
         "pg-queries-trunc128.pcap",
+        "public/tds-login-sql2000.pcap",
+        "public/tds-rpc-requests.pcap",
     ];
     let mut missing = Vec::new();
-    for e in std::fs::read_dir(pcaps_dir()).unwrap() {
-        let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        if (n.ends_with(".pcap") || n.ends_with(".pcapng")) && !covered.contains(&n.as_str()) {
-            missing.push(n);
+    for dir in ["", "public/"] {
+        for e in std::fs::read_dir(pcaps_dir().join(dir)).unwrap() {
+            let n = format!("{dir}{}", e.unwrap().file_name().to_string_lossy());
+            if (n.ends_with(".pcap") || n.ends_with(".pcapng")) && !covered.contains(&n.as_str()) {
+                missing.push(n);
+            }
         }
     }
     assert!(

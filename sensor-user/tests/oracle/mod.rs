@@ -63,6 +63,7 @@ use std::sync::{Arc, Mutex};
 
 pub const PG_PORT: u16 = 5432;
 pub const MY_PORT: u16 = 3306;
+pub const MS_PORT: u16 = 1433;
 
 // ---------------------------------------------------------------------------------------------
 // tshark
@@ -95,7 +96,7 @@ pub fn tshark_json_with(pcap: &Path, keylog: Option<&Path>) -> Vec<Value> {
             "json",
             "--no-duplicate-keys",
             "-J",
-            "frame ip ipv6 tcp tls pgsql mysql",
+            "frame ip ipv6 tcp tls pgsql mysql tds",
         ])
         .output()
         .expect("running tshark (cargo xtask test installs it)");
@@ -296,9 +297,9 @@ pub fn connections_with(pcap: &Path, keylog: Option<&Path>) -> BTreeMap<u64, Con
             continue;
         };
         let (sp, dp) = (sp as u16, dp as u16);
-        let server_port = if [PG_PORT, MY_PORT].contains(&dp) {
+        let server_port = if [PG_PORT, MY_PORT, MS_PORT].contains(&dp) {
             dp
-        } else if [PG_PORT, MY_PORT].contains(&sp) {
+        } else if [PG_PORT, MY_PORT, MS_PORT].contains(&sp) {
             sp
         } else {
             continue;
@@ -382,10 +383,10 @@ pub fn connections_with(pcap: &Path, keylog: Option<&Path>) -> BTreeMap<u64, Con
         if len > 0 {
             d.segs.push((no, ts, seq, len));
         }
-        let key = if server_port == PG_PORT {
-            "pgsql"
-        } else {
-            "mysql"
+        let key = match server_port {
+            PG_PORT => "pgsql",
+            MS_PORT => "tds",
+            _ => "mysql",
         };
         if let Some(m) = l.get(key) {
             for x in as_list(m) {
@@ -423,6 +424,10 @@ pub fn connections_with(pcap: &Path, keylog: Option<&Path>) -> BTreeMap<u64, Con
 
 /// Wire length of a message as tshark decoded it.
 fn wire_len(v: &Value, server_port: u16) -> Option<u64> {
+    if server_port == MS_PORT {
+        // A TDS packet: its length counts its 8-byte header.
+        return num(v, "tds.length");
+    }
     if server_port == PG_PORT {
         let len = num(v, "pgsql.length")?;
         let typ = first(v, "pgsql.type").unwrap_or_default();
@@ -555,6 +560,9 @@ pub struct ExpQuery {
     pub prepared: bool,
     /// For messages: what the request was.
     pub what: String,
+    /// No answer is in the capture (it ends first): latencies are not checked, and there
+    /// must be no first byte.
+    pub unanswered: bool,
 }
 
 impl ExpQuery {
@@ -635,10 +643,10 @@ pub fn expectations_of(conns: &BTreeMap<u64, Conn>) -> Expected {
             ));
             continue;
         }
-        if c.server_port == PG_PORT {
-            pg_conn(c, &mut e);
-        } else {
-            my_conn(c, &mut e);
+        match c.server_port {
+            PG_PORT => pg_conn(c, &mut e),
+            MS_PORT => tds_conn(c, &mut e),
+            _ => my_conn(c, &mut e),
         }
     }
     if e.first_ns == u64::MAX {
@@ -994,6 +1002,7 @@ fn pg_conn(c: &Conn, e: &mut Expected) {
                     text: text.clone(),
                     verb: verb.clone(),
                     prepared: false,
+                    unanswered: false,
                     what: format!(
                         "{} (frame {}) `{}`",
                         m.pg_type(),
@@ -1055,6 +1064,7 @@ fn pg_conn(c: &Conn, e: &mut Expected) {
                         text: text.clone(),
                         verb: text.as_deref().and_then(first_word),
                         prepared: true,
+                        unanswered: false,
                         what: format!(
                             "Execute (frame {}) `{}`",
                             em.frame,
@@ -1313,6 +1323,7 @@ fn my_conn(c: &Conn, e: &mut Expected) {
             text: text.clone(),
             verb,
             prepared: matches!(cmd, COM_STMT_EXECUTE),
+            unanswered: false,
             what,
         };
         if cmd == COM_QUIT {
@@ -1353,6 +1364,212 @@ fn my_conn(c: &Conn, e: &mut Expected) {
     }
     if ri < resps.len() {
         problem(e, format!("{} responses for {ri} commands", resps.len()));
+    }
+}
+
+/// A TDS message: its packets (EOM ends it), as tshark showed them.
+struct TdsMsg<'a> {
+    typ: u64,
+    start_ns: u64,
+    end_ns: u64,
+    /// Where tshark put the reassembled message: the last packet.
+    last: &'a Msg,
+    frame: u64,
+}
+
+fn tds_messages(packets: &[Msg]) -> Vec<TdsMsg<'_>> {
+    let mut out = Vec::new();
+    let mut start: Option<u64> = None;
+    for p in packets {
+        let s = *start.get_or_insert(p.start_ns);
+        if p.n("tds.status").unwrap_or(0) & 1 != 0 {
+            out.push(TdsMsg {
+                typ: p.n("tds.type").unwrap_or(0),
+                start_ns: s,
+                end_ns: p.end_ns,
+                last: p,
+                frame: p.frame,
+            });
+            start = None;
+        }
+    }
+    out
+}
+
+/// What tshark shows of a reply's DONE tokens: the rows DONE and DONEINPROC counted (a
+/// DONEPROC's only when nothing before it counted), and per procedure of a batched RPC. tshark
+/// groups tokens by kind, so their order is lost: per procedure only when each has exactly
+/// one counting DONEINPROC (paired in order) or none has any (its DONEPROC's count);
+/// otherwise per-procedure rows are not known (empty).
+fn tds_reply_rows(m: &Msg) -> (Option<u64>, Vec<Option<u64>>) {
+    let counted = |t: &Value, kind: &str| -> Option<u64> {
+        let st = num(t, &format!("tds.{kind}.status"))?;
+        (st & 0x10 != 0)
+            .then(|| num(t, &format!("tds.{kind}.donerowcount64")).or(num(t, &format!("tds.{kind}.donerowcount"))))
+            .flatten()
+    };
+    let mut total = None::<u64>;
+    for kind in ["done", "doneinproc"] {
+        for t in m.v.get(format!("tds.{kind}")).map(as_list).unwrap_or_default() {
+            if let Some(n) = counted(t, kind) {
+                total = Some(total.unwrap_or(0) + n);
+            }
+        }
+    }
+    let procs: Vec<Option<u64>> = m
+        .v
+        .get("tds.doneproc")
+        .map(as_list)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| counted(t, "doneproc"))
+        .collect();
+    let inproc: Vec<u64> = m
+        .v
+        .get("tds.doneinproc")
+        .map(as_list)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| counted(t, "doneinproc"))
+        .collect();
+    if total.is_none() {
+        total = procs.iter().flatten().copied().reduce(|a, b| a + b);
+    }
+    let per_proc = if inproc.is_empty() {
+        procs
+    } else if inproc.len() == procs.len() && m.v.get("tds.done").is_none() {
+        inproc.into_iter().map(Some).collect()
+    } else {
+        Vec::new()
+    };
+    (total, per_proc)
+}
+
+/// The first ERROR token's number in a reply.
+fn tds_error(m: &Msg) -> Option<String> {
+    m.v.get("tds.error").and_then(|e| first(e, "tds.error.number"))
+}
+
+fn tds_conn(c: &Conn, e: &mut Expected) {
+    let key = (c.client.clone(), c.server.clone());
+    let cm = tds_messages(&c.msgs[0]);
+    let sm = tds_messages(&c.msgs[1]);
+    let problem = |e: &mut Expected, p: String| {
+        e.problems
+            .push(format!("{} -> {} (stream {}): {p}", key.0, key.1, c.stream))
+    };
+    let mut ci = 0;
+    let mut si = 0;
+    // PRELOGIN and its reply.
+    if cm.first().is_some_and(|m| m.typ == 18) {
+        ci = 1;
+        si = 1;
+    }
+    // LOGIN7 and the reply that decides it.
+    if let Some(l) = cm.get(ci).filter(|m| m.typ == 16) {
+        ci += 1;
+        let Some(r) = sm.get(si) else { return };
+        si += 1;
+        let success = r.last.v.get("tds.loginack").is_some();
+        e.logins.push(ExpLogin {
+            client: key.0.clone(),
+            server: key.1.clone(),
+            ts_ns: l.start_ns,
+            user: l.last.f("tds.7login.username"),
+            database: l
+                .last
+                .f("tds.7login.databasename")
+                .filter(|d| !d.is_empty()),
+            success,
+            error: tds_error(r.last),
+            auth_method: Some("sql".into()),
+        });
+        if !success {
+            return;
+        }
+    }
+    let requests = &cm[ci..];
+    let replies = &sm[si..];
+    if replies.len() > requests.len() {
+        problem(
+            e,
+            format!("{} replies for {} requests", replies.len(), requests.len()),
+        );
+        return;
+    }
+    for (i, m) in requests.iter().enumerate() {
+        let reply = replies.get(i);
+        let base = ExpQuery {
+            client: key.0.clone(),
+            server: key.1.clone(),
+            ts_ns: m.start_ns,
+            first_ns: reply.map(|r| r.start_ns),
+            end_ns: reply.map_or(m.end_ns, |r| r.end_ns),
+            error: reply.and_then(|r| tds_error(r.last)),
+            rows: reply.is_none().then_some(None),
+            text: None,
+            verb: None,
+            prepared: false,
+            unanswered: reply.is_none(),
+            what: String::new(),
+        };
+        match m.typ {
+            1 => {
+                let text = m.last.f("tds.query");
+                let mut q = base;
+                q.verb = text.as_deref().and_then(first_word);
+                q.what = format!(
+                    "SQL batch (frame {}) `{}`",
+                    m.frame,
+                    short(text.as_deref().unwrap_or(""))
+                );
+                if let Some(r) = reply {
+                    q.rows = Some(tds_reply_rows(r.last).0);
+                }
+                q.text = text;
+                e.queries.push(q);
+            }
+            3 => {
+                // One query per call of a batched RPC (tshark lists them in order).
+                let rpc = m.last.v.get("tds.rpc");
+                let ids: Vec<String> = rpc.map(|r| all(r, "tds.rpc.proc_id")).unwrap_or_default();
+                let names: Vec<String> = rpc.map(|r| all(r, "tds.rpc.name")).unwrap_or_default();
+                let calls = ids.len() + names.len();
+                let (_, procs) = reply.map(|r| tds_reply_rows(r.last)).unwrap_or_default();
+                for k in 0..calls.max(1) {
+                    let mut q = base.clone();
+                    let id = ids.get(k).and_then(|x| parse_num(x));
+                    let name = if ids.is_empty() { names.get(k).cloned() } else { None };
+                    q.prepared = matches!(id, Some(4 | 5 | 12 | 13));
+                    if name.is_some() && !name.as_deref().is_some_and(|n| n.ends_with("sp_executesql")) {
+                        q.verb = Some("EXEC".into());
+                    }
+                    if calls > 1 {
+                        q.rows = reply.and_then(|_| procs.get(k).copied());
+                        // Each call's error: only the whole message's is known.
+                        q.error = None;
+                    } else if let Some(r) = reply {
+                        q.rows = Some(tds_reply_rows(r.last).0);
+                    }
+                    q.what = format!(
+                        "RPC call {} of {} (frame {}) {}",
+                        k + 1,
+                        calls.max(1),
+                        m.frame,
+                        name.clone()
+                            .or(id.map(|i| format!("proc id {i}")))
+                            .unwrap_or_else(|| "(tshark could not read it)".into())
+                    );
+                    e.queries.push(q);
+                }
+            }
+            14 => {
+                let mut q = base;
+                q.what = format!("transaction manager request (frame {})", m.frame);
+                e.queries.push(q);
+            }
+            t => problem(e, format!("frame {}: a request of type {t}", m.frame)),
+        }
     }
 }
 
@@ -1620,7 +1837,14 @@ pub fn compare(name: &str, exp: &Expected, run: &SensorRun) -> Vec<String> {
 
 fn check_query(conn: &str, e: &ExpQuery, r: &QueryRecord, base: u64, fails: &mut Vec<String>) {
     let mut d = Vec::new();
-    if !close(r.latency_us, e.latency_us()) {
+    if e.unanswered {
+        if r.latency_first_byte_us.is_some() || r.rows.is_some() {
+            d.push(format!(
+                "no answer was captured, yet first byte {:?}µs, rows {:?}",
+                r.latency_first_byte_us, r.rows
+            ));
+        }
+    } else if !close(r.latency_us, e.latency_us()) {
         d.push(format!(
             "latency_us {}, expected {}",
             r.latency_us,
@@ -1628,6 +1852,7 @@ fn check_query(conn: &str, e: &ExpQuery, r: &QueryRecord, base: u64, fails: &mut
         ));
     }
     match (r.latency_first_byte_us, e.first_byte_us()) {
+        _ if e.unanswered => {}
         (Some(a), Some(b)) if close(a, b) => {}
         (None, None) => {}
         (a, b) => d.push(format!("latency_first_byte_us {a:?}, expected {b:?}")),

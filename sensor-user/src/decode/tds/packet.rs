@@ -84,6 +84,9 @@ pub(super) struct Framer {
     msg: Option<Build>,
     lost: bool,
     window: Vec<u8>,
+    /// When the window's bytes arrived: (offset just past a delivery, its time), so bytes
+    /// parsed again keep their own times (a message's start is its first byte's).
+    window_ts: Vec<(usize, u64)>,
     /// Framing has been had once (a mid-stream start's first find is no resync).
     synced: bool,
     /// The boundary's next byte was shown to the sink.
@@ -103,6 +106,7 @@ impl Framer {
             msg: None,
             lost: mid_stream,
             window: Vec::new(),
+            window_ts: Vec::new(),
             synced: !mid_stream,
             asked: false,
             resumed: false,
@@ -119,6 +123,7 @@ impl Framer {
         self.stopped = true;
         self.msg = None;
         self.window = Vec::new();
+        self.window_ts = Vec::new();
     }
 
     /// Starts again at the next byte, in sync (a layer gave back plaintext that starts at a
@@ -139,13 +144,13 @@ impl Framer {
             return None;
         }
         if self.lost {
-            self.window.extend_from_slice(bytes);
+            self.keep(bytes, ts);
         } else {
             match self.run(cx, ts, bytes, sink, true) {
                 Run::Done => return None,
                 Run::Stop(at) => return Some(at),
                 // The rest of `bytes` went to the window.
-                Run::Lost => {}
+                Run::Lost => self.window_ts.push((self.window.len(), ts)),
             }
         }
         // Lost: look for a header in the window; what follows it is parsed again (and may
@@ -154,24 +159,59 @@ impl Framer {
             let Some(p) = self.find(sink) else {
                 if self.window.len() > WINDOW {
                     let cut = self.window.len() - WINDOW / 2;
-                    self.window.drain(..cut);
+                    self.drop_window(cut);
                     sink.unframed(cx, cut as u64, ts);
                 }
                 return None;
             };
             sink.unframed(cx, p as u64, ts);
-            let mut replay = std::mem::take(&mut self.window);
-            replay.drain(..p);
+            self.drop_window(p);
+            let replay = std::mem::take(&mut self.window);
+            let times = std::mem::take(&mut self.window_ts);
             self.lost = false;
             let first = !self.synced;
             self.synced = true;
             self.resumed = true;
             sink.resynced(cx, first);
-            match self.run(cx, ts, &replay, sink, false) {
-                Run::Done | Run::Stop(_) => return None,
-                Run::Lost => {}
+            // Each delivery's bytes again, at their own time; a loss of framing puts the
+            // rest (this delivery's and the later ones') back into the window.
+            let mut from = 0;
+            let mut lost = false;
+            for (end, t) in times {
+                let chunk = &replay[from..end.min(replay.len())];
+                from = end.min(replay.len());
+                if lost {
+                    self.keep(chunk, t);
+                    continue;
+                }
+                match self.run(cx, t, chunk, sink, false) {
+                    Run::Done | Run::Stop(_) => {}
+                    Run::Lost => {
+                        lost = true;
+                        // `run` put the rest of this chunk in the window: date it.
+                        self.window_ts.push((self.window.len(), t));
+                    }
+                }
+            }
+            if !lost {
+                return None;
             }
         }
+    }
+
+    /// Keeps bytes received while lost, with their time.
+    fn keep(&mut self, bytes: &[u8], ts: u64) {
+        self.window.extend_from_slice(bytes);
+        self.window_ts.push((self.window.len(), ts));
+    }
+
+    /// Drops the window's first `n` bytes.
+    fn drop_window(&mut self, n: usize) {
+        self.window.drain(..n);
+        self.window_ts.retain_mut(|(end, _)| {
+            *end = end.saturating_sub(n);
+            *end > 0
+        });
     }
 
     /// Parses `bytes` in sync. On a loss of framing, the bytes not yet parsed go to the
@@ -231,6 +271,7 @@ impl Framer {
         if self.lost {
             let held = self.window.len() as u64;
             self.window.clear();
+            self.window_ts.clear();
             sink.unframed(cx, n + held, ts);
             return;
         }
@@ -334,6 +375,7 @@ impl Framer {
         self.remaining = 0;
         self.asked = false;
         self.window.clear();
+        self.window_ts.clear();
     }
 
     /// While lost: where in the window a plausible header starts, confirmed by the header

@@ -15,8 +15,9 @@ pub(super) mod done {
     pub const COUNT: u16 = 0x10;
     pub const ATTN: u16 = 0x20;
     pub const SRVERROR: u16 = 0x100;
-    /// Every bit the protocol defines (INXACT 0x04 included).
-    pub const VALID: u16 = 0x137;
+    /// Every bit the protocol defines: with INXACT 0x04, PROC 0x08 (in replies older
+    /// servers send), EVENT 0x40 and RPCINBATCH 0x80 (a batched RPC's calls but the last).
+    pub const VALID: u16 = 0x1ff;
 }
 
 mod tok {
