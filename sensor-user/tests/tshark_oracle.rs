@@ -218,6 +218,11 @@ fn oracle_tds_rpc_requests() {
     run("public/tds-rpc-requests.pcap");
 }
 
+#[test]
+fn oracle_tds_clients() {
+    run("tds-clients.pcap");
+}
+
 /// A capture added to `pcaps/` must get an oracle test (or a reason not to).
 #[test]
 fn every_bundled_capture_is_checked() {
@@ -260,7 +265,7 @@ fn oracle_agrees_with_the_readme_facts() {
     let e = expectations(&pcap("pg-extended.pcap"));
     assert!(e.problems.is_empty(), "{:?}", e.problems);
     // 42 Execute, none failed: 42 extended-protocol queries, each with its Parse text.
-    let ext: Vec<_> = e.queries.iter().filter(|q| q.prepared).collect();
+    let ext: Vec<_> = e.queries.iter().filter(|q| q.prepared == Some(true)).collect();
     assert_eq!(ext.len(), 42);
     assert!(ext.iter().all(|q| q.text.is_some() && q.error.is_none()));
     // The pipeline client: 9 Executes answered in 3 chunks; Executes of one chunk share the
@@ -301,7 +306,7 @@ fn oracle_agrees_with_the_readme_facts() {
 
     let e = expectations(&pcap("mysql-prepared.pcap"));
     assert!(e.problems.is_empty(), "{:?}", e.problems);
-    let exec: Vec<_> = e.queries.iter().filter(|q| q.prepared).collect();
+    let exec: Vec<_> = e.queries.iter().filter(|q| q.prepared == Some(true)).collect();
     assert_eq!(exec.len(), 6);
     assert!(exec.iter().all(|q| q.text.is_some()));
     let errs: Vec<_> = e.queries.iter().filter_map(|q| q.error.clone()).collect();

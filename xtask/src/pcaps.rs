@@ -7,6 +7,8 @@
 //! `pcaps/README.md` and a tshark check of every fact the README states.
 //! `--only tls` records the TLS captures that come with their TLS key logs (pg8000 and PyMySQL
 //! clients writing NSS key log files), copied beside them.
+//! `--only tds` records SQL Server (TDS) sessions of real clients (FreeTDS `tsql`, pytds) against a
+//! small listener that plays the server side (`pcaps/tds.rs`): no SQL Server runs here.
 //! Every piece of state is owned by a guard (see `crate::netlab`), so errors clean up too.
 //! The lab network, process plumbing and server start-up are shared with `cargo xtask scenarios`
 //! (`crate::netlab`, `crate::dbserver`, `crate::pcapfmt`).
@@ -14,6 +16,7 @@
 mod facts;
 mod my;
 mod pg;
+mod tds;
 mod tlskeys;
 
 use crate::dbserver::{MY_PORT, PG_PORT};
@@ -52,7 +55,7 @@ pub static LAB: NetSpec = NetSpec {
 };
 
 /// What tcpdump records.
-const CAPTURE_FILTER: &str = "tcp port 5432 or tcp port 3306";
+const CAPTURE_FILTER: &str = "tcp port 5432 or tcp port 3306 or tcp port 1433";
 
 /// Password of every test user.
 pub const PASSWORD: &str = "Sup3r-Secret-Pw!";
@@ -61,6 +64,8 @@ pub const CANARY: &str = "canary-literal-4242";
 /// VXLAN network identifiers (mirror sessions) of the PostgreSQL and MySQL files.
 pub const VNI_PG: u32 = 7341;
 pub const VNI_MYSQL: u32 = 7342;
+/// VXLAN network identifier of the SQL Server (TDS) files.
+pub const VNI_TDS: u32 = 7343;
 /// The mirror target: outer destination of every VXLAN packet.
 pub const MIRROR_TARGET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 /// Inner frames of the truncated variant are cut to this many bytes (mirror PacketLength).
@@ -92,6 +97,9 @@ pub enum Proto {
     Mysql,
     /// TLS captures of both protocols recorded with TLS key logs (`*-tls-keys.pcap` + `.keys`)
     Tls,
+    /// SQL Server (TDS) captures: real FreeTDS and pytds clients, the server side played by a
+    /// listener built from MS-TDS (`tds-*.pcap`, `tds-tls-login.keys`)
+    Tds,
 }
 
 /// How a committed file is derived from a raw capture.
@@ -111,7 +119,7 @@ pub struct OutFile {
     /// The `--only` group that records it.
     pub proto: Proto,
     pub form: Form,
-    /// VXLAN network identifier of the mirror session ([`VNI_PG`] or [`VNI_MYSQL`]).
+    /// VXLAN network identifier of the mirror session ([`VNI_PG`], [`VNI_MYSQL`] or [`VNI_TDS`]).
     pub vni: u32,
     /// The TLS key log (NSS key log format) the scenario writes as `<raw dir>/<keys>`, copied
     /// beside the capture under the same name.
@@ -215,6 +223,22 @@ pub const OUTPUTS: &[OutFile] = &[
         vni: VNI_MYSQL,
         keys: Some("mysql-tls-keys.keys"),
     },
+    OutFile {
+        name: "tds-clients.pcap",
+        raw: "tds-clients",
+        proto: Proto::Tds,
+        form: Form::Vxlan,
+        vni: VNI_TDS,
+        keys: None,
+    },
+    OutFile {
+        name: "tds-tls-login.pcap",
+        raw: "tds-tls-login",
+        proto: Proto::Tds,
+        form: Form::Vxlan,
+        vni: VNI_TDS,
+        keys: Some("tds-tls-login.keys"),
+    },
 ];
 
 /// Self-signed certificate shared by both servers.
@@ -266,7 +290,7 @@ pub fn eni_for_client(client: IpAddr) -> Ipv4Addr {
     }
 }
 
-fn preflight(want_pg: bool, want_my: bool, want_tls: bool) -> Result<()> {
+fn preflight(want_pg: bool, want_my: bool, want_tls: bool, want_tds: bool) -> Result<()> {
     netlab::require_root()?;
     for (tool, pkg) in [
         ("ip", "iproute2"),
@@ -310,6 +334,19 @@ fn preflight(want_pg: bool, want_my: bool, want_tls: bool) -> Result<()> {
         if !matches!(ok, Ok(true)) {
             bail!(
                 "step `preflight`: the TLS key-log captures need {PYTHON} with pg8000 and PyMySQL; `apt-get install -y python3-pymysql python3-pip && {PYTHON} -m pip install --break-system-packages pg8000`"
+            );
+        }
+    }
+    if want_tds {
+        require_tool("tsql", "freetds-bin")?;
+        // pytds needs pyOpenSSL (python3-openssl) for its TLS.
+        let ok = Command::new(PYTHON)
+            .args(["-c", "import ssl, pytds, OpenSSL"])
+            .status()
+            .map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            bail!(
+                "step `preflight`: the TDS captures need {PYTHON} with pytds and pyOpenSSL; `apt-get install -y python3-openssl python3-pip && {PYTHON} -m pip install --break-system-packages python-tds`"
             );
         }
     }
@@ -359,7 +396,7 @@ fn convert(raw_dir: &Path, out_dir: &Path, f: &OutFile) -> Result<()> {
     let mirror = |truncate| pcapfmt::Mirror {
         vni,
         target: MIRROR_TARGET,
-        server_ports: &[PG_PORT, MY_PORT],
+        server_ports: &[PG_PORT, MY_PORT, tds::TDS_PORT],
         eni_for_client,
         truncate,
     };
@@ -397,11 +434,12 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
     let want_pg = args.only.is_none_or(|p| p == Proto::Pg);
     let want_my = args.only.is_none_or(|p| p == Proto::Mysql);
     let want_tls = args.only.is_none_or(|p| p == Proto::Tls);
+    let want_tds = args.only.is_none_or(|p| p == Proto::Tds);
     let out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| crate::root().join("pcaps"));
-    preflight(want_pg, want_my, want_tls)?;
+    preflight(want_pg, want_my, want_tls, want_tds)?;
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let mut tmp = TempDir::fresh(std::env::temp_dir().join("rds-sensor-pcaps"))?;
@@ -442,6 +480,14 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
                 })?;
             }
             my.stop();
+        }
+        if want_tds {
+            record(&net, &raw_dir, "tds-clients", || {
+                tds::clients(&net, &tmp.path, &tls)
+            })?;
+            record(&net, &raw_dir, "tds-tls-login", || {
+                tds::tls_login(&net, &raw_dir, &tmp.path, &tls)
+            })?;
         }
         say("removing network namespaces");
     }

@@ -37,6 +37,9 @@ pub struct Session<D: Decoder + ?Sized = dyn Decoder> {
     decoder: Box<D>,
     /// When the last bytes or gap arrived (the time of a report the layer makes unasked).
     ts: u64,
+    /// The version and suite of a layer the protocol left (SQL Server's login-only
+    /// encryption): the login answered after it was made inside it.
+    left: Option<(String, String)>,
 }
 
 impl<D: Decoder + ?Sized> Session<D> {
@@ -47,6 +50,7 @@ impl<D: Decoder + ?Sized> Session<D> {
             plain: Vec::new(),
             decoder,
             ts: 0,
+            left: None,
         }
     }
 
@@ -167,11 +171,17 @@ impl<D: Decoder + ?Sized> Session<D> {
     }
 
     /// Login records from `mark` on ran inside the layer: they carry its version and suite.
+    /// After the protocol left the layer, those its decoder marks as made inside TLS do.
     fn mark_logins(&self, cx: &mut DecodeCtx<'_>, mark: usize) {
-        let Some(layer) = &self.layer else { return };
-        let negotiated = layer.negotiated();
+        let (negotiated, all) = match (&self.layer, &self.left) {
+            (Some(layer), _) => (layer.negotiated(), true),
+            (None, Some(left)) => (Some(left.clone()), false),
+            (None, None) => return,
+        };
         for r in &mut cx.out[mark..] {
-            if let Record::Login(l) = r {
+            if let Record::Login(l) = r
+                && (all || l.tls)
+            {
                 l.tls = true;
                 if let Some((version, suite)) = &negotiated {
                     l.tls_version = Some(version.clone());
@@ -195,7 +205,11 @@ impl<D: Decoder + ?Sized> Session<D> {
 
     /// Plaintext (or bytes before any switch) to the decoder, and what it says to do.
     fn decode(&mut self, cx: &mut DecodeCtx<'_>, layers: &Layers, dir: Dir, ts: u64, bytes: &[u8]) {
+        let mark = cx.out.len();
         let control = self.decoder.data(cx, dir, ts, bytes);
+        if self.left.is_some() {
+            self.mark_logins(cx, mark);
+        }
         match control {
             // Not in a layer: nothing to stop.
             Control::Continue | Control::StopTls => {}
@@ -282,6 +296,7 @@ impl<D: Decoder + ?Sized> Session<D> {
                         let Some(layer) = self.layer.take() else {
                             return;
                         };
+                        self.left = layer.negotiated();
                         let [request, response] = layer.finish();
                         for (d, rest) in [(Dir::Request, request), (Dir::Response, response)] {
                             if !rest.is_empty() {

@@ -6,8 +6,8 @@
 //! [`PreloginFraming`] sits in front of the TLS layer: at each boundary of each direction
 //! the first byte says what comes (0x12: a wrapped packet, whose header it takes off; 20 to
 //! 23: a bare TLS record; anything else: a TDS packet in the clear — the wire left TLS). It
-//! holds what comes after the client left TLS (bounded), and once the layer has given all
-//! it can of what came before, it tells the session ([`Piece::Left`]), which then hands the
+//! holds what comes after the wire left TLS (bounded), and once the layer has given all it
+//! can of what came before, it tells the session ([`Piece::Left`]), which then hands the
 //! held plaintext to the decoder — so a login-only session without keys still has its
 //! queries decoded. A decoder that read the LOGIN7 says [`crate::decode::Control::StopTls`]
 //! first.
@@ -64,6 +64,9 @@ pub struct PreloginFraming {
     sides: [Side; 2],
     stash: [Option<(Piece, Vec<u8>)>; 2],
     left_given: bool,
+    /// Bare TLS records per side. With login-only encryption the client sends one (the
+    /// LOGIN7) and the server none; more means the whole session is TLS.
+    bare: [u32; 2],
 }
 
 fn idx(dir: Dir) -> usize {
@@ -80,18 +83,26 @@ impl PreloginFraming {
             sides: Default::default(),
             stash: [None, None],
             left_given: false,
+            bare: [0, 0],
         }
     }
 
-    /// The client left TLS, and the layer has nothing more it can give before that (or
-    /// too much plaintext waits on it).
+    /// When the wire left TLS (either side: the server answers the login in the clear
+    /// before the client sends more).
+    fn plain_since(&self) -> Option<u64> {
+        match (self.sides[0].plain_ts, self.sides[1].plain_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The wire left TLS, and the layer has nothing more it can give before that (or too
+    /// much plaintext waits on it).
     fn left(&self) -> Option<u64> {
-        let s = &self.sides[0];
-        let ts = s.plain_ts?;
+        let ts = self.plain_since()?;
         (self.inner.waiting_until().is_none()
-            || s.plain.len() > MAX_HELD
-            || self.sides[1].plain.len() > MAX_HELD)
-            .then_some(ts)
+            || self.sides.iter().any(|s| s.plain.len() > MAX_HELD))
+        .then_some(ts)
     }
 }
 
@@ -110,7 +121,10 @@ impl Layer for PreloginFraming {
                 Unit::Boundary => {
                     s.unit = match wire[i] {
                         PRELOGIN => Unit::WrappedHeader,
-                        20..=23 => Unit::RecordHeader,
+                        20..=23 => {
+                            self.bare[d] = self.bare[d].saturating_add(1);
+                            Unit::RecordHeader
+                        }
                         _ => Unit::Plain,
                     };
                 }
@@ -184,15 +198,17 @@ impl Layer for PreloginFraming {
         if self.stash[d].is_none() {
             let mut buf = Vec::new();
             match self.inner.next(dir, &mut buf, stats) {
-                Some(Piece::Opaque) if self.sides[0].plain_ts.is_some() => {
-                    let ts = self.sides[0].plain_ts.unwrap_or(0);
+                // The layer gave up (no keys), but the wire left TLS: the rest is readable.
+                Some(Piece::Opaque) if self.plain_since().is_some() => {
+                    let ts = self.plain_since().unwrap_or(0);
                     self.stash[d] = Some((Piece::Left { ts }, buf));
                 }
+                // Gave up (no keys) before the wire showed whether TLS goes on past the
+                // login: wait for the next unit.
+                Some(Piece::Opaque) if self.bare[0] <= 1 && self.bare[1] == 0 => {}
                 Some(p) => self.stash[d] = Some((p, buf)),
                 None => {
-                    if dir == Dir::Request
-                        && let Some(ts) = self.left()
-                    {
+                    if let Some(ts) = self.left() {
                         self.stash[d] = Some((Piece::Left { ts }, buf));
                     }
                 }

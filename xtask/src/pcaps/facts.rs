@@ -4,7 +4,8 @@
 //! exact shell command, and `verify` runs the same query after recording, so the README cannot
 //! drift from the files.
 
-use super::{CANARY, MIRROR_TARGET, OUTPUTS, PASSWORD, TRUNCATE_TO, VNI_MYSQL, VNI_PG};
+use super::tds::{TDS_PASSWORD, TDS_WRONG_PASSWORD};
+use super::{CANARY, MIRROR_TARGET, OUTPUTS, PASSWORD, TRUNCATE_TO, VNI_MYSQL, VNI_PG, VNI_TDS};
 use super::{Form, OutFile};
 use crate::pcapfmt::OUTER_LEN;
 use anyhow::{Context, Result, bail};
@@ -747,6 +748,159 @@ pub const FACTS: &[Fact] = &[
         "mysql.row.text",
         Count("item-200", 2)
     ),
+    // ---- tds-clients (sessions are tcp.stream 0..2, in order; the server side is the xtask listener)
+    fact!(
+        "tds-clients.pcap",
+        "Three sessions; each PRELOGIN offers ENCRYPT_NOT_SUP (2) and the listener's answer says the same.",
+        "tds.prelogin.option.encryption",
+        "tds.prelogin.option.encryption",
+        Values(&["2", "2", "2", "2", "2", "2"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "Three LOGIN7s, readable: user names ...",
+        "tds.type == 16",
+        "tds.7login.username",
+        Values(&["u_freetds", "u_pytds", "u_pytds"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "... and client library names (FreeTDS's tsql says TSQL).",
+        "tds.type == 16",
+        "tds.7login.appname",
+        Values(&["TSQL", "pytds", "pytds"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "Client messages in order (18 PRELOGIN, 16 LOGIN7, 1 SQL batch, 14 transaction manager request, 3 RPC, 6 attention): tsql's two batches; pytds's begin transaction, sp_executesql, attention, sp_prepare, sp_execute, attention, commit; the failed login.",
+        "tds.type != 4",
+        "tds.type",
+        Values(&[
+            "18", "16", "1", "1", "18", "16", "14", "3", "6", "3", "3", "6", "14", "18", "16"
+        ])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "Two SQL batches, both from tsql (session 0) ...",
+        "tds.type == 1",
+        "tcp.stream",
+        Values(&["0", "0"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "... the SELECT holding the canary literal ...",
+        "tds.query contains \"canary-literal-4242\"",
+        Frames(1)
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "... and the UPDATE.",
+        "tds.query contains \"UPDATE items SET price = price + 1 WHERE id = 1\"",
+        Frames(1)
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "The RPCs call procedures by id (ProcIDSwitch 0xffff): sp_executesql (10) ...",
+        "tds.type == 3 && tcp.payload contains ff:ff:0a:00",
+        "tcp.stream",
+        Values(&["1"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "... sp_prepare (11) ...",
+        "tds.type == 3 && tcp.payload contains ff:ff:0b:00",
+        "tcp.stream",
+        Values(&["1"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "... and sp_execute (12).",
+        "tds.type == 3 && tcp.payload contains ff:ff:0c:00",
+        "tcp.stream",
+        Values(&["1"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "The canary literal is also an NVARCHAR parameter (UTF-16LE) of the sp_executesql RPC.",
+        "tds.type == 3 && tcp.payload contains 63:00:61:00:6e:00:61:00:72:00:79:00:2d:00:6c:00:69:00:74:00:65:00:72:00:61:00:6c:00:2d:00:34:00:32:00:34:00:32:00",
+        Frames(1)
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "One ERROR token (0xaa, 90 bytes: Login failed for user 'u_pytds'.), number 18456, state 1, class 14: the listener's answer to the wrong password, session 2.",
+        "tds.type == 4 && tcp.payload contains aa:5a:00:18:48:00:00:01:0e",
+        "tcp.stream",
+        Values(&["2"])
+    ),
+    fact!(
+        "tds-clients.pcap",
+        "15 answers (type 4) from the listener: one per client message, attentions included.",
+        "tds",
+        "tds.type",
+        Count("4", 15)
+    ),
+    // ---- tds-tls-login (sessions are tcp.stream 0..2, in order; the server side is the xtask listener)
+    fact!(
+        "tds-tls-login.pcap",
+        "PRELOGIN encryption, request and answer per session: 0 (ENCRYPT_OFF, login-only) in sessions 0 (tsql) and 1 (pytds), 1 (ENCRYPT_ON) in session 2 (tsql).",
+        "tds.prelogin.option.encryption",
+        "tds.prelogin.option.encryption",
+        Values(&["0", "0", "0", "0", "1", "1"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "Each session's TLS ClientHello travels inside a TDS PRELOGIN packet (type 18) ...",
+        "tds.type == 18 && tls.handshake.type == 1",
+        "tcp.stream",
+        Values(&["0", "1", "2"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "... so do the server's handshake records (ServerHello ... ServerHelloDone, then ChangeCipherSpec + Finished): two PRELOGIN packets from the listener per session, after its PRELOGIN answer (type 4).",
+        "tds.type == 18 && ip.src == 198.51.100.10",
+        "tcp.stream",
+        Values(&["0", "0", "1", "1", "2", "2"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "The LOGIN7s are TLS application data, not readable: no user name in the clear.",
+        "tds.type == 16 || tds.7login.username",
+        Frames(0)
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "After the login-only TLS, the SQL batches of session 0 are in the clear ...",
+        "tds.type == 1",
+        "tcp.stream",
+        Values(&["0", "0"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "... the canary SELECT among them (session 2 runs the same batches, encrypted) ...",
+        "tds.query contains \"canary-literal-4242\"",
+        "tcp.stream",
+        Values(&["0"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "... and so are pytds's requests in session 1: begin transaction, sp_executesql, attention, sp_prepare, sp_execute, attention, commit.",
+        "tcp.stream == 1 && tds.type != 4 && tds.type != 18",
+        "tds.type",
+        Values(&["14", "3", "6", "3", "3", "6", "14"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "The listener's LOGINACK (program name `Microsoft SQL Server`, UTF-16LE) is in the clear in the two login-only sessions.",
+        "tds.type == 4 && tcp.payload contains 4d:00:69:00:63:00:72:00:6f:00:73:00:6f:00:66:00:74:00:20:00:53:00:51:00:4c:00",
+        "tcp.stream",
+        Values(&["0", "1"])
+    ),
+    fact!(
+        "tds-tls-login.pcap",
+        "Session 2 (full encryption): after the handshake only TLS application data records, no TDS header in the clear.",
+        "tcp.stream == 2 && tls.record.content_type == 23",
+        SomeFrames
+    ),
 ];
 
 /// Facts every file of a form shares: encapsulation and correct inner checksums.
@@ -988,6 +1142,46 @@ fn describe(file: &str) -> &'static str {
             LIMIT 3`, `SELECT COUNT(*) FROM items`, `SELECT * FROM no_such_table` (1146), `SELECT id, name, price FROM items \
             ORDER BY id LIMIT 200`, COM_QUIT. The keys of both sessions are in the key log."
         }
+        "tds-clients.pcap" => {
+            "SQL Server TDS 7.4, everything in the clear. The CLIENT bytes are real: FreeTDS 1.3.17 `tsql` (Debian \
+            freetds-bin) and pytds 1.17.1 (PyPI python-tds) on python3. The SERVER side is not SQL Server: it is the xtask \
+            listener (`xtask/src/pcaps/tds.rs`, python3) built from MS-TDS, which answers PRELOGIN with VERSION 16.0.4000 and \
+            ENCRYPTION 0x02 (ENCRYPT_NOT_SUP); LOGIN7 with ENVCHANGE database, INFO 5701, ENVCHANGE collation and packet size, \
+            LOGINACK (`Microsoft SQL Server` 16.0.4000), DONE for the password `Pa55-canary-tds`, or ERROR 18456 state 1 class 14 \
+            `Login failed for user '<u>'.` + DONE (DONE_ERROR) otherwise; a SELECT batch with COLMETADATA (one INT column \
+            `value`), three ROWs and DONE (DONE_COUNT, 3), any other batch with DONE (DONE_COUNT, 1); an RPC with, for \
+            sp_prepare/sp_prepexec, RETURNVALUE (INT handle 1), for sp_execute and any RPC whose text holds SELECT the same \
+            three-row result closed by DONEINPROC (DONE_MORE|DONE_COUNT), then RETURNSTATUS 0 and DONEPROC; a transaction \
+            manager request with ENVCHANGE begin/commit/rollback + DONE; an attention with DONE (DONE_ATTN). Its answers are \
+            canned, not computed. Session 0 from 198.51.100.20: tsql (`encryption = off`, which sends ENCRYPT_NOT_SUP; \
+            `tds version = 7.4`) as u_freetds into appdb, running `SELECT id, name FROM items WHERE name <> \
+            'canary-literal-4242'` and `UPDATE items SET price = price + 1 WHERE id = 1`, one batch each. Session 1 from \
+            198.51.100.21: pytds (no cafile, so ENCRYPT_NOT_SUP; autocommit off) as u_pytds into appdb: TM_BEGIN_XACT, \
+            `cursor.execute('SELECT id FROM items WHERE name <> %s AND id < %s', (canary, 10))` (sp_executesql RPC with \
+            NVARCHAR and INT parameters), `callproc(SP_PREPARE, (output int, '@p1 int', 'SELECT id FROM items WHERE id = \
+            @p1', 1))`, `callproc(SP_EXECUTE, (handle, 7))`, commit (TM_COMMIT_XACT); before the sp_prepare and the commit \
+            pytds cancels the result it left unread (DONEINPROC with DONE_MORE) with an ATTENTION. Session 2 from \
+            198.51.100.22: pytds as u_pytds with the wrong password `Wr0ng-canary-tds`: 18456. tshark 4.0 dissects the client \
+            messages (PRELOGIN, LOGIN7, SQL batch) but not the token streams of the answers, nor RPC fields; facts about \
+            those use the bytes (`tcp.payload contains`)."
+        }
+        "tds-tls-login.pcap" => {
+            "SQL Server TDS 7.4 with TLS inside the PRELOGIN exchange (MS-TDS 3.3.5.3). The CLIENT bytes are real \
+            (FreeTDS 1.3.17 `tsql`, GnuTLS; pytds 1.17.1 with pyOpenSSL); the SERVER side is the xtask listener (see \
+            tds-clients.pcap) set to ENCRYPT_OFF: it answers a client's ENCRYPT_OFF with ENCRYPT_OFF (login-only encryption) \
+            and ENCRYPT_ON with ENCRYPT_ON, then runs a real TLS server handshake (python3 `ssl`, `MemoryBIO`, TLS 1.2 at \
+            most as SQL Server with TDS 7.x; self-signed P-256 certificate CN=db.rds-sensor.test) whose records travel in TDS \
+            PRELOGIN packets (type 18) both ways. The client's LOGIN7 then comes as a bare TLS application-data record; with \
+            login-only encryption everything after it is plaintext TDS again (the LOGINACK too), with full encryption every \
+            packet after the handshake is a bare TLS record. Session 0 from 198.51.100.20: tsql with `encryption = request` \
+            (ENCRYPT_OFF), u_freetds, the same two batches as in tds-clients.pcap. Session 1 from 198.51.100.21: pytds with a \
+            cafile and `enc_login_only=True` (ENCRYPT_OFF), u_pytds, the same requests as in tds-clients.pcap. Session 2 from \
+            198.51.100.22: tsql with `encryption = require` (ENCRYPT_ON), u_freetds, the same two batches, all encrypted. All \
+            three negotiate TLS 1.2 ECDHE-ECDSA-AES256-GCM-SHA384. tds-tls-login.keys holds the listener's NSS key log \
+            (`SSLContext.keylog_filename`): one CLIENT_RANDOM line per session, matching the three ClientHellos. tshark 4.0.17 \
+            hands the client's PRELOGIN-wrapped handshake records to its TLS dissector but not the server's, so it never \
+            sees the ServerHello and cannot decrypt the LOGIN7s even with the key log: no fact here uses the key log."
+        }
         _ => "",
     }
 }
@@ -1006,7 +1200,8 @@ pub fn readme(previous: Option<&str>) -> String {
         r#"# pcaps: real PostgreSQL and MariaDB sessions, as AWS VPC Traffic Mirroring delivers them
 
 Generated by `cargo xtask pcaps` (`xtask/src/pcaps.rs`); do not edit by hand, re-run it (as root, on Debian 12 with
-postgresql-15, mariadb-server, mariadb-client, libdbd-mariadb-perl, python3, tcpdump, openssl; tshark for the final check).
+postgresql-15, mariadb-server, mariadb-client, libdbd-mariadb-perl, python3, tcpdump, openssl, and for the TDS captures
+freetds-bin, python3-openssl and python-tds; tshark for the final check).
 A re-run records new sessions: timestamps, ports, salts, nonces and random pgbench parameters change, but every fact
 listed below holds, and the run checks each of them with tshark and fails if one does not.
 
@@ -1019,7 +1214,8 @@ listed below holds, and the run checks each of them with tshark and fails if one
 - PostgreSQL 15 on port 5432 and MariaDB 10.11 on port 3306 (Debian 12 packages), private data dirs, real
   authentication, TLS with a self-signed P-256 certificate (CN=db.rds-sensor.test).
 - Real clients (psql, pgbench, mariadb, mariadb-admin, Perl DBD::MariaDB, a python3 raw-socket client that pipelines) in the client namespace while
-  `tcpdump -i <client veth> 'tcp port 5432 or tcp port 3306'` runs there. Only those two ports are captured.
+  `tcpdump -i <client veth> 'tcp port 5432 or tcp port 3306 or tcp port 1433'` runs there. Only those ports are captured
+  (1433: the SQL Server captures, see below).
 - Inner IPv4 header and TCP checksums are recomputed (a veth leaves checksum-offloaded TCP checksums unfilled; a NIC,
   and so a mirror session, carries correct ones).
 
@@ -1032,7 +1228,7 @@ Each captured frame, unchanged, is the payload of a {OUTER_LEN}-byte outer heade
 | Ethernet | dst 06:1a:2b:3c:4d:05 (mirror target), src 06:1a:2b:3c:4d:01, type IPv4 |
 | IPv4 | src = the ENI of the mirrored client: 198.51.100.N and its IPv6 twin -> 192.0.2.N (198.51.100.20 and 2001:db8:100::20 -> 192.0.2.20, .21 -> 192.0.2.21, .22 -> 192.0.2.22); dst = mirror target {MIRROR_TARGET}; TTL 64, DF clear, ID = frame index, header checksum set |
 | UDP | dst port 4789; src port 49152 + FNV-1a(inner src IP, dst IP, protocol, src port, dst port) mod 16384, so it differs per flow and per direction; checksum 0 |
-| VXLAN | flags 0x08 (I), VNI {VNI_PG} for `pg-*` files, {VNI_MYSQL} for `mysql-*` files |
+| VXLAN | flags 0x08 (I), VNI {VNI_PG} for `pg-*` files, {VNI_MYSQL} for `mysql-*` files, {VNI_TDS} for `tds-*` files |
 
 Timestamps are those tcpdump recorded (microsecond pcap, linktype Ethernet). Both directions of every flow are
 present (the mirror source is the client's ENI).
@@ -1077,10 +1273,25 @@ These two captures are recorded by `cargo xtask pcaps --only tls` (and by the de
 of each server), which also needs pg8000 (`python3 -m pip install --break-system-packages pg8000`) and
 python3-pymysql.
 
+## SQL Server (TDS) captures: real clients, a stand-in server
+
+No SQL Server runs on Debian, so `tds-clients.pcap` and `tds-tls-login.pcap` record real clients, FreeTDS `tsql`
+(Debian freetds-bin) and pytds (PyPI python-tds, with python3-openssl for its TLS), talking to a small listener that
+plays the server side: `xtask/src/pcaps/tds.rs`, python3, built from MS-TDS. Their CLIENT bytes (PRELOGIN, the
+TLS handshake inside PRELOGIN, LOGIN7, SQL batches, RPCs, transaction manager requests, attentions) are ground
+truth; their SERVER bytes are the listener's: well-formed MS-TDS with canned answers, not SQL Server's output. The
+listener accepts any user whose password is `{TDS_PASSWORD}` and refuses others with error 18456; the wrong
+password of the failed login is `{TDS_WRONG_PASSWORD}`. Both passwords are canaries: the sensor must never print
+them (the LOGIN7 password is only obfuscated, so both are recoverable from tds-clients.pcap), nor the canary
+literal, which is in a batch and an RPC parameter. Port 1433, client addresses as above. `tds-tls-login.keys` is
+the listener's key log (see its entry). These captures are recorded by `cargo xtask pcaps --only tds` (and by the
+default run), which also needs freetds-bin, python3-openssl and python-tds (`python3 -m pip install
+--break-system-packages python-tds`).
+
 ## Files and facts
 
-Every command runs from the repository root. tshark decodes VXLAN on UDP 4789, `pgsql` on 5432 and `mysql` on 3306
-by default. With `-T fields`, several messages in one frame give comma-separated values, hence `tr ',' '\n'`.
+Every command runs from the repository root. tshark decodes VXLAN on UDP 4789, `pgsql` on 5432, `mysql` on 3306
+and `tds` on 1433 by default. With `-T fields`, several messages in one frame give comma-separated values, hence `tr ',' '\n'`.
 "#
     );
     for f in OUTPUTS {
