@@ -218,6 +218,9 @@ fn oracle_tds_rpc_requests() {
     run("public/tds-rpc-requests.pcap");
 }
 
+/// Real clients (FreeTDS tsql, pytds) against the xtask listener: PRELOGIN, LOGIN7 at TDS
+/// 7.4, batches, sp_executesql / sp_prepare / sp_execute, transaction manager requests,
+/// ATTENTION, a failed login (18456).
 #[test]
 fn oracle_tds_clients() {
     run("tds-clients.pcap");
@@ -240,6 +243,9 @@ fn every_bundled_capture_is_checked() {
         "mysql-tls-keys.pcap",
         // tshark cannot reassemble cut frames: see truncated_capture_reports_only_true_figures.
         "pg-queries-trunc128.pcap",
+        "tds-clients.pcap",
+        // tshark cannot decrypt the TDS-wrapped handshake: see tests/tds_sessions.rs.
+        "tds-tls-login.pcap",
         "public/tds-login-sql2000.pcap",
         "public/tds-rpc-requests.pcap",
     ];

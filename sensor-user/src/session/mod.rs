@@ -216,11 +216,20 @@ impl<D: Decoder + ?Sized> Session<D> {
             Control::StartTls { at } | Control::StartTlsInPrelogin { at } => {
                 cx.stats.tls_sessions += 1;
                 let wrapped = matches!(control, Control::StartTlsInPrelogin { .. });
-                match layers.tls() {
+                // SQL Server's TLS may end after the login: its framing is followed even
+                // when nothing can read the TLS.
+                let layer = match (layers.tls(), wrapped) {
+                    (Some(l), false) => Some(l),
+                    (Some(l), true) => {
+                        Some(Box::new(prelogin::PreloginFraming::new(l)) as Box<dyn Layer>)
+                    }
+                    (None, true) => Some(Box::new(prelogin::PreloginFraming::new(Box::new(
+                        prelogin::Unread,
+                    ))) as Box<dyn Layer>),
+                    (None, false) => None,
+                };
+                match layer {
                     Some(mut layer) => {
-                        if wrapped {
-                            layer = Box::new(prelogin::PreloginFraming::new(layer));
-                        }
                         let rest = bytes.get(at..).unwrap_or_default();
                         if !rest.is_empty() {
                             layer.push(dir, ts, rest);

@@ -270,3 +270,21 @@ impl Layer for PreloginFraming {
         self.inner.report(closing, stats)
     }
 }
+
+/// The inner layer when there is no TLS reader at all (no key logs configured): it reads
+/// nothing, so SQL Server's login-only sessions still come back to plaintext after the login.
+pub struct Unread;
+
+impl Layer for Unread {
+    fn push(&mut self, _dir: Dir, _ts: u64, _wire: &[u8]) {}
+    fn gap(&mut self, _dir: Dir, _ts: u64, _gap: Gap) {}
+    fn next_ts(&mut self, _dir: Dir, _stats: &mut DecoderStats) -> Option<u64> {
+        Some(0)
+    }
+    fn next(&mut self, _dir: Dir, _out: &mut Vec<u8>, _stats: &mut DecoderStats) -> Option<Piece> {
+        Some(Piece::Opaque)
+    }
+    fn finish(self: Box<Self>) -> [Vec<u8>; 2] {
+        [Vec::new(), Vec::new()]
+    }
+}
