@@ -18,6 +18,25 @@ use std::{
 const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
 const PASSWORD: &str = "Sup3r-Secret-Pw!";
 const CANARY: &str = "canary-literal-4242";
+/// SQL Server's LOGIN7 passwords in tds-clients.pcap and tds-tls-login.pcap (obfuscated on the
+/// wire, not encrypted) and the wrong one of the failed login.
+const TDS_PASSWORDS: [&str; 2] = ["Pa55-canary-tds", "Wr0ng-canary-tds"];
+
+/// Every secret the outputs are searched for.
+fn secrets() -> Vec<&'static str> {
+    [PASSWORD, CANARY].into_iter().chain(TDS_PASSWORDS).collect()
+}
+
+/// UTF-16LE, as SQL Server's protocol carries text.
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// LOGIN7's password obfuscation (MS-TDS §2.2.6.4): each byte's nibbles swapped, then XOR
+/// 0xA5 — reversible, so the obfuscated form is a secret too.
+fn tds_obfuscated(s: &str) -> Vec<u8> {
+    utf16(s).iter().map(|b| b.rotate_right(4) ^ 0xa5).collect()
+}
 
 fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -37,20 +56,24 @@ fn base64(data: &[u8]) -> String {
 /// alignments it could have inside a longer encoded buffer (only the characters that depend on
 /// the secret's bytes alone).
 fn forms(secret: &str) -> Vec<String> {
-    let b = secret.as_bytes();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let mut v = vec![secret.to_string(), hex.clone(), hex.to_uppercase()];
-    for skip in 0..3 {
-        let tail = &b[skip..];
-        let whole = tail.len() / 3 * 3;
-        v.push(base64(&tail[..whole]));
+    let mut v = vec![secret.to_string()];
+    // The bytes as UTF-8, as UTF-16LE (TDS), and as LOGIN7 obfuscates them.
+    for b in [secret.as_bytes().to_vec(), utf16(secret), tds_obfuscated(secret)] {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        v.push(hex.clone());
+        v.push(hex.to_uppercase());
+        for skip in 0..3 {
+            let tail = &b[skip..];
+            let whole = tail.len() / 3 * 3;
+            v.push(base64(&tail[..whole]));
+        }
     }
     v
 }
 
 /// Panics if any form of either secret is in `text`.
 fn assert_clean(what: &str, text: &str) {
-    for secret in [PASSWORD, CANARY] {
+    for secret in secrets() {
         for f in forms(secret) {
             assert!(
                 !text.contains(&f),
@@ -65,9 +88,9 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-fn holds(path: &Path, needle: &str) -> bool {
+fn holds(path: &Path, needle: &[u8]) -> bool {
     let data = std::fs::read(path).unwrap();
-    data.windows(needle.len()).any(|w| w == needle.as_bytes())
+    data.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Every bundled capture (top level and scenarios/) whose bytes hold either secret.
@@ -81,7 +104,11 @@ fn secret_captures() -> Vec<PathBuf> {
         s.sort();
         all.extend(s);
     }
-    all.retain(|p| holds(p, PASSWORD) || holds(p, CANARY));
+    all.retain(|p| {
+        secrets().iter().any(|s| {
+            holds(p, s.as_bytes()) || holds(p, &utf16(s)) || holds(p, &tds_obfuscated(s))
+        })
+    });
     all
 }
 
@@ -123,6 +150,8 @@ fn analyze_never_prints_a_secret() {
         "pg-plain-query.pcap",
         "mysql-queries.pcap",
         "mysql-prepared.pcap",
+        "tds-clients.pcap",
+        "tds-tls-login.pcap",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -152,7 +181,7 @@ fn analyze_never_prints_a_secret() {
 #[test]
 fn no_redact_shows_the_canary() {
     // The search above can fail: with --no-redact the literal is printed.
-    for name in ["pg-queries.pcap", "mysql-queries.pcap"] {
+    for name in ["pg-queries.pcap", "mysql-queries.pcap", "tds-clients.pcap"] {
         let out = analyze(&pcaps_dir().join(name), &["--json", "--no-redact"]);
         assert!(
             text(&out).contains(CANARY),
@@ -185,7 +214,7 @@ fn live_run_never_prints_a_secret() {
         .spawn()
         .unwrap();
     wait_attached(&pair.outside);
-    for name in ["pg-queries.pcap", "pg-auth.pcap", "mysql-prepared.pcap"] {
+    for name in ["pg-queries.pcap", "pg-auth.pcap", "mysql-prepared.pcap", "tds-clients.pcap"] {
         pair.replay(&pcaps_dir().join(name), Some(5000)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1500));
@@ -225,7 +254,7 @@ fn key_forms(keylog: &Path) -> Vec<String> {
             v.push(base64(&tail[..tail.len() / 3 * 3]));
         }
     }
-    assert!(v.len() >= 5 * 5, "{}: no secrets read", keylog.display());
+    assert!(v.len() >= 3 * 5, "{}: no secrets read", keylog.display());
     v
 }
 
@@ -236,7 +265,12 @@ fn key_forms(keylog: &Path) -> Vec<String> {
 #[test]
 fn tls_with_key_logs_never_prints_a_secret_or_a_key() {
     let detect = ["--detect", "--allowed-cidr", "10.0.0.0/8"];
-    for name in ["pg-tls-keys.pcap", "mysql-tls-keys.pcap"] {
+    // Each with a user whose login is only readable decrypted.
+    for (name, user) in [
+        ("pg-tls-keys.pcap", "u_tls"),
+        ("mysql-tls-keys.pcap", "u_tls"),
+        ("tds-tls-login.pcap", "u_freetds"),
+    ] {
         let pcap = pcaps_dir().join(name);
         let keys = pcap.with_extension("keys");
         let keys_arg = keys.to_string_lossy().into_owned();
@@ -251,7 +285,7 @@ fn tls_with_key_logs_never_prints_a_secret_or_a_key() {
             let out = analyze(&pcap, &args);
             let t = text(&out);
             assert!(
-                t.contains("query") && t.contains("u_tls"),
+                t.contains("query") && t.contains(user),
                 "{name} {mode}: nothing decrypted, so nothing was checked:\n{t}"
             );
             assert_clean(&format!("{name} ({mode})"), &t);
