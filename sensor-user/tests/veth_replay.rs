@@ -102,6 +102,26 @@ fn truth(pcap: &Path) -> Truth {
     t
 }
 
+/// Each login and query, in a form both clocks share (no times), sorted.
+fn decoded(records: &[Record]) -> Vec<String> {
+    let mut v: Vec<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Login(l) => Some(format!(
+                "login {} {:?} {:?} {:?} {:?}",
+                l.endpoint.client, l.user, l.database, l.outcome, l.error_code
+            )),
+            Record::Query(q) => Some(format!(
+                "query {} {} {} {:?} {:?}",
+                q.endpoint.client, q.verb, q.fingerprint, q.rows, q.error_code
+            )),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn flow_counts(records: &[Record]) -> FlowCounts {
     let mut m = FlowCounts::new();
     for r in records {
@@ -254,6 +274,12 @@ fn check_capture(pcap: &Path) {
         flow_counts(&offline_records),
         live_flows,
         "{name}: analyze and live report the same flows"
+    );
+    // And the decoders read the same: every login and query (PostgreSQL, MySQL, SQL Server).
+    assert_eq!(
+        decoded(&live_records),
+        decoded(&offline_records),
+        "{name}: analyze and live decode the same logins and queries"
     );
     eprintln!(
         "{name}: {} flows, {} payload segments, {} events, {} ring drops: live = tshark = analyze",
