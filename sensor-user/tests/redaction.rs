@@ -24,7 +24,10 @@ const TDS_PASSWORDS: [&str; 2] = ["Pa55-canary-tds", "Wr0ng-canary-tds"];
 
 /// Every secret the outputs are searched for.
 fn secrets() -> Vec<&'static str> {
-    [PASSWORD, CANARY].into_iter().chain(TDS_PASSWORDS).collect()
+    [PASSWORD, CANARY]
+        .into_iter()
+        .chain(TDS_PASSWORDS)
+        .collect()
 }
 
 /// UTF-16LE, as SQL Server's protocol carries text.
@@ -58,7 +61,11 @@ fn base64(data: &[u8]) -> String {
 fn forms(secret: &str) -> Vec<String> {
     let mut v = vec![secret.to_string()];
     // The bytes as UTF-8, as UTF-16LE (TDS), and as LOGIN7 obfuscates them.
-    for b in [secret.as_bytes().to_vec(), utf16(secret), tds_obfuscated(secret)] {
+    for b in [
+        secret.as_bytes().to_vec(),
+        utf16(secret),
+        tds_obfuscated(secret),
+    ] {
         let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
         v.push(hex.clone());
         v.push(hex.to_uppercase());
@@ -105,9 +112,9 @@ fn secret_captures() -> Vec<PathBuf> {
         all.extend(s);
     }
     all.retain(|p| {
-        secrets().iter().any(|s| {
-            holds(p, s.as_bytes()) || holds(p, &utf16(s)) || holds(p, &tds_obfuscated(s))
-        })
+        secrets()
+            .iter()
+            .any(|s| holds(p, s.as_bytes()) || holds(p, &utf16(s)) || holds(p, &tds_obfuscated(s)))
     });
     all
 }
@@ -214,7 +221,12 @@ fn live_run_never_prints_a_secret() {
         .spawn()
         .unwrap();
     wait_attached(&pair.outside);
-    for name in ["pg-queries.pcap", "pg-auth.pcap", "mysql-prepared.pcap", "tds-clients.pcap"] {
+    for name in [
+        "pg-queries.pcap",
+        "pg-auth.pcap",
+        "mysql-prepared.pcap",
+        "tds-clients.pcap",
+    ] {
         pair.replay(&pcaps_dir().join(name), Some(5000)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1500));

@@ -64,7 +64,11 @@ fn packetbeat_78_pg_bind_execute_reported() {
     let e = expectations(&p);
     assert!(e.problems.is_empty(), "oracle: {:?}", e.problems);
     let run = run_sensor(&p);
-    let execs: Vec<&ExpQuery> = e.queries.iter().filter(|q| q.prepared == Some(true)).collect();
+    let execs: Vec<&ExpQuery> = e
+        .queries
+        .iter()
+        .filter(|q| q.prepared == Some(true))
+        .collect();
     // tshark: 42 Execute messages (README), all answered.
     assert_eq!(execs.len(), 42, "tshark's Executes");
     let got: Vec<&QueryRecord> = run.queries().into_iter().filter(|q| q.prepared).collect();

@@ -21,7 +21,8 @@ fn capture() -> std::path::PathBuf {
 }
 
 /// Per client address (each session has its own): logins, then (verb, fingerprint, rows).
-type Sessions = std::collections::BTreeMap<String, (Vec<String>, Vec<(String, String, Option<u64>)>)>;
+type Sessions =
+    std::collections::BTreeMap<String, (Vec<String>, Vec<(String, String, Option<u64>)>)>;
 
 fn sessions(run: &SensorRun) -> Sessions {
     let mut out = Sessions::new();
@@ -63,21 +64,26 @@ fn login_only_tls_reads_queries_without_keys_and_the_login_with_them() {
         wait_ns: 0,
         total: 0,
     };
-    let no_keys = rds_sensor::session::tls::layers(
-        rds_sensor::session::tls::KeyStore::new(16, None),
-        hold,
-    );
+    let no_keys =
+        rds_sensor::session::tls::layers(rds_sensor::session::tls::KeyStore::new(16, None), hold);
     let run = run_sensor_layers(&p, no_keys);
     let s = sessions(&run);
     let v: Vec<_> = s.values().collect();
-    assert_eq!(v.len(), 2, "two login-only sessions decode; the fully encrypted one does not: {s:?}");
+    assert_eq!(
+        v.len(),
+        2,
+        "two login-only sessions decode; the fully encrypted one does not: {s:?}"
+    );
     for (i, (logins, queries)) in v.iter().enumerate() {
         assert_eq!(logins.len(), 1, "{logins:?}");
         assert!(
             logins[0].starts_with("Success user=None db=None tls=true Some(\"TLSv1.2\")"),
             "{logins:?}"
         );
-        assert_eq!(queries, &clear[i], "session {i}: the same requests as in the clear capture");
+        assert_eq!(
+            queries, &clear[i],
+            "session {i}: the same requests as in the clear capture"
+        );
     }
     // With no TLS reader at all, the same.
     let bare = sessions(&run_sensor(&p));
@@ -123,7 +129,11 @@ fn requests_in_the_clear_after_the_login_match_tshark() {
         .into_iter()
         .filter(|q| !q.is_empty())
         .collect();
-    assert_eq!(want.len(), 2, "tsql's two batches after its login-only TLS: {want:?}");
+    assert_eq!(
+        want.len(),
+        2,
+        "tsql's two batches after its login-only TLS: {want:?}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
         .args(["analyze", "--json", "--no-redact"])
         .arg(&p)

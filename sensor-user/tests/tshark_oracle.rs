@@ -271,7 +271,11 @@ fn oracle_agrees_with_the_readme_facts() {
     let e = expectations(&pcap("pg-extended.pcap"));
     assert!(e.problems.is_empty(), "{:?}", e.problems);
     // 42 Execute, none failed: 42 extended-protocol queries, each with its Parse text.
-    let ext: Vec<_> = e.queries.iter().filter(|q| q.prepared == Some(true)).collect();
+    let ext: Vec<_> = e
+        .queries
+        .iter()
+        .filter(|q| q.prepared == Some(true))
+        .collect();
     assert_eq!(ext.len(), 42);
     assert!(ext.iter().all(|q| q.text.is_some() && q.error.is_none()));
     // The pipeline client: 9 Executes answered in 3 chunks; Executes of one chunk share the
@@ -312,7 +316,11 @@ fn oracle_agrees_with_the_readme_facts() {
 
     let e = expectations(&pcap("mysql-prepared.pcap"));
     assert!(e.problems.is_empty(), "{:?}", e.problems);
-    let exec: Vec<_> = e.queries.iter().filter(|q| q.prepared == Some(true)).collect();
+    let exec: Vec<_> = e
+        .queries
+        .iter()
+        .filter(|q| q.prepared == Some(true))
+        .collect();
     assert_eq!(exec.len(), 6);
     assert!(exec.iter().all(|q| q.text.is_some()));
     let errs: Vec<_> = e.queries.iter().filter_map(|q| q.error.clone()).collect();

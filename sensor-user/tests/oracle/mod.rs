@@ -1406,33 +1406,38 @@ fn tds_reply_rows(m: &Msg) -> (Option<u64>, Vec<Option<u64>>) {
     let counted = |t: &Value, kind: &str| -> Option<u64> {
         let st = num(t, &format!("tds.{kind}.status"))?;
         (st & 0x10 != 0)
-            .then(|| num(t, &format!("tds.{kind}.donerowcount64")).or(num(t, &format!("tds.{kind}.donerowcount"))))
+            .then(|| {
+                num(t, &format!("tds.{kind}.donerowcount64"))
+                    .or(num(t, &format!("tds.{kind}.donerowcount")))
+            })
             .flatten()
     };
     let mut total = None::<u64>;
     for kind in ["done", "doneinproc"] {
-        for t in m.v.get(format!("tds.{kind}")).map(as_list).unwrap_or_default() {
+        for t in
+            m.v.get(format!("tds.{kind}"))
+                .map(as_list)
+                .unwrap_or_default()
+        {
             if let Some(n) = counted(t, kind) {
                 total = Some(total.unwrap_or(0) + n);
             }
         }
     }
-    let procs: Vec<Option<u64>> = m
-        .v
-        .get("tds.doneproc")
-        .map(as_list)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| counted(t, "doneproc"))
-        .collect();
-    let inproc: Vec<u64> = m
-        .v
-        .get("tds.doneinproc")
-        .map(as_list)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|t| counted(t, "doneinproc"))
-        .collect();
+    let procs: Vec<Option<u64>> =
+        m.v.get("tds.doneproc")
+            .map(as_list)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| counted(t, "doneproc"))
+            .collect();
+    let inproc: Vec<u64> =
+        m.v.get("tds.doneinproc")
+            .map(as_list)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| counted(t, "doneinproc"))
+            .collect();
     if total.is_none() {
         total = procs.iter().flatten().copied().reduce(|a, b| a + b);
     }
@@ -1448,7 +1453,8 @@ fn tds_reply_rows(m: &Msg) -> (Option<u64>, Vec<Option<u64>>) {
 
 /// The first ERROR token's number in a reply.
 fn tds_error(m: &Msg) -> Option<String> {
-    m.v.get("tds.error").and_then(|e| first(e, "tds.error.number"))
+    m.v.get("tds.error")
+        .and_then(|e| first(e, "tds.error.number"))
 }
 
 fn tds_conn(c: &Conn, e: &mut Expected) {
@@ -1540,11 +1546,19 @@ fn tds_conn(c: &Conn, e: &mut Expected) {
                 for k in 0..calls.max(1) {
                     let mut q = base.clone();
                     let id = ids.get(k).and_then(|x| parse_num(x));
-                    let name = if ids.is_empty() { names.get(k).cloned() } else { None };
+                    let name = if ids.is_empty() {
+                        names.get(k).cloned()
+                    } else {
+                        None
+                    };
                     // tshark leaves an RPC it cannot read as data (a client whose packet
                     // ids run on across messages, as pytds's do): then it is not known.
                     q.prepared = (calls > 0).then_some(matches!(id, Some(4 | 5 | 12 | 13)));
-                    if name.is_some() && !name.as_deref().is_some_and(|n| n.ends_with("sp_executesql")) {
+                    if name.is_some()
+                        && !name
+                            .as_deref()
+                            .is_some_and(|n| n.ends_with("sp_executesql"))
+                    {
                         q.verb = Some("EXEC".into());
                     }
                     if calls > 1 {

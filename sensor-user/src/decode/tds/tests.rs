@@ -632,3 +632,95 @@ fn batched_rpc_calls_each_get_their_part_of_the_reply() {
         ]
     );
 }
+
+/// A TLS record (content type, version 1.2) around `body`.
+fn tls_record(typ: u8, body: &[u8]) -> Vec<u8> {
+    let mut r = vec![typ, 3, 3];
+    r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+/// Login-only encryption (§3.3.5.3) with nothing to read the TLS: the handshake in PRELOGIN
+/// packets both ways, the LOGIN7 as one bare record, then plain TDS. The session comes back
+/// to plaintext: the login's outcome (without its user) and the queries are read.
+#[test]
+fn login_only_tls_comes_back_to_plaintext_without_keys() {
+    for enc in [0u8, 1] {
+        let mut h = harness();
+        h.data(Rq, 1000, &msg(0x12, &prelogin([0; 6], 0, 0)));
+        h.data(
+            Rs,
+            2000,
+            &reply(&prelogin([16, 0, 0x0f, 0xa0, 0, 0], enc, 0)),
+        );
+        // ClientHello, then the server's flight, then the client's Finished: all wrapped.
+        h.data(
+            Rq,
+            3000,
+            &msg(0x12, &tls_record(22, &[1, 0, 0, 4, 3, 3, 0, 0])),
+        );
+        h.data(
+            Rs,
+            4000,
+            &packets(0x12, &tls_record(22, &[2, 0, 0, 2, 3, 3]), 4096, 0),
+        );
+        h.data(Rq, 5000, &msg(0x12, &tls_record(20, &[1])));
+        h.data(Rs, 5500, &packets(0x12, &tls_record(20, &[1]), 4096, 0));
+        // The LOGIN7, protected.
+        h.data(Rq, 6000, &tls_record(23, &[0x5a; 180]));
+        if enc == 0 {
+            // Login-only: the server answers in the clear.
+            let mut r = envchange_db("payroll");
+            r.extend(loginack());
+            r.extend(done_token(0xfd, 0, 0));
+            h.data(Rs, 7000, &reply(&r));
+            h.data(Rq, 8000, &batch("select 1"));
+            h.data(Rs, 9000, &reply(&rows_reply(1)));
+        } else {
+            // Full encryption: everything after is TLS.
+            h.data(Rs, 7000, &tls_record(23, &[0x33; 90]));
+            h.data(Rq, 8000, &tls_record(23, &[0x44; 60]));
+        }
+        h.close(10_000);
+        let run = h.finish();
+        if enc == 0 {
+            let l = run.logins();
+            assert_eq!(l.len(), 1);
+            assert_eq!(
+                (l[0].outcome, l[0].user.as_deref(), l[0].tls),
+                (Outcome::Success, None, true)
+            );
+            assert_eq!(l[0].server_version.as_deref(), Some("16.0.4000"));
+            let q = run.queries();
+            assert_eq!(q.len(), 1);
+            assert_eq!(
+                (
+                    q[0].fingerprint.as_str(),
+                    q[0].rows,
+                    q[0].database.as_deref()
+                ),
+                ("select ?", Some(1), Some("payroll"))
+            );
+            assert!(!run.encrypted, "the session left TLS");
+        } else {
+            assert!(run.logins().is_empty() && run.queries().is_empty());
+            assert!(run.encrypted);
+        }
+        assert_eq!(run.stats.tls_sessions, 1);
+    }
+}
+
+/// TDS 8.0 (strict): TLS before anything else; the session switches at the first byte.
+#[test]
+fn strict_tls_starts_at_the_first_byte() {
+    let mut h = harness();
+    h.data(Rq, 1000, &tls_record(22, &[1, 0, 0, 4, 3, 3, 0, 0]));
+    h.data(Rs, 2000, &tls_record(22, &[2, 0, 0, 2, 3, 3]));
+    h.close(3000);
+    let run = h.finish();
+    assert!(run.encrypted);
+    assert_eq!(run.stats.tls_sessions, 1);
+    assert!(run.records.is_empty());
+    assert_eq!(run.stats.malformed, 0);
+}
