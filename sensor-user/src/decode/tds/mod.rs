@@ -34,8 +34,8 @@
 //!   last ones, and its end is read from the tail (the final DONE), so it needs no full
 //!   capture. Latency: the reply's first byte and its EOM.
 //! - **MARS.** When MARS was negotiated and the client starts SMP (MC-SMP), the sessions
-//!   multiplexed inside are not decoded: the connection's bytes from there on are counted
-//!   as skipped, and what was pending is reported without an answer.
+//!   multiplexed inside are taken apart (`smp`): each session id gets its own framers and
+//!   request queue, with the connection's login.
 //! - **Gaps.** A gap inside a packet is skipped (its length is known); one that may hide a
 //!   header loses framing, found again at a plausible header confirmed by the next one.
 //!   A reply whose framing was lost ends when the client sends its next request; it is
@@ -45,6 +45,7 @@ mod login;
 mod packet;
 mod pairing;
 mod sinks;
+mod smp;
 mod tokens;
 mod types;
 mod wire;
@@ -254,6 +255,8 @@ impl Stream {
 pub struct TdsDecoder {
     main: Stream,
     stmts: Stmts,
+    /// MARS sessions, once SMP started.
+    smp: Option<smp::Demux>,
 }
 
 impl TdsDecoder {
@@ -261,6 +264,7 @@ impl TdsDecoder {
         Self {
             main: Stream::new(mid_stream),
             stmts: Stmts::default(),
+            smp: None,
         }
     }
 
@@ -272,18 +276,26 @@ impl TdsDecoder {
 
 impl Decoder for TdsDecoder {
     fn data(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts: u64, bytes: &[u8]) -> Control {
-        if self.main.c.smp {
-            cx.stats.skipped_bytes += bytes.len() as u64;
+        if let Some(m) = &mut self.smp {
+            m.data(cx, &mut self.stmts, &self.main.c, dir, ts, bytes);
             return Control::Continue;
         }
         let at = self.main.data(cx, &mut self.stmts, dir, ts, bytes);
         let s = &mut self.main;
         if s.c.smp {
+            // From here on, both ways, SMP packets carry the sessions' TDS.
             s.req.stop();
             s.resp.stop();
-            let rest = at.map_or(0, |at| bytes.len() - at);
-            cx.stats.skipped_bytes += rest as u64;
-            s.close(cx, ts);
+            let mut m = smp::Demux::default();
+            m.data(
+                cx,
+                &mut self.stmts,
+                &self.main.c,
+                dir,
+                ts,
+                &bytes[at.unwrap_or(bytes.len())..],
+            );
+            self.smp = Some(m);
             return Control::Continue;
         }
         if let Some(at) = at {
@@ -305,13 +317,17 @@ impl Decoder for TdsDecoder {
     }
 
     fn gap(&mut self, cx: &mut DecodeCtx<'_>, dir: Dir, ts: u64, gap: Gap) {
-        if self.main.c.smp {
+        if let Some(m) = &mut self.smp {
+            m.gap(cx, &mut self.stmts, &self.main.c, dir, ts, gap);
             return;
         }
         self.main.gap(cx, &mut self.stmts, dir, ts, gap);
     }
 
     fn close(&mut self, cx: &mut DecodeCtx<'_>, ts: u64) {
+        if let Some(m) = &mut self.smp {
+            m.close(cx, ts);
+        }
         self.main.close(cx, ts);
     }
 }

@@ -34,7 +34,9 @@ impl Sink for ReqSink<'_> {
             {
                 true
             }
-            Phase::Command if next == SMID && c.mars => {
+            // No request type is 0x53: at a boundary it is SMP, MARS negotiated or not (a
+            // mid-stream start did not see the PRELOGIN).
+            Phase::Command if next == SMID => {
                 c.smp = true;
                 true
             }

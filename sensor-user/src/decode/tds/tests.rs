@@ -724,3 +724,57 @@ fn strict_tls_starts_at_the_first_byte() {
     assert!(run.records.is_empty());
     assert_eq!(run.stats.malformed, 0);
 }
+
+/// An SMP packet (MC-SMP §2.2.1).
+fn smp(flags: u8, sid: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x53, flags];
+    v.extend_from_slice(&sid.to_le_bytes());
+    v.extend_from_slice(&((16 + payload.len()) as u32).to_le_bytes());
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend_from_slice(&4u32.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// MARS: two sessions in one connection, their requests and replies interleaved; each
+/// reply pairs with its own session's request.
+#[test]
+fn mars_sessions_pair_their_own_replies() {
+    let mut h = harness();
+    let mut t = 0;
+    login(&mut h, &mut t);
+    h.data(Rq, 10_000, &smp(0x01, 0, 0, &[]));
+    h.data(Rq, 10_000, &smp(0x01, 1, 0, &[]));
+    h.data(Rs, 10_500, &smp(0x02, 0, 0, &[]));
+    let a = batch("select a from t");
+    let b = batch("update t set b = 1");
+    // Session 0's request split over two SMP DATA packets.
+    let mut two = smp(0x08, 0, 1, &a[..20]);
+    two.extend(smp(0x08, 0, 2, &a[20..]));
+    h.data(Rq, 11_000, &two);
+    h.data(Rq, 12_000, &smp(0x08, 1, 1, &b));
+    h.data(
+        Rs,
+        15_000,
+        &smp(0x08, 1, 1, &reply(&done_token(0xfd, 0x10, 4))),
+    );
+    h.gap(Rs, 15_500, Gap::Exact(0));
+    h.data(Rs, 18_000, &smp(0x08, 0, 1, &reply(&rows_reply(2))));
+    h.data(Rq, 19_000, &smp(0x04, 1, 2, &[]));
+    h.close(20_000);
+    let run = h.finish();
+    let mut q: Vec<_> = run
+        .queries()
+        .iter()
+        .map(|q| (q.verb.clone(), q.rows, q.latency_us, q.user.clone()))
+        .collect();
+    q.sort();
+    assert_eq!(
+        q,
+        vec![
+            ("SELECT".into(), Some(2), 7, Some("app_user".into())),
+            ("UPDATE".into(), Some(4), 3, Some("app_user".into())),
+        ]
+    );
+    assert_eq!(run.stats.malformed, 0);
+}
