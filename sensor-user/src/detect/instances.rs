@@ -12,9 +12,12 @@ pub(super) struct Inst {
     pub(super) details: InstanceDetails,
 }
 
+/// RDS's engine family for a protocol (RDS names SQL Server's editions `sqlserver-ee`,
+/// `sqlserver-se`, …; the wire does not say which).
 fn default_engine(protocol: &str) -> &str {
     match protocol {
         "postgresql" => "postgres",
+        "mssql" => "sqlserver",
         p => p,
     }
 }

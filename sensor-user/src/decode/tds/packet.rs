@@ -73,6 +73,8 @@ struct Build {
     wire: u64,
     cut: bool,
     eom: bool,
+    /// The last packet's status (IGNORE comes with EOM).
+    last_status: u8,
 }
 
 pub(super) struct Framer {
@@ -309,6 +311,7 @@ impl Framer {
             Some(m) if m.typ == typ => {
                 m.wire += HEADER as u64;
                 m.eom = st & status::EOM != 0;
+                m.last_status = st;
             }
             Some(_) => {
                 // A message of another type before the last one ended: the last one's end
@@ -360,8 +363,8 @@ impl Framer {
     fn packet_end(&mut self, cx: &mut DecodeCtx<'_>, sink: &mut impl Sink) {
         let eom = self.msg.as_ref().is_some_and(|m| m.eom);
         if eom && let Some(m) = self.msg.take() {
-            // IGNORE: the sender withdrew the message (§2.2.3.1.2).
-            if m.status & status::IGNORE == 0 || m.typ == 0x04 {
+            // IGNORE (with EOM): the sender withdrew the message (§2.2.3.1.2).
+            if m.last_status & status::IGNORE == 0 || m.typ == 0x04 {
                 sink.message(cx, &m.view());
             }
         }
@@ -422,6 +425,7 @@ impl Build {
             wire: HEADER as u64,
             cut,
             eom: st & status::EOM != 0,
+            last_status: st,
         }
     }
 

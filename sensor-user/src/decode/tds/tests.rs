@@ -778,3 +778,38 @@ fn mars_sessions_pair_their_own_replies() {
     );
     assert_eq!(run.stats.malformed, 0);
 }
+
+/// A message the client withdraws (IGNORE with EOM on its last packet) is no request.
+#[test]
+fn an_ignored_message_is_no_request() {
+    let mut h = harness();
+    let mut t = 0;
+    login(&mut h, &mut t);
+    let mut b = packets(
+        0x01,
+        &{
+            let mut v = all_headers();
+            v.extend(u(&"select 1 ".repeat(100)));
+            v
+        },
+        512,
+        0,
+    );
+    // The last packet (packets are 512 bytes but the last): EOM | IGNORE.
+    let last = (0..b.len()).step_by(512).last().unwrap();
+    assert_eq!(b[last + 1], 0x01);
+    b[last + 1] = 0x03;
+    h.data(Rq, 10_000, &b);
+    h.data(Rq, 20_000, &batch("select 2"));
+    h.data(Rs, 21_000, &reply(&rows_reply(1)));
+    h.close(30_000);
+    let run = h.finish();
+    let q = run.queries();
+    assert_eq!(
+        q.len(),
+        1,
+        "{:?}",
+        q.iter().map(|q| &q.fingerprint).collect::<Vec<_>>()
+    );
+    assert_eq!(q[0].rows, Some(1));
+}
