@@ -92,6 +92,14 @@ impl Conn {
         m: &Msg<'_>,
         resp_lost: bool,
     ) {
+        // A mid-stream start that caught a connection's login: it starts here.
+        if self.phase == Phase::Command
+            && self.user.is_none()
+            && self.pending.is_empty()
+            && matches!(m.typ, pkt::PRELOGIN | pkt::LOGIN7)
+        {
+            self.phase = Phase::Prelogin;
+        }
         match (self.phase, m.typ) {
             (Phase::Prelogin | Phase::AfterPrelogin, pkt::PRELOGIN) => {
                 self.on_prelogin_request(m);

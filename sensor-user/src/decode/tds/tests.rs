@@ -813,3 +813,24 @@ fn an_ignored_message_is_no_request() {
     );
     assert_eq!(q[0].rows, Some(1));
 }
+
+/// A mid-stream start that catches a login reads it.
+#[test]
+fn mid_stream_start_at_a_login_reads_it() {
+    let mut h: Harness = Harness::new(
+        Box::new(TdsDecoder::new(true)),
+        testkit::endpoint(Protocol::Mssql),
+    );
+    let mut t = 0;
+    login(&mut h, &mut t);
+    h.data(Rq, 10_000, &batch("select 1"));
+    h.data(Rs, 11_000, &reply(&rows_reply(1)));
+    h.close(20_000);
+    let run = h.finish();
+    let l = run.logins();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].user.as_deref(), Some("app_user"));
+    let q = run.queries();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].user.as_deref(), Some("app_user"));
+}
