@@ -44,6 +44,7 @@
 mod login;
 mod packet;
 mod pairing;
+mod read;
 mod sinks;
 mod smp;
 mod tokens;

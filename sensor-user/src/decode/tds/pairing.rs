@@ -3,8 +3,9 @@
 //! ATTENTION comes in between). The exchange is then reported.
 
 use super::packet::Msg;
+use super::read::ucs2;
 use super::tokens::{Reply, Segment};
-use super::wire::{self, pkt, proc_id, ucs2};
+use super::wire::{self, pkt, proc_id};
 use super::{Conn, MAX_STMTS, Phase, Stmt, Stmts, TEXT_CAP};
 use crate::decode::{
     DecodeCtx,

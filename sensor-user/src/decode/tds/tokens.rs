@@ -4,8 +4,8 @@
 //! a payload the kernel cut), its end is read from the tail: the longest run of tokens that
 //! parses and ends exactly at the message's end, which holds the final DONE.
 
+use super::read::Rd;
 use super::types::{self, TypeInfo};
-use super::wire::Rd;
 
 /// DONE status bits (§2.2.7.6).
 pub(super) mod done {

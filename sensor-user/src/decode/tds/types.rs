@@ -3,7 +3,7 @@
 //! needs (a statement's text, a prepared handle). A type this reader does not know stops the
 //! walk (`None`): the caller falls back to what it has.
 
-use super::wire::{Rd, ucs2};
+use super::read::{Rd, ucs2};
 
 /// How a value of a type is laid out on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
