@@ -271,6 +271,48 @@ fn detection_scenarios() {
                 problems.push(format!("{file}: instance map not applied"));
             }
         }
+        // The same finding on SQL Server from a real attack tool: nmap's ms-sql-brute (TDS 7.1
+        // LOGIN7 with no PRELOGIN) failing as sa 11 times (18456), then logging in.
+        if file == "attack-mssql-bruteforce.pcap"
+            && let Some(f) = findings.iter().find(|f| {
+                f["type"] == "CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce"
+            })
+        {
+            let inst = &f["resource"]["rdsDbInstanceDetails"];
+            let action = &f["service"]["action"]["rdsLoginAttemptAction"];
+            let r = &action["remoteIpDetails"];
+            let attempts = &action["LoginAttributes"][0];
+            for (what, ok) in [
+                (
+                    "the instance crm-sqlserver-1 (sqlserver-se)",
+                    inst["dbInstanceIdentifier"] == "crm-sqlserver-1"
+                        && inst["engine"] == "sqlserver-se",
+                ),
+                (
+                    "the user sa and nmap's application name",
+                    f["resource"]["rdsDbUserDetails"]["user"] == "sa"
+                        && f["resource"]["rdsDbUserDetails"]["application"] == "Nmap NSE",
+                ),
+                (
+                    "the attacker 89.160.20.150 with its ASN and country",
+                    r["ipAddressV4"] == "89.160.20.150"
+                        && r["organization"]["asn"] == "64510"
+                        && r["country"]["countryCode"] == "SE",
+                ),
+                (
+                    "11 failed logins and 1 success",
+                    attempts["failedLoginAttempts"] == 11
+                        && attempts["successfulLoginAttempts"] == 1,
+                ),
+            ] {
+                if !ok {
+                    problems.push(format!(
+                        "{file}: the brute-force finding lacks {what}: {}",
+                        serde_json::json!({"resource": f["resource"], "action": action})
+                    ));
+                }
+            }
+        }
     }
     report.push_str(&format!(
         "\n{:<60} {:>8} {:>7} {:>5} {:>5}\n",

@@ -16,7 +16,7 @@
 mod facts;
 mod my;
 mod pg;
-mod tds;
+pub(crate) mod tds;
 mod tlskeys;
 
 use crate::dbserver::{MY_PORT, PG_PORT};

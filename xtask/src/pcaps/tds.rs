@@ -2,11 +2,12 @@
 //! small listener that plays the server side (no SQL Server runs on Debian). The listener
 //! ([`PY_LISTENER`], python3) is built from MS-TDS: it answers PRELOGIN (VERSION 16.0.4000, the
 //! encryption its mode allows), LOGIN7 (LOGINACK with ENVCHANGEs, or ERROR 18456 for a wrong
-//! password), SQL batches and RPCs with fixed small results, transaction manager requests and
-//! attentions. With login-only encryption (client ENCRYPT_OFF, server ENCRYPT_OFF) it runs a real
-//! TLS server handshake over `ssl.MemoryBIO` whose records travel inside TDS PRELOGIN packets
-//! (MS-TDS 3.3.5.3), decrypts the LOGIN7 (a bare TLS record), then goes back to plaintext TDS;
-//! `SSLContext.keylog_filename` writes the session secrets (NSS key log).
+//! password; also as the first message, with no PRELOGIN, as TDS 7.0/7.1 clients such as nmap's
+//! `ms-sql-brute` send it), SQL batches and RPCs with fixed small results, transaction manager
+//! requests and attentions. With login-only encryption (client ENCRYPT_OFF, server ENCRYPT_OFF)
+//! it runs a real TLS server handshake over `ssl.MemoryBIO` whose records travel inside TDS
+//! PRELOGIN packets (MS-TDS 3.3.5.3), decrypts the LOGIN7 (a bare TLS record), then goes back to
+//! plaintext TDS; `SSLContext.keylog_filename` writes the session secrets (NSS key log).
 //! So the client side of these captures is ground truth; the server side is the listener's.
 
 use super::{CANARY, CLI_NS, CLI_V4, PYTHON, SRV_NS, SRV_V4, Tls};
@@ -51,18 +52,35 @@ impl Listener {
     /// Starts the listener in `mode`; with [`Mode::Tls`] it appends the secrets of every session
     /// to `keylog`.
     pub fn start(tmp: &Path, tls: &Tls, mode: Mode, keylog: Option<&Path>) -> Result<Self> {
+        Self::start_in(tmp, SRV_NS, SRV_V4, mode, Some(tls), keylog)
+    }
+
+    /// Starts the listener in namespace `ns` on `listen:1433` (the scenario corpus runs it in
+    /// its own lab). [`Mode::Plain`] needs no certificate.
+    pub fn start_in(
+        tmp: &Path,
+        ns: &str,
+        listen: &str,
+        mode: Mode,
+        tls: Option<&Tls>,
+        keylog: Option<&Path>,
+    ) -> Result<Self> {
+        if mode == Mode::Tls && tls.is_none() {
+            anyhow::bail!("the TDS listener in TLS mode needs a certificate");
+        }
         let log = tmp.join(format!("tds-listener-{}.log", mode.name()));
-        let mut c = in_ns(SRV_NS, PYTHON);
+        let mut c = in_ns(ns, PYTHON);
         c.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
             .env("TDS_MODE", mode.name())
             .env("TDS_PASSWORD", TDS_PASSWORD)
-            .env("LISTEN", SRV_V4)
-            .env("PORT", TDS_PORT.to_string())
-            .env("TLS_CERT", &tls.cert)
-            .env("TLS_KEY", &tls.key);
+            .env("LISTEN", listen)
+            .env("PORT", TDS_PORT.to_string());
+        if let Some(tls) = tls {
+            c.env("TLS_CERT", &tls.cert).env("TLS_KEY", &tls.key);
+        }
         if let Some(k) = keylog {
             c.env("KEYLOG", k);
         }
@@ -78,6 +96,11 @@ impl Listener {
     /// The listener's log: one line per message it read.
     pub fn log_tail(&self, lines: usize) -> String {
         file_tail(&self.daemon.log, lines)
+    }
+
+    /// The listener's whole log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.daemon.log).unwrap_or_default()
     }
 
     pub fn stop(&mut self) {
@@ -382,6 +405,7 @@ class Conn:
         self.full_tls = False  # every packet after the handshake goes through TLS
         self.rbuf = b""
         self.tds_version = 0x74000004
+        self.first_login = None  # a LOGIN7 that came first, with no PRELOGIN
 
     # ---- raw socket
     def recv_exact(self, n):
@@ -440,6 +464,12 @@ class Conn:
     # ---- PRELOGIN
     def prelogin(self):
         t, p = self.read_message()
+        if t == 0x10:
+            # A TDS 7.0/7.1 client may log in without PRELOGIN (nmap's mssql library sends a
+            # 7.1 LOGIN7 first); SQL Server takes that login in the clear.
+            log(self.peer, "LOGIN7 without PRELOGIN")
+            self.first_login = p
+            return
         if t != 0x12:
             raise ValueError("expected PRELOGIN, got type %d" % t)
         opts, i = {}, 0
@@ -497,7 +527,10 @@ class Conn:
 
     # ---- LOGIN7
     def login(self):
-        t, p = self.read_message()
+        if self.first_login is not None:
+            t, p = 0x10, self.first_login
+        else:
+            t, p = self.read_message()
         if t != 0x10:
             raise ValueError("expected LOGIN7, got type %d" % t)
         if self.tls and not self.full_tls:

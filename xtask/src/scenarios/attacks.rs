@@ -1,15 +1,29 @@
 //! What each attacker does, against the lab's servers: the traffic of every [`Attack`].
 
 use super::lab::{
-    APP1, APP2, APP3, BRUTE, MALICIOUS, MALICIOUS2, MY_ADDR, PG_ADDR, REPORTING, SCANNER, SPRAYER,
-    SYN_SCANNER, TOR_EXIT, probe, run_all, run1,
+    APP1, APP2, APP3, BRUTE, CRM_APP, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, MY_ADDR, PG_ADDR,
+    REPORTING, SCANNER, SPRAYER, SYN_SCANNER, TOR_EXIT, probe, run_all, run1,
 };
 use super::labels::Attack;
-use super::servers::{MY_PASSWORD, My, PASSWORD};
+use super::servers::{MSSQL_PASSWORD, MY_PASSWORD, My, PASSWORD};
 use super::workload::Rec;
 use crate::dbserver::{MY_PORT, PG_PORT};
 use crate::netlab::{Expect, say};
-use anyhow::Result;
+use anyhow::{Result, bail};
+
+/// The wrong passwords nmap tries for `sa` (after `sa` itself), before the right one.
+const MSSQL_WORDLIST: &[&str] = &[
+    "123456",
+    "password",
+    "admin",
+    "P@ssw0rd",
+    "Password1",
+    "sqlserver",
+    "Welcome1",
+    "Summer2024!",
+    "Passw0rd!",
+    "Sql2019!",
+];
 
 impl Rec {
     pub(super) fn attack(&mut self, a: Attack) -> Result<()> {
@@ -172,6 +186,44 @@ impl Rec {
                     "SELECT count(*) FROM orders;\n".into(),
                     Expect::Ok,
                 )])
+            }
+            Attack::MssqlBruteForce => {
+                // The instance's usual client first, so the attacker stands out.
+                self.net.client_source(CRM_APP)?;
+                run1(
+                    "mssql: crm_app logs in (tsql)",
+                    self.mssql.tsql("crm_app", MSSQL_PASSWORD, "crm")?,
+                    Some(
+                        "SELECT id, name FROM accounts WHERE id < 4\ngo\n\
+                         UPDATE accounts SET last_seen = GETDATE() WHERE id = 2\ngo\nexit\n"
+                            .into(),
+                    ),
+                    Expect::Any(&["(3 rows affected)"]),
+                )?;
+                self.net.client_source(MSSQL_BRUTE)?;
+                let mut passwords = MSSQL_WORDLIST.to_vec();
+                passwords.push(MSSQL_PASSWORD);
+                run1(
+                    "mssql: nmap ms-sql-brute",
+                    self.mssql.nmap_brute(&["sa"], &passwords)?,
+                    None,
+                    Expect::Ok,
+                )?;
+                // nmap 7.93 prints no result for a host-script instance (its output table has
+                // string keys, counted as empty): the listener's log says what happened.
+                let (logins, failed) = self.mssql.logins_from(MSSQL_BRUTE);
+                let want = MSSQL_WORDLIST.len() + 1;
+                say(format!(
+                    "  nmap: {logins} LOGIN7 from {MSSQL_BRUTE}, {failed} answered 18456"
+                ));
+                if logins != want + 1 || failed != want {
+                    bail!(
+                        "nmap ms-sql-brute: expected {} logins, {want} failing; \
+                         the listener saw {logins}, {failed} failing",
+                        want + 1
+                    );
+                }
+                Ok(())
             }
             Attack::WeakAuth => {
                 self.net.client_source(REPORTING)?;

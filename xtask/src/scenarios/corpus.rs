@@ -32,7 +32,9 @@ const INSTANCES: &str = r#"{
                     "dbInstanceArn": "arn:aws:rds:eu-west-1:123456789012:db:orders-pg-1",
                     "tags": {"team": "orders", "env": "prod"}},
   "198.51.100.11": {"dbInstanceIdentifier": "billing-mariadb-1", "engine": "mariadb",
-                    "engineVersion": "10.11", "tags": {"team": "billing", "env": "prod"}}
+                    "engineVersion": "10.11", "tags": {"team": "billing", "env": "prod"}},
+  "198.51.100.12": {"dbInstanceIdentifier": "crm-sqlserver-1", "engine": "sqlserver-se",
+                    "engineVersion": "16.00", "tags": {"team": "crm", "env": "prod"}}
 }
 "#;
 
@@ -41,6 +43,9 @@ fn readme(sizes: &[(String, u64)], benign_slots: u64) -> String {
         "# Detection scenarios\n\n\
          Recorded by `cargo xtask scenarios` (xtask/src/scenarios/) from real PostgreSQL 15 and MariaDB\n\
          servers in network namespaces; scored by `sensor-user/tests/detection_scenarios.rs`.\n\
+         SQL Server is the TDS listener of `cargo xtask pcaps` (xtask/src/pcaps/tds.rs, built from\n\
+         MS-TDS; no SQL Server runs on Debian): its clients are real (FreeTDS `tsql`, nmap\n\
+         `ms-sql-brute`), its answers the listener's.\n\
          `labels.json` says which findings each file must yield (`expect`), which others it may\n\
          (`also`, with the reason) and the options to analyze with.\n\n\
          Time is compressed: the benign workload was recorded in slots standing for 5 minutes of\n\
@@ -48,8 +53,9 @@ fn readme(sizes: &[(String, u64)], benign_slots: u64) -> String {
          2025-03-06T08:00:00Z + N × 5 min. The scorer learns the first two hours of `benign.pcap`\n\
          (--learning-period 7200), checks that its third hour yields nothing, then analyzes every\n\
          other file with a copy of the baseline.\n\n\
-         Instances: `orders-pg-1` (PostgreSQL, 198.51.100.10 and 2001:db8:100::10) and\n\
-         `billing-mariadb-1` (MariaDB, 198.51.100.11). Allowed client networks: 198.51.100.0/24,\n\
+         Instances: `orders-pg-1` (PostgreSQL, 198.51.100.10 and 2001:db8:100::10),\n\
+         `billing-mariadb-1` (MariaDB, 198.51.100.11) and `crm-sqlserver-1` (SQL Server,\n\
+         198.51.100.12). Allowed client networks: 198.51.100.0/24,\n\
          2001:db8:100::/64. 89.160.20.0/24, 185.220.101.7 (Tor list) and 45.155.205.0/24\n\
          (malicious list) are public addresses that existed only inside the recording namespace.\n\n\
          | file | bytes | what |\n|---|---|---|\n",
@@ -75,17 +81,28 @@ fn readme(sizes: &[(String, u64)], benign_slots: u64) -> String {
     s
 }
 
-/// Writes the corpus to `out` from the raw captures in `raw` (name, time marks); returns each
-/// pcap's name and size.
+/// Writes the corpus to `out` from the raw captures in `raw` (name, time marks); returns the
+/// name and size of every pcap of the corpus (`all`, in order): those recorded now, and those
+/// left in `out` by an earlier recording (`--only`).
 pub(super) fn write(
     out: &Path,
     raw: &Path,
     recorded: &[(String, Vec<(u64, u64)>)],
+    all: &[String],
     benign_slots: u64,
 ) -> Result<Vec<(String, u64)>> {
     say(format!("== writing {} ==", out.display()));
     let mut sizes = Vec::new();
-    for (name, marks) in recorded {
+    for name in all {
+        let Some((_, marks)) = recorded.iter().find(|(n, _)| n == name) else {
+            let path = out.join(name);
+            let n = fs::metadata(&path)
+                .with_context(|| format!("{}: not recorded now nor before", path.display()))?
+                .len();
+            say(format!("kept {name}: {n} bytes"));
+            sizes.push((name.clone(), n));
+            continue;
+        };
         let mut pcap = pcapfmt::read(&raw.join(name))?;
         if pcap.records.is_empty() {
             bail!("{name}: tcpdump captured nothing");

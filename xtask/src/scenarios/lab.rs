@@ -1,6 +1,6 @@
-//! The lab: two network namespaces joined by a veth pair, the servers' and every client's
-//! addresses, what tcpdump records, the tools the recorder needs, and running client commands
-//! in the client namespace.
+//! The lab: two network namespaces joined by a veth pair, the servers' (and the SQL Server
+//! listener's) and every client's addresses, what tcpdump records, the tools the recorder needs,
+//! and running client commands in the client namespace.
 
 use crate::dbserver::pg_find_bin;
 use crate::netlab::{self, Expect, NetSpec, check, describe, require_root, require_tool};
@@ -13,6 +13,8 @@ pub(super) const SRV_NS: &str = "rdsscn-srv";
 pub(super) const CLI_NS: &str = "rdsscn-cli";
 pub(super) const PG_ADDR: &str = "198.51.100.10";
 pub(super) const MY_ADDR: &str = "198.51.100.11";
+/// `crm-sqlserver-1`: the TDS listener of `crate::pcaps::tds` (no SQL Server runs on Debian).
+pub(super) const MSSQL_ADDR: &str = "198.51.100.12";
 pub(super) const PG_V6: &str = "2001:db8:100::10";
 
 /// Application hosts (allowed networks).
@@ -22,6 +24,8 @@ pub(super) const APP3: &str = "198.51.100.22";
 pub(super) const APP_V6: &str = "2001:db8:100::20";
 pub(super) const REPORTING: &str = "198.51.100.30";
 pub(super) const BASTION: &str = "198.51.100.40";
+/// The CRM application, the SQL Server instance's only client.
+pub(super) const CRM_APP: &str = "198.51.100.23";
 /// The load balancer's TCP health check: connects and closes, every slot.
 pub(super) const HEALTH: &str = "198.51.100.5";
 /// Attackers.
@@ -32,8 +36,10 @@ pub(super) const SYN_SCANNER: &str = "89.160.20.129";
 pub(super) const TOR_EXIT: &str = "185.220.101.7";
 pub(super) const MALICIOUS: &str = "45.155.205.33";
 pub(super) const MALICIOUS2: &str = "45.155.205.34";
+/// nmap's ms-sql-brute against the SQL Server instance.
+pub(super) const MSSQL_BRUTE: &str = "89.160.20.150";
 
-/// The lab network: both servers in one namespace, every client address (application hosts on
+/// The lab network: every server in one namespace, every client address (application hosts on
 /// the server's /24, attackers as /32 "internet" addresses) on the client veth.
 pub(super) static LAB: NetSpec = NetSpec {
     srv_ns: SRV_NS,
@@ -41,7 +47,7 @@ pub(super) static LAB: NetSpec = NetSpec {
     srv_if: "rdsscn-s",
     cli_if: "rdsscn-c",
     macs: None,
-    srv_v4: &[PG_ADDR, MY_ADDR],
+    srv_v4: &[PG_ADDR, MY_ADDR, MSSQL_ADDR],
     srv_v6: PG_V6,
     cli_v4: &[
         APP1,
@@ -57,6 +63,8 @@ pub(super) static LAB: NetSpec = NetSpec {
         TOR_EXIT,
         MALICIOUS,
         MALICIOUS2,
+        CRM_APP,
+        MSSQL_BRUTE,
     ],
     cli_v6: APP_V6,
 };
@@ -76,6 +84,8 @@ pub(super) fn preflight() -> Result<()> {
         ("mariadb-install-db", "mariadb-server"),
         ("mariadb", "mariadb-client"),
         ("mariadb-admin", "mariadb-client"),
+        ("tsql", "freetds-bin"),
+        ("nmap", "nmap"),
     ] {
         require_tool(tool, pkg)?;
     }

@@ -2,7 +2,7 @@
 //! which severity), which others it legitimately yields, the attacks mixed into `mixed.pcap`,
 //! and `labels.json`, which tells the scorer all of it and the options to analyze with.
 
-use super::lab::{BRUTE, MALICIOUS, MALICIOUS2, SYN_SCANNER, TOR_EXIT};
+use super::lab::{BRUTE, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, SYN_SCANNER, TOR_EXIT};
 use super::timeline::{SLOT_S, T0};
 
 /// What the scorer passes as --learning-period.
@@ -18,6 +18,7 @@ pub(super) enum Attack {
     Tor,
     Malicious,
     WeakAuth,
+    MssqlBruteForce,
 }
 
 const ANOMALOUS_OK: &str = "CredentialAccess:RDS/AnomalousBehavior.SuccessfulLogin";
@@ -39,7 +40,7 @@ const UNALLOWED: &str = "Policy:RDS/UnallowedNetwork.Connection";
 const NEW_EDGE: &str = "InitialAccess:RDS/AnomalousBehavior.NewClientEdge";
 
 impl Attack {
-    pub(super) const ALL: [Attack; 8] = [
+    pub(super) const ALL: [Attack; 9] = [
         Self::BruteForce,
         Self::Spray,
         Self::Scan,
@@ -48,6 +49,7 @@ impl Attack {
         Self::Tor,
         Self::Malicious,
         Self::WeakAuth,
+        Self::MssqlBruteForce,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Attack {
             Self::Tor => "tor",
             Self::Malicious => "malicious",
             Self::WeakAuth => "weakauth",
+            Self::MssqlBruteForce => "mssql-bruteforce",
         }
     }
 
@@ -96,6 +99,9 @@ impl Attack {
             Self::WeakAuth => {
                 "legacy_md5 (md5) and kiosk (cleartext password) log in from the reporting host"
             }
+            Self::MssqlBruteForce => {
+                "SQL Server (crm-sqlserver-1, TDS): crm_app logs in with tsql from the CRM host; then nmap 7.93 ms-sql-brute from the public address 89.160.20.150 tries sa with 10 wrong passwords (11 logins failing with 18456, the first with the user name as password), then the right one. The instance is not in benign.pcap, so it is still learning: no anomaly findings, only the brute force"
+            }
         }
     }
 
@@ -116,6 +122,9 @@ impl Attack {
                     (NEW_EDGE, "Medium"),
                 ],
             ),
+            // The instance is not in benign.pcap: its learning period starts with this capture,
+            // so only the patterns that need no baseline are reported.
+            Self::MssqlBruteForce => (&[BRUTE_FORCE], &[(BRUTE_FORCE, "High")]),
             Self::Spray => (
                 &[SPRAY, ANOMALOUS_FAIL],
                 &[(SPRAY, "Medium"), (ANOMALOUS_FAIL, "Low")],
@@ -144,7 +153,7 @@ impl Attack {
             "the client is outside the allowed networks (198.51.100.0/24, 2001:db8:100::/64)";
         const NEW_NET: &str = "a network that never reached the instance";
         match self {
-            Self::BruteForce | Self::Spray => &[(UNALLOWED, OUTSIDE)],
+            Self::BruteForce | Self::Spray | Self::MssqlBruteForce => &[(UNALLOWED, OUTSIDE)],
             Self::Scan => &[],
             Self::Tor | Self::Malicious => &[
                 (ANOMALOUS_OK, "a login from a network the user never used"),
@@ -239,7 +248,7 @@ pub(super) fn labels(benign_slots: u64) -> serde_json::Value {
             "malicious_ips": "malicious-ips.txt",
             "tor_exits": "tor-exits.txt",
             "instance_map": "instances.json",
-            "public_addresses": [BRUTE, SYN_SCANNER, TOR_EXIT, MALICIOUS, MALICIOUS2],
+            "public_addresses": [BRUTE, SYN_SCANNER, TOR_EXIT, MALICIOUS, MALICIOUS2, MSSQL_BRUTE],
         },
         "scenarios": scenarios,
     })

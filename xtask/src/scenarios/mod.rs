@@ -1,8 +1,10 @@
 //! `cargo xtask scenarios`: record the labelled detection corpus (`pcaps/scenarios/`) from real
-//! PostgreSQL and MariaDB servers, for the scorer `sensor-user/tests/detection_scenarios.rs`.
+//! PostgreSQL and MariaDB servers (and the SQL Server listener of `crate::pcaps::tds`), for the
+//! scorer `sensor-user/tests/detection_scenarios.rs`.
 //!
 //! Two network namespaces joined by a veth pair: the servers (`orders-pg-1`, PostgreSQL, on
-//! 198.51.100.10 and 2001:db8:100::10; `billing-mariadb-1`, MariaDB, on 198.51.100.11) in one,
+//! 198.51.100.10 and 2001:db8:100::10; `billing-mariadb-1`, MariaDB, on 198.51.100.11;
+//! `crm-sqlserver-1`, the TDS listener, on 198.51.100.12) in one,
 //! every client in the other, which holds all the client addresses: application hosts in
 //! 198.51.100.0/24 and 2001:db8:100::/64, and the attackers (203.0.113.0/24, documentation space
 //! outside the allowed networks, and a few public addresses that exist only inside this
@@ -22,7 +24,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `lab.rs` | the namespaces and addresses, what tcpdump records, preflight, running client commands |
-//! | `servers.rs` | `orders-pg-1` (PostgreSQL) and `billing-mariadb-1` (MariaDB): setup and clients |
+//! | `servers.rs` | `orders-pg-1` (PostgreSQL), `billing-mariadb-1` (MariaDB), `crm-sqlserver-1` (TDS listener): setup and clients |
 //! | `workload.rs` | the recorder and the benign workload of each slot |
 //! | `attacks.rs` | the traffic of each attack |
 //! | `labels.rs` | the attacks, what each must and may yield, `labels.json` |
@@ -41,7 +43,7 @@ use crate::netlab::{self, Capture, Network, TempDir, say};
 use anyhow::{Context, Result};
 use lab::{CAPTURE_FILTER, LAB, preflight};
 use labels::{Attack, MIXED_ATTACKS};
-use servers::{My, Pg};
+use servers::{Mssql, My, Pg};
 use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -59,6 +61,11 @@ pub struct ScenariosArgs {
     /// Keep the temp dir (server data dirs, logs, raw captures) for debugging
     #[arg(long)]
     pub keep_tmp: bool,
+    /// Record only these captures (file names, e.g. attack-mssql-bruteforce.pcap; repeat or
+    /// separate with commas), leaving the others in `--out` as they are; the lists, labels.json
+    /// and README.md are rewritten all the same
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 pub fn run(args: &ScenariosArgs) -> Result<()> {
@@ -75,14 +82,28 @@ pub fn run(args: &ScenariosArgs) -> Result<()> {
     let raw = tmp.path.join("raw");
     fs::create_dir_all(&raw)?;
     let benign_slots = u64::from(args.benign_slots.max(1));
+    // In the order they are recorded.
+    let known: Vec<String> = std::iter::once("benign.pcap".to_string())
+        .chain(Attack::ALL.iter().map(|a| a.file()))
+        .chain(std::iter::once("mixed.pcap".to_string()))
+        .collect();
+    if let Some(f) = args.only.iter().find(|f| !known.contains(f)) {
+        anyhow::bail!(
+            "--only {f}: not a capture of the corpus ({})",
+            known.join(", ")
+        );
+    }
+    let wanted = |f: &str| args.only.is_empty() || args.only.iter().any(|o| o == f);
     let mut recorded: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
     {
         let net = Network::create(&LAB).context("step `network`")?;
         let pg = Pg::start(&tmp.path).context("step `postgres`")?;
         let _my = My::start(&tmp.path).context("step `mariadb`")?;
+        let mssql = Mssql::start(&tmp.path).context("step `sql server listener`")?;
         let mut rec = Rec {
             net,
             pg,
+            mssql,
             rng: Rng(0x5eed),
             marks: Vec::new(),
         };
@@ -90,6 +111,9 @@ pub fn run(args: &ScenariosArgs) -> Result<()> {
                            rec: &mut Rec,
                            body: &mut dyn FnMut(&mut Rec) -> Result<()>|
          -> Result<()> {
+            if !wanted(name) {
+                return Ok(());
+            }
             say(format!("== recording {name} =="));
             rec.marks.clear();
             let cap = Capture::start(&rec.net, &raw.join(name), CAPTURE_FILTER)?;
@@ -130,11 +154,12 @@ pub fn run(args: &ScenariosArgs) -> Result<()> {
         say("stopping servers, removing network namespaces");
     }
 
-    let sizes = corpus::write(&out, &raw, &recorded, benign_slots)?;
+    let sizes = corpus::write(&out, &raw, &recorded, &known, benign_slots)?;
     let total: u64 = sizes.iter().map(|(_, n)| n).sum();
     say(format!(
-        "done in {:.0?}: {} captures, {:.1} MB",
+        "done in {:.0?}: {} captures recorded, {} in the corpus, {:.1} MB",
         started.elapsed(),
+        recorded.len(),
         sizes.len(),
         total as f64 / 1e6
     ));

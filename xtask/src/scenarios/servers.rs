@@ -1,11 +1,14 @@
 //! The two database servers (see `crate::dbserver`) with the applications' roles, users and
-//! tables, and the client commands that talk to them from the client namespace.
+//! tables, the SQL Server instance (the TDS listener of `crate::pcaps::tds`), and the client
+//! commands that talk to them from the client namespace.
 
-use super::lab::{CLI_NS, MY_ADDR, PG_ADDR, PG_V6, SRV_NS};
+use super::lab::{CLI_NS, MSSQL_ADDR, MY_ADDR, PG_ADDR, PG_V6, SRV_NS};
 use crate::dbserver::{MyConfig, MyServer, PG_PORT, PgConfig, PgServer};
-use crate::netlab::say;
-use anyhow::Result;
-use std::path::Path;
+use crate::netlab::{in_ns, say};
+use crate::pcaps::tds::{Listener, Mode, TDS_PASSWORD, TDS_PORT};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub(super) const PASSWORD: &str = "Orders-Pw-2025!";
@@ -121,5 +124,86 @@ impl My {
         let mut c = MyServer::mariadb(CLI_NS, MY_ADDR, user, password, db, false);
         c.arg("--force");
         c
+    }
+}
+
+/// `crm-sqlserver-1`: the TDS listener of `crate::pcaps::tds` in plaintext mode (PRELOGIN answered
+/// ENCRYPT_NOT_SUP; LOGIN7 answered LOGINACK for [`MSSQL_PASSWORD`], whatever the user, or ERROR
+/// 18456), on `MSSQL_ADDR:1433`.
+pub(super) struct Mssql {
+    listener: Listener,
+    dir: PathBuf,
+}
+
+/// The password the SQL Server instance accepts (the listener's; a canary).
+pub(super) const MSSQL_PASSWORD: &str = TDS_PASSWORD;
+
+impl Mssql {
+    pub(super) fn start(tmp: &Path) -> Result<Self> {
+        let dir = tmp.join("mssql");
+        fs::create_dir_all(&dir)?;
+        let listener = Listener::start_in(&dir, SRV_NS, MSSQL_ADDR, Mode::Plain, None, None)?;
+        say(format!(
+            "mssql: crm-sqlserver-1, the TDS listener on {MSSQL_ADDR}:{TDS_PORT}"
+        ));
+        Ok(Self { listener, dir })
+    }
+
+    /// A `tsql` (FreeTDS, TDS 7.4, no encryption) session from the client namespace running the
+    /// batches on its stdin (`go` after each).
+    pub(super) fn tsql(&self, user: &str, password: &str, db: &str) -> Result<Command> {
+        let conf = self.dir.join("freetds.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[global]\n\ttds version = 7.4\n\n[crm]\n\thost = {MSSQL_ADDR}\n\tport = {TDS_PORT}\n\
+                 \ttds version = 7.4\n\tencryption = off\n"
+            ),
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
+        let mut c = in_ns(CLI_NS, "tsql");
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("FREETDSCONF", &conf)
+            .env("LANG", "C.UTF-8")
+            .args(["-S", "crm", "-U", user, "-P", password, "-D", db]);
+        Ok(c)
+    }
+
+    /// nmap's `ms-sql-brute` from the client namespace: every user of `users`, first with its
+    /// own name as the password, then each of `passwords`, until one logs in. The script is a
+    /// host script here (`mssql.instance-port`, the port not scanned): nmap 7.93's port-rule path
+    /// fails before its first login (`GetTargetInstances` unpacks one return value as two).
+    pub(super) fn nmap_brute(&self, users: &[&str], passwords: &[&str]) -> Result<Command> {
+        let (udb, pdb) = (self.dir.join("users.txt"), self.dir.join("passwords.txt"));
+        fs::write(&udb, users.join("\n") + "\n")?;
+        fs::write(&pdb, passwords.join("\n") + "\n")?;
+        let mut c = in_ns(CLI_NS, "nmap");
+        c.args([
+            "-n",
+            "-Pn",
+            "-sn",
+            "--script",
+            "ms-sql-brute",
+            "--script-args",
+        ])
+        .arg(format!(
+            "mssql.instance-port={TDS_PORT},userdb={},passdb={}",
+            udb.display(),
+            pdb.display()
+        ))
+        .arg(MSSQL_ADDR);
+        Ok(c)
+    }
+
+    /// The logins the listener answered for clients at `src`: (LOGIN7 messages, 18456 failures).
+    pub(super) fn logins_from(&self, src: &str) -> (usize, usize) {
+        let log = self.listener.log();
+        let from = |what: &str| {
+            log.lines()
+                .filter(|l| l.starts_with(&format!("{src}:")) && l.contains(what))
+                .count()
+        };
+        (from("LOGIN7 user"), from("login failed (18456)"))
     }
 }

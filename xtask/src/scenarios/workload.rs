@@ -6,7 +6,7 @@ use super::lab::{
     APP_V6, APP1, APP2, APP3, BASTION, HEALTH, Job, MY_ADDR, PG_ADDR, PG_V6, REPORTING, probe,
     run_all, run1,
 };
-use super::servers::{MY_PASSWORD, My, PASSWORD, Pg};
+use super::servers::{MY_PASSWORD, Mssql, My, PASSWORD, Pg};
 use super::timeline::{T0, now_ns};
 use crate::dbserver::{MY_PORT, PG_PORT};
 use crate::netlab::{Expect, Network};
@@ -90,6 +90,7 @@ VACUUM ANALYZE orders;
 pub(super) struct Rec {
     pub(super) net: Network,
     pub(super) pg: Pg,
+    pub(super) mssql: Mssql,
     pub(super) rng: Rng,
     /// (real time, application time) of each slot start, both in ns since the epoch.
     pub(super) marks: Vec<(u64, u64)>,
