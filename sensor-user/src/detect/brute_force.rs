@@ -1,6 +1,7 @@
 //! Login patterns that need no baseline: one address failing as many users
-//! (`CredentialAccess:RDS/CredentialSpraying.ManyUsers`), and a success after repeated failures
-//! for the same user (`CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce`). Also
+//! (`CredentialAccess:RDS/CredentialSpraying.ManyUsers`, High when the address also got in
+//! within the window, before or after), and a success after repeated failures from the same
+//! address, whatever users they named (`CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce`). Also
 //! tallies failed logins from public addresses, which raise an anomalous login to High.
 
 use super::context::LoginCtx;
@@ -25,13 +26,13 @@ impl Detector {
             ..
         } = *c;
         let to_db = c.to_db();
-        // Patterns that need no baseline: brute force and spraying.
-        let (users_failed, user_failures) = {
-            let q = self
-                .source_failures
-                .entry((inst.key.clone(), ip))
-                .or_default();
-            let since = now.saturating_sub(th.failure_window_s * NS);
+        // Patterns that need no baseline: brute force and spraying. Failures count per
+        // source address across users (GuardDuty's SuccessfulBruteForce: failed logins from
+        // one remote address, then a success), refusals before any user was named included.
+        let key = (inst.key.clone(), ip);
+        let since = now.saturating_sub(th.failure_window_s * NS);
+        let (users_failed, failures) = {
+            let q = self.source_failures.entry(key.clone()).or_default();
             while q.front().is_some_and(|(t, _)| *t < since) {
                 q.pop_front();
             }
@@ -39,28 +40,54 @@ impl Detector {
                 q.push_back((now, user.clone()));
             }
             let users: BTreeSet<String> = q.iter().map(|(_, u)| u.clone()).collect();
-            let n = q.iter().filter(|(_, u)| u == user).count();
-            if ok && n >= th.brute_force_failures {
-                q.retain(|(_, u)| u != user);
+            let failures: Vec<String> = q.iter().map(|(_, u)| u.clone()).collect();
+            if ok && failures.len() >= th.brute_force_failures {
+                // The attack got in: its failures are told once.
+                q.clear();
             }
-            (users, n)
+            (users, failures)
+        };
+        // Successes from the address in the window: a spray that got in is High, whether
+        // the success came before or after the spray was recognised.
+        let got_in: Vec<String> = {
+            let s = self.source_successes.entry(key).or_default();
+            while s.front().is_some_and(|(t, _)| *t < since) {
+                s.pop_front();
+            }
+            if ok && s.len() < 64 {
+                s.push_back((now, user.clone()));
+            }
+            let mut v: Vec<String> = Vec::new();
+            for (_, u) in s.iter() {
+                if !v.contains(u) {
+                    v.push(u.clone());
+                }
+            }
+            v
         };
         if users_failed.len() >= th.spray_users {
             let k = FindingType::CredentialSpraying;
-            let sev = if ok {
-                Severity::High
-            } else {
+            let sev = if got_in.is_empty() {
                 k.default_severity()
+            } else {
+                Severity::High
             };
             let desc = format!(
                 "{ip} failed to log in to {id} as {} different users in {} minutes{}.",
                 users_failed.len(),
                 th.failure_window_s / 60,
-                if ok {
-                    format!(", then logged in as {user}")
-                } else {
+                if got_in.is_empty() {
                     String::new()
+                } else {
+                    format!(", and logged in as {} in that time", got_in.join(", "))
                 }
+            );
+            let mut users: Vec<String> = users_failed.iter().cloned().collect();
+            users.extend(
+                got_in
+                    .iter()
+                    .filter(|u| !users_failed.contains(*u))
+                    .cloned(),
             );
             self.report(
                 out,
@@ -70,15 +97,28 @@ impl Detector {
                 format!("Credential spraying against RDS DB instance {id}"),
                 desc,
                 Evidence {
-                    users: users_failed.iter().cloned().collect(),
+                    users,
                     ..Evidence::default()
                 },
             );
         }
-        if ok && user_failures >= th.brute_force_failures {
+        if ok && failures.len() >= th.brute_force_failures {
             let k = FindingType::SuccessfulBruteForce;
+            let mut per_user: Vec<(String, usize)> = Vec::new();
+            for u in &failures {
+                match per_user.iter_mut().find(|(x, _)| x == u) {
+                    Some((_, n)) => *n += 1,
+                    None => per_user.push((u.clone(), 1)),
+                }
+            }
+            let as_users = per_user
+                .iter()
+                .map(|(u, n)| format!("{n} as {u}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let desc = format!(
-                "{ip} logged in as {user}{to_db} on {id} after {user_failures} failed logins as {user} in {} minutes.",
+                "{ip} logged in as {user}{to_db} on {id} after {} failed logins ({as_users}) in {} minutes.",
+                failures.len(),
                 th.failure_window_s / 60
             );
             self.report(
@@ -89,7 +129,8 @@ impl Detector {
                 format!("Successful login after a brute force attack on RDS DB instance {id}"),
                 desc,
                 Evidence::with_reasons(vec![format!(
-                    "{user_failures} failed logins before the success"
+                    "{} failed logins from {ip} before the success ({as_users})",
+                    failures.len()
                 )]),
             );
         }

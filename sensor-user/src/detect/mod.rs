@@ -169,6 +169,8 @@ pub struct Detector {
     last_tick_ns: u64,
     conns: HashMap<(String, String), Conn>,
     source_failures: HashMap<(String, IpAddr), FailureLog>,
+    /// Successful logins per (instance, address) within the failure window.
+    source_successes: HashMap<(String, IpAddr), FailureLog>,
     public_failures: HashMap<(String, String), VecDeque<u64>>,
     hour_logins: HashMap<(String, String), (u64, u64)>,
     hour_failures: HashMap<(String, String), (u64, u64)>,
@@ -214,6 +216,7 @@ impl Detector {
             last_tick_ns: 0,
             conns: HashMap::new(),
             source_failures: HashMap::new(),
+            source_successes: HashMap::new(),
             public_failures: HashMap::new(),
             hour_logins: HashMap::new(),
             hour_failures: HashMap::new(),

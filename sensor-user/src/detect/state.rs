@@ -52,6 +52,12 @@ impl Detector {
             }
             !q.is_empty()
         });
+        self.source_successes.retain(|_, q| {
+            while q.front().is_some_and(|(ts, _)| *ts < fail_since) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
         let pub_since = now.saturating_sub(t.public_failure_window_s * NS);
         self.public_failures.retain(|_, q| {
             prune(q, pub_since);

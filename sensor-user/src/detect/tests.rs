@@ -508,6 +508,108 @@ fn brute_force_ending_in_success() {
     assert!(feed(&mut d, recs).is_empty());
 }
 
+/// Issue 15, point 7: failures from one address count across users (GuardDuty's rule), so
+/// three as a user that does not exist and three as `root`, then `root` gets in, is a
+/// successful brute force (before: none, each user under the threshold).
+#[test]
+fn issue_15_brute_force_across_users() {
+    let mut d = detector(1_000_000, |_| {});
+    let ip = "45.155.205.78";
+    let mut recs: Vec<Record> = Vec::new();
+    for (i, user) in [
+        "root_nope",
+        "root_nope",
+        "root_nope",
+        "root",
+        "root",
+        "root",
+    ]
+    .iter()
+    .enumerate()
+    {
+        recs.push(login(L {
+            ip,
+            port: 43000 + i as u16,
+            user,
+            ok: false,
+            at: i as u64,
+            ..L::default()
+        }));
+    }
+    recs.push(login(L {
+        ip,
+        port: 43100,
+        user: "root",
+        at: 20,
+        ..L::default()
+    }));
+    let out = feed(&mut d, recs);
+    let f = find(&out, FindingType::SuccessfulBruteForce);
+    assert_eq!(f.severity_label, "High");
+    assert!(
+        f.description
+            .contains("after 6 failed logins (3 as root_nope, 3 as root)"),
+        "{}",
+        f.description
+    );
+    // Once told, the same failures do not make a second finding at the next login.
+    let again = feed(
+        &mut d,
+        [login(L {
+            ip,
+            port: 43200,
+            user: "root",
+            at: 30,
+            ..L::default()
+        })],
+    );
+    assert!(
+        !types(&again).contains(&FindingType::SuccessfulBruteForce.name()),
+        "{:?}",
+        types(&again)
+    );
+}
+
+/// Issue 15, point 8: a sprayed login that succeeds before the spray is recognised still
+/// makes the spraying finding High, and its description says so.
+#[test]
+fn issue_15_spraying_that_succeeds_early_is_high() {
+    let mut d = detector(1_000_000, |_| {});
+    let ip = "203.0.113.67";
+    let steps = [
+        ("admin", false),
+        ("postgres", false),
+        ("backup", true),
+        ("root", false),
+        ("app", false),
+        ("oracle", false),
+    ];
+    let recs: Vec<Record> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (user, ok))| {
+            login(L {
+                ip,
+                port: 44000 + i as u16,
+                user,
+                ok: *ok,
+                at: i as u64,
+                ..L::default()
+            })
+        })
+        .collect();
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
+    let f = find(&out, FindingType::CredentialSpraying);
+    assert_eq!(f.severity_label, "High");
+    assert!(
+        f.description.contains("logged in as backup"),
+        "{}",
+        f.description
+    );
+    assert!(f.evidence.users.contains(&"backup".to_string()));
+}
+
 #[test]
 fn credential_spraying() {
     let mut d = detector(1_000_000, |_| {});
