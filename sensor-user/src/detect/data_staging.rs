@@ -30,14 +30,23 @@ impl Detector {
         let win_ns = th.staging_window_s.max(1) * NS;
         let w = self.windows.entry(key).or_default();
         if w.queries == 0 || now >= w.start_ns + win_ns {
+            // Staging that was reported and goes on (reads less than a window apart) stays
+            // one activity: its finding keeps counting.
+            let going_on = w.reported && now < w.last_ns.saturating_add(win_ns);
             *w = Window {
                 start_ns: now,
+                reported: going_on,
+                told: if going_on { w.told } else { None },
                 ..Window::default()
             };
         }
         w.rows += rows;
         w.bytes += bytes;
         w.queries += 1;
+        w.last_ns = now;
+        if let Some(t) = &mut w.told {
+            *t = (t.0 + rows, t.1 + bytes, t.2 + 1);
+        }
         if w.fingerprints.len() < 10 && !w.fingerprints.iter().any(|f| f == fingerprint) {
             w.fingerprints.push(fingerprint.to_string());
         }
@@ -76,6 +85,37 @@ impl Detector {
         let mut reasons = why("in one response", rows, bytes, base_q);
         let (mut ev_rows, mut ev_bytes, mut ev_q, mut fps, mut base) =
             (rows, bytes, 1, vec![q.fingerprint.clone()], base_q);
+        if reasons.is_empty()
+            && w.reported
+            && let Some((t_rows, t_bytes, t_queries)) = w.told
+        {
+            // The staging goes on after it was reported: this read is added to the finding
+            // (evidence totals add up), and the description gives the running total.
+            let k = FindingType::DataStaging;
+            let desc = format!(
+                "{ip} read {t_rows} rows / {t_bytes} bytes as {user} from {id} in {t_queries} queries since the volume went past its baseline, and goes on reading."
+            );
+            self.report(
+                out,
+                Who {
+                    key: format!("{user}@{ip}"),
+                    ..c.who()
+                },
+                k,
+                k.default_severity(),
+                format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
+                desc,
+                Evidence {
+                    fingerprints: vec![q.fingerprint.clone()],
+                    queries: Some(1),
+                    rows: Some(rows),
+                    bytes: Some(bytes),
+                    statement_classes: vec![class.clone()],
+                    ..Evidence::default()
+                },
+            );
+            return;
+        }
         if reasons.is_empty() && !w.reported {
             reasons = why(
                 &format!("in {} s", th.staging_window_s),
@@ -89,6 +129,7 @@ impl Detector {
                 && let Some(w) = self.windows.get_mut(&(inst.key.clone(), user.clone(), ip))
             {
                 w.reported = true;
+                w.told = Some((w.rows, w.bytes, w.queries));
             }
         }
         if !reasons.is_empty() {

@@ -29,6 +29,11 @@ pub(super) struct Window {
     pub(super) queries: u64,
     pub(super) fingerprints: Vec<String>,
     pub(super) reported: bool,
+    /// When the last read came.
+    pub(super) last_ns: u64,
+    /// Rows, bytes and queries since the window that was reported: the reads go on being
+    /// counted into the finding until the activity ends (a window without reads).
+    pub(super) told: Option<(u64, u64, u64)>,
 }
 
 pub(super) fn prune(q: &mut VecDeque<u64>, since: u64) {

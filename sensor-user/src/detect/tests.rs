@@ -1025,10 +1025,20 @@ fn data_staging_per_query_and_per_window() {
             )
         })
         .collect();
-    let out = feed(&mut d, recs);
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
     let f = find(&out, FindingType::DataStaging);
     assert!(f.evidence.rows.unwrap() > 1000);
-    assert_eq!(out.len(), 1, "one report per window");
+    // One finding, whose last state counts every read (issue 15, point 12).
+    let last = out
+        .iter()
+        .rev()
+        .find(|f| f.finding_type == FindingType::DataStaging.name())
+        .unwrap();
+    assert_eq!(last.id, f.id);
+    // (The window also holds what this address read while learning.)
+    assert!(last.evidence.rows.unwrap() >= 30 * 150);
+    assert!(last.evidence.queries.unwrap() >= 30);
     // Writes do not count as reads.
     let mut d = detector(100, |_| {});
     learn_app(&mut d);
@@ -1046,6 +1056,46 @@ fn data_staging_per_query_and_per_window() {
         )],
     );
     assert!(out.is_empty());
+}
+
+/// Issue 15, point 12: paged reads (120 pages of 500 rows) go on after the window crossed its
+/// baseline; the finding's evidence keeps counting until the reads stop (before: frozen at the
+/// threshold, 9 500 of 60 000 rows), across windows while the pages keep coming.
+#[test]
+fn issue_15_data_staging_evidence_counts_until_the_reads_stop() {
+    let mut d = detector(100, |_| {});
+    learn_app(&mut d);
+    // A page every 5 s: 600 s of paging spans several staging windows.
+    let recs: Vec<Record> = (0..120)
+        .map(|i| {
+            // An address of the learnt user that read nothing while learning.
+            query(
+                "198.51.100.29",
+                48003,
+                "app",
+                "select * from orders order by id limit ? offset ?",
+                "SELECT",
+                500,
+                40_000,
+                200 + 5 * i,
+            )
+        })
+        .collect();
+    let mut out = feed(&mut d, recs);
+    d.finish(&mut out);
+    let staging: Vec<&Finding> = out
+        .iter()
+        .filter(|f| f.finding_type == FindingType::DataStaging.name())
+        .collect();
+    let last = staging.last().expect("a DataStaging finding");
+    assert!(staging.iter().all(|f| f.id == last.id), "one finding");
+    assert_eq!(last.evidence.rows, Some(120 * 500));
+    assert_eq!(last.evidence.queries, Some(120));
+    assert!(
+        last.description.contains("60000 rows"),
+        "{}",
+        last.description
+    );
 }
 
 #[test]
