@@ -13,6 +13,17 @@ pub struct Baseline {
     pub version: u32,
     /// Instance identifier (or server address) → baseline.
     pub instances: BTreeMap<String, InstanceBaseline>,
+    /// The settings it was learned with (absent in files saved before they were kept).
+    #[serde(default)]
+    pub learned_with: Option<LearnedWith>,
+}
+
+/// The settings a baseline was learned with: a later run that disagrees is told, and keeps
+/// the baseline's (issue 15, point 14).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LearnedWith {
+    pub learning_period_s: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -113,6 +124,7 @@ impl Baseline {
         Self {
             version: FORMAT_VERSION,
             instances: BTreeMap::new(),
+            learned_with: None,
         }
     }
 

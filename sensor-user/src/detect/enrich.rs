@@ -198,6 +198,17 @@ impl InstanceMap {
         self.by_socket.len() + self.by_ip.len()
     }
 
+    /// Every server the map names (by socket address or by address alone): the address, its
+    /// identifier and engine.
+    pub fn named(&self) -> Vec<(IpAddr, String, Option<String>)> {
+        self.by_socket
+            .iter()
+            .map(|(a, s)| (a.ip(), s))
+            .chain(self.by_ip.iter().map(|(a, s)| (*a, s)))
+            .map(|(a, s)| (a, s.db_instance_identifier.clone(), s.engine.clone()))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -2,8 +2,67 @@
 //! record, anomalies are learned (not reported) until `--learning-period` has passed, and the
 //! baseline is saved to `--baseline` now and then and at the end.
 
-use super::baseline::InstanceBaseline;
-use super::{Detector, NS};
+use super::baseline::{Baseline, InstanceBaseline, LearnedWith};
+use super::enrich::InstanceMap;
+use super::{Detector, DetectorOptions, NS};
+
+/// A baseline loaded from a file meets this run's settings (issue 15, point 14):
+/// - it was learned with another learning period: the run keeps the baseline's (a run
+///   without the switch would otherwise count the default two weeks from the first record,
+///   report nothing, and learn the attacker in), and says so;
+/// - an instance map names servers whose baselines were learned before it, under their
+///   address and engine: those baselines move to the map's identifiers, and it says so.
+pub(super) fn reconcile(b: &mut Baseline, opts: &mut DetectorOptions, map: &InstanceMap) {
+    match &b.learned_with {
+        Some(w) if w.learning_period_s != opts.learning_period_s && !b.instances.is_empty() => {
+            tracing::warn!(
+                baseline_learning_period_s = w.learning_period_s,
+                this_run_s = opts.learning_period_s,
+                "the baseline was learned with another learning period: keeping the baseline's \
+                 (start a new baseline file to learn with another)"
+            );
+            opts.learning_period_s = w.learning_period_s;
+        }
+        _ => {}
+    }
+    b.learned_with = Some(LearnedWith {
+        learning_period_s: opts.learning_period_s,
+    });
+    for (addr, id, engine) in map.named() {
+        if b.instances.contains_key(&id) {
+            continue;
+        }
+        // Learned unmapped: keyed `ip/engine` (see `instances.rs`).
+        let prefix = format!("{addr}/");
+        let old: Vec<String> = b
+            .instances
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|e| engine.as_deref().is_none_or(|x| same_family(e, x)))
+            })
+            .cloned()
+            .collect();
+        if let [k] = old.as_slice()
+            && let Some(ib) = b.instances.remove(k)
+        {
+            tracing::warn!(from = %k, to = %id, "baseline learned before the instance map: now under the map's identifier");
+            b.instances.insert(id, ib);
+        }
+    }
+}
+
+/// Whether an engine named after a protocol (`postgres`, `mysql`, `sqlserver`) and an RDS
+/// engine name (`aurora-postgresql`, `mariadb`, `sqlserver-se`, …) are the same family.
+fn same_family(protocol_engine: &str, rds_engine: &str) -> bool {
+    let r = rds_engine.to_ascii_lowercase();
+    match protocol_engine {
+        "postgres" => r.contains("postgres"),
+        "mysql" => r.contains("mysql") || r.contains("mariadb"),
+        "sqlserver" => r.contains("sqlserver"),
+        e => r.contains(e),
+    }
+}
 
 impl Detector {
     /// True while the instance is learning; creates its baseline on first sight.

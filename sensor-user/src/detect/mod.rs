@@ -195,9 +195,11 @@ impl Detector {
         };
         let asn = opts.asn_db.as_deref().map(AsnDb::open).transpose()?;
         let store = opts.baseline.as_deref().map(BaselineStore::new);
-        let baseline = store
+        let mut baseline = store
             .as_ref()
             .map_or_else(Baseline::new, |s| s.load().baseline);
+        let mut opts = opts;
+        learning::reconcile(&mut baseline, &mut opts, &instances);
         let log = FindingLog::new(opts.update_every_s.saturating_mul(NS));
         Ok(Self {
             allowed: opts.allowed.iter().copied().collect(),

@@ -1158,6 +1158,63 @@ fn baseline_survives_a_restart_and_a_corrupt_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 15, point 14: a baseline remembers the learning period it was learned with, and an
+/// instance map added after learning takes over the baselines learned under the addresses.
+/// Before: the second run counted its own (default two-week) period from the first record and
+/// reported nothing, and the mapped instance started learning from scratch.
+#[test]
+fn issue_15_a_baseline_reused_with_other_switches() {
+    let dir = tmpdir("reuse");
+    let path = dir.join("baseline.json");
+    let mut d = detector(100, |o| o.baseline = Some(path.clone()));
+    learn_app(&mut d);
+    d.finish(&mut Vec::new());
+    let later = |d: &mut Detector, at: u64| {
+        feed(
+            d,
+            [login(L {
+                ip: "10.3.3.3",
+                port: 49100,
+                at,
+                ..L::default()
+            })],
+        )
+    };
+    // A run without the switch (the two-week default): the baseline's 100 s holds.
+    let mut d = detector(14 * 24 * 3600, |o| o.baseline = Some(path.clone()));
+    let out = later(&mut d, 300);
+    assert!(
+        types(&out).contains(&FindingType::AnomalousSuccessfulLogin.name()),
+        "{:?}",
+        types(&out)
+    );
+    d.finish(&mut Vec::new());
+    // An instance map added now: the learned baseline is the mapped instance's.
+    let map = dir.join("instances.json");
+    std::fs::write(
+        &map,
+        format!(r#"{{"{SRV}": {{"dbInstanceIdentifier": "orders-pg-1", "engine": "postgres"}}}}"#),
+    )
+    .unwrap();
+    let mut d = detector(14 * 24 * 3600, |o| {
+        o.baseline = Some(path.clone());
+        o.instance_map = Some(map.clone());
+    });
+    assert!(d.baseline().instances.contains_key("orders-pg-1"));
+    assert!(
+        !d.baseline()
+            .instances
+            .contains_key("198.51.100.10/postgres")
+    );
+    let out = later(&mut d, 400);
+    let f = find(&out, FindingType::AnomalousSuccessfulLogin);
+    assert_eq!(
+        f.resource.rds_db_instance_details.db_instance_identifier,
+        "orders-pg-1"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn learning_is_per_instance() {
     let mut d = detector(100, |_| {});
