@@ -47,8 +47,9 @@ pub struct NetworkBaseline {
     pub probes: u64,
     pub logins: u64,
     pub failures: u64,
-    /// The most failed logins in one hour.
+    /// The most failed logins in one hour, over `rate_hours` whole clock hours of learning.
     pub max_failures_per_hour: u64,
+    pub rate_hours: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -64,7 +65,11 @@ pub struct UserBaseline {
     pub logins: u64,
     pub failures: u64,
     pub queries: u64,
+    /// The most logins in one clock hour, over `rate_hours` whole hours of learning (a
+    /// partial hour is no rate: a maximum learned in minutes would be compared with full
+    /// hours).
     pub max_logins_per_hour: u64,
+    pub rate_hours: u64,
     /// The largest single response, in rows and bytes.
     pub max_rows_query: u64,
     pub max_bytes_query: u64,

@@ -33,27 +33,53 @@ impl Detector {
             ref id,
             ..
         } = *c;
-        // Rates.
+        // Rates, per clock hour. An hour that ended is learned when it lay wholly inside the
+        // learning period: a partial hour (the first, the last, a learning period shorter
+        // than an hour) would make a maximum that full hours are then compared with.
         let hour = now / (3600 * NS);
+        let (first_ns, learn_end_ns) = {
+            let ib = self.instance_baseline(&inst.key);
+            (
+                ib.first_seen_ns,
+                ib.first_seen_ns
+                    .saturating_add(self.opts.learning_period_s.saturating_mul(NS)),
+            )
+        };
+        let whole = |h: u64| h * 3600 * NS >= first_ns && (h + 1) * 3600 * NS <= learn_end_ns;
         let bump = |m: &mut HashMap<(String, String), (u64, u64)>, k: (String, String)| {
             let e = m.entry(k).or_insert((hour, 0));
+            let mut ended = None;
             if e.0 != hour {
+                if whole(e.0) {
+                    ended = Some(e.1);
+                }
                 *e = (hour, 0);
             }
             e.1 += 1;
-            e.1
+            (e.1, ended)
         };
         let net = a.net.to_string();
         // A login may name no database (MySQL without one, a `USE` later): its edge is to the
         // instance, and it says nothing of databases.
         let to_db = c.to_db();
-        let hour_count = if ok {
+        let (hour_count, ended) = if ok {
             bump(&mut self.hour_logins, (inst.key.clone(), user.clone()))
         } else {
             bump(&mut self.hour_failures, (inst.key.clone(), net.clone()))
         };
 
         let ib = self.instance_baseline(&inst.key);
+        if let Some(n) = ended {
+            if ok {
+                if let Some(ub) = ib.users.get_mut(user) {
+                    ub.max_logins_per_hour = ub.max_logins_per_hour.max(n);
+                    ub.rate_hours += 1;
+                }
+            } else if let Some(nb) = ib.networks.get_mut(&net) {
+                nb.max_failures_per_hour = nb.max_failures_per_hour.max(n);
+                nb.rate_hours += 1;
+            }
+        }
         if learning {
             let nb = ib.networks.entry(net.clone()).or_default();
             if ok {
@@ -73,10 +99,8 @@ impl Detector {
                     ub.databases.insert(db.clone());
                 }
                 ub.logins += 1;
-                ub.max_logins_per_hour = ub.max_logins_per_hour.max(hour_count);
             } else {
                 nb.failures += 1;
-                nb.max_failures_per_hour = nb.max_failures_per_hour.max(hour_count);
                 if let Some(ub) = ib.users.get_mut(user) {
                     ub.failures += 1;
                 }
@@ -108,11 +132,14 @@ impl Detector {
                     if !db.is_empty() && !ub.databases.contains(db) {
                         reasons.push(format!("database {db} never used by {user}"));
                     }
-                    if over(
-                        th.login_rate_factor,
-                        ub.max_logins_per_hour,
-                        th.login_rate_min,
-                    ) {
+                    // Only against a rate learned over whole hours.
+                    if ub.rate_hours > 0
+                        && over(
+                            th.login_rate_factor,
+                            ub.max_logins_per_hour,
+                            th.login_rate_min,
+                        )
+                    {
                         reasons.push(format!(
                             "{hour_count} logins of {user} this hour (learned maximum {})",
                             ub.max_logins_per_hour
@@ -180,11 +207,13 @@ impl Detector {
             match nb {
                 None => reasons.push(format!("no login from network {net} while learning")),
                 Some(nb) => {
-                    if over(
-                        th.failure_rate_factor,
-                        nb.max_failures_per_hour,
-                        th.failure_rate_min,
-                    ) {
+                    if nb.rate_hours > 0
+                        && over(
+                            th.failure_rate_factor,
+                            nb.max_failures_per_hour,
+                            th.failure_rate_min,
+                        )
+                    {
                         reasons.push(format!(
                             "{hour_count} failed logins from {net} this hour (learned maximum {})",
                             nb.max_failures_per_hour

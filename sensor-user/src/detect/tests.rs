@@ -1215,6 +1215,47 @@ fn issue_15_a_baseline_reused_with_other_switches() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 15, point 11: a login rate learned over less than an hour is no hourly rate. Four
+/// minutes of learning with 80 logins, then 241 logins in the hour: no rate finding (before:
+/// "241 logins this hour (learned maximum 80)"). Learned over whole hours, the same burst is
+/// one.
+#[test]
+fn issue_15_a_login_rate_needs_whole_hours_of_learning() {
+    let logins = |from: u64, n: u64, step: u64, port: u16| -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                login(L {
+                    port: port.wrapping_add(i as u16),
+                    at: from + i * step,
+                    ..L::default()
+                })
+            })
+            .collect()
+    };
+    let rate_reasons = |out: &[Finding]| -> Vec<String> {
+        out.iter()
+            .flat_map(|f| f.evidence.reasons.iter())
+            .filter(|r| r.contains("this hour"))
+            .cloned()
+            .collect()
+    };
+    // Four minutes of learning.
+    let mut d = detector(240, |_| {});
+    feed(&mut d, logins(0, 80, 3, 10_000));
+    let mut out = feed(&mut d, logins(300, 241, 10, 20_000));
+    d.finish(&mut out);
+    assert!(rate_reasons(&out).is_empty(), "{:?}", rate_reasons(&out));
+    // Three whole hours of learning, 80 logins each; then a burst of 241 in an hour.
+    let mut d = detector(3 * 3600, |_| {});
+    for h in 0..3 {
+        feed(&mut d, logins(h * 3600, 80, 40, 10_000 + (h as u16) * 100));
+    }
+    let mut out = feed(&mut d, logins(3 * 3600 + 10, 241, 10, 30_000));
+    d.finish(&mut out);
+    let r = rate_reasons(&out);
+    assert!(r.iter().any(|r| r.contains("learned maximum 80")), "{r:?}");
+}
+
 #[test]
 fn learning_is_per_instance() {
     let mut d = detector(100, |_| {});
