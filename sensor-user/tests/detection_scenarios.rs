@@ -313,6 +313,64 @@ fn detection_scenarios() {
                 }
             }
         }
+        // A brute force across users (medusa on MariaDB): 3 failures as root_nope, 3 as root,
+        // each under the per-user threshold, then root logs in.
+        if file == "attack-bruteforce-users.pcap"
+            && let Some(f) = findings.iter().find(|f| {
+                f["type"] == "CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce"
+            })
+        {
+            let action = &f["service"]["action"]["rdsLoginAttemptAction"];
+            let r = &action["remoteIpDetails"];
+            let sum = |k: &str| -> u64 {
+                action["LoginAttributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a[k].as_u64())
+                    .sum()
+            };
+            for (what, ok) in [
+                (
+                    "the instance billing-mariadb-1",
+                    f["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"]
+                        == "billing-mariadb-1",
+                ),
+                (
+                    "the user root (the one that logged in)",
+                    f["resource"]["rdsDbUserDetails"]["user"] == "root",
+                ),
+                (
+                    "the attacker 89.160.20.113",
+                    r["ipAddressV4"] == "89.160.20.113",
+                ),
+                (
+                    "the 6 failures across users and the success",
+                    sum("failedLoginAttempts") >= 6 && sum("successfulLoginAttempts") >= 1,
+                ),
+            ] {
+                if !ok {
+                    problems.push(format!(
+                        "{file}: the brute-force finding lacks {what}: {}",
+                        serde_json::json!({"resource": f["resource"], "action": action})
+                    ));
+                }
+            }
+        }
+        // A spray whose third login (billing_app) succeeded: the finding says so.
+        if file == "attack-spray-early.pcap"
+            && let Some(f) = findings
+                .iter()
+                .find(|f| f["type"] == "CredentialAccess:RDS/CredentialSpraying.ManyUsers")
+            && !f["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("billing_app"))
+        {
+            problems.push(format!(
+                "{file}: the spraying finding does not name the user that logged in (billing_app): {}",
+                f["description"]
+            ));
+        }
     }
     report.push_str(&format!(
         "\n{:<60} {:>8} {:>7} {:>5} {:>5}\n",

@@ -1,15 +1,17 @@
 //! What each attacker does, against the lab's servers: the traffic of every [`Attack`].
 
 use super::lab::{
-    APP1, APP2, APP3, BRUTE, CRM_APP, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, MY_ADDR, PG_ADDR,
-    REPORTING, SCANNER, SPRAYER, SYN_SCANNER, TOR_EXIT, probe, run_all, run1,
+    APP1, APP2, APP3, BRUTE, BRUTE_USERS, CRM_APP, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, MY_ADDR,
+    PG_ADDR, REPORTING, SCANNER, SPRAYER, SPRAYER_EARLY, SYN_SCANNER, TOR_EXIT, probe, run_all,
+    run1,
 };
 use super::labels::Attack;
 use super::servers::{MSSQL_PASSWORD, MY_PASSWORD, My, PASSWORD};
 use super::workload::Rec;
 use crate::dbserver::{MY_PORT, PG_PORT};
-use crate::netlab::{Expect, say};
+use crate::netlab::{self, Expect, say};
 use anyhow::{Result, bail};
+use std::process::Command;
 
 /// The wrong passwords nmap tries for `sa` (after `sa` itself), before the right one.
 const MSSQL_WORDLIST: &[&str] = &[
@@ -24,6 +26,34 @@ const MSSQL_WORDLIST: &[&str] = &[
     "Passw0rd!",
     "Sql2019!",
 ];
+
+/// The wrong passwords medusa tries for each user of the brute force across users.
+const MY_WORDLIST: &[&str] = &["123456", "password", "toor"];
+/// The weak password of the root@'%' account the brute force across users finds.
+const MY_ROOT_PASSWORD: &str = "Mariadb2025";
+/// The users the early spray tries, in order; the third, billing_app, has the sprayed password.
+const SPRAY_EARLY_USERS: &[&str] = &[
+    "root",
+    "admin",
+    "billing_app",
+    "backup",
+    "reporting",
+    "dba",
+    "app_orders",
+];
+
+/// Runs medusa and returns its (ACCOUNT CHECK, ACCOUNT FOUND) lines.
+fn medusa(step: &str, mut cmd: Command) -> Result<(Vec<String>, Vec<String>)> {
+    let out = netlab::run(step, &mut cmd, None, Expect::Any(&[]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines = |what: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(what))
+            .map(str::to_string)
+            .collect()
+    };
+    Ok((lines("ACCOUNT CHECK:"), lines("ACCOUNT FOUND:")))
+}
 
 impl Rec {
     pub(super) fn attack(&mut self, a: Attack) -> Result<()> {
@@ -221,6 +251,86 @@ impl Rec {
                         "nmap ms-sql-brute: expected {} logins, {want} failing; \
                          the listener saw {logins}, {failed} failing",
                         want + 1
+                    );
+                }
+                Ok(())
+            }
+            Attack::BruteForceUsers => {
+                // No account for hosts outside the application network: MariaDB refuses the
+                // attacker before the greeting (1130). (MariaDB 10.11 keeps the old '%' among
+                // the hosts allowed to connect until the privileges are reloaded.)
+                self.my.root_sql(
+                    "brute force across users: billing_app limited to 198.51.100.%",
+                    "RENAME USER 'billing_app'@'%' TO 'billing_app'@'198.51.100.%';\n\
+                     FLUSH PRIVILEGES;\n",
+                )?;
+                self.net.client_source(BRUTE_USERS)?;
+                for _ in 0..2 {
+                    run1(
+                        "brute force across users: host not allowed",
+                        My::client("root", "root", None),
+                        Some("SELECT 1;\n".into()),
+                        Expect::Fails(&["ERROR 1130", "is not allowed to connect"]),
+                    )?;
+                }
+                // billing_app back on '%'; a remote root with a weak password.
+                self.my.root_sql(
+                    "brute force across users: root@'%' with a weak password",
+                    &format!(
+                        "RENAME USER 'billing_app'@'198.51.100.%' TO 'billing_app'@'%';\n\
+                         CREATE USER 'root'@'%' IDENTIFIED VIA mysql_native_password \
+                         USING PASSWORD('{MY_ROOT_PASSWORD}');\n\
+                         GRANT ALL PRIVILEGES ON *.* TO 'root'@'%';\nFLUSH PRIVILEGES;\n"
+                    ),
+                )?;
+                let mut combos: Vec<(&str, &str)> = Vec::new();
+                for user in ["root_nope", "root"] {
+                    combos.extend(MY_WORDLIST.iter().map(|p| (user, *p)));
+                }
+                combos.push(("root", MY_ROOT_PASSWORD));
+                let (checks, found) = medusa(
+                    "brute force across users: medusa",
+                    self.my.medusa(&combos, true)?,
+                )?;
+                self.my.root_sql(
+                    "brute force across users: drop root@'%'",
+                    "DROP USER 'root'@'%';\nFLUSH PRIVILEGES;\n",
+                )?;
+                say(format!(
+                    "  medusa: {} logins, found: {found:?}",
+                    checks.len()
+                ));
+                if checks.len() != combos.len()
+                    || found.len() != 1
+                    || !found[0].contains(&format!("User: root Password: {MY_ROOT_PASSWORD}"))
+                {
+                    bail!(
+                        "medusa: expected {} logins, the last as root succeeding; got {checks:?}, found {found:?}",
+                        combos.len()
+                    );
+                }
+                Ok(())
+            }
+            Attack::SprayEarly => {
+                self.net.client_source(SPRAYER_EARLY)?;
+                let combos: Vec<(&str, &str)> = SPRAY_EARLY_USERS
+                    .iter()
+                    .map(|u| (*u, MY_PASSWORD))
+                    .collect();
+                let (checks, found) =
+                    medusa("early spray: medusa", self.my.medusa(&combos, false)?)?;
+                say(format!(
+                    "  medusa: {} logins, found: {found:?}",
+                    checks.len()
+                ));
+                if checks.len() != combos.len()
+                    || found.len() != 1
+                    || !found[0].contains("User: billing_app ")
+                    || !checks[2].contains("User: billing_app ")
+                {
+                    bail!(
+                        "medusa: expected {} logins, the third (billing_app) succeeding; got {checks:?}, found {found:?}",
+                        combos.len()
                     );
                 }
                 Ok(())

@@ -38,6 +38,10 @@ pub(super) const MALICIOUS: &str = "45.155.205.33";
 pub(super) const MALICIOUS2: &str = "45.155.205.34";
 /// nmap's ms-sql-brute against the SQL Server instance.
 pub(super) const MSSQL_BRUTE: &str = "89.160.20.150";
+/// medusa against MariaDB: a brute force across users (a missing one, then root).
+pub(super) const BRUTE_USERS: &str = "89.160.20.113";
+/// medusa against MariaDB: a spray whose third login succeeds.
+pub(super) const SPRAYER_EARLY: &str = "203.0.113.67";
 
 /// The lab network: every server in one namespace, every client address (application hosts on
 /// the server's /24, attackers as /32 "internet" addresses) on the client veth.
@@ -65,6 +69,8 @@ pub(super) static LAB: NetSpec = NetSpec {
         MALICIOUS2,
         CRM_APP,
         MSSQL_BRUTE,
+        BRUTE_USERS,
+        SPRAYER_EARLY,
     ],
     cli_v6: APP_V6,
 };
@@ -86,6 +92,7 @@ pub(super) fn preflight() -> Result<()> {
         ("mariadb-admin", "mariadb-client"),
         ("tsql", "freetds-bin"),
         ("nmap", "nmap"),
+        ("medusa", "medusa"),
     ] {
         require_tool(tool, pkg)?;
     }

@@ -2,7 +2,7 @@
 //! which severity), which others it legitimately yields, the attacks mixed into `mixed.pcap`,
 //! and `labels.json`, which tells the scorer all of it and the options to analyze with.
 
-use super::lab::{BRUTE, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, SYN_SCANNER, TOR_EXIT};
+use super::lab::{BRUTE, BRUTE_USERS, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, SYN_SCANNER, TOR_EXIT};
 use super::timeline::{SLOT_S, T0};
 
 /// What the scorer passes as --learning-period.
@@ -19,6 +19,8 @@ pub(super) enum Attack {
     Malicious,
     WeakAuth,
     MssqlBruteForce,
+    BruteForceUsers,
+    SprayEarly,
 }
 
 const ANOMALOUS_OK: &str = "CredentialAccess:RDS/AnomalousBehavior.SuccessfulLogin";
@@ -40,7 +42,7 @@ const UNALLOWED: &str = "Policy:RDS/UnallowedNetwork.Connection";
 const NEW_EDGE: &str = "InitialAccess:RDS/AnomalousBehavior.NewClientEdge";
 
 impl Attack {
-    pub(super) const ALL: [Attack; 9] = [
+    pub(super) const ALL: [Attack; 11] = [
         Self::BruteForce,
         Self::Spray,
         Self::Scan,
@@ -50,6 +52,8 @@ impl Attack {
         Self::Malicious,
         Self::WeakAuth,
         Self::MssqlBruteForce,
+        Self::BruteForceUsers,
+        Self::SprayEarly,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -63,6 +67,8 @@ impl Attack {
             Self::Malicious => "malicious",
             Self::WeakAuth => "weakauth",
             Self::MssqlBruteForce => "mssql-bruteforce",
+            Self::BruteForceUsers => "bruteforce-users",
+            Self::SprayEarly => "spray-early",
         }
     }
 
@@ -102,6 +108,12 @@ impl Attack {
             Self::MssqlBruteForce => {
                 "SQL Server (crm-sqlserver-1, TDS): crm_app logs in with tsql from the CRM host; then nmap 7.93 ms-sql-brute from the public address 89.160.20.150 tries sa with 10 wrong passwords (11 logins failing with 18456, the first with the user name as password), then the right one. The instance is not in benign.pcap, so it is still learning: no anomaly findings, only the brute force"
             }
+            Self::BruteForceUsers => {
+                "MariaDB (billing-mariadb-1): from the public address 89.160.20.113, 2 mariadb client connections refused before the greeting (1130, host not allowed: billing_app was then limited to 198.51.100.%); then, with billing_app back on '%' and a root@'%' with a weak password (account changes over the Unix socket, not captured), medusa 2.2 (mysql module, -t 1, a combo file) fails 3 times as root_nope (no such user) and 3 times as root (1045), then logs in as root: 6 failures across 2 users, fewer than 5 for either"
+            }
+            Self::SprayEarly => {
+                "MariaDB (billing-mariadb-1): 203.0.113.67 sprays one password (billing_app's) with medusa 2.2 (mysql module, -t 1) over 7 users in order root, admin, billing_app, backup, reporting, dba, app_orders: the 3rd login (billing_app) succeeds, the other 6 fail (1045), so the spray threshold (4 users) is crossed after the success"
+            }
         }
     }
 
@@ -125,6 +137,17 @@ impl Attack {
             // The instance is not in benign.pcap: its learning period starts with this capture,
             // so only the patterns that need no baseline are reported.
             Self::MssqlBruteForce => (&[BRUTE_FORCE], &[(BRUTE_FORCE, "High")]),
+            // Failures spread over users, each under the per-user threshold, then a success: a
+            // brute force by the attacker's count across users.
+            Self::BruteForceUsers => (
+                &[BRUTE_FORCE, ANOMALOUS_FAIL],
+                &[(BRUTE_FORCE, "High"), (ANOMALOUS_FAIL, "Low")],
+            ),
+            // A sprayed login that succeeds makes the spray High, wherever it falls in the window.
+            Self::SprayEarly => (
+                &[SPRAY, ANOMALOUS_FAIL],
+                &[(SPRAY, "High"), (ANOMALOUS_FAIL, "Low")],
+            ),
             Self::Spray => (
                 &[SPRAY, ANOMALOUS_FAIL],
                 &[(SPRAY, "Medium"), (ANOMALOUS_FAIL, "Low")],
@@ -154,6 +177,11 @@ impl Attack {
         const NEW_NET: &str = "a network that never reached the instance";
         match self {
             Self::BruteForce | Self::Spray | Self::MssqlBruteForce => &[(UNALLOWED, OUTSIDE)],
+            Self::BruteForceUsers | Self::SprayEarly => &[
+                (ANOMALOUS_OK, "a login from a network the user never used"),
+                (NEW_EDGE, NEW_NET),
+                (UNALLOWED, OUTSIDE),
+            ],
             Self::Scan => &[],
             Self::Tor | Self::Malicious => &[
                 (ANOMALOUS_OK, "a login from a network the user never used"),
@@ -248,7 +276,7 @@ pub(super) fn labels(benign_slots: u64) -> serde_json::Value {
             "malicious_ips": "malicious-ips.txt",
             "tor_exits": "tor-exits.txt",
             "instance_map": "instances.json",
-            "public_addresses": [BRUTE, SYN_SCANNER, TOR_EXIT, MALICIOUS, MALICIOUS2, MSSQL_BRUTE],
+            "public_addresses": [BRUTE, SYN_SCANNER, TOR_EXIT, MALICIOUS, MALICIOUS2, MSSQL_BRUTE, BRUTE_USERS],
         },
         "scenarios": scenarios,
     })

@@ -98,11 +98,12 @@ pub fn run(args: &ScenariosArgs) -> Result<()> {
     {
         let net = Network::create(&LAB).context("step `network`")?;
         let pg = Pg::start(&tmp.path).context("step `postgres`")?;
-        let _my = My::start(&tmp.path).context("step `mariadb`")?;
+        let my = My::start(&tmp.path).context("step `mariadb`")?;
         let mssql = Mssql::start(&tmp.path).context("step `sql server listener`")?;
         let mut rec = Rec {
             net,
             pg,
+            my,
             mssql,
             rng: Rng(0x5eed),
             marks: Vec::new(),

@@ -3,7 +3,7 @@
 //! commands that talk to them from the client namespace.
 
 use super::lab::{CLI_NS, MSSQL_ADDR, MY_ADDR, PG_ADDR, PG_V6, SRV_NS};
-use crate::dbserver::{MyConfig, MyServer, PG_PORT, PgConfig, PgServer};
+use crate::dbserver::{MY_PORT, MyConfig, MyServer, PG_PORT, PgConfig, PgServer};
 use crate::netlab::{in_ns, say};
 use crate::pcaps::tds::{Listener, Mode, TDS_PASSWORD, TDS_PORT};
 use anyhow::{Context, Result};
@@ -90,7 +90,8 @@ impl Pg {
 /// `billing-mariadb-1`: the server (see `crate::dbserver`) with the billing service's user and
 /// table.
 pub(super) struct My {
-    _server: MyServer,
+    server: MyServer,
+    dir: PathBuf,
 }
 
 const MY_SETUP: &str = "\
@@ -116,7 +117,33 @@ impl My {
         )?;
         server.root_sql("mariadb setup", &MY_SETUP.replace("@PW@", MY_PASSWORD))?;
         say("mariadb: billing-mariadb-1 with billing.invoices (3000 rows)");
-        Ok(Self { _server: server })
+        let dir = tmp.join("medusa");
+        fs::create_dir_all(&dir)?;
+        Ok(Self { server, dir })
+    }
+
+    /// SQL as root over the Unix socket (never captured): an attack's account changes.
+    pub(super) fn root_sql(&self, step: &str, sql: &str) -> Result<()> {
+        self.server.root_sql(step, sql)
+    }
+
+    /// medusa's `mysql` module from the client namespace, one login at a time (`-t 1`, so the
+    /// order holds), each on its own connection: every (user, password) of `combos` in order
+    /// (a combo file), stopping at the first that logs in if `stop_at_first`.
+    pub(super) fn medusa(&self, combos: &[(&str, &str)], stop_at_first: bool) -> Result<Command> {
+        let file = self.dir.join("combos.txt");
+        let text: String = combos
+            .iter()
+            .map(|(u, p)| format!("{MY_ADDR}:{u}:{p}\n"))
+            .collect();
+        fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        let mut c = MyServer::client(CLI_NS, "medusa");
+        c.args(["-M", "mysql", "-n", &MY_PORT.to_string(), "-t", "1", "-C"])
+            .arg(&file);
+        if stop_at_first {
+            c.arg("-f");
+        }
+        Ok(c)
     }
 
     /// A `mariadb` session from the client namespace running the script on its stdin.

@@ -90,6 +90,7 @@ VACUUM ANALYZE orders;
 pub(super) struct Rec {
     pub(super) net: Network,
     pub(super) pg: Pg,
+    pub(super) my: My,
     pub(super) mssql: Mssql,
     pub(super) rng: Rng,
     /// (real time, application time) of each slot start, both in ns since the epoch.
