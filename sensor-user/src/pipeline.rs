@@ -242,6 +242,7 @@ impl Pipeline {
             streams: self.streams.stats,
             decoders: self.streams.decoder_stats,
             latency_keys_overflowed: self.latency.overflowed,
+            detect: self.detector.as_ref().map(Detector::state),
         };
         self.sink.emit(&Record::Summary(rec))?;
         self.sink.flush()

@@ -65,6 +65,36 @@ fn same_family(protocol_engine: &str, rds_engine: &str) -> bool {
 }
 
 impl Detector {
+    /// What the detectors are doing: findings so far, and every instance's learning (until
+    /// when anomaly findings are held back, what has been learned).
+    pub fn state(&self) -> crate::model::DetectState {
+        let period = self.opts.learning_period_s.saturating_mul(NS);
+        crate::model::DetectState {
+            findings: self.stats.findings_emitted,
+            instances: self
+                .baseline
+                .instances
+                .iter()
+                .map(|(k, ib)| {
+                    let until = ib.first_seen_ns.saturating_add(period);
+                    crate::model::InstanceLearning {
+                        instance: k.clone(),
+                        learning: self.now_ns < until,
+                        learning_until: crate::model::Timestamp(until),
+                        users: ib.users.len(),
+                        networks: ib.networks.len(),
+                        statement_classes: ib
+                            .users
+                            .values()
+                            .flat_map(|u| u.classes.iter())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// True while the instance is learning; creates its baseline on first sight.
     pub(super) fn learning(&mut self, key: &str, now: u64) -> bool {
         let ib = self

@@ -38,6 +38,30 @@ pub struct SummaryRecord {
     pub decoders: DecoderStats,
     /// Queries folded into `(other)` because too many fingerprints were tracked.
     pub latency_keys_overflowed: u64,
+    /// With `--detect`: findings so far, and each instance's learning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detect: Option<DetectState>,
+}
+
+/// What the detectors are doing: anomaly findings wait for an instance's learning period, so
+/// that a quiet run is not mistaken for a clean one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DetectState {
+    pub findings: u64,
+    pub instances: Vec<InstanceLearning>,
+}
+
+/// One instance's learning.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct InstanceLearning {
+    pub instance: String,
+    /// Anomaly findings are held back until then (patterns such as brute force are not).
+    pub learning: bool,
+    pub learning_until: Timestamp,
+    /// What it has learned: users, client networks, statement classes.
+    pub users: usize,
+    pub networks: usize,
+    pub statement_classes: usize,
 }
 
 /// Cumulative reassembly figures.

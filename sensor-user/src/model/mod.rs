@@ -20,7 +20,9 @@ pub use finding::{
     RdsLoginAttemptAction, RemoteIpDetails, Resource, Service, Severity, Tag, UserDetails,
 };
 pub use flow::{FlowEnd, FlowRecord, Purpose};
-pub use health::{DecoderStats, StreamStats, SummaryRecord, counter_map};
+pub use health::{
+    DecoderStats, DetectState, InstanceLearning, StreamStats, SummaryRecord, counter_map,
+};
 pub use latency::{LatencyRecord, Percentiles};
 pub use session::{LoginRecord, Outcome, QueryRecord};
 pub use time::{Clock, Timestamp, now};

@@ -74,6 +74,8 @@ struct Data {
     logins_total: u64,
     /// Latest version of each finding, by id, in first-seen order.
     findings: Vec<(String, serde_json::Value)>,
+    /// The detectors' last word on their learning (`None`: detection was off).
+    detect: Option<crate::model::DetectState>,
 }
 
 /// Collects what the report shows; [`Report::write`] at the end.
@@ -228,12 +230,36 @@ impl Report {
         let _ = write!(
             h,
             "<h2 id=\"findings\">Findings</h2><p>{}</p>",
-            if d.findings.is_empty() {
-                "None (findings need --detect or one of its switches).".to_string()
-            } else {
-                format!("{} findings.", d.findings.len())
+            match (&d.detect, d.findings.len()) {
+                (None, 0) => "None (findings need --detect or one of its switches).".to_string(),
+                (Some(_), 0) => "No findings.".to_string(),
+                (_, n) => format!("{n} findings."),
             }
         );
+        if let Some(st) = &d.detect {
+            // Anomaly findings wait for each instance's learning: say where it stands.
+            let _ = write!(
+                h,
+                "<table id=\"learning\"><tr><th>instance</th><th>learning</th><th>until</th><th>users</th><th>client networks</th><th>statement classes</th></tr>"
+            );
+            for i in &st.instances {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&i.instance),
+                    if i.learning {
+                        "learning: anomaly findings held back"
+                    } else {
+                        "done"
+                    },
+                    esc(&i.learning_until.to_string()),
+                    i.users,
+                    i.networks,
+                    i.statement_classes
+                );
+            }
+            h.push_str("</table>");
+        }
         for (_, f) in &d.findings {
             let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
             let _ = write!(
@@ -309,6 +335,11 @@ impl Sink for Report {
                 );
                 if d.tls.len() < MAX_TLS_ROWS || d.tls.contains_key(&key) {
                     *d.tls.entry(key).or_default() += 1;
+                }
+            }
+            Record::Summary(sm) => {
+                if sm.detect.is_some() {
+                    d.detect.clone_from(&sm.detect);
                 }
             }
             Record::Finding(f) => {

@@ -158,7 +158,27 @@ impl Sink for Stdout {
                     k("malformed"),
                     s.flows_active,
                     s.flows_reported,
-                )?
+                )?;
+                if let Some(d) = &s.detect {
+                    let learning: Vec<String> = d
+                        .instances
+                        .iter()
+                        .filter(|i| i.learning)
+                        .map(|i| format!("{} until {}", i.instance, i.learning_until))
+                        .collect();
+                    writeln!(
+                        self.out,
+                        "detect findings={} instances={} learning={}{}",
+                        d.findings,
+                        d.instances.len(),
+                        learning.len(),
+                        if learning.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (anomaly findings held back: {})", learning.join(", "))
+                        }
+                    )?
+                }
             }
             Record::Finding(f) => writeln!(
                 self.out,

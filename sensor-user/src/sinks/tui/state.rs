@@ -125,6 +125,8 @@ pub struct State {
     /// TLS sessions per server: (sessions, decrypted).
     pub tls: BTreeMap<String, (u64, u64)>,
     pub findings: VecDeque<FindingLine>,
+    /// With detection on: the instances still learning, and until when.
+    pub learning: Option<Vec<(String, String)>>,
     pub health: Health,
     pub log: VecDeque<String>,
     pub records: u64,
@@ -221,6 +223,15 @@ impl State {
                 h.flows_active = s.flows_active;
                 h.connections_active = s.connections_active;
                 h.summaries += 1;
+                if let Some(d) = &s.detect {
+                    self.learning = Some(
+                        d.instances
+                            .iter()
+                            .filter(|i| i.learning)
+                            .map(|i| (i.instance.clone(), i.learning_until.to_string()))
+                            .collect(),
+                    );
+                }
             }
             Record::Tls(t) => {
                 if self.tls.len() < MAX_TLS_SERVERS || self.tls.contains_key(&t.endpoint.server) {

@@ -294,7 +294,7 @@ fn logins(f: &mut Frame, area: Rect, s: &State, view: &View) {
 }
 
 fn findings(f: &mut Frame, area: Rect, s: &State) {
-    let lines: Vec<Line> = if s.findings.is_empty() {
+    let mut lines: Vec<Line> = if s.findings.is_empty() {
         vec![Line::from(" no findings")]
     } else {
         s.findings
@@ -317,6 +317,15 @@ fn findings(f: &mut Frame, area: Rect, s: &State) {
             })
             .collect()
     };
+    // Anomaly findings wait for learning: a quiet panel is not a clean bill.
+    if let Some(l) = &s.learning {
+        for (inst, until) in l {
+            lines.push(Line::from(Span::styled(
+                format!(" {inst}: learning until {until}, anomaly findings held back"),
+                Style::default().fg(Color::DarkGray),
+            )));
+        }
+    }
     f.render_widget(Paragraph::new(lines).block(block(" Findings ")), area);
 }
 
