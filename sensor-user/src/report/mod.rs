@@ -337,11 +337,7 @@ impl Sink for Report {
                     *d.tls.entry(key).or_default() += 1;
                 }
             }
-            Record::Summary(sm) => {
-                if sm.detect.is_some() {
-                    d.detect.clone_from(&sm.detect);
-                }
-            }
+            Record::Summary(sm) if sm.detect.is_some() => d.detect.clone_from(&sm.detect),
             Record::Finding(f) => {
                 let v = serde_json::to_value(f)?;
                 match d.findings.iter_mut().find(|(id, _)| *id == f.id) {
