@@ -34,9 +34,9 @@ fn learning_state_is_in_the_summary_and_the_report() {
     let json = analyze(&["--json", "--detect"], &report);
     let summary: Value = json
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["kind"] == "summary")
-        .last()
+        .find(|v| v["kind"] == "summary")
         .expect("a summary");
     let inst = summary["detect"]["instances"]
         .as_array()
