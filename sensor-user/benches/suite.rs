@@ -682,7 +682,8 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
     }
     let ours = 1.0 / best;
 
-    // tshark: the same frames, repeated as many times, dissected as pgsql/mysql.
+    // tshark: the same frames, repeated as many times, dissected as pgsql/mysql/tds (the
+    // protocols the sensor decodes).
     let dir = std::env::temp_dir().join(format!("rds-sensor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let big = dir.join("all.pcap");
@@ -697,7 +698,14 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
         let out = Command::new("tshark")
             .args(["-n", "-r"])
             .arg(&big)
-            .args(["-Y", "pgsql || mysql", "-T", "fields", "-e", "frame.number"])
+            .args([
+                "-Y",
+                "pgsql || mysql || tds",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ])
             .output()
             .expect("running tshark");
         tshark_cpu = tshark_cpu.min(cpu_time_children() - c0);
@@ -714,7 +722,7 @@ fn decoder_throughput(quick: bool, figures: &mut Vec<Figure>) {
         "decoder: events per CPU-second (1 thread)",
         ours,
         "events/s",
-        "tshark -Y 'pgsql || mysql'",
+        "tshark -Y 'pgsql || mysql || tds'",
         tshark,
     ));
 }
