@@ -53,6 +53,24 @@ impl Detector {
         w.clone()
     }
 
+    /// Reports (or adds to) a client's DataStaging finding.
+    fn staging(&mut self, c: &QueryCtx, out: &mut Vec<Finding>, desc: String, ev: Evidence) {
+        let (user, ip, id) = (&c.user, c.ip, &c.id);
+        let k = FindingType::DataStaging;
+        self.report(
+            out,
+            Who {
+                key: format!("{user}@{ip}"),
+                ..c.who()
+            },
+            k,
+            k.default_severity(),
+            format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
+            desc,
+            ev,
+        );
+    }
+
     pub(super) fn data_staging(&mut self, c: &QueryCtx, out: &mut Vec<Finding>) {
         let QueryCtx {
             q,
@@ -91,19 +109,12 @@ impl Detector {
         {
             // The staging goes on after it was reported: this read is added to the finding
             // (evidence totals add up), and the description gives the running total.
-            let k = FindingType::DataStaging;
             let desc = format!(
                 "{ip} read {t_rows} rows / {t_bytes} bytes as {user} from {id} in {t_queries} queries since the volume went past its baseline, and goes on reading."
             );
-            self.report(
+            self.staging(
+                c,
                 out,
-                Who {
-                    key: format!("{user}@{ip}"),
-                    ..c.who()
-                },
-                k,
-                k.default_severity(),
-                format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
                 desc,
                 Evidence {
                     fingerprints: vec![q.fingerprint.clone()],
@@ -136,20 +147,13 @@ impl Detector {
             if !known_user {
                 reasons.push(format!("{user} has no baseline on this instance"));
             }
-            let k = FindingType::DataStaging;
             let desc = format!(
                 "{ip} read {ev_rows} rows / {ev_bytes} bytes as {user} from {id}: {}.",
                 reasons.join("; ")
             );
-            self.report(
+            self.staging(
+                c,
                 out,
-                Who {
-                    key: format!("{user}@{ip}"),
-                    ..c.who()
-                },
-                k,
-                k.default_severity(),
-                format!("Data staging: {user} read far more than usual from RDS DB instance {id}"),
                 desc,
                 Evidence {
                     reasons,

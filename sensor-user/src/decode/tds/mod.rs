@@ -147,6 +147,30 @@ impl Stmts {
     }
 }
 
+/// What reassembly hands a direction.
+enum Input<'a> {
+    Data(&'a [u8]),
+    Gap(Gap),
+}
+
+impl Input<'_> {
+    fn to(
+        self,
+        framer: &mut Framer,
+        cx: &mut DecodeCtx<'_>,
+        ts: u64,
+        sink: &mut impl packet::Sink,
+    ) -> Option<usize> {
+        match self {
+            Input::Data(b) => framer.data(cx, ts, b, sink),
+            Input::Gap(g) => {
+                framer.gap(cx, ts, g, sink);
+                None
+            }
+        }
+    }
+}
+
 /// One direction pair of framers and the session they feed.
 struct Stream {
     req: Framer,
@@ -194,44 +218,26 @@ impl Stream {
         ts: u64,
         bytes: &[u8],
     ) -> Option<usize> {
-        match dir {
-            Dir::Request => {
-                let resp_lost = self.resp.is_lost();
-                let mut sink = ReqSink {
-                    c: &mut self.c,
-                    stmts,
-                    resp_lost,
-                };
-                self.req.data(cx, ts, bytes, &mut sink)
-            }
-            Dir::Response => {
-                let mut sink = RespSink {
-                    c: &mut self.c,
-                    stmts,
-                };
-                self.resp.data(cx, ts, bytes, &mut sink)
-            }
-        }
+        self.feed(cx, stmts, dir, ts, Input::Data(bytes))
     }
 
     fn gap(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, dir: Dir, ts: u64, gap: Gap) {
+        self.feed(cx, stmts, dir, ts, Input::Gap(gap));
+    }
+
+    /// Bytes or a gap to one direction's framer, which reports to that direction's sink.
+    fn feed(
+        &mut self,
+        cx: &mut DecodeCtx<'_>,
+        stmts: &mut Stmts,
+        dir: Dir,
+        ts: u64,
+        input: Input<'_>,
+    ) -> Option<usize> {
+        let c = &mut self.c;
         match dir {
-            Dir::Request => {
-                let resp_lost = self.resp.is_lost();
-                let mut sink = ReqSink {
-                    c: &mut self.c,
-                    stmts,
-                    resp_lost,
-                };
-                self.req.gap(cx, ts, gap, &mut sink);
-            }
-            Dir::Response => {
-                let mut sink = RespSink {
-                    c: &mut self.c,
-                    stmts,
-                };
-                self.resp.gap(cx, ts, gap, &mut sink);
-            }
+            Dir::Request => input.to(&mut self.req, cx, ts, &mut ReqSink { c, stmts }),
+            Dir::Response => input.to(&mut self.resp, cx, ts, &mut RespSink { c, stmts }),
         }
     }
 

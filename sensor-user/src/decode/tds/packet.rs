@@ -116,10 +116,6 @@ impl Framer {
         }
     }
 
-    pub(super) fn is_lost(&self) -> bool {
-        self.lost
-    }
-
     /// Takes nothing more (the stream left for a layer, or is not TDS).
     pub(super) fn stop(&mut self) {
         self.stopped = true;

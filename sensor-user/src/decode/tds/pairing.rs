@@ -86,13 +86,7 @@ impl Pending {
 }
 
 impl Conn {
-    pub(super) fn on_request(
-        &mut self,
-        cx: &mut DecodeCtx<'_>,
-        stmts: &mut Stmts,
-        m: &Msg<'_>,
-        resp_lost: bool,
-    ) {
+    pub(super) fn on_request(&mut self, cx: &mut DecodeCtx<'_>, stmts: &mut Stmts, m: &Msg<'_>) {
         // A mid-stream start that caught a connection's login: it starts here.
         if self.phase == Phase::Command
             && self.user.is_none()
@@ -126,7 +120,6 @@ impl Conn {
         if m.typ != pkt::ATTENTION {
             // The client sends a request only once the last reply ended: whatever is still
             // pending ended unseen (its reply's framing was lost, or it was never captured).
-            let _ = resp_lost;
             while let Some(mut q) = self.pending.pop_front() {
                 q.uncertain = true;
                 self.emit(cx, q);

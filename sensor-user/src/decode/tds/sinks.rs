@@ -16,7 +16,6 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub(super) struct ReqSink<'a> {
     pub(super) c: &'a mut Conn,
     pub(super) stmts: &'a mut Stmts,
-    pub(super) resp_lost: bool,
 }
 
 impl Sink for ReqSink<'_> {
@@ -50,8 +49,7 @@ impl Sink for ReqSink<'_> {
 
     fn message(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         self.c.seen_request = true;
-        let resp_lost = std::mem::take(&mut self.resp_lost);
-        self.c.on_request(cx, self.stmts, m, resp_lost);
+        self.c.on_request(cx, self.stmts, m);
     }
 
     fn lost(&mut self, cx: &mut DecodeCtx<'_>, partial: Option<&Msg<'_>>) {
@@ -62,8 +60,7 @@ impl Sink for ReqSink<'_> {
             && matches!(m.typ, pkt::SQL_BATCH | pkt::RPC)
             && !m.head.is_empty()
         {
-            let resp_lost = std::mem::take(&mut self.resp_lost);
-            self.c.on_request(cx, self.stmts, m, resp_lost);
+            self.c.on_request(cx, self.stmts, m);
         }
     }
 
