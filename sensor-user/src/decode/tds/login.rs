@@ -62,6 +62,26 @@ impl Conn {
         }
     }
 
+    /// The login of TDS 4.2 / 5.0 (Sybase's layout, which SQL Server kept before 7.0): fixed
+    /// 30-byte fields each followed by its length — host name, then user name. The password
+    /// field after them is not read. The reply decides, as for LOGIN7.
+    pub(super) fn on_old_login(&mut self, m: &Msg<'_>) {
+        let field = |at: usize| -> Option<String> {
+            let b = m.head.get(at..at + 30)?;
+            let n = usize::from(*m.head.get(at + 30)?).min(30);
+            let t = crate::decode::kit::text(&b[..n], 30);
+            (!t.is_empty() && crate::decode::kit::printable(t.as_bytes())).then_some(t)
+        };
+        self.login = Some(Login {
+            ts_ns: m.start_ts,
+            user: field(31),
+            auth_method: Some("sql-tds4".into()),
+            server_version: self.server_version.clone(),
+            ..Default::default()
+        });
+        self.phase = Phase::Login;
+    }
+
     /// A reply during the login: LOGINACK or an error ends it; anything else (an SSPI
     /// challenge) continues it.
     pub(super) fn on_login_reply(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {

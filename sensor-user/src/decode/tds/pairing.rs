@@ -91,7 +91,7 @@ impl Conn {
         if self.phase == Phase::Command
             && self.user.is_none()
             && self.pending.is_empty()
-            && matches!(m.typ, pkt::PRELOGIN | pkt::LOGIN7)
+            && matches!(m.typ, pkt::PRELOGIN | pkt::LOGIN7 | pkt::PRE_TDS7_LOGIN)
         {
             self.phase = Phase::Prelogin;
         }
@@ -104,9 +104,15 @@ impl Conn {
                 self.on_login7(cx, m);
                 return;
             }
+            // The TDS 4.2 / 5.0 login (hydra's and medusa's mssql modules still send it).
+            (Phase::Prelogin | Phase::AfterPrelogin, pkt::PRE_TDS7_LOGIN) => {
+                self.on_old_login(m);
+                return;
+            }
             // The rest of an SSPI or federated authentication exchange.
             (Phase::Login, pkt::SSPI | pkt::FEDAUTH_TOKEN) => return,
-            (Phase::Dead, _) | (_, pkt::PRELOGIN | pkt::LOGIN7 | pkt::SSPI) => {
+            (Phase::Dead, _)
+            | (_, pkt::PRELOGIN | pkt::LOGIN7 | pkt::SSPI | pkt::PRE_TDS7_LOGIN) => {
                 cx.stats.skipped_bytes += m.wire;
                 return;
             }

@@ -834,3 +834,35 @@ fn mid_stream_start_at_a_login_reads_it() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].user.as_deref(), Some("app_user"));
 }
+
+/// The TDS 4.2 login (type 2, fixed 30-byte fields: what hydra's and medusa's mssql modules
+/// send) is a login attempt: its user, and the reply's outcome; no query.
+#[test]
+fn an_old_tds_login_is_a_login_attempt() {
+    let mut b = vec![0u8; 512];
+    b[..4].copy_from_slice(b"scan");
+    b[30] = 4;
+    b[31..33].copy_from_slice(b"sa");
+    b[61] = 2;
+    b[62..70].copy_from_slice(b"Pa55word");
+    b[92] = 8;
+    let mut h = harness();
+    h.data(Rq, 1000, &msg(0x02, &b));
+    let mut r = error_token(18456, 1, 14, "Login failed for user 'sa'.");
+    r.extend(done_token(0xfd, 0x02, 0));
+    h.data(Rs, 2000, &reply(&r));
+    h.close(3000);
+    let run = h.finish();
+    let l = run.logins();
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (
+            l[0].user.as_deref(),
+            l[0].outcome,
+            l[0].error_code.as_deref()
+        ),
+        (Some("sa"), Outcome::Failure, Some("18456"))
+    );
+    assert!(run.queries().is_empty());
+    assert!(!run.json().contains("Pa55word"));
+}
