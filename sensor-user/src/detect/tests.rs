@@ -82,6 +82,8 @@ fn login(l: L<'_>) -> Record {
         tls_suite: None,
         auth_method: Some(l.auth.into()),
         server_version: None,
+        client_host: None,
+        client_library: None,
     })
 }
 

@@ -36,6 +36,12 @@ pub struct LoginRecord {
     /// Server version when the protocol tells it (MySQL handshake).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// The client's own name for its host, and its driver library, when the login says
+    /// (SQL Server's LOGIN7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_library: Option<String>,
 }
 
 /// One request and its response.

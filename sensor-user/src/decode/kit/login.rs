@@ -18,6 +18,8 @@ pub struct Login {
     pub server_version: Option<String>,
     /// The login ran inside TLS.
     pub tls: bool,
+    pub client_host: Option<String>,
+    pub client_library: Option<String>,
 }
 
 impl Login {
@@ -36,6 +38,8 @@ impl Login {
             tls_suite: None,
             auth_method: self.auth_method,
             server_version: self.server_version,
+            client_host: self.client_host,
+            client_library: self.client_library,
         }));
     }
 }

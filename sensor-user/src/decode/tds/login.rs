@@ -52,6 +52,8 @@ impl Conn {
                 login.user = l.user;
                 login.database = l.database;
                 login.application = l.application;
+                login.client_host = l.host;
+                login.client_library = l.interface;
             }
             None => cx.stats.malformed += 1,
         }

@@ -310,6 +310,10 @@ fn login_batches_rpcs_prepared_errors_and_latency() {
     assert_eq!(l[0].application.as_deref(), Some("payroll-app"));
     assert_eq!(l[0].auth_method.as_deref(), Some("sql"));
     assert_eq!(l[0].server_version.as_deref(), Some("16.0.4000"));
+    assert_eq!(
+        (l[0].client_host.as_deref(), l[0].client_library.as_deref()),
+        (Some("client-host"), Some("ODBC"))
+    );
     let q = run.queries();
     let got: Vec<_> = q
         .iter()

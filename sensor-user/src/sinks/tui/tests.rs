@@ -42,6 +42,8 @@ fn login(user: &str, outcome: Outcome) -> Record {
         tls_suite: None,
         auth_method: None,
         server_version: None,
+        client_host: None,
+        client_library: None,
     })
 }
 
