@@ -593,6 +593,7 @@ mod tests {
             streams: Default::default(),
             decoders: Default::default(),
             latency_keys_overflowed: 0,
+            detect: None,
         };
         a.summary(&summary(100, 3), 150);
         let first = a.close_until(180);
@@ -634,6 +635,7 @@ mod tests {
                 ..Default::default()
             },
             latency_keys_overflowed: 0,
+            detect: None,
         };
         a.summary(&summary(5, 2, 0), 130);
         a.summary(&summary(9, 3, 1), 140);
