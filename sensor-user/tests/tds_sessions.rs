@@ -164,3 +164,70 @@ fn tshark_fields(p: &std::path::Path, field: &str) -> Vec<String> {
         .map(|l| l.replace("\\n", "\n"))
         .collect()
 }
+
+/// The records of `analyze --json` on a capture, with extra switches.
+fn analyze_records(p: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
+        .args(["analyze", "--json", "--no-redact"])
+        .args(args)
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "query" || v["kind"] == "login")
+        .collect()
+}
+
+/// With a payload cap far below the messages (64 bytes, 32 of them the tail), what the sensor
+/// reports of the real clients' sessions is true of the full capture: every request is still
+/// reported, at the same time, with the same latency, rows when it gives them, a fingerprint
+/// that is the full one's start (marked cut), and every login with its outcome.
+#[test]
+fn capped_payloads_report_only_what_is_true() {
+    let p = pcap("tds-clients.pcap");
+    let full = analyze_records(&p, &[]);
+    let capped = analyze_records(&p, &["--payload-cap", "64", "--tail-cap", "32"]);
+    let of = |v: &[serde_json::Value], kind: &str| -> Vec<serde_json::Value> {
+        v.iter().filter(|r| r["kind"] == kind).cloned().collect()
+    };
+    let (fq, cq) = (of(&full, "query"), of(&capped, "query"));
+    assert_eq!(cq.len(), fq.len(), "every request is reported");
+    for (c, f) in cq.iter().zip(&fq) {
+        let what = format!("{c}\nvs {f}");
+        assert_eq!(c["ts"], f["ts"], "{what}");
+        assert_eq!(c["client"], f["client"], "{what}");
+        assert_eq!(c["latency_us"], f["latency_us"], "{what}");
+        if !c["rows"].is_null() {
+            assert_eq!(c["rows"], f["rows"], "{what}");
+        }
+        let cfp = c["fingerprint"].as_str().unwrap();
+        let ffp = f["fingerprint"].as_str().unwrap();
+        match cfp.strip_suffix(" …") {
+            // The start of the statement, or (its statement past the cut) the procedure.
+            Some(start) => assert!(
+                ffp.starts_with(start) || (c["verb"] == "RPC" && !start.contains(' ')),
+                "{what}"
+            ),
+            // An execution whose prepared statement's text was past the cut: the handle's
+            // procedure, as for a statement prepared before the capture.
+            None if c["prepared"] == true && !cfp.contains(' ') => {}
+            None => assert_eq!(cfp, ffp, "{what}"),
+        }
+        let cv = c["verb"].as_str().unwrap();
+        assert!(
+            cv == f["verb"].as_str().unwrap()
+                || matches!(cv, "SQL_BATCH" | "RPC")
+                || (c["prepared"] == true && cv.starts_with("SP_")),
+            "{what}"
+        );
+    }
+    let (fl, cl) = (of(&full, "login"), of(&capped, "login"));
+    assert_eq!(cl.len(), fl.len(), "every login is reported");
+    for (c, f) in cl.iter().zip(&fl) {
+        assert_eq!(c["outcome"], f["outcome"], "{c}\nvs {f}");
+        assert!(c["user"].is_null() || c["user"] == f["user"], "{c}\nvs {f}");
+    }
+}

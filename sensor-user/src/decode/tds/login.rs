@@ -109,16 +109,26 @@ impl Conn {
         }
         let code = reply.error.as_ref().map(|e| e.number.to_string());
         if outcome == Outcome::Success {
-            self.phase = Phase::Command;
-            self.user.clone_from(&login.user);
-            self.database = reply.database.clone().or_else(|| login.database.clone());
+            self.login = Some(login);
             if m.spid != 0 {
                 self.spid = Some(m.spid);
             }
+            self.login_succeeded(cx, reply.database.clone());
         } else {
             self.phase = Phase::Dead;
+            login.report(cx, outcome, code);
         }
-        login.report(cx, outcome, code);
+    }
+
+    /// The login in progress succeeded (`database`: the one ENVCHANGE set).
+    pub(super) fn login_succeeded(&mut self, cx: &mut DecodeCtx<'_>, database: Option<String>) {
+        let Some(login) = self.login.take() else {
+            return;
+        };
+        self.phase = Phase::Command;
+        self.user.clone_from(&login.user);
+        self.database = database.or_else(|| login.database.clone());
+        login.report(cx, Outcome::Success, None);
     }
 
     /// What a reply message says: its tokens walked from the start, and, when its middle

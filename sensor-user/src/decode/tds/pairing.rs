@@ -116,6 +116,15 @@ impl Conn {
                 cx.stats.skipped_bytes += m.wire;
                 return;
             }
+            (
+                Phase::Login,
+                pkt::SQL_BATCH | pkt::RPC | pkt::TRANSACTION_MANAGER | pkt::BULK_LOAD,
+            ) if self.login.is_some() => {
+                // A client sends requests only after its login succeeded (a refused login
+                // ends the connection): the reply that said so was not readable (cut by the
+                // payload cap, or lost).
+                self.login_succeeded(cx, None);
+            }
             (Phase::Prelogin | Phase::AfterPrelogin | Phase::Login, _) => {
                 // Requests come only after a login: this one's start was not seen.
                 self.phase = Phase::Command;
@@ -156,13 +165,28 @@ impl Conn {
             pkt::SQL_BATCH => {
                 q = Pending::new(m, "SQL_BATCH");
                 let n = body.len().min(2 * TEXT_CAP) & !1;
-                q.statement(&ucs2(&body[..n]));
+                let text = ucs2(&body[..n]);
+                q.statement(&text);
+                if !m.whole || n < body.len() {
+                    // The text was cut (payload cap, a gap, its length): the fingerprint says
+                    // so, and a first word that runs to the cut is no verb.
+                    q.fingerprint.push_str(" …");
+                    if !text.trim_start().contains(char::is_whitespace) {
+                        q.verb = "SQL_BATCH".into();
+                    }
+                }
             }
             pkt::RPC => {
                 let calls = wire::rpcs(body, TEXT_CAP);
                 if calls.is_empty() {
-                    cx.stats.malformed += 1;
-                    return vec![Pending::new(m, "RPC")];
+                    let mut q = Pending::new(m, "RPC");
+                    if m.whole {
+                        cx.stats.malformed += 1;
+                    } else {
+                        // Cut before its procedure could be read.
+                        q.fingerprint.push_str(" …");
+                    }
+                    return vec![q];
                 }
                 let n = calls.len();
                 return calls
@@ -175,7 +199,15 @@ impl Conn {
                             q.bytes_request = 0;
                         }
                         q.batched = n - 1 - i;
+                        let cut = !m.whole && call.statement_cut();
+                        let name = call.name.clone();
                         self.rpc(cx, stmts, &mut q, call);
+                        if cut {
+                            // Its statement was past the captured bytes: only the procedure
+                            // is known.
+                            q.verb = "RPC".into();
+                            q.fingerprint = format!("{name} …");
+                        }
                         q
                     })
                     .collect();

@@ -870,3 +870,46 @@ fn an_old_tds_login_is_a_login_attempt() {
     assert!(run.queries().is_empty());
     assert!(!run.json().contains("Pa55word"));
 }
+
+/// With small payload caps the LOGINACK may be cut out of its reply and a batch's text cut
+/// short: the login still succeeded (the client goes on with requests), and the cut
+/// fingerprint says so, with no verb made from a cut word.
+#[test]
+fn cut_replies_and_texts_report_only_what_is_true() {
+    let mut h = harness().redact(false);
+    h.data(Rq, 1000, &msg(0x12, &prelogin([0; 6], 2, 0)));
+    h.data(Rs, 2000, &reply(&prelogin([16, 0, 0x0f, 0xa0, 0, 0], 2, 0)));
+    h.data(
+        Rq,
+        3000,
+        &msg(0x10, &login7("app_user", "x", "app", "payroll")),
+    );
+    // The login reply with its middle (the LOGINACK) lost: only its DONE is seen.
+    let mut r = envchange_db("payroll");
+    r.extend(loginack());
+    r.extend(done_token(0xfd, 0, 0));
+    let r = reply(&r);
+    h.data(Rs, 4000, &r[..20]);
+    h.gap(Rs, 4000, Gap::Exact((r.len() - 20 - 13) as u64));
+    h.data(Rs, 4000, &r[r.len() - 13..]);
+    // A batch whose text is cut after two characters.
+    let b = batch("SELECT name FROM t");
+    h.data(Rq, 5000, &b[..34]);
+    h.gap(Rq, 5000, Gap::Exact((b.len() - 34) as u64));
+    h.data(Rs, 6000, &reply(&rows_reply(1)));
+    h.close(7000);
+    let run = h.finish();
+    let l = run.logins();
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (l[0].outcome, l[0].user.as_deref()),
+        (Outcome::Success, Some("app_user"))
+    );
+    let q = run.queries();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        (q[0].verb.as_str(), q[0].fingerprint.as_str(), q[0].rows),
+        ("SQL_BATCH", "se …", Some(1))
+    );
+    assert_eq!(q[0].user.as_deref(), Some("app_user"));
+}

@@ -293,6 +293,15 @@ pub(super) struct Rpc {
     pub(super) truncated: bool,
 }
 
+impl Rpc {
+    /// The call carries a statement this reader did not get to (the message was cut).
+    pub(super) fn statement_cut(&self) -> bool {
+        self.truncated
+            && self.statement.is_none()
+            && self.id.is_some_and(|id| roles(id).0.is_some())
+    }
+}
+
 /// Which parameter (0-based) holds the statement, and which the handle the call uses.
 fn roles(id: u16) -> (Option<usize>, Option<usize>) {
     use proc_id::*;
