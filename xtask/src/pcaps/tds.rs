@@ -129,6 +129,44 @@ impl Encryption {
     }
 }
 
+/// A server as FreeTDS's `tsql` reaches it: a freetds.conf entry, TDS 7.4.
+pub(crate) struct TsqlServer<'a> {
+    /// The entry's name (LOGIN7 carries it as the server name).
+    pub(crate) name: &'a str,
+    pub(crate) host: &'a str,
+    /// FreeTDS's `encryption` setting (`off`, `request`, `require`).
+    pub(crate) encryption: &'a str,
+}
+
+impl TsqlServer<'_> {
+    /// `tsql` in the client namespace, logging in as `user` to `db`; the freetds.conf it
+    /// reads (`FREETDSCONF`) is written to `conf`. Batches go on its stdin (`go` after each).
+    pub(crate) fn command(
+        &self,
+        conf: &Path,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<std::process::Command> {
+        fs::write(
+            conf,
+            format!(
+                "[global]\n\ttds version = 7.4\n\n[{}]\n\thost = {}\n\tport = {TDS_PORT}\n\
+                 \ttds version = 7.4\n\tencryption = {}\n",
+                self.name, self.host, self.encryption
+            ),
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
+        let mut c = in_ns(CLI_NS, "tsql");
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("FREETDSCONF", conf)
+            .env("LANG", "C.UTF-8")
+            .args(["-S", self.name, "-U", user, "-P", password, "-D", db]);
+        Ok(c)
+    }
+}
+
 /// The statements every `tsql` session runs, one batch each (`go`).
 fn tsql_batches() -> Vec<String> {
     vec![
@@ -146,30 +184,12 @@ fn tsql(net: &Network, label: &str, src: &str, enc: Encryption, conf_dir: &Path)
     ));
     net.client_source(src)?;
     let conf = conf_dir.join(format!("freetds-{}.conf", enc.setting()));
-    fs::write(
-        &conf,
-        format!(
-            "[global]\n\ttds version = 7.4\n\n[lab]\n\thost = {SRV_V4}\n\tport = {TDS_PORT}\n\
-             \ttds version = 7.4\n\tencryption = {}\n",
-            enc.setting()
-        ),
-    )
-    .with_context(|| format!("writing {}", conf.display()))?;
-    let mut c = in_ns(CLI_NS, "tsql");
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("FREETDSCONF", &conf)
-        .env("LANG", "C.UTF-8")
-        .args([
-            "-S",
-            "lab",
-            "-U",
-            "u_freetds",
-            "-P",
-            TDS_PASSWORD,
-            "-D",
-            "appdb",
-        ]);
+    let server = TsqlServer {
+        name: "lab",
+        host: SRV_V4,
+        encryption: enc.setting(),
+    };
+    let mut c = server.command(&conf, "u_freetds", TDS_PASSWORD, "appdb")?;
     let mut input = String::new();
     for b in tsql_batches() {
         input.push_str(&b);

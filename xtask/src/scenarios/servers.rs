@@ -5,7 +5,7 @@
 use super::lab::{CLI_NS, MSSQL_ADDR, MY_ADDR, PG_ADDR, PG_V6, SRV_NS};
 use crate::dbserver::{MY_PORT, MyConfig, MyServer, PG_PORT, PgConfig, PgServer};
 use crate::netlab::{in_ns, say};
-use crate::pcaps::tds::{Listener, Mode, TDS_PASSWORD, TDS_PORT};
+use crate::pcaps::tds::{Listener, Mode, TDS_PASSWORD, TDS_PORT, TsqlServer};
 use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -179,22 +179,12 @@ impl Mssql {
     /// A `tsql` (FreeTDS, TDS 7.4, no encryption) session from the client namespace running the
     /// batches on its stdin (`go` after each).
     pub(super) fn tsql(&self, user: &str, password: &str, db: &str) -> Result<Command> {
-        let conf = self.dir.join("freetds.conf");
-        fs::write(
-            &conf,
-            format!(
-                "[global]\n\ttds version = 7.4\n\n[crm]\n\thost = {MSSQL_ADDR}\n\tport = {TDS_PORT}\n\
-                 \ttds version = 7.4\n\tencryption = off\n"
-            ),
-        )
-        .with_context(|| format!("writing {}", conf.display()))?;
-        let mut c = in_ns(CLI_NS, "tsql");
-        c.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("FREETDSCONF", &conf)
-            .env("LANG", "C.UTF-8")
-            .args(["-S", "crm", "-U", user, "-P", password, "-D", db]);
-        Ok(c)
+        TsqlServer {
+            name: "crm",
+            host: MSSQL_ADDR,
+            encryption: "off",
+        }
+        .command(&self.dir.join("freetds.conf"), user, password, db)
     }
 
     /// nmap's `ms-sql-brute` from the client namespace: every user of `users`, first with its
