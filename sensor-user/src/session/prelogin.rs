@@ -63,6 +63,7 @@ pub struct PreloginFraming {
     inner: Box<dyn Layer>,
     sides: [Side; 2],
     stash: [Option<(Piece, Vec<u8>)>; 2],
+    spare: Vec<u8>,
     left_given: bool,
     /// Bare TLS records per side. With login-only encryption the client sends one (the
     /// LOGIN7) and the server none; more means the whole session is TLS.
@@ -82,6 +83,7 @@ impl PreloginFraming {
             inner,
             sides: Default::default(),
             stash: [None, None],
+            spare: Vec::new(),
             left_given: false,
             bare: [0, 0],
         }
@@ -196,7 +198,8 @@ impl Layer for PreloginFraming {
             return None;
         }
         if self.stash[d].is_none() {
-            let mut buf = Vec::new();
+            // The plaintext buffers go round (session ↔ stash ↔ spare): none is made per record.
+            let mut buf = std::mem::take(&mut self.spare);
             match self.inner.next(dir, &mut buf, stats) {
                 // The layer gave up (no keys), but the wire left TLS: the rest is readable.
                 Some(Piece::Opaque) if self.plain_since().is_some() => {
@@ -205,13 +208,12 @@ impl Layer for PreloginFraming {
                 }
                 // Gave up (no keys) before the wire showed whether TLS goes on past the
                 // login: wait for the next unit.
-                Some(Piece::Opaque) if self.bare[0] <= 1 && self.bare[1] == 0 => {}
+                Some(Piece::Opaque) if self.bare[0] <= 1 && self.bare[1] == 0 => self.spare = buf,
                 Some(p) => self.stash[d] = Some((p, buf)),
-                None => {
-                    if let Some(ts) = self.left() {
-                        self.stash[d] = Some((Piece::Left { ts }, buf));
-                    }
-                }
+                None => match self.left() {
+                    Some(ts) => self.stash[d] = Some((Piece::Left { ts }, buf)),
+                    None => self.spare = buf,
+                },
             }
         }
         self.stash[d].as_ref().map(|(p, _)| match p {
@@ -222,8 +224,10 @@ impl Layer for PreloginFraming {
 
     fn next(&mut self, dir: Dir, out: &mut Vec<u8>, stats: &mut DecoderStats) -> Option<Piece> {
         self.next_ts(dir, stats)?;
-        let (piece, buf) = self.stash[idx(dir)].take()?;
-        *out = buf;
+        let (piece, mut buf) = self.stash[idx(dir)].take()?;
+        std::mem::swap(out, &mut buf);
+        buf.clear();
+        self.spare = buf;
         if matches!(piece, Piece::Left { .. }) {
             self.left_given = true;
         }

@@ -33,7 +33,6 @@ impl Conn {
             (_, Some(encrypt::ON | encrypt::REQ)) => TlsMode::Full,
             _ => TlsMode::None,
         };
-        self.mars = p.mars == Some(true);
         self.phase = Phase::AfterPrelogin;
         true
     }

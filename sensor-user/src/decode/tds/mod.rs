@@ -3,7 +3,7 @@
 //! Each direction goes through a `packet::Framer` (8-byte headers, messages up to EOM, gaps,
 //! resynchronisation on headers); whole messages drive one `Conn`:
 //!
-//! - **PRELOGIN.** The client's options (version, encryption, MARS), then the server's reply
+//! - **PRELOGIN.** The client's options (version, encryption), then the server's reply
 //!   (the SQL Server version, its encryption answer). The encryption both chose decides
 //!   what follows (§2.2.6.5): nothing, TLS for the login only (both `ENCRYPT_OFF`), or TLS
 //!   for the whole session.
@@ -33,9 +33,10 @@
 //!   it was all captured, result rows included; a big reply keeps its first bytes and its
 //!   last ones, and its end is read from the tail (the final DONE), so it needs no full
 //!   capture. Latency: the reply's first byte and its EOM.
-//! - **MARS.** When MARS was negotiated and the client starts SMP (MC-SMP), the sessions
-//!   multiplexed inside are taken apart (`smp`): each session id gets its own framers and
-//!   request queue, with the connection's login.
+//! - **MARS.** When the client starts SMP (MC-SMP; after MARS was negotiated, and known by its
+//!   first byte 0x53, which no request type is), the sessions multiplexed inside are taken
+//!   apart (`smp`): each session id gets its own framers and request queue, with the
+//!   connection's login.
 //! - **Gaps.** A gap inside a packet is skipped (its length is known); one that may hide a
 //!   header loses framing, found again at a plausible header confirmed by the next one.
 //!   A reply whose framing was lost ends when the client sends its next request; it is
@@ -124,11 +125,8 @@ struct Conn {
     strict_tls: bool,
     /// A whole client message was seen.
     seen_request: bool,
-    /// MARS was negotiated (SMP packets may come), and SMP started: nothing more is read.
-    mars: bool,
+    /// The client started SMP (MARS): from here on both ways are SMP packets.
     smp: bool,
-    req_synced: bool,
-    resp_synced: bool,
 }
 
 /// Statements by prepared handle, shared by a connection's sessions.
@@ -202,10 +200,7 @@ impl Stream {
                 stop_tls: false,
                 strict_tls: false,
                 seen_request: false,
-                mars: false,
                 smp: false,
-                req_synced: !mid_stream,
-                resp_synced: !mid_stream,
             },
         }
     }
@@ -273,11 +268,6 @@ impl TdsDecoder {
             stmts: Stmts::default(),
             smp: None,
         }
-    }
-
-    /// The SQL Server version from the PRELOGIN reply or LOGINACK.
-    pub fn server_version(&self) -> Option<&str> {
-        self.main.c.server_version.as_deref()
     }
 }
 

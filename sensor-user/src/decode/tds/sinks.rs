@@ -69,7 +69,6 @@ impl Sink for ReqSink<'_> {
             cx.stats.resyncs += 1;
         }
         let c = &mut *self.c;
-        c.req_synced = true;
         if first && c.phase == Phase::Prelogin {
             c.phase = Phase::Command;
         }
@@ -120,6 +119,5 @@ impl Sink for RespSink<'_> {
         if !first {
             cx.stats.resyncs += 1;
         }
-        self.c.resp_synced = true;
     }
 }

@@ -61,7 +61,6 @@ pub(super) struct Prelogin {
     /// `major.minor.build` (the server's is the SQL Server version).
     pub(super) version: Option<String>,
     pub(super) encryption: Option<u8>,
-    pub(super) mars: Option<bool>,
 }
 
 /// Reads PRELOGIN options: token, offset and length (big-endian) until 0xFF; `None` when the
@@ -91,7 +90,6 @@ pub(super) fn prelogin(b: &[u8]) -> Option<Prelogin> {
                 ));
             }
             0x01 if len >= 1 => p.encryption = Some(v[0]),
-            0x04 if len >= 1 => p.mars = Some(v[0] == 1),
             _ => {}
         }
         any = true;
