@@ -13,7 +13,7 @@
 //! | `Queries`, `QueryErrors`, `QueryLatency` | | DBInstanceIdentifier, Database, Fingerprint (top N) | query records |
 //! | `BytesToServer`, `BytesToClient` | Bytes | DBInstanceIdentifier | flow records (IP bytes) |
 //! | `NewFlows` | Count | DBInstanceIdentifier | flow records, at their first packet |
-//! | `Events`, `RingDrops`, `QueueDrops`, `BadRecords`, `DecoderResyncs`, `TlsSessions`, `NewConnections` | Count | Sensor | summaries (differences of the cumulative counters) |
+//! | `Events`, `RingDrops`, `QueueDrops`, `InterfaceDrops` (frames lost before XDP), `BadRecords`, `DecoderResyncs`, `TlsSessions`, `NewConnections` | Count | Sensor | summaries (differences of the cumulative counters) |
 //! | `TlsSessionsDecrypted` | Count | Sensor | summaries: TLS sessions read with a key log |
 //! | `TlsSessionsUndecryptable` | Count | Sensor, Reason | summaries: TLS sessions not read, by reason (only reasons that occurred) |
 //! | `ActiveFlows`, `ActiveConnections` | Count | Sensor | summaries (the last value in the period) |
@@ -47,6 +47,7 @@ pub mod names {
     pub const EVENTS: &str = "Events";
     pub const RING_DROPS: &str = "RingDrops";
     pub const QUEUE_DROPS: &str = "QueueDrops";
+    pub const INTERFACE_DROPS: &str = "InterfaceDrops";
     pub const BAD_RECORDS: &str = "BadRecords";
     pub const DECODER_RESYNCS: &str = "DecoderResyncs";
     pub const TLS_SESSIONS: &str = "TlsSessions";
@@ -105,6 +106,7 @@ struct SensorAgg {
     events: u64,
     ring_drops: u64,
     queue_drops: u64,
+    interface_drops: u64,
     bad_records: u64,
     resyncs: u64,
     tls_sessions: u64,
@@ -130,6 +132,7 @@ struct Totals {
     events: u64,
     ring_drops: u64,
     queue_drops: u64,
+    interface_drops: u64,
     bad_records: u64,
     resyncs: u64,
     tls_sessions: u64,
@@ -243,6 +246,7 @@ impl Aggregator {
             events: s.events,
             ring_drops: k("events_dropped_ring_full"),
             queue_drops: s.queue_dropped,
+            interface_drops: s.interface.as_ref().map_or(0, |i| i.total()),
             bad_records: s.bad_records,
             resyncs: s.decoders.resyncs,
             tls_sessions: s.decoders.tls_sessions,
@@ -256,6 +260,7 @@ impl Aggregator {
         a.events += now.events.saturating_sub(prev.events);
         a.ring_drops += now.ring_drops.saturating_sub(prev.ring_drops);
         a.queue_drops += now.queue_drops.saturating_sub(prev.queue_drops);
+        a.interface_drops += now.interface_drops.saturating_sub(prev.interface_drops);
         a.bad_records += now.bad_records.saturating_sub(prev.bad_records);
         a.resyncs += now.resyncs.saturating_sub(prev.resyncs);
         a.tls_sessions += now.tls_sessions.saturating_sub(prev.tls_sessions);
@@ -353,6 +358,7 @@ impl Aggregator {
                 (EVENTS, s.events),
                 (RING_DROPS, s.ring_drops),
                 (QUEUE_DROPS, s.queue_drops),
+                (INTERFACE_DROPS, s.interface_drops),
                 (BAD_RECORDS, s.bad_records),
                 (DECODER_RESYNCS, s.resyncs),
                 (TLS_SESSIONS, s.tls_sessions),
@@ -594,6 +600,7 @@ mod tests {
             decoders: Default::default(),
             latency_keys_overflowed: 0,
             detect: None,
+            interface: None,
         };
         a.summary(&summary(100, 3), 150);
         let first = a.close_until(180);
@@ -636,6 +643,7 @@ mod tests {
             },
             latency_keys_overflowed: 0,
             detect: None,
+            interface: None,
         };
         a.summary(&summary(5, 2, 0), 130);
         a.summary(&summary(9, 3, 1), 140);

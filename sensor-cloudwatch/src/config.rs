@@ -82,6 +82,18 @@ pub struct Config {
     pub endpoint_url: Option<String>,
     /// Region, instead of the SDK's chain (AWS_REGION, profile, IMDS).
     pub region: Option<String>,
+    /// Every finding to AWS Security Hub too (BatchImportFindings, in ASFF): `--securityhub`.
+    pub securityhub: bool,
+    /// The account the findings belong to (the custom integration's product is in it);
+    /// default: the credentials' own, from STS GetCallerIdentity.
+    pub securityhub_account_id: Option<String>,
+    /// `aws`, `aws-cn` or `aws-us-gov`: the partition of the product ARN.
+    pub securityhub_partition: String,
+    /// CompanyName of the findings.
+    pub securityhub_company_name: String,
+    /// Findings waiting for Security Hub; the oldest beyond are dropped (and counted). An
+    /// update of a finding still waiting replaces it.
+    pub queue_max_findings: usize,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -127,6 +139,11 @@ impl Default for Config {
             shift_old_captures: true,
             endpoint_url: None,
             region: None,
+            securityhub: false,
+            securityhub_account_id: None,
+            securityhub_partition: "aws".into(),
+            securityhub_company_name: "rds-sensor".into(),
+            queue_max_findings: 10_000,
         }
     }
 }
@@ -189,6 +206,7 @@ impl Config {
         if let Some(b) = &args.eventbridge_bus {
             c.eventbridge_bus = Some(b.clone());
         }
+        c.securityhub |= args.securityhub;
         c.validate()?;
         Ok(c)
     }
@@ -227,6 +245,24 @@ impl Config {
         if self.log_group.is_empty() {
             bail!("the log group name is empty");
         }
+        if !SECURITYHUB_PARTITIONS.contains(&self.securityhub_partition.as_str()) {
+            bail!(
+                "securityhub_partition `{}`: one of {}",
+                self.securityhub_partition,
+                SECURITYHUB_PARTITIONS.join(", ")
+            );
+        }
+        if let Some(a) = &self.securityhub_account_id
+            && !(a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        {
+            bail!("securityhub_account_id `{a}`: an account id is 12 digits");
+        }
+        if self.securityhub_company_name.is_empty() {
+            bail!("securityhub_company_name is empty");
+        }
+        if self.queue_max_findings == 0 {
+            bail!("queue_max_findings must be at least 1");
+        }
         Ok(())
     }
 
@@ -240,6 +276,10 @@ impl Config {
         rds_sensor::aggregate::Instances::new(self.db_instances.clone())
     }
 }
+
+/// The partitions Security Hub's Resource.Partition takes (its model's enum, less the
+/// isolated ones the SDK cannot reach from here).
+const SECURITYHUB_PARTITIONS: [&str; 3] = ["aws", "aws-cn", "aws-us-gov"];
 
 /// Server → DBInstanceIdentifier from an instance map file.
 fn load_instance_map(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
@@ -313,6 +353,9 @@ mod tests {
             r#"{"max_values_per_datum": 151}"#,
             r#"{"namespace": "AWS/RDS"}"#,
             r#"{"no_such_setting": 1}"#,
+            r#"{"securityhub_partition": "mars"}"#,
+            r#"{"securityhub_account_id": "12345"}"#,
+            r#"{"queue_max_findings": 0}"#,
         ] {
             let r: Result<Config> = serde_json::from_str::<Config>(json)
                 .map_err(anyhow::Error::from)

@@ -10,12 +10,15 @@
 //! - [`sink::CloudWatchSink`] (a [`rds_sensor::sinks::Sink`]) aggregates records per period
 //!   ([`aggregate`]) into data ([`model`]), latency as HdrHistogram-bucketed distributions
 //!   ([`distribution`]);
-//! - [`ship::Shipper`] sends them from a bounded queue on its own thread.
+//! - [`ship::Shipper`] sends them from a bounded queue on its own thread;
+//! - [`securityhub`] sends every finding to AWS Security Hub (ASFF, BatchImportFindings), on
+//!   its own queue and thread: with `--securityhub` alone it is the only sink.
 
 pub mod aggregate;
 pub mod config;
 pub mod distribution;
 pub mod model;
+pub mod securityhub;
 pub mod ship;
 pub mod sink;
 
@@ -49,18 +52,44 @@ pub fn start_with(
     }
 }
 
-/// Adds the CloudWatch sinks to the `rds-sensor` command line.
+/// What the pipeline waits for once it has finished.
+type Finish = Box<dyn FnOnce() -> anyhow::Result<()>>;
+
+/// Adds the CloudWatch sinks (and Security Hub's) to the `rds-sensor` command line.
 pub struct CloudWatchExtension;
 
 impl Extension for CloudWatchExtension {
     fn sinks(&self, args: &CloudWatchArgs, mode: Mode) -> anyhow::Result<ExtraSinks> {
         let cfg = Config::from_args(args)?;
-        let (sink, shipper) = start(cfg, mode)?;
-        Ok(ExtraSinks {
-            sinks: vec![Box::new(sink)],
-            finish: shipper.map(|s| {
-                Box::new(move || s.finish().map(|_| ())) as Box<dyn FnOnce() -> anyhow::Result<()>>
-            }),
-        })
+        let mut extra = ExtraSinks::default();
+        let mut finishes: Vec<Finish> = Vec::new();
+        if args.cloudwatch_enabled() {
+            let (sink, shipper) = start(cfg.clone(), mode)?;
+            extra.sinks.push(Box::new(sink));
+            if let Some(s) = shipper {
+                finishes.push(Box::new(move || s.finish().map(|_| ())));
+            }
+        }
+        if cfg.securityhub {
+            let (sink, shipper) = securityhub::start(cfg, mode, None)?;
+            extra.sinks.push(Box::new(sink));
+            if let Some(s) = shipper {
+                finishes.push(Box::new(move || s.finish().map(|_| ())));
+            }
+        }
+        // Every shipper gets its time to drain, whichever fails first.
+        extra.finish = (!finishes.is_empty()).then(|| {
+            Box::new(move || {
+                let errors: Vec<String> = finishes
+                    .into_iter()
+                    .filter_map(|f| f().err().map(|e| format!("{e:#}")))
+                    .collect();
+                match errors.is_empty() {
+                    true => Ok(()),
+                    false => Err(anyhow::anyhow!(errors.join("; "))),
+                }
+            }) as Finish
+        });
+        Ok(extra)
     }
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Moto, REGION};
+use common::{Moto, REGION, emulator_env, wait_for};
 use rds_sensor::{
     cli::Mode,
     model::{Endpoint, Protocol, QueryRecord, Record, Timestamp},
@@ -24,7 +24,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor-cloudwatch");
@@ -223,6 +223,7 @@ fn pcaps_ship_what_the_analyzer_measured() {
         )
         .unwrap();
         let mut cmd = Command::new(BIN);
+        emulator_env(&mut cmd, &dir);
         cmd.arg("analyze")
             .arg(pcap(name))
             .args(["--json", "--cloudwatch-config"])
@@ -230,15 +231,6 @@ fn pcaps_ship_what_the_analyzer_measured() {
             .args(["--db-instance", &format!("{}={}", MAPPED.0, MAPPED.1)])
             // Findings: every client of the captures is outside this network.
             .args(["--detect", "--allowed-cidr", "10.0.0.0/8"])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.join("no-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH")
-            .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
             .env("AWS_ENDPOINT_URL_EVENTBRIDGE", moto.url())
             .env("RUST_LOG", "warn");
         if i == 0 {
@@ -505,14 +497,6 @@ fn query(t_s: i64, latency_us: u64) -> Record {
         prepared: false,
         tag: None,
     })
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -1,13 +1,13 @@
-//! Secrets never reach CloudWatch: `rds-sensor-cloudwatch analyze --cloudwatch --detect` (every
-//! query and login record sampled into the log group, findings through EventBridge into a log
-//! group) over each bundled capture that carries the known password or the canary literal (see
+//! Secrets never reach CloudWatch nor Security Hub: `rds-sensor-cloudwatch analyze --cloudwatch
+//! --securityhub --detect` (every query and login record sampled into the log group, findings
+//! through EventBridge into a log group and to Security Hub as ASFF) over each bundled capture that carries the known password or the canary literal (see
 //! pcaps/README.md), against moto; then everything moto holds — every metric's namespace,
 //! name and dimensions, every log group, stream and event, moto's own state dump — and the
 //! run's stdout and stderr (logging at debug) are searched for both secrets: nothing.
 
 mod common;
 
-use common::{Moto, REGION};
+use common::{Moto, REGION, emulator_env};
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -39,7 +39,9 @@ import boto3, json, sys, urllib.request
 kw = dict(endpoint_url=sys.argv[1], region_name=sys.argv[2],
           aws_access_key_id="testing", aws_secret_access_key="testing")
 cw, logs, ev = (boto3.client(s, **kw) for s in ("cloudwatch", "logs", "events"))
-out = {"metrics": [], "logs": {}, "buses": [], "dump": ""}
+out = {"metrics": [], "logs": {}, "buses": [], "securityhub": [], "dump": ""}
+for page in boto3.client("securityhub", **kw).get_paginator("get_findings").paginate():
+    out["securityhub"] += page["Findings"]
 for page in cw.get_paginator("list_metrics").paginate():
     out["metrics"] += page["Metrics"]
 for page in logs.get_paginator("describe_log_groups").paginate():
@@ -94,6 +96,7 @@ import boto3, sys
 kw = dict(endpoint_url=sys.argv[1], region_name=sys.argv[2],
           aws_access_key_id="testing", aws_secret_access_key="testing")
 ev, logs = boto3.client("events", **kw), boto3.client("logs", **kw)
+boto3.client("securityhub", **kw).enable_security_hub()
 ev.create_event_bus(Name="redaction")
 logs.create_log_group(logGroupName=sys.argv[3])
 ev.put_rule(Name="findings", EventBusName="redaction", EventPattern='{"source": ["rds-sensor"]}')
@@ -123,22 +126,12 @@ ev.put_targets(Rule="findings", EventBusName="redaction", Targets=[{"Id": "logs"
             .to_string(),
         )
         .unwrap();
-        let out = Command::new(BIN)
+        let out = emulator_env(&mut Command::new(BIN), &dir)
             .arg("analyze")
             .arg(pcap(name))
             .args(["--json", "--cloudwatch-config"])
             .arg(&cfg)
-            .args(["--detect", "--allowed-cidr", "10.0.0.0/8"])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.join("no-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH")
-            .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
-            .env_remove("AWS_ENDPOINT_URL_EVENTBRIDGE")
+            .args(["--detect", "--allowed-cidr", "10.0.0.0/8", "--securityhub"])
             .env("AWS_ENDPOINT_URL", moto.url())
             .env("RUST_LOG", "debug")
             .output()
@@ -179,6 +172,26 @@ ev.put_targets(Rule="findings", EventBusName="redaction", Targets=[{"Id": "logs"
             .any(|m| m.as_str().is_some_and(|s| s.contains("login"))),
         "moto holds the sampled login records"
     );
+    assert!(
+        v["securityhub"].as_array().is_some_and(|f| !f.is_empty()),
+        "moto holds Security Hub findings"
+    );
     assert_clean("moto's stored data", &stored);
+    // The Security Hub requests as printed (`--metrics-sink stdout`) too.
+    for name in CAPTURES {
+        let out = Command::new(BIN)
+            .arg("analyze")
+            .arg(pcap(name))
+            .args(["--json", "--securityhub", "--metrics-sink", "stdout"])
+            .args(["--detect", "--allowed-cidr", "10.0.0.0/8"])
+            .env("AWS_REGION", REGION)
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("securityhub_batch_import_findings"), "{name}");
+        assert_clean(&format!("{name}: printed Security Hub requests"), &text);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

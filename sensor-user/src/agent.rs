@@ -4,7 +4,10 @@
 //! dropped and counted.
 
 use crate::{
-    capture::live::{KernelState, Sensor},
+    capture::{
+        ifstats::InterfaceCounters,
+        live::{KernelState, Sensor},
+    },
     model::{FlowEnd, now},
     pipeline::Pipeline,
 };
@@ -66,6 +69,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<AgentReport> {
     let ring = sensor.take_events()?;
+    // The attached interface's own receive drops, from now on.
+    let mut iface = sensor
+        .attached
+        .as_ref()
+        .and_then(|(name, _)| crate::ifwatch::ifindex(name))
+        .map(InterfaceCounters::new);
     let mut state = sensor.take_state()?;
     let (mut prod, mut cons) = HeapRb::<u8>::new(opts.queue_bytes.max(1 << 16)).split();
     let stop = Arc::new(AtomicBool::new(false));
@@ -123,14 +132,15 @@ pub async fn run(
                     }
                     if last_summary.elapsed() >= summary_every {
                         let c = state.counters()?;
-                        pipeline.summary(now(libc::CLOCK_MONOTONIC), &c)?;
+                        let i = iface.as_mut().and_then(InterfaceCounters::read);
+                        pipeline.summary(now(libc::CLOCK_MONOTONIC), &c, i)?;
                         last_summary = std::time::Instant::now();
                     }
                     if !worked {
                         std::thread::park_timeout(Duration::from_millis(20));
                     }
                 }
-                finish(&mut pipeline, &mut state)
+                finish(&mut pipeline, &mut state, iface.as_mut())
             })
             .context("starting the pipeline thread")?
     };
@@ -192,11 +202,15 @@ pub async fn run(
     Ok(report)
 }
 
-fn finish(pipeline: &mut Pipeline, state: &mut KernelState) -> Result<AgentReport> {
+fn finish(
+    pipeline: &mut Pipeline,
+    state: &mut KernelState,
+    iface: Option<&mut InterfaceCounters>,
+) -> Result<AgentReport> {
     let now_ns = now(libc::CLOCK_MONOTONIC);
     pipeline.expire_flows(state, now_ns, Some(FlowEnd::Shutdown))?;
     let counters = state.counters()?;
-    pipeline.summary(now_ns, &counters)?;
+    pipeline.summary(now_ns, &counters, iface.and_then(InterfaceCounters::read))?;
     pipeline.flush()?;
     Ok(AgentReport {
         counters,

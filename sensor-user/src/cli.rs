@@ -101,6 +101,12 @@ pub struct CloudWatchArgs {
     /// Also send findings to this EventBridge bus (PutEvents, source `rds-sensor`).
     #[arg(long, value_name = "BUS")]
     pub eventbridge_bus: Option<String>,
+    /// Send every finding to AWS Security Hub (BatchImportFindings, ASFF; its custom
+    /// integration's default product). Alone it sends only the findings there, no CloudWatch
+    /// metrics or logs; with --cloudwatch (or --cloudwatch-config) both. With --metrics-sink
+    /// stdout the Security Hub requests are printed, not sent.
+    #[arg(long, env = "RDS_SENSOR_SECURITYHUB", value_parser = clap::builder::FalseyValueParser::new())]
+    pub securityhub: bool,
     /// The detector's `--instance-map` (server → dbInstanceIdentifier), for the
     /// DBInstanceIdentifier dimension; `--db-instance` overrides it.
     #[arg(skip)]
@@ -112,9 +118,25 @@ pub struct CloudWatchArgs {
 }
 
 impl CloudWatchArgs {
-    /// True when any switch asks for the CloudWatch sinks.
+    /// True when any switch asks for the sinks on the AWS SDK (CloudWatch or Security Hub).
     pub fn enabled(&self) -> bool {
+        self.cloudwatch_enabled() || self.securityhub_enabled()
+    }
+
+    /// True when a switch asks for CloudWatch itself (metrics, findings to its Logs).
+    pub fn cloudwatch_enabled(&self) -> bool {
         self.cloudwatch || self.cloudwatch_config.is_some() || self.metrics_sink.is_some()
+    }
+
+    /// `--securityhub`, or `securityhub = true` in `[cloudwatch]` of the --config file.
+    pub fn securityhub_enabled(&self) -> bool {
+        self.securityhub
+            || self
+                .file_settings
+                .as_ref()
+                .and_then(|v| v.get("securityhub"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
     }
 }
 
@@ -158,6 +180,55 @@ enum Command {
     /// Beside an application: follow its TLS key log and ship every line to a sensor's key
     /// receiver (`--keylog-listen`), over TLS.
     KeylogForward(KeylogForwardArgs),
+    /// Write the man pages and shell completions (bash, zsh, fish) into a directory: what
+    /// `cargo xtask dist` packages.
+    #[command(hide = true)]
+    Assets(AssetsArgs),
+}
+
+#[derive(Args)]
+struct AssetsArgs {
+    /// Directory to write `man/*.1` and `completions/{rds-sensor.bash,_rds-sensor,rds-sensor.fish}` into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// Man pages (one per subcommand, as `git` has them) and completions from the command line
+/// itself, so they never drift from it.
+fn assets(a: &AssetsArgs) -> Result<()> {
+    use clap::CommandFactory;
+    let man = a.out.join("man");
+    let comp = a.out.join("completions");
+    for d in [&man, &comp] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut pages = vec![(cmd.get_name().to_string(), cmd.clone())];
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = format!("{}-{}", cmd.get_name(), sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let path = man.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "rds-sensor.bash"),
+        (clap_complete::Shell::Zsh, "_rds-sensor"),
+        (clap_complete::Shell::Fish, "rds-sensor.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "rds-sensor", &mut out);
+        let path = comp.join(file);
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -637,6 +708,9 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
     if let Command::KeylogForward(f) = &cli.command {
         return keylog_forward(f);
     }
+    if let Command::Assets(a) = &cli.command {
+        return assets(a);
+    }
     match &mut cli.command {
         Command::Run(r) => {
             r.common.overlay(Some(&r.live), r.iface.as_deref())?;
@@ -646,13 +720,17 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
         }
         Command::Analyze(a) => a.common.overlay(None, None)?,
         Command::Demo(d) => d.common.overlay(Some(&d.live), None)?,
-        Command::Config(_) | Command::KeylogForward(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) => {
+            unreachable!("handled above")
+        }
     }
     let common = match &cli.command {
         Command::Run(r) => &r.common,
         Command::Analyze(a) => &a.common,
         Command::Demo(d) => &d.common,
-        Command::Config(_) | Command::KeylogForward(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) => {
+            unreachable!("handled above")
+        }
     };
     if ext.is_none() && common.cloudwatch.enabled() {
         return delegate();
@@ -791,7 +869,9 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             })?;
             finish(extra.finish)
         }
-        Command::Config(_) | Command::KeylogForward(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

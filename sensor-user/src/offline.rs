@@ -83,7 +83,7 @@ pub fn analyze(
         }
     }
     pipeline.expire_flows(&mut decap.flows, last_ts, Some(FlowEnd::EndOfCapture))?;
-    pipeline.summary(last_ts, &decap.counters)?;
+    pipeline.summary(last_ts, &decap.counters, None)?;
     Ok(OfflineOutcome {
         frames,
         cut_off,

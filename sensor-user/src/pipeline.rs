@@ -3,7 +3,7 @@
 
 use crate::{
     aggregate::latency::LatencyAggregator,
-    capture::FlowSource,
+    capture::{FlowSource, ifstats::InterfaceDrops},
     detect::{Detector, Finding},
     event::Event,
     flows::{FlowTimeouts, FlowTracker},
@@ -199,11 +199,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Emits a summary with the kernel's (or its twin's) counters.
+    /// Emits a summary with the kernel's (or its twin's) counters, and live, the attached
+    /// interface's losses before XDP.
     pub fn summary(
         &mut self,
         now_ns: u64,
         counters: &[u64; counter::COUNT as usize],
+        interface: Option<InterfaceDrops>,
     ) -> anyhow::Result<()> {
         let interval_s = self
             .last_summary_ns
@@ -219,7 +221,11 @@ impl Pipeline {
                 self.sink.emit(&Record::Finding(Box::new(f)))?;
             }
         }
-        let drops = counters[counter::EVENTS_DROPPED as usize] + self.stats.queue_dropped;
+        // Frames the interface lost before XDP are events that never were: the window is a
+        // sample as surely as when the ring was full.
+        let drops = counters[counter::EVENTS_DROPPED as usize]
+            + self.stats.queue_dropped
+            + interface.as_ref().map_or(0, InterfaceDrops::total);
         let sampled = drops > self.drops_at_last_summary;
         self.drops_at_last_summary = drops;
         if !self.latency.is_empty() {
@@ -243,6 +249,7 @@ impl Pipeline {
             decoders: self.streams.decoder_stats,
             latency_keys_overflowed: self.latency.overflowed,
             detect: self.detector.as_ref().map(Detector::state),
+            interface,
         };
         self.sink.emit(&Record::Summary(rec))?;
         self.sink.flush()

@@ -294,3 +294,78 @@ fn random_bytes_after_a_valid_header_never_panic() {
         );
     }
 }
+
+/// Findings end: one with no new occurrence for `--finding-archive-after` seconds is emitted a
+/// last time with `archived: true` (Security Hub's RecordState ARCHIVED), under the id it had,
+/// and only after it was quiet that long; the text output says so. On the labelled hour of
+/// pcaps/scenarios/mixed.pcap, whose attacks end long before the capture does.
+#[test]
+fn quiet_findings_are_archived_once_under_their_id() {
+    let pcap =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps/scenarios/mixed.pcap");
+    let p = pcap.to_str().unwrap();
+    let args = [
+        "--detect",
+        "--learning-period",
+        "0",
+        "--finding-archive-after",
+        "600",
+    ];
+    let out = analyze(&[&[p, "--json"][..], &args[..]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "finding")
+        .collect();
+    let secs = |v: &serde_json::Value| {
+        humantime::parse_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // Per id, in order: reported, (updated,) archived once after 600 s quiet; a later
+    // occurrence starts it again (created after the archive), and it may end again.
+    let mut archived = 0;
+    let mut state: std::collections::HashMap<String, (bool, f64)> = Default::default();
+    for f in &findings {
+        let id = f["id"].as_str().unwrap().to_string();
+        let prev = state.get(&id).copied();
+        if f["service"]["archived"] == true {
+            archived += 1;
+            assert!(
+                matches!(prev, Some((false, _))),
+                "archived before it was reported, or twice: {f}"
+            );
+            let quiet = secs(&f["updatedAt"]) - secs(&f["service"]["eventLastSeen"]);
+            assert!(quiet >= 600.0, "archived after {quiet} s quiet: {f}");
+            state.insert(id, (true, secs(&f["updatedAt"])));
+        } else {
+            if let Some((true, at)) = prev {
+                assert!(
+                    secs(&f["createdAt"]) >= at,
+                    "started again before it ended: {f}"
+                );
+            }
+            state.insert(id, (false, 0.0));
+        }
+    }
+    assert!(
+        archived > 0,
+        "no finding of the hour ended: nothing was checked"
+    );
+    let text = analyze(&[&[p][..], &args[..]].concat());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("finding archived "))
+            .count(),
+        archived,
+        "the text output says which findings ended"
+    );
+}

@@ -174,6 +174,45 @@ fn without_cap_bpf_it_fails_with_an_error() {
     assert!(!out.status.success(), "should fail without CAP_BPF");
     assert!(!stderr.contains("panicked"), "no panic: {stderr}");
     assert!(!xdp_attached(&pair.outside));
+    // One line that says what is needed: all three capabilities, the cause said once.
+    assert!(
+        stderr.contains("CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"),
+        "names every capability it needs: {stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "the error once: {stderr}");
+    let line = errors[0];
+    let cause = line.split("failed to create map").count() - 1;
+    assert!(cause <= 1, "the cause repeated: {line}");
     drop(pair);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An interface that does not exist: one error naming the interfaces there are, not a
+/// native-XDP warning followed by the same failure twice.
+#[test]
+fn an_unknown_interface_names_the_ones_there_are() {
+    if !kernel_available("an_unknown_interface_names_the_ones_there_are") {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
+        .args([
+            "run",
+            "--iface",
+            "nosuch-if0",
+            "--no-tui",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .expect("rds-sensor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains("no network interface nosuch-if0 here; there are:")
+            && lines[0].contains("lo"),
+        "{stderr}"
+    );
 }

@@ -41,20 +41,6 @@ fn tds_obfuscated(s: &str) -> Vec<u8> {
     utf16(s).iter().map(|b| b.rotate_right(4) ^ 0xa5).collect()
 }
 
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..=c.len() {
-            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    s
-}
-
 /// The forms a secret could leak in: plain, hex (both cases), and base64 at each of the three
 /// alignments it could have inside a longer encoded buffer (only the characters that depend on
 /// the secret's bytes alone).
@@ -120,28 +106,11 @@ fn secret_captures() -> Vec<PathBuf> {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 fn analyze(pcap: &Path, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .arg("analyze")
-        .arg(pcap)
-        .args(args)
-        .env("RUST_LOG", "debug")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "analyze {} {args:?}: {}",
-        pcap.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    analyze_debug(pcap, args)
 }
 
 #[test]

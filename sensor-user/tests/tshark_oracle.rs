@@ -75,6 +75,18 @@ fn oracle_mysql_tls_keys() {
     run_keyed("mysql-tls-keys.pcap");
 }
 
+/// IAM tokens as passwords (a cleartext PasswordMessage; `mysql_clear_password` after an
+/// AuthSwitchRequest): logins, refusals and queries as tshark reads them inside TLS.
+#[test]
+fn oracle_pg_iam() {
+    run_keyed("pg-iam.pcap");
+}
+
+#[test]
+fn oracle_mysql_iam() {
+    run_keyed("mysql-iam.pcap");
+}
+
 /// IANA names of the suites in the bundled captures (RFC 8446 §B.4, RFC 5289, RFC 7905).
 fn suite_name(id: u64) -> &'static str {
     match id {
@@ -241,6 +253,8 @@ fn every_bundled_capture_is_checked() {
         "mysql-tls.pcap",
         "pg-tls-keys.pcap",
         "mysql-tls-keys.pcap",
+        "pg-iam.pcap",
+        "mysql-iam.pcap",
         // tshark cannot reassemble cut frames: see truncated_capture_reports_only_true_figures.
         "pg-queries-trunc128.pcap",
         "tds-clients.pcap",

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use rds_sensor::{
-    agent::{self, AgentOptions},
+    agent::AgentOptions,
     capture::live::{AttachMode, LiveOptions, Sensor},
     model::{Clock, FlowRecord, Record},
     netns::VethPair,
@@ -175,51 +175,17 @@ fn check_capture(pcap: &Path) {
         .attach(&pair.outside, AttachMode::Auto)
         .expect("attach");
     let records = Arc::new(Mutex::new(Vec::new()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let replayer = {
-        let pcap = pcap.to_path_buf();
-        let inside = pair.inside.clone();
-        let ns = pair.ns.name.clone();
-        std::thread::spawn(move || {
-            let out = std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "tcpreplay",
-                    "-q",
-                    "--topspeed",
-                    "-i",
-                    &inside,
-                ])
-                .arg(&pcap)
-                .output()
-                .expect("tcpreplay");
-            // Let the last frames reach the ring buffer and the reader before stopping.
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            let _ = tx.send(());
-            out
-        })
-    };
-    let report = rt
-        .block_on(agent::run(
-            &mut sensor,
-            pipeline(&records, Clock::monotonic()),
-            AgentOptions::default(),
-            async {
-                let _ = rx.await;
-            },
-        ))
-        .expect("agent");
-    let out = replayer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = agent_during_replay(
+        &mut sensor,
+        pipeline(&records, Clock::monotonic()),
+        AgentOptions::default(),
+        &pair,
+        Replay {
+            pcap,
+            wrapper: &[],
+            args: &[],
+            delay: std::time::Duration::ZERO,
+        },
     );
     sensor.detach().unwrap();
     drop(sensor);

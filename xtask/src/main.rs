@@ -1,6 +1,7 @@
 //! `cargo xtask …`: every set-up step a fresh machine needs, then the task itself.
 
 mod dbserver;
+mod dist;
 mod fuzz;
 mod modgraph;
 mod netlab;
@@ -66,6 +67,9 @@ enum Cmd {
     Pcaps(pcaps::PcapsArgs),
     /// Record the labelled detection corpus (pcaps/scenarios/) from real servers (root; netns).
     Scenarios(scenarios::ScenariosArgs),
+    /// Debian packages (rds-sensor, rds-sensor-cloudwatch) into target/dist; `--check` installs
+    /// them into a clean Debian 12 root and runs them there (root).
+    Dist(dist::DistArgs),
 }
 
 fn root() -> PathBuf {
@@ -256,6 +260,7 @@ fn real_main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run_fuzz(&args),
         Cmd::Pcaps(args) => pcaps::run(&args),
         Cmd::Scenarios(args) => scenarios::run(&args),
+        Cmd::Dist(args) => dist::run(&args),
         Cmd::Bench { quick, only } => {
             toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
             let obj = build_ebpf_object(true)?;

@@ -14,6 +14,7 @@
 //! (`crate::netlab`, `crate::dbserver`, `crate::pcapfmt`).
 
 mod facts;
+mod iam;
 mod my;
 mod pg;
 pub(crate) mod tds;
@@ -100,6 +101,9 @@ pub enum Proto {
     /// SQL Server (TDS) captures: real FreeTDS and pytds clients, the server side played by a
     /// listener built from MS-TDS (`tds-*.pcap`, `tds-tls-login.keys`)
     Tds,
+    /// AWS IAM database authentication tokens (botocore's presigner) sent inside TLS by pg8000
+    /// and PyMySQL, with key logs (`*-iam.pcap` + `.keys`)
+    Iam,
 }
 
 /// How a committed file is derived from a raw capture.
@@ -224,6 +228,22 @@ pub const OUTPUTS: &[OutFile] = &[
         keys: Some("mysql-tls-keys.keys"),
     },
     OutFile {
+        name: "pg-iam.pcap",
+        raw: "pg-iam",
+        proto: Proto::Iam,
+        form: Form::Vxlan,
+        vni: VNI_PG,
+        keys: Some("pg-iam.keys"),
+    },
+    OutFile {
+        name: "mysql-iam.pcap",
+        raw: "mysql-iam",
+        proto: Proto::Iam,
+        form: Form::Vxlan,
+        vni: VNI_MYSQL,
+        keys: Some("mysql-iam.keys"),
+    },
+    OutFile {
         name: "tds-clients.pcap",
         raw: "tds-clients",
         proto: Proto::Tds,
@@ -290,7 +310,14 @@ pub fn eni_for_client(client: IpAddr) -> Ipv4Addr {
     }
 }
 
-fn preflight(want_pg: bool, want_my: bool, want_tls: bool, want_tds: bool) -> Result<()> {
+fn preflight(
+    want_pg: bool,
+    want_my: bool,
+    want_tls: bool,
+    want_tds: bool,
+    want_iam: bool,
+) -> Result<()> {
+    let want_tls = want_tls || want_iam;
     netlab::require_root()?;
     for (tool, pkg) in [
         ("ip", "iproute2"),
@@ -334,6 +361,17 @@ fn preflight(want_pg: bool, want_my: bool, want_tls: bool, want_tds: bool) -> Re
         if !matches!(ok, Ok(true)) {
             bail!(
                 "step `preflight`: the TLS key-log captures need {PYTHON} with pg8000 and PyMySQL; `apt-get install -y python3-pymysql python3-pip && {PYTHON} -m pip install --break-system-packages pg8000`"
+            );
+        }
+    }
+    if want_iam {
+        let ok = Command::new(PYTHON)
+            .args(["-c", "import botocore.session"])
+            .status()
+            .map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            bail!(
+                "step `preflight`: the IAM captures need {PYTHON} with botocore (its presigner makes the tokens); `apt-get install -y python3-botocore`"
             );
         }
     }
@@ -435,11 +473,12 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
     let want_my = args.only.is_none_or(|p| p == Proto::Mysql);
     let want_tls = args.only.is_none_or(|p| p == Proto::Tls);
     let want_tds = args.only.is_none_or(|p| p == Proto::Tds);
+    let want_iam = args.only.is_none_or(|p| p == Proto::Iam);
     let out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| crate::root().join("pcaps"));
-    preflight(want_pg, want_my, want_tls, want_tds)?;
+    preflight(want_pg, want_my, want_tls, want_tds, want_iam)?;
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let mut tmp = TempDir::fresh(std::env::temp_dir().join("rds-sensor-pcaps"))?;
@@ -450,7 +489,7 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
         let net = Network::create(&LAB).context("step `network setup`")?;
         let tls = Tls::generate(&tmp.path)?;
         // The key-log captures come after a server's other scenarios, so they change none of them.
-        if want_pg || want_tls {
+        if want_pg || want_tls || want_iam {
             let mut pg = pg::Pg::start(&tmp.path, &tls).context("step `postgres server`")?;
             if want_pg {
                 record(&net, &raw_dir, "pg-auth", || pg.auth(&net))?;
@@ -464,9 +503,14 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
                     pg.tls_keys(&net, &raw_dir, &tmp.path)
                 })?;
             }
+            if want_iam {
+                record(&net, &raw_dir, "pg-iam", || {
+                    iam::pg(&pg, &net, &raw_dir, &tmp.path)
+                })?;
+            }
             pg.stop();
         }
-        if want_my || want_tls {
+        if want_my || want_tls || want_iam {
             let mut my = my::My::start(&tmp.path, &tls).context("step `mariadb server`")?;
             if want_my {
                 record(&net, &raw_dir, "mysql-auth", || my.auth(&net))?;
@@ -477,6 +521,11 @@ pub fn run(args: &PcapsArgs) -> Result<()> {
             if want_tls {
                 record(&net, &raw_dir, "mysql-tls-keys", || {
                     my.tls_keys(&net, &raw_dir)
+                })?;
+            }
+            if want_iam {
+                record(&net, &raw_dir, "mysql-iam", || {
+                    iam::my(&my, &net, &raw_dir, &tmp.path)
                 })?;
             }
             my.stop();

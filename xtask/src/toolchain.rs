@@ -299,6 +299,8 @@ pub const RUNTIME_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("tcpreplay", "tcpreplay"),
     ("tshark", "tshark"),
+    // The driver statistics test compares with `ethtool -S`.
+    ("ethtool", "ethtool"),
 ];
 
 /// Installs missing runtime tools when possible, else says which are missing.

@@ -28,19 +28,8 @@ impl Clients {
     /// Clients on `sdk` (credentials, region, endpoints), with the settings' retries,
     /// timeouts and compression.
     pub fn from_sdk(sdk: &aws_config::SdkConfig, cfg: &Config) -> Result<Self> {
-        if sdk.region().is_none_or(|r| r.as_ref().is_empty()) {
-            bail!(
-                "no AWS region: set AWS_REGION (or a profile's region), or run on EC2 where the instance metadata gives it"
-            );
-        }
-        let retry = RetryConfig::standard()
-            .with_max_attempts(cfg.max_attempts.max(1))
-            .with_initial_backoff(Duration::from_millis(cfg.backoff_initial_ms.max(1)))
-            .with_max_backoff(Duration::from_millis(cfg.backoff_max_ms.max(1)));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .operation_attempt_timeout(Duration::from_millis(cfg.attempt_timeout_ms))
-            .build();
+        require_region(sdk)?;
+        let (retry, timeouts) = policies(cfg);
         let cw = aws_sdk_cloudwatch::config::Builder::from(sdk)
             .retry_config(retry.clone())
             .timeout_config(timeouts.clone())
@@ -63,4 +52,27 @@ impl Clients {
                 .map(|_| aws_sdk_eventbridge::Client::from_conf(events)),
         })
     }
+}
+
+/// Fails early, saying how to fix it, rather than on every call.
+pub(crate) fn require_region(sdk: &aws_config::SdkConfig) -> Result<String> {
+    match sdk.region() {
+        Some(r) if !r.as_ref().is_empty() => Ok(r.to_string()),
+        _ => bail!(
+            "no AWS region: set AWS_REGION (or a profile's region), or run on EC2 where the instance metadata gives it"
+        ),
+    }
+}
+
+/// The settings' SDK retries (standard mode) and timeouts, for every client.
+pub(crate) fn policies(cfg: &Config) -> (RetryConfig, TimeoutConfig) {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(cfg.max_attempts.max(1))
+        .with_initial_backoff(Duration::from_millis(cfg.backoff_initial_ms.max(1)))
+        .with_max_backoff(Duration::from_millis(cfg.backoff_max_ms.max(1)));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .operation_attempt_timeout(Duration::from_millis(cfg.attempt_timeout_ms))
+        .build();
+    (retry, timeouts)
 }

@@ -17,10 +17,11 @@
 //! - **Compression:** PutMetricData bodies from `compression_min_bytes` on are gzipped by the
 //!   SDK (the operation carries Smithy's `requestCompression` trait).
 
-mod clients;
+pub(crate) mod clients;
 mod queue;
-mod retry;
+pub(crate) mod retry;
 mod send;
+pub(crate) mod worker;
 
 pub use clients::Clients;
 pub use queue::{Shared, ShipStats};
@@ -30,7 +31,7 @@ use crate::{
     config::Config,
     model::{self, BusEvent, Datum, LogEvent, Unit, now_s},
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use retry::Backoff;
 use send::{put_metrics, send_bus, send_logs, send_metrics};
 use std::{sync::Arc, time::Duration};
@@ -49,49 +50,23 @@ impl Shipper {
         shared: Arc<Shared>,
         sdk: Option<aws_config::SdkConfig>,
     ) -> Result<Self> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let thread = {
-            let shared = shared.clone();
-            let cfg = cfg.clone();
-            std::thread::Builder::new()
-                .name("cloudwatch".into())
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.into()));
-                            return;
-                        }
-                    };
-                    rt.block_on(async {
-                        let sdk = match sdk {
-                            Some(s) => s,
-                            None => Clients::sdk_config(&cfg).await,
-                        };
-                        let clients = match Clients::from_sdk(&sdk, &cfg) {
-                            Ok(c) => {
-                                let _ = ready_tx.send(Ok(()));
-                                c
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        };
-                        run(&cfg, &shared, &clients).await;
-                    });
-                    let mut q = shared.lock();
+            let (shared, done) = (shared.clone(), shared.clone());
+            let run_cfg = cfg.clone();
+            worker::spawn(
+                "cloudwatch",
+                None,
+                cfg.clone(),
+                sdk,
+                Clients::from_sdk,
+                move |clients| async move { run(&run_cfg, &shared, &clients).await },
+                move || {
+                    let mut q = done.lock();
                     q.done = true;
-                    shared.done.notify_all();
-                })
-                .context("starting the CloudWatch thread")?
+                    done.done.notify_all();
+                },
+            )?
         };
-        ready_rx
-            .recv()
-            .context("the CloudWatch thread stopped while starting")??;
         Ok(Self {
             shared,
             thread: Some(thread),

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 /// What to do with a request that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Fate {
+pub(crate) enum Fate {
     Retry,
     Reject,
 }
 
-pub(super) const THROTTLING: &[&str] = &[
+pub(crate) const THROTTLING: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
@@ -27,7 +27,7 @@ pub(super) const THROTTLING: &[&str] = &[
     "InternalException",
 ];
 
-pub(super) fn classify<E: ProvideErrorMetadata, R>(
+pub(crate) fn classify<E: ProvideErrorMetadata, R>(
     e: &SdkError<E, R>,
     status: Option<u16>,
 ) -> Fate {
@@ -49,21 +49,21 @@ fn service_fate(code: &str, status: Option<u16>) -> Fate {
 }
 
 /// The HTTP status of a failed call, when there was a response.
-pub(super) fn status<E>(
+pub(crate) fn status<E>(
     e: &SdkError<E, aws_sdk_cloudwatch::config::http::HttpResponse>,
 ) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
 /// Exponential backoff with full jitter.
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub(super) fn new(cfg: &Config) -> Self {
+    pub(crate) fn new(cfg: &Config) -> Self {
         let initial = Duration::from_millis(cfg.backoff_initial_ms.max(1));
         Self {
             initial,
@@ -72,11 +72,11 @@ impl Backoff {
         }
     }
 
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.initial;
     }
 
-    pub(super) fn step(&mut self) -> Duration {
+    pub(crate) fn step(&mut self) -> Duration {
         let cap = self.next;
         self.next = (self.next * 2).min(self.max);
         // Full jitter: uniform in [cap/2, cap] (never zero, so a dead endpoint is not spun on).

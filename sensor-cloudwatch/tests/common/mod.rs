@@ -299,3 +299,34 @@ print(json.dumps(out))
     );
     serde_json::from_slice(&out.stdout).expect("a JSON list of messages")
 }
+
+/// A child's AWS environment pointing at the emulator only: test credentials and region, no
+/// instance metadata, no config or credentials file of the machine's (`dir` holds neither), no
+/// profile, and no per-service endpoint left over from the caller's environment.
+pub fn emulator_env<'c>(
+    cmd: &'c mut std::process::Command,
+    dir: &Path,
+) -> &'c mut std::process::Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH")
+        .env_remove("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
+        .env_remove("AWS_ENDPOINT_URL_EVENTBRIDGE")
+}
+
+/// Polls `f` every 50 ms until it holds; fails after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -91,7 +91,7 @@ impl Sensor {
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .map_max_entries(names::FLOWS, opts.flow_entries)
             .load(object)
-            .context("loading the XDP object into the kernel (are you root / CAP_BPF?)")?;
+            .map_err(load_error)?;
         // An object built for another contract: say so, not what breaks later.
         for name in [
             names::EVENTS,
@@ -183,6 +183,13 @@ impl Sensor {
         iface: &str,
         mode: AttachMode,
     ) -> Result<&'static str> {
+        // Said once and plainly, not as a native attach failing and then a generic one.
+        if crate::ifwatch::ifindex(iface).is_none() {
+            bail!(
+                "no network interface {iface} here; there are: {}",
+                interfaces().join(", ")
+            );
+        }
         self.attached_name = name.to_string();
         let prog: &mut Xdp = self
             .ebpf
@@ -344,5 +351,47 @@ fn bump_memlock() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
     if ret != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels ≥ 5.11");
+    }
+}
+
+/// The interfaces of this network namespace, sorted.
+pub fn interfaces() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A load failure in one line: aya's error repeats its inner error in its own message, so
+/// the outermost message and the root cause are said once each; a permission error names
+/// what the sensor needs.
+fn load_error(e: aya::EbpfError) -> anyhow::Error {
+    let top = e.to_string();
+    let mut root: &dyn std::error::Error = &e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
+    let root_text = root.to_string();
+    let what = if top.ends_with(&root_text) {
+        top
+    } else {
+        format!("{top}: {root_text}")
+    };
+    let denied = root.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        matches!(io.kind(), std::io::ErrorKind::PermissionDenied)
+            || io.raw_os_error() == Some(libc::EPERM)
+    });
+    if denied {
+        anyhow!(
+            "loading the XDP object into the kernel: {what}. The sensor needs root, or the \
+             capabilities CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (kernel 5.8 or later; \
+             CAP_SYS_ADMIN before), as docs/rds-sensor.service grants them"
+        )
+    } else {
+        anyhow!("loading the XDP object into the kernel: {what}")
     }
 }

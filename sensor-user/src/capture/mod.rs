@@ -3,6 +3,7 @@
 //! Both produce the same ring-buffer records ([`crate::event`]); the drivers
 //! ([`crate::agent`] live, [`crate::offline`] for files) hand them to the pipeline.
 
+pub mod ifstats;
 pub mod live;
 pub mod packet;
 pub mod pcap;

@@ -103,6 +103,7 @@ impl Default for Database {
 pub struct Detect {
     pub enabled: bool,
     pub allowed_cidrs: Vec<String>,
+    pub iam_required_cidrs: Vec<String>,
     pub malicious_ips: Vec<String>,
     pub tor_exits: Vec<String>,
     pub instance_map: String,
@@ -111,6 +112,7 @@ pub struct Detect {
     pub asn_db: String,
     pub learning_period_s: u64,
     pub finding_update_interval_s: u64,
+    pub finding_archive_after_s: u64,
     pub thresholds: Thresholds,
 }
 
@@ -120,6 +122,7 @@ impl Default for Detect {
         Self {
             enabled: false,
             allowed_cidrs: Vec::new(),
+            iam_required_cidrs: Vec::new(),
             malicious_ips: Vec::new(),
             tor_exits: Vec::new(),
             instance_map: String::new(),
@@ -128,6 +131,7 @@ impl Default for Detect {
             asn_db: String::new(),
             learning_period_s: d.learning_period_s,
             finding_update_interval_s: d.update_every_s,
+            finding_archive_after_s: d.archive_after_s,
             thresholds: Thresholds::default(),
         }
     }
@@ -150,6 +154,9 @@ impl Detect {
         if !a.allowed_cidrs.is_empty() {
             self.allowed_cidrs = a.allowed_cidrs.iter().map(|c| c.to_string()).collect();
         }
+        if !a.iam_required_cidrs.is_empty() {
+            self.iam_required_cidrs = a.iam_required_cidrs.iter().map(|c| c.to_string()).collect();
+        }
         let path = |to: &mut String, v: &Option<std::path::PathBuf>| {
             if let Some(p) = v {
                 *to = p.display().to_string();
@@ -169,6 +176,7 @@ impl Detect {
             a.finding_update_interval,
         );
         num(&mut self.baseline_save_interval_s, a.baseline_save_interval);
+        num(&mut self.finding_archive_after_s, a.finding_archive_after);
     }
 
     /// On when asked for, or when anything only detection uses is set (a list, a network, a
@@ -179,11 +187,13 @@ impl Detect {
             || !self.malicious_ips.is_empty()
             || !self.tor_exits.is_empty()
             || !self.allowed_cidrs.is_empty()
+            || !self.iam_required_cidrs.is_empty()
             || !self.instance_map.is_empty()
             || !self.baseline.is_empty()
             || !self.asn_db.is_empty()
             || self.learning_period_s != d.learning_period_s
             || self.finding_update_interval_s != d.finding_update_interval_s
+            || self.finding_archive_after_s != d.finding_archive_after_s
             || self.baseline_save_interval_s != d.baseline_save_interval_s
     }
 
@@ -199,10 +209,16 @@ impl Detect {
             baseline: path_of(&self.baseline),
             save_every_s: self.baseline_save_interval_s,
             update_every_s: self.finding_update_interval_s,
+            archive_after_s: self.finding_archive_after_s,
             malicious_lists: paths(&self.malicious_ips),
             tor_lists: paths(&self.tor_exits),
             allowed: self
                 .allowed_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            iam_required: self
+                .iam_required_cidrs
                 .iter()
                 .filter_map(|c| c.parse().ok())
                 .collect(),
@@ -436,13 +452,18 @@ impl Config {
         if self.database.ports.is_empty() {
             bail!("database.ports: empty; give at least one port (e.g. [\"5432\"])");
         }
-        for (i, c) in self.detect.allowed_cidrs.iter().enumerate() {
-            c.parse::<Cidr>().map_err(|e| {
-                anyhow::anyhow!(
-                    "detect.allowed_cidrs[{i}]: {e}; allowed: an address or ADDRESS/LENGTH \
-                     (e.g. \"10.0.0.0/16\", \"2001:db8::/32\")"
-                )
-            })?;
+        for (key, list) in [
+            ("allowed_cidrs", &self.detect.allowed_cidrs),
+            ("iam_required_cidrs", &self.detect.iam_required_cidrs),
+        ] {
+            for (i, c) in list.iter().enumerate() {
+                c.parse::<Cidr>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "detect.{key}[{i}]: {e}; allowed: an address or ADDRESS/LENGTH \
+                         (e.g. \"10.0.0.0/16\", \"2001:db8::/32\")"
+                    )
+                })?;
+            }
         }
         for (server, id) in &self.instances {
             server_key(server).map_err(|e| anyhow::anyhow!("instances.\"{server}\": {e}"))?;

@@ -21,6 +21,11 @@ pub struct DetectArgs {
     /// clients elsewhere are reported (implies --detect).
     #[arg(long = "allowed-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
     pub allowed_cidrs: Vec<Cidr>,
+    /// Client network whose clients are to log in with IAM database authentication tokens;
+    /// a static password from there is reported (repeat or separate with commas; implies
+    /// --detect).
+    #[arg(long = "iam-required-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub iam_required_cidrs: Vec<Cidr>,
     /// JSON map of server address to RDS instance: {"IP:PORT": {"dbInstanceIdentifier": …,
     /// "dbClusterIdentifier": …, "engine": …, "tags": {…}}} (implies --detect).
     #[arg(long, value_name = "FILE")]
@@ -40,6 +45,10 @@ pub struct DetectArgs {
     /// Repeats of a finding are emitted as an update at most this often [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub finding_update_interval: Option<u64>,
+    /// A finding with no new occurrence for this many seconds (record time) has ended: it is
+    /// emitted a last time with `archived: true` [default: 86400].
+    #[arg(long, value_name = "SECONDS")]
+    pub finding_archive_after: Option<u64>,
     /// Seconds (record time) between baseline saves [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub baseline_save_interval: Option<u64>,

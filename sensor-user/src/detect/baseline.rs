@@ -64,6 +64,9 @@ pub struct UserBaseline {
     pub classes: BTreeSet<String>,
     pub logins: u64,
     pub failures: u64,
+    /// Successful logins with an IAM authentication token, and with a static password.
+    pub iam_logins: u64,
+    pub password_logins: u64,
     pub queries: u64,
     /// The most logins in one clock hour, over `rate_hours` whole hours of learning (a
     /// partial hour is no rate: a maximum learned in minutes would be compared with full

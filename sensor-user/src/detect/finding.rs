@@ -33,6 +33,9 @@ pub enum FindingType {
     TlsDowngrade,
     NewTlsFingerprint,
     TlsKeysMissing,
+    IamStaticPassword,
+    IamRequired,
+    IamTokenExpired,
 }
 
 /// How the response differs by finding family.
@@ -45,10 +48,11 @@ enum Family {
     WeakAuth,
     Network,
     Tls,
+    Iam,
 }
 
 impl FindingType {
-    pub const ALL: [FindingType; 22] = [
+    pub const ALL: [FindingType; 25] = [
         Self::AnomalousSuccessfulLogin,
         Self::AnomalousFailedLogin,
         Self::SuccessfulBruteForce,
@@ -71,6 +75,9 @@ impl FindingType {
         Self::TlsDowngrade,
         Self::NewTlsFingerprint,
         Self::TlsKeysMissing,
+        Self::IamStaticPassword,
+        Self::IamRequired,
+        Self::IamTokenExpired,
     ];
 
     /// The type name, in GuardDuty's `ThreatPurpose:ResourceType/ThreatFamilyName.DetectionMechanism`
@@ -105,6 +112,9 @@ impl FindingType {
             Self::TlsDowngrade => "DefenseEvasion:RDS/TlsDowngrade.PlaintextLogin",
             Self::NewTlsFingerprint => "InitialAccess:RDS/AnomalousBehavior.NewTlsFingerprint",
             Self::TlsKeysMissing => "Operational:RDS/TlsKeys.Missing",
+            Self::IamStaticPassword => "CredentialAccess:RDS/IamAuthentication.StaticPassword",
+            Self::IamRequired => "Policy:RDS/IamAuthentication.Required",
+            Self::IamTokenExpired => "CredentialAccess:RDS/IamAuthentication.ExpiredToken",
         }
     }
 
@@ -137,6 +147,9 @@ impl FindingType {
             Self::TlsDowngrade => Severity::Medium,
             Self::NewTlsFingerprint => Severity::Low,
             Self::TlsKeysMissing => Severity::Low,
+            Self::IamStaticPassword => Severity::Medium,
+            Self::IamRequired => Severity::Low,
+            Self::IamTokenExpired => Severity::Medium,
         }
     }
 
@@ -159,6 +172,7 @@ impl FindingType {
             | Self::TlsDowngrade
             | Self::NewTlsFingerprint
             | Self::TlsKeysMissing => Family::Tls,
+            Self::IamStaticPassword | Self::IamRequired | Self::IamTokenExpired => Family::Iam,
         }
     }
 
@@ -209,6 +223,12 @@ impl FindingType {
                 "Confirm whether a new client (driver, tool) is expected; if not, treat it as an unknown actor.",
                 REVIEW,
             ],
+            Family::Iam => &[
+                "Confirm with the owner of the database user whether a static password should work at all; if the user is to use IAM only, remove its password (PostgreSQL: GRANT rds_iam and ALTER ROLE … PASSWORD NULL; MySQL: IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS').",
+                "An expired token presented again was stored where it can be read: find the client by its address, and keep tokens out of logs, environment dumps and command lines (they are bearer credentials for 15 minutes).",
+                KILL,
+                REVIEW,
+            ],
         }
     }
 }
@@ -255,6 +275,9 @@ struct Entry {
 pub struct FindingLog {
     entries: HashMap<String, Entry>,
     pub update_every_ns: u64,
+    /// A finding with no new occurrence for this long has ended: it is emitted once more,
+    /// archived, and forgotten (a later occurrence starts it again, under the same id).
+    pub archive_after_ns: u64,
     pub max_entries: usize,
     /// Findings forgotten because the log was full.
     pub evicted: u64,
@@ -265,6 +288,7 @@ impl FindingLog {
         Self {
             entries: HashMap::new(),
             update_every_ns,
+            archive_after_ns: u64::MAX,
             max_entries: 50_000,
             evicted: 0,
         }
@@ -382,6 +406,30 @@ impl FindingLog {
         out
     }
 
+    /// Findings that have ended: quiet for `archive_after_ns` (record time). Each is emitted
+    /// a last time with `service.archived` and `updatedAt` now, and forgotten.
+    pub fn archive(&mut self, now_ns: u64) -> Vec<Finding> {
+        let after = self.archive_after_ns;
+        let ended: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now_ns.saturating_sub(e.finding.updated_at.ns()) >= after)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out: Vec<Finding> = ended
+            .into_iter()
+            .filter_map(|k| self.entries.remove(&k))
+            .map(|e| {
+                let mut f = e.finding;
+                f.service.archived = true;
+                f.updated_at = Timestamp(now_ns);
+                f
+            })
+            .collect();
+        out.sort_by_key(|f| f.created_at);
+        out
+    }
+
     /// Every pending update (at shutdown / end of capture).
     pub fn flush(&mut self, now_ns: u64) -> Vec<Finding> {
         let mut out: Vec<Finding> = self
@@ -416,6 +464,8 @@ impl FindingLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NS: u64 = 1_000_000_000;
 
     fn obs(kind: FindingType, actor: &str, ts_s: u64) -> Observation {
         Observation {
@@ -531,6 +581,39 @@ mod tests {
         assert_eq!(log.report(o.clone(), 2).unwrap().severity_label, "High");
         o.severity = Severity::Low;
         assert_eq!(log.report(o, 3).unwrap().severity_label, "High");
+    }
+
+    #[test]
+    fn a_quiet_finding_is_archived_once_then_starts_again_under_its_id() {
+        let mut log = FindingLog::new(60 * NS);
+        log.archive_after_ns = 3600 * NS;
+        let first = log
+            .report(obs(FindingType::PortProbe, "a", 100), 100 * NS)
+            .unwrap();
+        assert!(
+            log.report(obs(FindingType::PortProbe, "a", 130), 130 * NS)
+                .is_none()
+        );
+        assert!(
+            log.archive(3700 * NS).is_empty(),
+            "seen at 130 s: not quiet for an hour yet"
+        );
+        let ended = log.archive(3800 * NS);
+        assert_eq!(ended.len(), 1);
+        let f = &ended[0];
+        assert!(f.service.archived);
+        assert_eq!((f.id.as_str(), f.service.count), (first.id.as_str(), 2));
+        assert_eq!(f.updated_at, Timestamp(3800 * NS));
+        assert_eq!(f.service.event_last_seen, Timestamp(130 * NS));
+        assert!(
+            log.is_empty() && log.archive(9000 * NS).is_empty(),
+            "archived once"
+        );
+        let again = log
+            .report(obs(FindingType::PortProbe, "a", 9000), 9000 * NS)
+            .unwrap();
+        assert_eq!(again.id, first.id);
+        assert!(!again.service.archived);
     }
 
     #[test]

@@ -29,6 +29,9 @@
 //! | `CredentialAccess:RDS/WeakAuthentication.Cleartext` / `.MD5` | Medium (High from public) / Low | the authentication method on the wire, without TLS |
 //! | `Policy:RDS/UnallowedNetwork.Connection` | Medium, High on a successful login | a client outside `--allowed-cidr` |
 //! | `InitialAccess:RDS/AnomalousBehavior.NewClientEdge` | Low private, Medium public | a client network reaching a database it never reached |
+//! | `CredentialAccess:RDS/IamAuthentication.StaticPassword` | High if it succeeded, else Low private / Medium public | a static-password login by a user that logged in only with IAM tokens while learning |
+//! | `Policy:RDS/IamAuthentication.Required` | Medium if it succeeded, else Low | a static-password login from `--iam-required-cidr` |
+//! | `CredentialAccess:RDS/IamAuthentication.ExpiredToken` | High if it succeeded, else Low private / Medium public | an IAM token presented after its expiry |
 //!
 //! Where each family lives:
 //!
@@ -39,6 +42,7 @@
 //! | `intel_callers.rs` | `MaliciousIPCaller.*`, `TorIPCaller.*`, logins and discovery |
 //! | `unallowed_network.rs` | `UnallowedNetwork.Connection` |
 //! | `weak_auth.rs` | `WeakAuthentication.Cleartext` / `.MD5` |
+//! | `iam_auth.rs` | `IamAuthentication.StaticPassword` / `.Required` / `.ExpiredToken` |
 //! | `port_probe.rs` | `PortProbe.Unauthenticated`, `NewClientEdge` of a session without a readable login |
 //! | `privilege_drift.rs` | `PrivilegeDrift` (and the statement classes it compares) |
 //! | `data_staging.rs` | `DataStaging` |
@@ -66,6 +70,7 @@ mod context;
 mod data_staging;
 pub mod enrich;
 pub mod finding;
+mod iam_auth;
 mod instances;
 pub mod intel;
 mod intel_callers;
@@ -112,10 +117,14 @@ pub struct DetectorOptions {
     pub save_every_s: u64,
     /// Repeats of a finding are emitted as an update at most this often.
     pub update_every_s: u64,
+    /// A finding without a new occurrence for this long has ended, and is archived.
+    pub archive_after_s: u64,
     pub malicious_lists: Vec<PathBuf>,
     pub tor_lists: Vec<PathBuf>,
     /// Client networks the security group should allow; empty: no policy.
     pub allowed: Vec<Cidr>,
+    /// Client networks that are to authenticate with IAM tokens; empty: no policy.
+    pub iam_required: Vec<Cidr>,
     pub instance_map: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
     pub thresholds: Thresholds,
@@ -130,9 +139,11 @@ impl Default for DetectorOptions {
             baseline: None,
             save_every_s: 300,
             update_every_s: 60,
+            archive_after_s: 24 * 3600,
             malicious_lists: Vec::new(),
             tor_lists: Vec::new(),
             allowed: Vec::new(),
+            iam_required: Vec::new(),
             instance_map: None,
             asn_db: None,
             thresholds: Thresholds::default(),
@@ -161,6 +172,7 @@ pub struct Detector {
     malicious: Lists,
     tor: Lists,
     allowed: CidrSet,
+    iam_required: CidrSet,
     instances: InstanceMap,
     inst_cache: HashMap<String, Inst>,
     asn: Option<AsnDb>,
@@ -200,9 +212,11 @@ impl Detector {
             .map_or_else(Baseline::new, |s| s.load().baseline);
         let mut opts = opts;
         learning::reconcile(&mut baseline, &mut opts, &instances);
-        let log = FindingLog::new(opts.update_every_s.saturating_mul(NS));
+        let mut log = FindingLog::new(opts.update_every_s.saturating_mul(NS));
+        log.archive_after_ns = opts.archive_after_s.saturating_mul(NS);
         Ok(Self {
             allowed: opts.allowed.iter().copied().collect(),
+            iam_required: opts.iam_required.iter().copied().collect(),
             opts,
             clock,
             baseline,

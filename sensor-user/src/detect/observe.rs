@@ -110,6 +110,7 @@ impl Detector {
         self.intel_logins(&c, out);
         self.unallowed_login(&c, out);
         self.weak_auth_login(&c, out);
+        self.iam_auth_login(&c, out);
         self.tls_login(l, c.who(), c.learning, out);
         // Patterns that need no baseline: brute force and spraying.
         let public_failures = self.brute_force_and_spray(&c, out);

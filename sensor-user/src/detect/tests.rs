@@ -84,6 +84,7 @@ fn login(l: L<'_>) -> Record {
         server_version: None,
         client_host: None,
         client_library: None,
+        iam_token: None,
     })
 }
 
@@ -1645,4 +1646,145 @@ fn weak_tls_expiring_certificates_and_missing_keys() {
         ));
     }
     find(&out, FindingType::TlsKeysMissing);
+}
+
+/// A login with an IAM token signed `signed_s` (record seconds) for 900 s.
+fn iam_login(l: L<'_>, signed_s: u64) -> Record {
+    let at = l.at;
+    let mut r = login(L { auth: "iam", ..l });
+    if let Record::Login(x) = &mut r {
+        x.iam_token = Some(crate::model::IamToken {
+            signed_at: Timestamp(t(signed_s)),
+            expires_at: Timestamp(t(signed_s + 900)),
+            region: "us-east-1".into(),
+            service: "rds-db".into(),
+            expired: at > signed_s + 900,
+        });
+    }
+    r
+}
+
+#[test]
+fn iam_users_static_passwords_required_networks_and_expired_tokens() {
+    let mut d = detector(100, |o| {
+        o.iam_required = vec!["203.0.113.0/24".parse().unwrap()];
+    });
+    // Learning: svc_iam logs in only with tokens, app only with its password.
+    let mut recs = Vec::new();
+    for i in 0..5u16 {
+        let at = u64::from(i);
+        let port = 40000 + i;
+        recs.push(iam_login(
+            L {
+                user: "svc_iam",
+                port,
+                at,
+                tls: true,
+                ..L::default()
+            },
+            at,
+        ));
+        recs.push(login(L {
+            port: port + 100,
+            at,
+            ..L::default()
+        }));
+    }
+    let out = feed(&mut d, recs);
+    assert!(types(&out).is_empty(), "{:?}", types(&out));
+    let ib = &d.baseline.instances.values().next().unwrap().users;
+    assert_eq!(
+        (ib["svc_iam"].iam_logins, ib["svc_iam"].password_logins),
+        (5, 0)
+    );
+    assert_eq!((ib["app"].iam_logins, ib["app"].password_logins), (0, 5));
+
+    // After learning: the same habits are nothing; svc_iam with a password is.
+    let out = feed(
+        &mut d,
+        [
+            iam_login(
+                L {
+                    user: "svc_iam",
+                    port: 41000,
+                    at: 200,
+                    tls: true,
+                    ..L::default()
+                },
+                150,
+            ),
+            login(L {
+                port: 41001,
+                at: 201,
+                ..L::default()
+            }),
+        ],
+    );
+    assert!(out.is_empty(), "{:?}", types(&out));
+    let out = feed(
+        &mut d,
+        [login(L {
+            user: "svc_iam",
+            auth: "cleartext",
+            tls: true,
+            port: 41002,
+            at: 202,
+            ..L::default()
+        })],
+    );
+    let f = find(&out, FindingType::IamStaticPassword);
+    assert_eq!(f.severity_label, "High", "it worked");
+    assert!(f.description.contains("only with IAM"), "{}", f.description);
+    assert_eq!(types(&out), [FindingType::IamStaticPassword.name()]);
+
+    // From a network where IAM is required: a password is a policy finding, a token is not.
+    let out = feed(
+        &mut d,
+        [
+            login(L {
+                ip: "203.0.113.9",
+                ok: false,
+                port: 41003,
+                at: 203,
+                ..L::default()
+            }),
+            iam_login(
+                L {
+                    ip: "203.0.113.9",
+                    user: "svc_iam",
+                    port: 41004,
+                    at: 204,
+                    tls: true,
+                    ..L::default()
+                },
+                200,
+            ),
+        ],
+    );
+    let f = find(&out, FindingType::IamRequired);
+    assert_eq!(f.severity_label, "Low", "refused");
+    assert!(!types(&out).contains(&FindingType::IamStaticPassword.name()));
+
+    // A token presented 1000 s after it was signed (valid for 900).
+    let out = feed(
+        &mut d,
+        [iam_login(
+            L {
+                user: "svc_iam",
+                ok: false,
+                port: 41005,
+                at: 1300,
+                tls: true,
+                ..L::default()
+            },
+            300,
+        )],
+    );
+    let f = find(&out, FindingType::IamTokenExpired);
+    assert!(
+        f.description.contains("100 s after it expired"),
+        "{}",
+        f.description
+    );
+    assert_eq!(f.severity_label, "Low", "refused, from a private address");
 }

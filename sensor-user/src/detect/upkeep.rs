@@ -54,6 +54,7 @@ impl Detector {
             self.last_save_ns = now;
         }
         out.extend(self.log.due(now));
+        out.extend(self.log.archive(now));
         self.malicious.maybe_reload();
         self.tor.maybe_reload();
         self.forget(now);

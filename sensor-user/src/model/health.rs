@@ -41,6 +41,10 @@ pub struct SummaryRecord {
     /// With `--detect`: findings so far, and each instance's learning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detect: Option<DetectState>,
+    /// Live: frames lost before the XDP program ran (the interface's and the host's receive
+    /// drops, ENA's allowances), since the sensor attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<crate::capture::ifstats::InterfaceDrops>,
 }
 
 /// What the detectors are doing: anomaly findings wait for an instance's learning period, so

@@ -24,8 +24,8 @@ pub use health::{
     DecoderStats, DetectState, InstanceLearning, StreamStats, SummaryRecord, counter_map,
 };
 pub use latency::{LatencyRecord, Percentiles};
-pub use session::{LoginRecord, Outcome, QueryRecord};
-pub use time::{Clock, Timestamp, now};
+pub use session::{IamToken, LoginRecord, Outcome, QueryRecord};
+pub use time::{Clock, Timestamp, epoch_seconds, now};
 pub use tls::{Certificate, TlsExchangeRecord, TlsInfo, TlsRecord, TurnFigures, Undecryptable};
 
 use serde::Serialize;

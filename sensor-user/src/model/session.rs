@@ -42,6 +42,24 @@ pub struct LoginRecord {
     pub client_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_library: Option<String>,
+    /// The password was an AWS IAM database authentication token (`auth_method: "iam"`):
+    /// what the token says of itself. The token is never kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iam_token: Option<IamToken>,
+}
+
+/// An IAM database authentication token's own times and scope (nothing secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IamToken {
+    /// Its `X-Amz-Date`.
+    pub signed_at: Timestamp,
+    /// `X-Amz-Date` + `X-Amz-Expires`: the server refuses it from then on.
+    pub expires_at: Timestamp,
+    /// The region and service (`rds-db`, Aurora DSQL's `dsql`) of its credential scope.
+    pub region: String,
+    pub service: String,
+    /// The login came after `expires_at`.
+    pub expired: bool,
 }
 
 /// One request and its response.

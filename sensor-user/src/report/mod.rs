@@ -264,8 +264,13 @@ impl Report {
             let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
             let _ = write!(
                 h,
-                "<div class=\"finding\"><h3><span class=\"sev {sev}\">{sev}</span> {title}</h3><p><code>{ty}</code> · {created} – {updated}</p><p>{desc}</p><details open><summary>evidence</summary><pre>{ev}</pre></details></div>",
+                "<div class=\"finding\"><h3><span class=\"sev {sev}\">{sev}</span> {title}{ended}</h3><p><code>{ty}</code> · {created} – {updated}</p><p>{desc}</p><details open><summary>evidence</summary><pre>{ev}</pre></details></div>",
                 sev = esc(&s("severityLabel")),
+                ended = if f["service"]["archived"] == true {
+                    " (ended, archived)"
+                } else {
+                    ""
+                },
                 title = esc(&s("title")),
                 ty = esc(&s("type")),
                 created = esc(&s("createdAt")),

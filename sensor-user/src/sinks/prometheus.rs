@@ -326,6 +326,12 @@ impl Sink for Prometheus {
                         s.queue_dropped,
                     ),
                     (
+                        "rds_sensor_interface_drops_total",
+                        "counter",
+                        "Frames lost before the XDP program ran: the interface's receive drops, the host's backlog drops, ENA's allowances exceeded.",
+                        s.interface.as_ref().map_or(0, |i| i.total()),
+                    ),
+                    (
                         "rds_sensor_bad_records_total",
                         "counter",
                         "Ring-buffer records that failed validation.",

@@ -159,6 +159,23 @@ impl Sink for Stdout {
                     s.flows_active,
                     s.flows_reported,
                 )?;
+                if let Some(i) = &s.interface {
+                    writeln!(
+                        self.out,
+                        "interface {} lost_before_xdp={} rx_dropped={} rx_missed={} rx_fifo={} rx_over={} softnet_dropped={}{}",
+                        i.interface,
+                        i.total(),
+                        i.rx_dropped,
+                        i.rx_missed_errors,
+                        i.rx_fifo_errors,
+                        i.rx_over_errors,
+                        i.softnet_dropped,
+                        i.allowance_exceeded
+                            .iter()
+                            .map(|(k, v)| format!(" {k}={v}"))
+                            .collect::<String>(),
+                    )?;
+                }
                 if let Some(d) = &s.detect {
                     let learning: Vec<String> = d
                         .instances
@@ -182,7 +199,8 @@ impl Sink for Stdout {
             }
             Record::Finding(f) => writeln!(
                 self.out,
-                "finding {} {} instance={} remote={} user={} count={} {}",
+                "finding{} {} {} instance={} remote={} user={} count={} {}",
+                if f.service.archived { " archived" } else { "" },
                 f.severity_label,
                 f.finding_type,
                 f.resource.rds_db_instance_details.db_instance_identifier,

@@ -412,3 +412,100 @@ pub fn test_ca(d: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"))
 }
+
+/// Standard base64 (RFC 4648), for searching outputs for a secret in that form.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    s
+}
+
+/// How tcpreplay sends a capture into a veth pair: from the pair's namespace, behind `wrapper`
+/// (e.g. `taskset -c 0`), at top speed with `args`, after `delay`.
+pub struct Replay<'a> {
+    pub pcap: &'a std::path::Path,
+    pub wrapper: &'a [&'a str],
+    pub args: &'a [&'a str],
+    pub delay: std::time::Duration,
+}
+
+/// Runs the agent on `sensor` while `replay` sends its capture into the pair's inside end; the
+/// agent stops half a second after the last frame, so the last ones reach the ring buffer and
+/// the reader.
+pub fn agent_during_replay(
+    sensor: &mut rds_sensor::capture::live::Sensor,
+    pipeline: rds_sensor::pipeline::Pipeline,
+    opts: rds_sensor::agent::AgentOptions,
+    pair: &rds_sensor::netns::VethPair,
+    replay: Replay<'_>,
+) -> rds_sensor::agent::AgentReport {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &pair.ns.name])
+        .args(replay.wrapper)
+        .args(["tcpreplay", "-q", "--topspeed"])
+        .args(replay.args)
+        .args(["-i", &pair.inside])
+        .arg(replay.pcap);
+    let delay = replay.delay;
+    let replayer = std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let out = cmd.output().expect("tcpreplay");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = tx.send(());
+        out
+    });
+    let report = rt
+        .block_on(rds_sensor::agent::run(sensor, pipeline, opts, async {
+            let _ = rx.await;
+        }))
+        .expect("agent");
+    let out = replayer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "tcpreplay {}: {}",
+        replay.pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// `rds-sensor analyze PCAP ARGS` with logging at debug (what searches for secrets read);
+/// it must succeed.
+pub fn analyze_debug(pcap: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
+        .arg("analyze")
+        .arg(pcap)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "analyze {} {args:?}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// stdout then stderr, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

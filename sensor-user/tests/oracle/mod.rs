@@ -194,6 +194,24 @@ fn last_obj(v: &Value) -> &Value {
     }
 }
 
+/// An RDS IAM authentication token, by the form the RDS User Guide gives it: a presigned
+/// `rds-db` connect URL without its scheme.
+pub fn is_iam_token(password: &[u8]) -> bool {
+    let p = String::from_utf8_lossy(password);
+    p.contains("/?Action=connect&")
+        && p.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256")
+        && p.contains("%2Frds-db%2Faws4_request")
+        && p.contains("X-Amz-Signature=")
+}
+
+/// tshark's bytes fields: `62:69:6c…` (or without colons).
+pub fn hex_bytes(h: &str) -> Vec<u8> {
+    let h = h.replace(':', "");
+    (0..h.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
 pub fn sock(addr: &str, port: u16) -> String {
     if addr.contains(':') {
         format!("[{addr}]:{port}")
@@ -834,6 +852,15 @@ fn pg_conn(c: &Conn, e: &mut Expected) {
             _ => {}
         }
     }
+    // A cleartext password that is an IAM authentication token: an IAM login.
+    if method.as_deref() == Some("cleartext")
+        && cm
+            .iter()
+            .filter_map(|x| x.f("pgsql.password"))
+            .any(|p| is_iam_token(p.as_bytes()))
+    {
+        method = Some("iam".into());
+    }
     // No final word: the client gave up (the decoder reports a failure without a code).
     let (success, error) = outcome.clone().unwrap_or((false, None));
     e.logins.push(ExpLogin {
@@ -1260,6 +1287,18 @@ fn my_conn(c: &Conn, e: &mut Expected) {
         // The connection ended before the server's final word.
         return;
     };
+    // `mysql_clear_password` carrying an IAM authentication token: an IAM login.
+    if method.as_deref() == Some("mysql_clear_password")
+        && cm
+            .iter()
+            .filter_map(|x| {
+                x.f("mysql.auth_switch_response.data")
+                    .or_else(|| x.f("mysql.passwd"))
+            })
+            .any(|h| is_iam_token(&hex_bytes(&h)))
+    {
+        method = Some("iam".into());
+    }
     e.logins.push(ExpLogin {
         client: key.0.clone(),
         server: key.1.clone(),

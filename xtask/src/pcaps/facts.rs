@@ -665,6 +665,90 @@ pub const FACTS: &[Fact] = &[
         "tcp.stream == 6 && tls.app_data",
         SomeFrames
     ),
+    // ---- pg-iam (sessions are tcp.stream 0..4, one TCP connection each, in order)
+    fact!(
+        "pg-iam.pcap",
+        "Five sessions, every one TLS after its SSLRequest: without the key log no password and no query is readable.",
+        "pgsql.password || pgsql.query",
+        Frames(0)
+    ),
+    fact!(
+        keylog "pg-iam.pcap",
+        "With the key log: each session's server asks for a cleartext password (3); sessions 0, 1 and 4 get in (0) ...",
+        "pgsql.authtype",
+        "pgsql.authtype",
+        Values(&["3", "0", "3", "0", "3", "3", "3", "0"])
+    ),
+    fact!(
+        keylog "pg-iam.pcap",
+        "... the passwords of sessions 0 to 3 are IAM tokens: botocore's presigned `rds-db:connect` URLs ...",
+        "pgsql.password contains \"/?Action=connect&DBUser=u_iam&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F\" && pgsql.password contains \"%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=\" && pgsql.password contains \"&X-Amz-Expires=900&\"",
+        "tcp.stream",
+        Values(&["0", "1", "2", "3"])
+    ),
+    fact!(
+        keylog "pg-iam.pcap",
+        "... session 1's of temporary credentials (with a security token) ...",
+        "pgsql.password contains \"&X-Amz-Security-Token=\"",
+        "tcp.stream",
+        Values(&["1"])
+    ),
+    fact!(
+        keylog "pg-iam.pcap",
+        "... session 4's the static password ...",
+        "pgsql.password == \"Sup3r-Secret-Pw!\"",
+        "tcp.stream",
+        Values(&["4"])
+    ),
+    fact!(
+        keylog "pg-iam.pcap",
+        "... sessions 2 and 3 are refused with 28P01 (session 3's token was signed 1200 s before its use; see its X-Amz-Date) ...",
+        "pgsql.code",
+        "pgsql.code",
+        Values(&["28P01", "28P01"])
+    ),
+    fact!(
+        keylog "pg-iam.pcap",
+        "... and the sessions that got in run the TLS check and `SELECT count(*) FROM items`.",
+        "pgsql.query",
+        "tcp.stream",
+        Values(&["0", "0", "1", "1", "4", "4"])
+    ),
+    // ---- mysql-iam (sessions are tcp.stream 0..2)
+    fact!(
+        "mysql-iam.pcap",
+        "Three sessions, TLS after the SSL request: without the key log no login is readable.",
+        "mysql.user == \"u_iam\" || mysql.auth_switch_request.name",
+        Frames(0)
+    ),
+    fact!(
+        keylog "mysql-iam.pcap",
+        "With the key log: three logins as u_iam, each switched by the server to `mysql_clear_password` ...",
+        "mysql.auth_switch_request.name",
+        "mysql.auth_switch_request.name",
+        Values(&["mysql_clear_password", "mysql_clear_password", "mysql_clear_password"])
+    ),
+    fact!(
+        keylog "mysql-iam.pcap",
+        "... the clear passwords of sessions 0 and 1 are IAM tokens ...",
+        "mysql.auth_switch_response.data contains \"/?Action=connect&DBUser=u_iam&X-Amz-Algorithm=AWS4-HMAC-SHA256&\"",
+        "tcp.stream",
+        Values(&["0", "1"])
+    ),
+    fact!(
+        keylog "mysql-iam.pcap",
+        "... session 2's the static password ...",
+        "mysql.auth_switch_response.data contains \"Sup3r-Secret-Pw!\"",
+        "tcp.stream",
+        Values(&["2"])
+    ),
+    fact!(
+        keylog "mysql-iam.pcap",
+        "... and PAM refuses all three: 1045.",
+        "mysql.error_code",
+        "mysql.error_code",
+        Values(&["1045", "1045", "1045"])
+    ),
     // ---- mysql-tls-keys (sessions are tcp.stream 0 and 1)
     fact!(
         "mysql-tls-keys.pcap",
@@ -1165,6 +1249,27 @@ fn describe(file: &str) -> &'static str {
             messages (PRELOGIN, LOGIN7, SQL batch) but not the token streams of the answers, nor RPC fields; facts about \
             those use the bytes (`tcp.payload contains`)."
         }
+        "pg-iam.pcap" => {
+            "AWS IAM database authentication on PostgreSQL, inside TLS 1.3 (pg8000, key log pg-iam.keys): u_iam sends \
+            as its cleartext password (pg_hba `hostssl ... password`, AuthenticationCleartextPassword, type 3) a token made by \
+            botocore's `generate_db_auth_token` for orders-pg-1.c9akciq32.us-east-1.rds.amazonaws.com:5432, signed with the \
+            AWS documentation's example key AKIAIOSFODNN7EXAMPLE in us-east-1. Session 0 from 198.51.100.20: a fresh token, \
+            accepted (it was set as u_iam's password beforehand, over the Unix socket: PostgreSQL cannot check a token; \
+            RDS does), then the TLS check and `SELECT count(*) FROM items`. Session 1 from 198.51.100.20: the same with a token \
+            of temporary credentials (with X-Amz-Security-Token). Session 2 from 198.51.100.21: a fresh token the server does \
+            not hold: 28P01. Session 3 from 198.51.100.21: a token signed 1200 s earlier (expired after 900 s): 28P01. Then, \
+            3 s later, session 4 from 198.51.100.22: u_iam with the static password, accepted, and the same two queries. \
+            Recorded by `cargo xtask pcaps --only iam` (needs python3-botocore besides the TLS captures' pg8000)."
+        }
+        "mysql-iam.pcap" => {
+            "AWS IAM database authentication on MariaDB, inside TLS 1.3 (PyMySQL, key log mysql-iam.keys): u_iam is \
+            `IDENTIFIED VIA pam` with `pam_use_cleartext_plugin=ON`, so after the HandshakeResponse the server sends an \
+            AuthSwitchRequest for `mysql_clear_password`, as RDS's AWSAuthenticationPlugin does, and the client sends the \
+            password in clear (inside TLS). The PAM service denies everything: each login ends in 1045. Session 0 from \
+            198.51.100.20: a fresh botocore token (for billing-mariadb-1.c9akciq32.us-east-1.rds.amazonaws.com:3306). \
+            Session 1 from 198.51.100.21: a token signed 1200 s earlier (expired). Session 2 from 198.51.100.22: the static \
+            password."
+        }
         "tds-tls-login.pcap" => {
             "SQL Server TDS 7.4 with TLS inside the PRELOGIN exchange (MS-TDS 3.3.5.3). The CLIENT bytes are real \
             (FreeTDS 1.3.17 `tsql`, GnuTLS; pytds 1.17.1 with pyOpenSSL); the SERVER side is the xtask listener (see \
@@ -1243,9 +1348,11 @@ Every user's password is `{PASSWORD}`.
 | PostgreSQL | u_scram | scram-sha-256 | owns appdb and benchdb |
 | PostgreSQL | u_clear | password (cleartext on the wire) | the password is readable in pg-auth.pcap |
 | PostgreSQL | u_tls | scram-sha-256, `hostssl` only | |
+| PostgreSQL | u_iam | password (cleartext), `hostssl` only | logs in with IAM tokens in pg-iam.pcap (see there) |
 | MariaDB | u_native | mysql_native_password | privileges on `*.*`, so an unknown database gives 1049 |
 | MariaDB | u_ed25519 | ed25519 (auth_ed25519 plugin) | grants on appdb only |
 | MariaDB | u_tls | mysql_native_password, REQUIRE SSL | |
+| MariaDB | u_iam | PAM (`pam_use_cleartext_plugin`), REQUIRE SSL | only in mysql-iam.pcap; PAM denies every password |
 
 Databases: PostgreSQL `appdb` (table `items`: id, name `item-<id>`, price, created_at; 5000 rows) and `benchdb`
 (`pgbench -i -s 1`); MariaDB `appdb` (same `items`, procedure `two_results()`) and `otherdb` (table `notes`).
@@ -1268,6 +1375,10 @@ The keys of session 6 of pg-tls-keys.pcap (tcp.stream 6: TLS 1.3 from 198.51.100
 deliberately absent: its client wrote them to another file, which is not committed. Given the key log, a sensor
 decrypts every other session and must count that one as TLS it cannot decrypt for want of keys. The MySQL key log
 holds the keys of both its sessions.
+
+`pg-iam.pcap` and `mysql-iam.pcap` come with `pg-iam.keys` and `mysql-iam.keys`, written the same way; their
+IAM authentication tokens are signed with the AWS documentation's example key (AKIAIOSFODNN7EXAMPLE), so they
+are no account's credentials, but the sensor must never print them either.
 
 These two captures are recorded by `cargo xtask pcaps --only tls` (and by the default run, after the other sessions
 of each server), which also needs pg8000 (`python3 -m pip install --break-system-packages pg8000`) and

@@ -25,6 +25,9 @@ impl My {
                     format!("--ssl-cert={}", tls.cert.display()),
                     format!("--ssl-key={}", tls.key.display()),
                     "--plugin-load-add=auth_ed25519".to_string(),
+                    // PAM with the cleartext plugin: what RDS's IAM plugin asks clients for.
+                    "--plugin-load-add=auth_pam".to_string(),
+                    "--pam-use-cleartext-plugin=ON".to_string(),
                 ],
             },
         )?;
@@ -62,6 +65,11 @@ impl My {
         );
         self.server
             .root_sql("mariadb setup: users, appdb.items (5000 rows)", &sql)
+    }
+
+    /// SQL as root over the Unix socket (never captured).
+    pub(super) fn root_sql(&self, step: &str, sql: &str) -> Result<()> {
+        self.server.root_sql(step, sql)
     }
 
     fn client(program: &str) -> Command {
@@ -299,7 +307,7 @@ impl My {
 /// PyMySQL client of mysql-tls-keys (after `tlskeys::PY_COMMON`): login over TLS (autocommit
 /// on, the server's default, so the driver sends no SET AUTOCOMMIT), the TLS check through
 /// `SHOW SESSION STATUS`, then each query as a COM_QUERY; errors are printed, not fatal.
-const PY_MY: &str = r#"
+pub(super) const PY_MY: &str = r#"
 import pymysql
 
 try:

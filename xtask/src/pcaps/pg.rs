@@ -23,6 +23,7 @@ host    all      u_md5    all     md5
 host    all      u_scram  all     scram-sha-256
 host    all      u_clear  all     password
 hostssl all      u_tls    all     scram-sha-256
+hostssl all      u_iam    all     password
 ";
 
 impl Pg {
@@ -49,13 +50,13 @@ impl Pg {
         Ok(pg)
     }
 
-    fn admin_sql(&self, step: &str, db: &str, sql: &str) -> Result<()> {
+    pub(super) fn admin_sql(&self, step: &str, db: &str, sql: &str) -> Result<()> {
         self.server.admin_sql(step, db, sql)
     }
 
     fn setup(&self) -> Result<()> {
         say(
-            "postgres: creating users u_md5 (md5), u_scram (scram-sha-256), u_clear (password), u_tls (hostssl), databases appdb, benchdb",
+            "postgres: creating users u_md5 (md5), u_scram (scram-sha-256), u_clear (password), u_tls (hostssl), u_iam (hostssl, password), databases appdb, benchdb",
         );
         let pw = PASSWORD;
         let sql = format!(
@@ -65,6 +66,7 @@ impl Pg {
              CREATE ROLE u_scram LOGIN PASSWORD '{pw}';\n\
              CREATE ROLE u_clear LOGIN PASSWORD '{pw}';\n\
              CREATE ROLE u_tls LOGIN PASSWORD '{pw}';\n\
+             CREATE ROLE u_iam LOGIN PASSWORD '{pw}';\n\
              CREATE DATABASE appdb OWNER u_scram;\n\
              CREATE DATABASE benchdb OWNER u_scram;\n"
         );
@@ -74,7 +76,7 @@ impl Pg {
                                  created_at timestamptz NOT NULL DEFAULT now());\n\
              INSERT INTO items SELECT g, 'item-' || g, (g % 1000) / 10.0,\n\
                     timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute' FROM generate_series(1, 5000) g;\n\
-             GRANT SELECT ON items TO u_md5, u_clear, u_tls;\n";
+             GRANT SELECT ON items TO u_md5, u_clear, u_tls, u_iam;\n";
         self.admin_sql(
             "postgres setup: table appdb.items (5000 rows)",
             "appdb",
@@ -383,7 +385,7 @@ impl Pg {
 
 /// pg8000 client of pg-tls-keys (after `tlskeys::PY_COMMON`): login over TLS, the TLS check
 /// through pg_stat_ssl, then each query as a simple Query; errors are printed, not fatal.
-const PY_PG: &str = r#"
+pub(super) const PY_PG: &str = r#"
 import pg8000.native as pg
 
 try:

@@ -1,6 +1,7 @@
 //! What every decoder shares: the login and query records it makes ([`Login`], [`Exchange`]),
 //! and the text helpers for bytes a client or server chose.
 
+pub mod iam;
 mod login;
 mod query;
 mod text;

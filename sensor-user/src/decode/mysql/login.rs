@@ -7,9 +7,15 @@ use super::{
     wire::{self, cap},
 };
 use crate::{
-    decode::{DecodeCtx, kit::Login},
+    decode::{
+        DecodeCtx,
+        kit::{Login, iam},
+    },
     model::Outcome,
 };
+
+/// The authentication plugin that sends the password in clear (inside TLS, for IAM).
+const CLEAR_PASSWORD: &str = "mysql_clear_password";
 
 impl Session {
     /// Negotiated capabilities (assumed when the handshake was not seen).
@@ -112,12 +118,18 @@ impl Session {
                     "mysql_old_password".to_string()
                 })
             });
+        let iam = if method.as_deref() == Some(CLEAR_PASSWORD) {
+            p.head.get(h.auth.clone()).and_then(iam::recognise)
+        } else {
+            None
+        };
         self.login = Some(Login {
             ts_ns: p.start_ts,
             user: h.user,
             database: h.database,
             application: wire::application(&h.attrs),
             auth_method: method,
+            iam,
             ..Default::default()
         });
         self.phase = Phase::Auth;
@@ -152,6 +164,19 @@ impl Session {
             // AuthMoreData (caching_sha2 fast-auth success 0x03, full auth 0x04, a public
             // key) and anything else: the exchange goes on.
             _ => None,
+        }
+    }
+
+    /// A client packet of the login exchange: after a switch to `mysql_clear_password` (what
+    /// RDS's IAM plugin and PAM ask for), the password, which may be an IAM token.
+    pub(super) fn on_auth_request(&mut self, p: &Packet<'_>) {
+        self.seq_next = p.last_seq.wrapping_add(1);
+        if let Some(l) = self.login.as_mut()
+            && l.auth_method.as_deref() == Some(CLEAR_PASSWORD)
+            && l.iam.is_none()
+            && p.whole()
+        {
+            l.iam = iam::recognise(p.head);
         }
     }
 

@@ -38,7 +38,7 @@ impl Sink for ReqSink<'_> {
                 s.on_command(cx, p, &mut self.resp_lost);
             }
             Phase::HandshakeResponse => s.on_handshake_response(cx, p),
-            Phase::Auth => s.seq_next = p.last_seq.wrapping_add(1),
+            Phase::Auth => s.on_auth_request(p),
             Phase::Command if p.seq == 0 => s.on_command(cx, p, &mut self.resp_lost),
             Phase::Command => s.on_continuation(cx, p),
             _ => {}

@@ -1632,3 +1632,98 @@ fn unreadable_response_start_ends_at_the_next_request() {
     assert_eq!((q[0].verb.as_str(), q[0].rows), ("UPDATE", None));
     assert_eq!((q[1].verb.as_str(), q[1].rows), ("SELECT", Some(1)));
 }
+
+/// An IAM authentication token's form (botocore's `generate_db_auth_token`), made-up
+/// credentials, signed at 1970-01-01T00:00:00Z for 900 s.
+const IAM_TOKEN: &str = "billing.abc123.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=app&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F19700101%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=19700101T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// RDS's IAM plugin (and PAM) switch the client to `mysql_clear_password`; a client may also
+/// start with it. Either way the token is recognised, and never kept.
+#[test]
+fn iam_token_through_mysql_clear_password_is_an_iam_login() {
+    let mut token = IAM_TOKEN.as_bytes().to_vec();
+    token.push(0);
+    // The server asks for the switch (RDS's AWSAuthenticationPlugin, MariaDB's PAM).
+    let mut c = Conv::default();
+    c.s(pk(
+        &mut 0,
+        &greeting("8.0.36", SERVER, "mysql_native_password", false),
+    ));
+    c.c(pk(
+        &mut 1,
+        &hs_response(
+            CLIENT,
+            "app",
+            &[7; 20],
+            None,
+            "mysql_native_password",
+            "cli",
+        ),
+    ));
+    let mut sw = vec![0xfe];
+    sw.extend_from_slice(b"mysql_clear_password\0");
+    c.s(pk(&mut 2, &sw));
+    c.c(pk(&mut 3, &token));
+    c.s(pk(&mut 4, &err(1045, "28000", "Access denied")));
+    // The client starts with the plugin.
+    let mut d = Conv::default();
+    d.s(pk(
+        &mut 0,
+        &greeting("8.0.36", SERVER, "mysql_native_password", false),
+    ));
+    d.c(pk(
+        &mut 1,
+        &hs_response(CLIENT, "app", &token, None, "mysql_clear_password", "cli"),
+    ));
+    d.s(pk(&mut 2, &ok(0, 2)));
+    for (what, conv, outcome) in [
+        ("switched", c, Outcome::Failure),
+        ("from the start", d, Outcome::Success),
+    ] {
+        let r = run(&conv);
+        let l = logins(&r);
+        assert_eq!(l.len(), 1, "{what}");
+        assert_eq!(l[0].outcome, outcome, "{what}");
+        assert_eq!(l[0].auth_method.as_deref(), Some("iam"), "{what}");
+        let t = l[0].iam_token.as_ref().expect("token facts");
+        assert_eq!(
+            (t.region.as_str(), t.service.as_str()),
+            ("us-east-1", "rds-db")
+        );
+        assert_eq!(t.expires_at.ns(), 900_000_000_000, "{what}");
+        assert!(!t.expired, "{what}: used within its 900 s");
+        let json = json(&r).join("\n");
+        for secret in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "0123456789abcdef01",
+            "DBUser",
+            "X-Amz",
+        ] {
+            assert!(!json.contains(secret), "{what}: {secret} in {json}");
+        }
+    }
+    // A cleartext password that is no token stays what it is.
+    let mut e = Conv::default();
+    e.s(pk(
+        &mut 0,
+        &greeting("8.0.36", SERVER, "mysql_native_password", false),
+    ));
+    e.c(pk(
+        &mut 1,
+        &hs_response(
+            CLIENT,
+            "app",
+            b"hunter2\0",
+            None,
+            "mysql_clear_password",
+            "cli",
+        ),
+    ));
+    e.s(pk(&mut 2, &ok(0, 2)));
+    let r = run(&e);
+    assert_eq!(
+        logins(&r)[0].auth_method.as_deref(),
+        Some("mysql_clear_password")
+    );
+    assert!(logins(&r)[0].iam_token.is_none());
+}

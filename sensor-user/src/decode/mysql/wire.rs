@@ -284,6 +284,9 @@ pub struct HandshakeResponse {
     pub user: Option<String>,
     pub database: Option<String>,
     pub plugin: Option<String>,
+    /// Where the auth response lies in the packet (read in place, never copied: only a
+    /// cleartext one is looked at, to tell an IAM token).
+    pub auth: std::ops::Range<usize>,
     /// The connection attributes [`application`] reads (of the first 64).
     pub attrs: Vec<(String, String)>,
 }
@@ -316,15 +319,17 @@ pub fn parse_handshake_response(p: &[u8], whole: bool) -> Option<HandshakeRespon
         return Some(h);
     }
     h.user = name(r.nul()?);
-    // The auth response is skipped, never kept.
-    if h.caps & cap::PLUGIN_AUTH_LENENC_DATA != 0 {
-        r.lenenc_bytes()?;
+    let auth = if h.caps & cap::PLUGIN_AUTH_LENENC_DATA != 0 {
+        r.lenenc_bytes()?
     } else if h.caps & cap::SECURE_CONNECTION != 0 {
         let n = r.u8()?;
-        r.bytes(usize::from(n))?;
+        r.bytes(usize::from(n))?
     } else {
-        r.nul()?;
-    }
+        r.nul()?
+    };
+    let end =
+        r.i - usize::from(h.caps & (cap::PLUGIN_AUTH_LENENC_DATA | cap::SECURE_CONNECTION) == 0);
+    h.auth = end - auth.len()..end;
     if h.caps & cap::CONNECT_WITH_DB != 0 {
         h.database = name(r.nul_or_end());
     }

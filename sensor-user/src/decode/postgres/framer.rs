@@ -132,9 +132,10 @@ const FRESH: St = St::Header {
 pub struct Framer {
     dir: Dir,
     pub mode: Mode,
-    /// Keep the start of PasswordMessage-type ('p') bodies: only while a SASL mechanism
-    /// choice is expected. Otherwise password bytes are never buffered.
-    pub keep_password: bool,
+    /// Bytes kept of PasswordMessage-type ('p') bodies: the SASL mechanism's name while its
+    /// choice is expected, a cleartext password while one is (only to tell an IAM token, see
+    /// `kit::iam`); otherwise none, and password bytes are never buffered.
+    pub keep_password: usize,
     st: St,
     lost: bool,
     /// Out of sync since the start (joined mid-stream): finding sync is not a resync.
@@ -243,7 +244,7 @@ impl Framer {
         Self {
             dir,
             mode,
-            keep_password: false,
+            keep_password: 0,
             st: FRESH,
             lost,
             initial: lost,
@@ -308,11 +309,12 @@ impl Framer {
         if body_len < lo || body_len > hi || body_len > (b.len() - 5) as u64 {
             return None;
         }
-        let keep = if typ == b'p' && self.dir == Dir::Request && !self.keep_password {
-            0
+        let keep = if typ == b'p' && self.dir == Dir::Request {
+            self.keep_password
         } else {
-            keep_len(self.dir, typ).min(body_len as usize)
-        };
+            keep_len(self.dir, typ)
+        }
+        .min(body_len as usize);
         Some(Msg {
             typ,
             answer: false,
@@ -546,8 +548,8 @@ impl Framer {
                     }
                     let keep = if untyped {
                         MAX_STARTUP as usize
-                    } else if typ == b'p' && self.dir == Dir::Request && !self.keep_password {
-                        0
+                    } else if typ == b'p' && self.dir == Dir::Request {
+                        self.keep_password
                     } else {
                         keep_len(self.dir, typ)
                     }

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     decode::{
         Control, DecodeCtx,
-        kit::{Login, lossy},
+        kit::{Login, iam, lossy},
     },
     model::{Outcome, Purpose},
 };
@@ -43,17 +43,22 @@ impl PostgresDecoder {
     }
 
     /// A client message during authentication: a SASLInitialResponse names the mechanism the
-    /// client chose; anything else but a Terminate or COPY data means the server's answer
-    /// went missing.
+    /// client chose, a cleartext password may be an IAM token; anything else but a Terminate
+    /// or COPY data means the server's answer went missing.
     pub(super) fn on_auth_request(&mut self, cx: &mut DecodeCtx<'_>, m: &Msg<'_>) {
         if m.typ == b'p' {
             self.awaiting_credentials = false;
-            if self.req.keep_password {
-                self.req.keep_password = false;
+            let kept = std::mem::take(&mut self.req.keep_password);
+            let Some(l) = self.login.as_mut() else { return };
+            if kept == messages::KEEP_CLEARTEXT {
+                // Cut short (a token longer than kept, a capture's snap length): not judged.
+                if m.complete && m.body.len() as u64 == m.body_len {
+                    l.iam = iam::recognise(m.body);
+                }
+            } else if kept > 0 {
                 let mut pos = 0;
                 if let Some(mech) = cstr(m.body, &mut pos)
                     && !mech.is_empty()
-                    && let Some(l) = self.login.as_mut()
                 {
                     l.auth_method = Some(lossy(mech).to_ascii_lowercase());
                 }
@@ -121,13 +126,16 @@ impl PostgresDecoder {
                         None
                     }
                     Some(2) => Some("kerberos".to_string()),
-                    Some(3) => Some("cleartext".into()),
+                    Some(3) => {
+                        self.req.keep_password = messages::KEEP_CLEARTEXT;
+                        Some("cleartext".into())
+                    }
                     Some(5) => Some("md5".into()),
                     Some(7) => Some("gss".into()),
                     Some(9) => Some("sspi".into()),
                     Some(10) => {
                         // The client names its choice in the SASLInitialResponse.
-                        self.req.keep_password = true;
+                        self.req.keep_password = messages::KEEP_SASL_MECHANISM;
                         let mechs = messages::sasl_mechanisms(m.body);
                         Some(match mechs.as_slice() {
                             [one] => one.to_ascii_lowercase(),
@@ -161,7 +169,7 @@ impl PostgresDecoder {
             }
             b'Z' => {
                 self.emit_login(cx, Outcome::Success, None);
-                self.req.keep_password = false;
+                self.req.keep_password = 0;
                 self.phase = Phase::Ready;
             }
             _ => {}

@@ -109,13 +109,19 @@ const fn bounds_of(dir: Dir, t: u8) -> (u64, u64) {
 
 /// How many body bytes to keep: only what the decoder reads. Row data, copy data, row
 /// descriptions and bind parameters are skipped without being buffered.
+/// `keep_password` while a SASLInitialResponse is expected: its mechanism name; never more.
+pub const KEEP_SASL_MECHANISM: usize = 32;
+/// `keep_password` while a cleartext password is expected: enough for the longest IAM token
+/// (with a session token), whose form alone is looked at.
+pub const KEEP_CLEARTEXT: usize = 16 << 10;
+
 pub fn keep_len(dir: Dir, t: u8) -> usize {
     match dir {
         Dir::Request => match t {
             b'Q' | b'P' => MAX_SQL + 512,
             b'B' | b'E' | b'C' | b'D' => 512,
-            // The SASL mechanism name at the start of a SASLInitialResponse; never more.
-            b'p' => 32,
+            // PasswordMessage-type bodies: only what the framer is told (`keep_password`).
+            b'p' => 0,
             b'F' => 4,
             _ => 0,
         },

@@ -202,7 +202,7 @@ impl PostgresDecoder {
         self.groups.clear();
         self.evs.clear();
         self.pre = None;
-        self.req.keep_password = false;
+        self.req.keep_password = 0;
     }
 
     /// What a data call that ended at `at` tells the session.

@@ -1930,3 +1930,72 @@ fn lost_bytes_count_toward_a_started_answer() {
     );
     assert_eq!(r.stats.resyncs, 1);
 }
+
+/// An IAM authentication token's form (botocore's `generate_db_auth_token`), made-up
+/// credentials, signed at 1970-01-01T00:00:00Z for 900 s.
+const IAM_TOKEN: &str = "orders.abc123.us-east-1.rds.amazonaws.com:5432/?Action=connect&DBUser=dave&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F19700101%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=19700101T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// RDS IAM authentication on PostgreSQL: the server asks for a cleartext password and the
+/// client sends the token. It is recognised by its form in any slicing, its expiry is judged
+/// against the login's time, and none of it is kept.
+#[test]
+fn iam_token_as_cleartext_password_is_an_iam_login() {
+    let session = |login_ms| {
+        vec![
+            d(C, login_ms, startup(&[("user", "dave")])),
+            d(S, login_ms + 1, auth(3, &[])),
+            d(C, login_ms + 2, password(IAM_TOKEN)),
+            d(
+                S,
+                login_ms + 3,
+                error("FATAL", "28P01", "PAM authentication failed"),
+            ),
+        ]
+    };
+    let r = assert_split_invariant(&session(1), false);
+    let l = r.logins();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].auth_method.as_deref(), Some("iam"));
+    assert_eq!(l[0].error_code.as_deref(), Some("28P01"));
+    let t = l[0].iam_token.as_ref().expect("token facts");
+    assert_eq!(
+        (t.signed_at.ns(), t.expires_at.ns(), t.expired),
+        (0, 900_000_000_000, false)
+    );
+    let json = r.json();
+    for secret in [
+        "AKIAIOSFODNN7EXAMPLE",
+        "0123456789abcdef01",
+        "DBUser",
+        "X-Amz",
+    ] {
+        assert!(!json.contains(secret), "{secret} in {json}");
+    }
+    // 901 s after signing: expired.
+    let r = run(&session(901_000));
+    assert!(r.logins()[0].iam_token.as_ref().unwrap().expired);
+    // A plain cleartext password, and a token cut short (a snap length), are not IAM.
+    let r = run(&[
+        d(C, 1, startup(&[("user", "dave")])),
+        d(S, 2, auth(3, &[])),
+        d(C, 3, password("Sup3r-Secret-Pw!")),
+        d(S, 4, cat(&[auth(0, &[]), ready(b'I')])),
+    ]);
+    assert_eq!(r.logins()[0].auth_method.as_deref(), Some("cleartext"));
+    let cut = password(IAM_TOKEN);
+    let r = run(&[
+        d(C, 1, startup(&[("user", "dave")])),
+        d(S, 2, auth(3, &[])),
+        d(C, 3, cut[..200].to_vec()),
+        g(C, 3, (cut.len() - 200) as u64),
+        d(S, 4, cat(&[auth(0, &[]), ready(b'I')])),
+    ]);
+    assert_eq!(r.logins()[0].auth_method.as_deref(), Some("cleartext"));
+    // SCRAM's SASLInitialResponse still names its mechanism.
+    let r = run(&[
+        d(C, 1, startup(&[("user", "dave")])),
+        d(S, 2, sasl(&["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"])),
+        d(C, 3, sasl_initial("SCRAM-SHA-256", b"n,,n=,r=abc")),
+    ]);
+    assert_eq!(r.logins()[0].auth_method.as_deref(), Some("scram-sha-256"));
+}

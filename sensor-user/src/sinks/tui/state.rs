@@ -100,6 +100,8 @@ pub struct Health {
     pub db_segments: u64,
     pub events: u64,
     pub ring_drops: u64,
+    /// Frames the interface (or the host's backlog) lost before XDP.
+    pub iface_drops: u64,
     pub queue_drops: u64,
     pub bad_records: u64,
     pub truncated: u64,
@@ -203,7 +205,11 @@ impl State {
                     },
                     severity: f.severity_label,
                     kind: f.finding_type,
-                    title: f.title.clone(),
+                    title: if f.service.archived {
+                        format!("ended: {}", f.title)
+                    } else {
+                        f.title.clone()
+                    },
                 });
                 self.findings.truncate(MAX_FINDINGS);
             }
@@ -216,6 +222,7 @@ impl State {
                 h.packets = k("packets");
                 h.db_segments = k("db_segments");
                 h.ring_drops = k("events_dropped_ring_full");
+                h.iface_drops = s.interface.as_ref().map_or(0, |i| i.total());
                 h.truncated = k("truncated");
                 h.events = s.events;
                 h.queue_drops = s.queue_dropped;

@@ -44,6 +44,7 @@ fn login(user: &str, outcome: Outcome) -> Record {
         server_version: None,
         client_host: None,
         client_library: None,
+        iam_token: None,
     })
 }
 

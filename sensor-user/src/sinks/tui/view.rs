@@ -331,7 +331,7 @@ fn findings(f: &mut Frame, area: Rect, s: &State) {
 
 fn health(f: &mut Frame, area: Rect, s: &State) {
     let h = &s.health;
-    let drops = h.ring_drops + h.queue_drops;
+    let drops = h.ring_drops + h.queue_drops + h.iface_drops;
     let drop_style = if drops > 0 {
         Style::default().fg(Color::Red)
     } else {
@@ -352,7 +352,10 @@ fn health(f: &mut Frame, area: Rect, s: &State) {
         Line::from(vec![
             Span::raw(" drops: "),
             Span::styled(
-                format!("ring full {}  queue {}", h.ring_drops, h.queue_drops),
+                format!(
+                    "ring full {}  queue {}  nic {}",
+                    h.ring_drops, h.queue_drops, h.iface_drops
+                ),
                 drop_style,
             ),
         ]),
