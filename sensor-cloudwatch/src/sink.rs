@@ -142,20 +142,24 @@ impl CloudWatchSink {
     }
 
     /// Records this sink does not aggregate: findings (`"kind":"finding"`) go to CloudWatch
-    /// Logs, one event per finding update, and to EventBridge when configured.
+    /// Logs, one event per finding update, as the record the agent writes (snake_case, like
+    /// the query records beside it), and to EventBridge when configured, as a GuardDuty-shaped
+    /// event (GuardDuty's camelCase, which rules written for GuardDuty match).
     fn other(&mut self, r: &Record) -> anyhow::Result<()> {
         let Record::Finding(f) = r else {
             return Ok(());
         };
-        let v = serde_json::to_value(r)?;
         let ms = self.shifted_ms(ms_since_epoch(f.updated_at));
-        let message = serde_json::to_string(&v)?;
-        let bus = self.cfg.eventbridge_bus.as_ref().map(|_| BusEvent {
-            timestamp: ms,
-            source: BUS_SOURCE,
-            detail_type: BUS_DETAIL_TYPE,
-            detail: message.clone(),
-        });
+        let message = serde_json::to_string(r)?;
+        let bus = match self.cfg.eventbridge_bus {
+            Some(_) => Some(BusEvent {
+                timestamp: ms,
+                source: BUS_SOURCE,
+                detail_type: BUS_DETAIL_TYPE,
+                detail: serde_json::to_string(&f.guardduty_json())?,
+            }),
+            None => None,
+        };
         self.log(LogEvent::new(ms, message), bus);
         self.advance(ms.div_euclid(1000));
         Ok(())
@@ -325,10 +329,7 @@ mod tests {
         let ns = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
         Record::Query(QueryRecord {
             ts: Timestamp(ns),
-            endpoint: Endpoint {
-                server: "10.0.0.1:5432".into(),
-                ..Endpoint::default()
-            },
+            endpoint: Endpoint::from_text("0.0.0.0:0", "10.0.0.1:5432", None, Default::default()),
             user: None,
             database: Some("db".into()),
             verb: "SELECT".into(),

@@ -386,12 +386,7 @@ fn start_proxy(proxy: Arc<Proxy>, listener: std::net::TcpListener) {
 fn query(t_s: i64) -> Record {
     Record::Query(QueryRecord {
         ts: Timestamp(t_s as u64 * 1_000_000_000),
-        endpoint: Endpoint {
-            client: "10.1.0.5:40000".into(),
-            server: "10.0.0.5:5432".into(),
-            vni: None,
-            protocol: Protocol::Postgres,
-        },
+        endpoint: Endpoint::from_text("10.1.0.5:40000", "10.0.0.5:5432", None, Protocol::Postgres),
         user: Some("app".into()),
         database: Some("orders".into()),
         verb: "SELECT".into(),

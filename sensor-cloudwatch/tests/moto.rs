@@ -387,6 +387,24 @@ fn pcaps_ship_what_the_analyzer_measured() {
                 let e: Value = serde_json::from_str(m).unwrap();
                 assert_eq!(e["source"], "rds-sensor", "{m}");
                 assert_eq!(e["detail"]["kind"], "finding", "{m}");
+                // What goes to AWS keeps GuardDuty's names, so rules written for GuardDuty's
+                // RDS findings match it; the records in Logs are ours, in snake_case.
+                assert!(
+                    e["detail"]["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"]
+                        .is_string(),
+                    "{m}"
+                );
+                assert!(e["detail"]["service"]["eventFirstSeen"].is_string(), "{m}");
+            }
+            for m in messages
+                .iter()
+                .filter(|m| m.contains("\"kind\":\"finding\""))
+            {
+                let f: Value = serde_json::from_str(m).unwrap();
+                assert!(
+                    f["resource"]["rds_db_instance_details"]["db_instance_identifier"].is_string(),
+                    "{m}"
+                );
             }
         });
     }
@@ -477,12 +495,7 @@ fn metrics_sink_stdout_prints_the_requests() {
 fn query(t_s: i64, latency_us: u64) -> Record {
     Record::Query(QueryRecord {
         ts: Timestamp(t_s as u64 * 1_000_000_000),
-        endpoint: Endpoint {
-            client: "10.1.0.5:40000".into(),
-            server: "10.0.0.5:5432".into(),
-            vni: None,
-            protocol: Protocol::Postgres,
-        },
+        endpoint: Endpoint::from_text("10.1.0.5:40000", "10.0.0.5:5432", None, Protocol::Postgres),
         user: Some("app".into()),
         database: Some("orders".into()),
         verb: "SELECT".into(),

@@ -230,13 +230,13 @@ fn scenarios_arrive_as_one_asff_finding_per_id() {
         assert_eq!(s.generator_id(), r["type"].as_str(), "{what}");
         assert_eq!(
             ms(s.updated_at().unwrap()),
-            ms(r["updatedAt"].as_str().unwrap()),
+            ms(r["updated_at"].as_str().unwrap()),
             "{what}: UpdatedAt is the last update's"
         );
         let sev = s.severity().unwrap();
         assert_eq!(
             sev.label().unwrap().as_str(),
-            r["severityLabel"].as_str().unwrap().to_uppercase(),
+            r["severity_label"].as_str().unwrap().to_uppercase(),
             "{what}"
         );
         assert_eq!(
@@ -244,20 +244,20 @@ fn scenarios_arrive_as_one_asff_finding_per_id() {
             Some((r["severity"].as_f64().unwrap() * 10.0) as i32),
             "{what}"
         );
-        let inst = &r["resource"]["rdsDbInstanceDetails"];
+        let inst = &r["resource"]["rds_db_instance_details"];
         let res = &s.resources()[0];
         assert_eq!(res.r#type(), Some("AwsRdsDbInstance"));
         assert_eq!(
             res.id(),
-            inst["dbInstanceArn"]
+            inst["db_instance_arn"]
                 .as_str()
-                .or(inst["dbInstanceIdentifier"].as_str()),
+                .or(inst["db_instance_identifier"].as_str()),
             "{what}"
         );
         let rds = res.details().unwrap().aws_rds_db_instance().unwrap();
         assert_eq!(
             rds.db_instance_identifier(),
-            inst["dbInstanceIdentifier"].as_str()
+            inst["db_instance_identifier"].as_str()
         );
         let archived = r["service"]["archived"].as_bool().unwrap();
         assert_eq!(

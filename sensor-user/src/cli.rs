@@ -118,6 +118,19 @@ pub struct CloudWatchArgs {
 }
 
 impl CloudWatchArgs {
+    /// The AWS sinks print their requests on stdout instead of sending them (`--metrics-sink
+    /// stdout`, or `metrics_sink = "stdout"` in `[cloudwatch]`).
+    pub fn prints(&self) -> bool {
+        self.metrics_sink == Some(MetricsSink::Stdout)
+            || self.metrics_sink.is_none()
+                && self
+                    .file_settings
+                    .as_ref()
+                    .and_then(|v| v.get("metrics_sink"))
+                    .and_then(serde_json::Value::as_str)
+                    == Some("stdout")
+    }
+
     /// True when any switch asks for the sinks on the AWS SDK (CloudWatch or Security Hub).
     pub fn enabled(&self) -> bool {
         self.cloudwatch_enabled() || self.securityhub_enabled()
@@ -298,6 +311,24 @@ struct Common {
     /// One JSON object per line on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// No records on stdout (`output.quiet`): for a service whose records go to files or
+    /// other sinks.
+    #[arg(long)]
+    quiet: bool,
+    /// Write records to a JSON-lines file, rotated (`output.files`): PATH for every kind, or
+    /// KIND[,KIND…]=PATH for some (flow, login, query, tls, tls_exchange, latency, summary,
+    /// finding). Repeat for more files.
+    #[arg(long = "record-file", value_name = "[KINDS=]PATH", value_parser = crate::sinks::file::FileSpec::parse)]
+    record_files: Vec<crate::sinks::file::FileSpec>,
+    /// Rotate record files past this many MiB (`output.rotate_mib`; 0: never by size).
+    #[arg(long, value_name = "MIB")]
+    rotate_mib: Option<u64>,
+    /// Rotate record files this many seconds old (`output.rotate_interval_s`; 0: never).
+    #[arg(long, value_name = "SECONDS")]
+    rotate_interval: Option<u64>,
+    /// Old record files kept (`output.rotate_keep`).
+    #[arg(long, value_name = "N")]
+    rotate_keep: Option<u32>,
     /// Payload bytes copied per segment (at most 4096; `capture.payload_cap`).
     #[arg(long, value_parser = clap::value_parser!(u16).range(0..=MAX_PAYLOAD_CAP as i64))]
     payload_cap: Option<u16>,
@@ -388,6 +419,13 @@ impl Common {
         }
         s.output.json |= self.json;
         s.output.tui &= !self.no_tui;
+        s.output.quiet |= self.quiet;
+        s.output
+            .files
+            .extend(self.record_files.iter().map(|f| crate::config::RecordFile {
+                path: f.path.display().to_string(),
+                kinds: f.kinds.clone(),
+            }));
         s.redaction.redact &= !self.no_redact;
         s.tls.keylog.extend(self.tls_keylog.iter().cloned());
         for (to, v) in [
@@ -412,6 +450,9 @@ impl Common {
         set(&mut s.capture.payload_cap, self.payload_cap);
         set(&mut s.capture.tail_cap, self.tail_cap);
         set(&mut s.limits.flow_idle_timeout_s, self.flow_idle_timeout);
+        set(&mut s.output.rotate_mib, self.rotate_mib);
+        set(&mut s.output.rotate_interval_s, self.rotate_interval);
+        set(&mut s.output.rotate_keep, self.rotate_keep);
         set(&mut s.limits.memory_mib, self.memory_mib);
         if let Some(l) = live {
             set(&mut s.capture.xdp_mode, l.mode.map(Into::into));
@@ -546,15 +587,29 @@ impl Common {
         let s = &self.settings;
         let limits = self.limits();
         let budget = crate::config::MemoryBudget::of(limits);
-        let stdout: Box<dyn Sink> = match &self.screen {
-            Some(screen) => Box::new(screen.clone()),
-            None => Box::new(Stdout::new(s.output.json)),
-        };
-        let sink = if extra.is_empty() {
-            stdout
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        match &self.screen {
+            Some(screen) => sinks.push(Box::new(screen.clone())),
+            None if s.output.quiet => {}
+            // With a sink that prints too (--metrics-sink stdout), every line is JSON: stdout
+            // stays one stream a program can read.
+            None => sinks.push(Box::new(Stdout::new(
+                s.output.json || self.cloudwatch.prints(),
+            ))),
+        }
+        if !s.output.files.is_empty() {
+            let specs: Vec<_> = s.output.files.iter().map(|f| f.spec()).collect();
+            sinks.push(Box::new(crate::sinks::file::Files::open(
+                &specs,
+                s.output.rotation(),
+            )?));
+        }
+        // Stdout first: its buffer is flushed (whole lines) before a sink that prints.
+        sinks.extend(extra);
+        let sink: Box<dyn Sink> = if sinks.len() == 1 {
+            sinks.pop().expect("one")
         } else {
-            // Stdout first: its buffer is flushed (whole lines) before a sink that prints.
-            Box::new(Fanout(std::iter::once(stdout).chain(extra).collect()))
+            Box::new(Fanout(sinks))
         };
         Ok(Pipeline::new(
             PipelineOptions {
@@ -578,6 +633,8 @@ impl Common {
                     max_held_segments: limits.held_segments,
                     max_held_bytes: limits.held_bytes,
                     max_held_total: budget.held_bytes_total,
+                    closed_keep_ns: (s.limits.flow_idle_timeout_s.max(300) * 2)
+                        .saturating_mul(1_000_000_000),
                     ..crate::reassembly::StreamLimits::default()
                 },
                 latency_keys: limits.fingerprints,
@@ -950,7 +1007,8 @@ fn use_dashboard(cmd: &Command) -> bool {
     };
     common.settings.output.tui
         && !common.settings.output.json
-        && common.cloudwatch.metrics_sink != Some(MetricsSink::Stdout)
+        && !common.settings.output.quiet
+        && !common.cloudwatch.prints()
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
 

@@ -3,7 +3,7 @@
 
 use crate::{
     capture::FlowSource,
-    model::{FlowEnd, FlowRecord, Purpose},
+    model::{ConnId, FlowEnd, FlowRecord, Purpose},
     ports::PortMap,
 };
 use sensor_common::{FlowKey, FlowStats};
@@ -53,7 +53,7 @@ impl FlowTracker {
         now_ns: u64,
         all: Option<FlowEnd>,
         clock: &crate::model::Clock,
-        purpose: &mut dyn FnMut(&FlowKey) -> Purpose,
+        session: &mut dyn FnMut(&FlowKey) -> Option<(Purpose, ConnId)>,
     ) -> Vec<FlowRecord> {
         source.snapshot(&mut self.scratch);
         let mut out = Vec::new();
@@ -73,16 +73,25 @@ impl FlowTracker {
                 _ => None,
             };
             if let Some(end) = end {
-                let mut r =
-                    FlowRecord::new(key, stats, end, clock, self.ports.proto(key.server_port));
-                r.purpose = purpose(key);
+                let made = session(key);
+                let mut r = FlowRecord::new(
+                    key,
+                    stats,
+                    end,
+                    clock,
+                    self.ports.proto(key.server_port),
+                    made.map(|m| m.1),
+                );
+                r.purpose = made.map(|m| m.0).unwrap_or_default();
                 out.push(r);
                 source.remove(key);
             }
         }
         self.active = self.scratch.len() - out.len();
         self.emitted += out.len() as u64;
-        out.sort_by_key(|r| (r.first_seen, r.client.clone()));
+        out.sort_by(|a, b| {
+            (a.first_seen, &a.endpoint.client).cmp(&(b.first_seen, &b.endpoint.client))
+        });
         out
     }
 }

@@ -180,7 +180,7 @@ impl Pipeline {
         let flows = self
             .flows
             .expire(source, now_ns, all, &self.clock, &mut |k| {
-                streams.take_purpose(k)
+                streams.take_flow(k)
             });
         for f in flows {
             let r = Record::Flow(f);

@@ -20,12 +20,7 @@ pub fn endpoint(protocol: Protocol) -> Endpoint {
         Protocol::Mysql => "10.0.0.1:50000",
         _ => "10.0.0.1:40000",
     };
-    Endpoint {
-        client: client.into(),
-        server: server.into(),
-        vni,
-        protocol,
-    }
+    Endpoint::from_text(client, server, vni, protocol)
 }
 
 /// A decoder behind a session, and what it reported.

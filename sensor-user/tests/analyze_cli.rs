@@ -342,13 +342,13 @@ fn quiet_findings_are_archived_once_under_their_id() {
                 matches!(prev, Some((false, _))),
                 "archived before it was reported, or twice: {f}"
             );
-            let quiet = secs(&f["updatedAt"]) - secs(&f["service"]["eventLastSeen"]);
+            let quiet = secs(&f["updated_at"]) - secs(&f["service"]["event_last_seen"]);
             assert!(quiet >= 600.0, "archived after {quiet} s quiet: {f}");
-            state.insert(id, (true, secs(&f["updatedAt"])));
+            state.insert(id, (true, secs(&f["updated_at"])));
         } else {
             if let Some((true, at)) = prev {
                 assert!(
-                    secs(&f["createdAt"]) >= at,
+                    secs(&f["created_at"]) >= at,
                     "started again before it ended: {f}"
                 );
             }

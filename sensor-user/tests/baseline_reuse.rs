@@ -48,7 +48,7 @@ fn run(file: &str, baseline: &Path, args: &[String]) -> (BTreeSet<String>, Strin
             format!(
                 "{} on {}",
                 v["type"].as_str().unwrap_or_default(),
-                v["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"]
+                v["resource"]["rds_db_instance_details"]["db_instance_identifier"]
                     .as_str()
                     .unwrap_or_default()
             )

@@ -192,12 +192,12 @@ fn detection_scenarios() {
             let t = f["type"].as_str().unwrap().to_string();
             let e = got.entry(t).or_default();
             e.0 += 1;
-            e.1 = e.1.max(rank(f["severityLabel"].as_str().unwrap()));
+            e.1 = e.1.max(rank(f["severity_label"].as_str().unwrap()));
             // Every finding is complete enough for automation.
             for path in [
-                "/resource/rdsDbInstanceDetails/dbInstanceIdentifier",
-                "/service/action/rdsLoginAttemptAction/remoteIpDetails",
-                "/service/eventFirstSeen",
+                "/resource/rds_db_instance_details/db_instance_identifier",
+                "/service/action/rds_login_attempt_action/remote_ip_details",
+                "/service/event_first_seen",
                 "/service/count",
                 "/title",
                 "/description",
@@ -206,7 +206,7 @@ fn detection_scenarios() {
                     problems.push(format!("{file}: a {} finding lacks {path}", f["type"]));
                 }
             }
-            if f["recommendedResponse"]
+            if f["recommended_response"]
                 .as_array()
                 .is_none_or(|r| r.is_empty())
             {
@@ -263,11 +263,11 @@ fn detection_scenarios() {
                 f["type"] == "CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce"
             })
         {
-            let r = &f["service"]["action"]["rdsLoginAttemptAction"]["remoteIpDetails"];
-            if r["organization"]["asn"] != "64510" || r["country"]["countryCode"] != "SE" {
+            let r = &f["service"]["action"]["rds_login_attempt_action"]["remote_ip_details"];
+            if r["organization"]["asn"] != "64510" || r["country"]["country_code"] != "SE" {
                 problems.push(format!("{file}: no ASN/country enrichment: {r}"));
             }
-            if f["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"] != "orders-pg-1" {
+            if f["resource"]["rds_db_instance_details"]["db_instance_identifier"] != "orders-pg-1" {
                 problems.push(format!("{file}: instance map not applied"));
             }
         }
@@ -278,31 +278,31 @@ fn detection_scenarios() {
                 f["type"] == "CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce"
             })
         {
-            let inst = &f["resource"]["rdsDbInstanceDetails"];
-            let action = &f["service"]["action"]["rdsLoginAttemptAction"];
-            let r = &action["remoteIpDetails"];
-            let attempts = &action["LoginAttributes"][0];
+            let inst = &f["resource"]["rds_db_instance_details"];
+            let action = &f["service"]["action"]["rds_login_attempt_action"];
+            let r = &action["remote_ip_details"];
+            let attempts = &action["login_attributes"][0];
             for (what, ok) in [
                 (
                     "the instance crm-sqlserver-1 (sqlserver-se)",
-                    inst["dbInstanceIdentifier"] == "crm-sqlserver-1"
+                    inst["db_instance_identifier"] == "crm-sqlserver-1"
                         && inst["engine"] == "sqlserver-se",
                 ),
                 (
                     "the user sa and nmap's application name",
-                    f["resource"]["rdsDbUserDetails"]["user"] == "sa"
-                        && f["resource"]["rdsDbUserDetails"]["application"] == "Nmap NSE",
+                    f["resource"]["rds_db_user_details"]["user"] == "sa"
+                        && f["resource"]["rds_db_user_details"]["application"] == "Nmap NSE",
                 ),
                 (
                     "the attacker 89.160.20.150 with its ASN and country",
-                    r["ipAddressV4"] == "89.160.20.150"
+                    r["ip_address_v4"] == "89.160.20.150"
                         && r["organization"]["asn"] == "64510"
-                        && r["country"]["countryCode"] == "SE",
+                        && r["country"]["country_code"] == "SE",
                 ),
                 (
                     "11 failed logins and 1 success",
-                    attempts["failedLoginAttempts"] == 11
-                        && attempts["successfulLoginAttempts"] == 1,
+                    attempts["failed_login_attempts"] == 11
+                        && attempts["successful_login_attempts"] == 1,
                 ),
             ] {
                 if !ok {
@@ -320,10 +320,10 @@ fn detection_scenarios() {
                 f["type"] == "CredentialAccess:RDS/AnomalousBehavior.SuccessfulBruteForce"
             })
         {
-            let action = &f["service"]["action"]["rdsLoginAttemptAction"];
-            let r = &action["remoteIpDetails"];
+            let action = &f["service"]["action"]["rds_login_attempt_action"];
+            let r = &action["remote_ip_details"];
             let sum = |k: &str| -> u64 {
-                action["LoginAttributes"]
+                action["login_attributes"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -333,20 +333,20 @@ fn detection_scenarios() {
             for (what, ok) in [
                 (
                     "the instance billing-mariadb-1",
-                    f["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"]
+                    f["resource"]["rds_db_instance_details"]["db_instance_identifier"]
                         == "billing-mariadb-1",
                 ),
                 (
                     "the user root (the one that logged in)",
-                    f["resource"]["rdsDbUserDetails"]["user"] == "root",
+                    f["resource"]["rds_db_user_details"]["user"] == "root",
                 ),
                 (
                     "the attacker 89.160.20.113",
-                    r["ipAddressV4"] == "89.160.20.113",
+                    r["ip_address_v4"] == "89.160.20.113",
                 ),
                 (
                     "the 6 failures across users and the success",
-                    sum("failedLoginAttempts") >= 6 && sum("successfulLoginAttempts") >= 1,
+                    sum("failed_login_attempts") >= 6 && sum("successful_login_attempts") >= 1,
                 ),
             ] {
                 if !ok {

@@ -262,8 +262,8 @@ fn iam_findings_on_the_real_sessions() {
         .map(|f| {
             (
                 f["type"].as_str().unwrap().to_string(),
-                f["severityLabel"].as_str().unwrap().to_string(),
-                f["service"]["action"]["rdsLoginAttemptAction"]["remoteIpDetails"]["ipAddressV4"]
+                f["severity_label"].as_str().unwrap().to_string(),
+                f["service"]["action"]["rds_login_attempt_action"]["remote_ip_details"]["ip_address_v4"]
                     .as_str()
                     .unwrap()
                     .to_string(),

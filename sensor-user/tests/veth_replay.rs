@@ -126,9 +126,13 @@ fn flow_counts(records: &[Record]) -> FlowCounts {
     let mut m = FlowCounts::new();
     for r in records {
         if let Record::Flow(FlowRecord {
-            client,
-            server,
-            vni,
+            endpoint:
+                rds_sensor::model::Endpoint {
+                    client,
+                    server,
+                    vni,
+                    ..
+                },
             packets_to_server,
             packets_to_client,
             bytes_to_server,

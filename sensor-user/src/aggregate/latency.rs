@@ -344,6 +344,7 @@ fn line(
     rank: usize,
 ) -> LatencyRecord {
     LatencyRecord {
+        ts: window_start,
         window_start,
         window_s,
         server,
@@ -374,10 +375,7 @@ mod tests {
     fn q(fp: &str, us: u64, err: bool) -> QueryRecord {
         QueryRecord {
             ts: Timestamp::default(),
-            endpoint: Endpoint {
-                server: "10.0.0.1:5432".into(),
-                ..Endpoint::default()
-            },
+            endpoint: Endpoint::from_text("0.0.0.0:0", "10.0.0.1:5432", None, Default::default()),
             user: Some("app".into()),
             database: Some("db".into()),
             verb: "SELECT".into(),

@@ -304,8 +304,48 @@ impl Default for Tls {
 pub struct Output {
     pub json: bool,
     pub tui: bool,
+    /// No records on stdout (the files, Prometheus and AWS sinks still get them).
+    pub quiet: bool,
     pub summary_interval_s: u64,
     pub prometheus: String,
+    /// Record files (`[[output.files]]`), each with the kinds it takes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<RecordFile>,
+    /// Every record file rotates past this size (0: never by size) …
+    pub rotate_mib: u64,
+    /// … and when this old (0: never by age) …
+    pub rotate_interval_s: u64,
+    /// … keeping this many old files.
+    pub rotate_keep: u32,
+}
+
+/// `[[output.files]]`: a JSON-lines file of records.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordFile {
+    pub path: String,
+    /// Record kinds this file takes (empty: all).
+    pub kinds: Vec<String>,
+}
+
+impl RecordFile {
+    pub fn spec(&self) -> crate::sinks::file::FileSpec {
+        crate::sinks::file::FileSpec {
+            path: self.path.clone().into(),
+            kinds: self.kinds.clone(),
+        }
+    }
+}
+
+impl Output {
+    pub fn rotation(&self) -> crate::sinks::file::Rotation {
+        crate::sinks::file::Rotation {
+            max_bytes: self.rotate_mib.saturating_mul(1 << 20),
+            max_age: (self.rotate_interval_s > 0)
+                .then(|| std::time::Duration::from_secs(self.rotate_interval_s)),
+            keep: self.rotate_keep,
+        }
+    }
 }
 
 impl Default for Output {
@@ -313,8 +353,13 @@ impl Default for Output {
         Self {
             json: false,
             tui: true,
+            quiet: false,
             summary_interval_s: 10,
             prometheus: String::new(),
+            files: Vec::new(),
+            rotate_mib: 100,
+            rotate_interval_s: 0,
+            rotate_keep: 10,
         }
     }
 }
@@ -498,6 +543,14 @@ impl Config {
             "limits.memory_mib",
             "capture.ring_size",
         )?;
+        for (i, f) in self.output.files.iter().enumerate() {
+            if f.path.is_empty() {
+                bail!("output.files[{i}].path: empty; give the file's path");
+            }
+            f.spec()
+                .check()
+                .map_err(|e| anyhow::anyhow!("output.files[{i}].kinds: {e}"))?;
+        }
         if self.output.summary_interval_s == 0 {
             bail!("output.summary_interval_s: 0; allowed: 1 second or more");
         }
@@ -625,9 +678,12 @@ impl Config {
         }
         if self.output.json != new.output.json
             || self.output.tui != new.output.tui
+            || self.output.quiet != new.output.quiet
+            || self.output.files != new.output.files
+            || self.output.rotation() != new.output.rotation()
             || self.output.prometheus != new.output.prometheus
         {
-            out.push("output (json, tui, prometheus)");
+            out.push("output (json, tui, quiet, files, rotation, prometheus)");
         }
         let (a, b) = (&self.detect, &new.detect);
         if a.enabled != b.enabled

@@ -1,11 +1,11 @@
 //! Findings shaped like Amazon GuardDuty's RDS Protection findings, their types and default
 //! severities, the recommended responses, and the deduplication of repeats.
 
-use crate::model::Timestamp;
 pub use crate::model::{
     Action, Country, Evidence, Finding, InstanceDetails, LoginAttribute, Organization,
     RdsLoginAttemptAction, RemoteIpDetails, Resource, Service, Severity, Tag, UserDetails,
 };
+use crate::model::{ConnId, FINDING_CONN_IDS_MAX, FirstActor, Timestamp};
 use std::collections::HashMap;
 
 /// Every finding type: GuardDuty's nine RDS Protection types, and the ones only packets show.
@@ -252,6 +252,8 @@ pub struct Observation {
     pub evidence: Evidence,
     /// Wall-clock ns of the occurrence.
     pub ts_ns: u64,
+    /// The connection of the record that showed it, when one did.
+    pub conn_id: Option<ConnId>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -309,8 +311,15 @@ impl FindingLog {
         if let Some(e) = self.entries.get_mut(&key) {
             let f = &mut e.finding;
             f.service.count += 1;
+            if let Some(id) = o.conn_id
+                && f.conn_ids.len() < FINDING_CONN_IDS_MAX
+                && !f.conn_ids.contains(&id)
+            {
+                f.conn_ids.push(id);
+            }
             if o.ts_ns >= f.updated_at.ns() {
                 f.updated_at = Timestamp(o.ts_ns);
+                f.ts = f.updated_at;
                 f.service.event_last_seen = f.updated_at;
                 f.description = o.description;
                 f.title = o.title;
@@ -342,7 +351,17 @@ impl FindingLog {
             self.evict();
         }
         let at = Timestamp(o.ts_ns);
+        let first_actor = FirstActor {
+            ts: at,
+            ip: o.remote.ip().to_string(),
+            user: o.user.as_ref().map(|u| u.user.clone()),
+            application: o.user.as_ref().map(|u| u.application.clone()),
+            conn_id: o.conn_id,
+        };
         let finding = Finding {
+            ts: at,
+            first_actor,
+            conn_ids: o.conn_id.into_iter().collect(),
             schema_version: "2.0",
             id: format!(
                 "{:016x}{:016x}",
@@ -407,7 +426,7 @@ impl FindingLog {
     }
 
     /// Findings that have ended: quiet for `archive_after_ns` (record time). Each is emitted
-    /// a last time with `service.archived` and `updatedAt` now, and forgotten.
+    /// a last time with `service.archived` and `updated_at` now, and forgotten.
     pub fn archive(&mut self, now_ns: u64) -> Vec<Finding> {
         let after = self.archive_after_ns;
         let ended: Vec<String> = self
@@ -423,6 +442,7 @@ impl FindingLog {
                 let mut f = e.finding;
                 f.service.archived = true;
                 f.updated_at = Timestamp(now_ns);
+                f.ts = f.updated_at;
                 f
             })
             .collect();
@@ -489,7 +509,98 @@ mod tests {
                 ..Evidence::default()
             },
             ts_ns: ts_s * 1_000_000_000,
+            conn_id: Some(ConnId(ts_s)),
         }
+    }
+
+    fn from(mut o: Observation, ip: &str, user: &str) -> Observation {
+        o.remote.ip_address_v4 = Some(ip.into());
+        o.user = Some(UserDetails {
+            user: user.into(),
+            application: "psql".into(),
+            ..UserDetails::default()
+        });
+        o
+    }
+
+    #[test]
+    fn an_update_keeps_the_first_actor_and_gathers_the_connections() {
+        let mut log = FindingLog::new(0);
+        let k = FindingType::AnomalousSuccessfulLogin;
+        let first = log
+            .report(
+                from(obs(k, "user@pg-1", 100), "10.0.0.5", "alice"),
+                100 * NS,
+            )
+            .unwrap();
+        let update = log
+            .report(
+                from(obs(k, "user@pg-1", 200), "10.0.0.9", "mallory"),
+                200 * NS,
+            )
+            .unwrap();
+        assert_eq!(update.id, first.id);
+        assert_eq!(
+            update
+                .service
+                .action
+                .rds_login_attempt_action
+                .remote_ip_details
+                .ip(),
+            "10.0.0.9",
+            "the latest actor"
+        );
+        assert_eq!(
+            update.resource.rds_db_user_details.as_ref().unwrap().user,
+            "mallory"
+        );
+        assert_eq!(update.first_actor.ip, "10.0.0.5", "the first actor");
+        assert_eq!(update.first_actor.user.as_deref(), Some("alice"));
+        assert_eq!(update.first_actor.conn_id, Some(ConnId(100)));
+        assert_eq!(update.first_actor.ts, Timestamp(100 * NS));
+        assert_eq!(update.conn_ids, vec![ConnId(100), ConnId(200)]);
+        assert_eq!(update.ts, Timestamp(200 * NS));
+        // Bounded: the first connections are kept.
+        let mut last = update.clone();
+        for t in 300..400 {
+            if let Some(f) = log.report(obs(k, "user@pg-1", t), t * NS) {
+                last = f;
+            }
+        }
+        let ids = &last.conn_ids;
+        assert!(ids.len() <= FINDING_CONN_IDS_MAX, "{}", ids.len());
+        assert_eq!(ids[..2], [ConnId(100), ConnId(200)]);
+    }
+
+    #[test]
+    fn the_guardduty_event_keeps_guardduty_names() {
+        let mut log = FindingLog::new(0);
+        let f = log
+            .report(
+                from(
+                    obs(FindingType::AnomalousSuccessfulLogin, "a", 1),
+                    "10.0.0.5",
+                    "alice",
+                ),
+                NS,
+            )
+            .unwrap();
+        let ours = serde_json::to_value(&f).unwrap();
+        assert!(ours["resource"]["rds_db_instance_details"].is_object());
+        let gd = f.guardduty_json();
+        assert_eq!(gd["kind"], "finding");
+        assert_eq!(
+            gd["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"],
+            "pg-1"
+        );
+        let action = &gd["service"]["action"]["rdsLoginAttemptAction"];
+        assert_eq!(action["remoteIpDetails"]["ipAddressV4"], "10.0.0.5");
+        assert!(action["LoginAttributes"].is_array());
+        assert_eq!(gd["severityLabel"], f.severity_label);
+        assert_eq!(
+            gd["service"]["eventFirstSeen"],
+            ours["service"]["event_first_seen"]
+        );
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Detector {
                 format!("RDS DB instance {id} probed {by}"),
                 format!(
                     "{ip}, {listed}, connected to {id} ({}) and {how}.",
-                    f.server
+                    f.endpoint.server
                 ),
                 ev.clone(),
             );

@@ -178,6 +178,8 @@ pub struct Detector {
     asn: Option<AsnDb>,
     log: FindingLog,
     now_ns: u64,
+    /// The connection of the record being observed: a finding it raises names it.
+    conn_id: Option<crate::model::ConnId>,
     last_tick_ns: u64,
     conns: HashMap<(String, String), Conn>,
     source_failures: HashMap<(String, IpAddr), FailureLog>,
@@ -229,6 +231,7 @@ impl Detector {
             asn,
             log,
             now_ns: 0,
+            conn_id: None,
             last_tick_ns: 0,
             conns: HashMap::new(),
             source_failures: HashMap::new(),
@@ -251,6 +254,13 @@ impl Detector {
     /// Feeds one record; findings (new ones and due updates) are appended to `out`.
     pub fn observe(&mut self, record: &Record, out: &mut Vec<Finding>) {
         let before = out.len();
+        self.conn_id = match record {
+            Record::Login(l) => Some(l.endpoint.conn_id),
+            Record::Query(q) => Some(q.endpoint.conn_id),
+            Record::Flow(f) => Some(f.endpoint.conn_id),
+            Record::Tls(t) => Some(t.endpoint.conn_id),
+            _ => None,
+        };
         match record {
             Record::Login(l) => self.on_login(l, out),
             Record::Query(q) => self.on_query(q, out),
@@ -258,6 +268,7 @@ impl Detector {
             Record::Tls(t) => self.on_tls(t, out),
             _ => {}
         }
+        self.conn_id = None;
         self.stats.findings_emitted += (out.len() - before) as u64;
     }
 

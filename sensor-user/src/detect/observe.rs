@@ -231,15 +231,15 @@ impl Detector {
         self.stats.flows += 1;
         let now = f.first_seen.ns() + f.duration_us * 1000;
         self.advance(now, out);
-        let Some(ip) = client_ip(&f.client) else {
+        let Some(ip) = client_ip(&f.endpoint.client) else {
             return;
         };
-        let inst = self.instance(&f.server, f.protocol.name());
+        let inst = self.instance(&f.endpoint.server, f.endpoint.protocol.name());
         let learning = self.learning(&inst.key, now);
         let th = self.opts.thresholds.clone();
         let had_login = self
             .conns
-            .remove(&(f.client.clone(), f.server.clone()))
+            .remove(&(f.endpoint.client.clone(), f.endpoint.server.clone()))
             .is_some();
         let complete = f.syn > 0 && !matches!(f.end, FlowEnd::EndOfCapture | FlowEnd::Shutdown);
         // A PostgreSQL CancelRequest (a connection of its own, unanswered): the decoder says.

@@ -46,7 +46,7 @@ impl Detector {
             }
             let desc = format!(
                 "{ip} connected to {id} ({}) and {how}; its network {net} never did that while learning.",
-                f.server
+                f.endpoint.server
             );
             self.report(
                 out,

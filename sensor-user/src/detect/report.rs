@@ -71,6 +71,7 @@ impl Detector {
             logins: self.login_attributes(&who.inst.key, who.a.ip),
             evidence,
             ts_ns: self.now_ns,
+            conn_id: self.conn_id,
         };
         if let Some(f) = self.log.report(o, self.now_ns) {
             out.push(f);

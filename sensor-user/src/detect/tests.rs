@@ -23,12 +23,7 @@ fn ep(client: &str, port: u16) -> Endpoint {
     } else {
         format!("{client}:{port}")
     };
-    Endpoint {
-        client,
-        server: SRV.into(),
-        vni: None,
-        protocol: Protocol::Postgres,
-    }
+    Endpoint::from_text(&client, SRV, None, Protocol::Postgres)
 }
 
 /// Seconds of record time → ns (the default clock has offset 0: wall = ts).
@@ -120,10 +115,8 @@ fn query(
 
 fn flow(ip: &str, port: u16, at: u64, payload_to_server: u64, end: FlowEnd) -> Record {
     Record::Flow(FlowRecord {
-        client: ep(ip, port).client,
-        server: SRV.into(),
-        vni: None,
-        protocol: Protocol::Postgres,
+        ts: Timestamp(t(at)),
+        endpoint: ep(ip, port),
         first_seen: Timestamp(t(at)),
         last_seen: Timestamp(t(at)),
         duration_us: 1000,
@@ -1322,7 +1315,8 @@ fn instance_map_and_asn_enrichment() {
     assert_eq!(r.organization.asn.as_deref(), Some("64501"));
     assert_eq!(r.organization.asn_org.as_deref(), Some("Example Hosting"));
     assert!(r.public);
-    // The JSON shape automation consumes.
+    // The JSON shape automation consumes: our record in snake_case, the GuardDuty-shaped
+    // event (EventBridge) in GuardDuty's names.
     let v = serde_json::to_value(Record::Finding(Box::new(f.clone()))).unwrap();
     assert_eq!(v["kind"], "finding");
     assert_eq!(
@@ -1331,23 +1325,38 @@ fn instance_map_and_asn_enrichment() {
     );
     assert_eq!(v["severity"], 5.0);
     assert_eq!(
-        v["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"],
+        v["resource"]["rds_db_instance_details"]["db_instance_identifier"],
         "orders-pg-1"
     );
     assert_eq!(
-        v["resource"]["rdsDbUserDetails"]["authMethod"],
+        v["resource"]["rds_db_user_details"]["auth_method"],
         "scram-sha-256"
     );
     assert_eq!(
-        v["service"]["action"]["rdsLoginAttemptAction"]["remoteIpDetails"]["organization"]["asn"],
+        v["service"]["action"]["rds_login_attempt_action"]["login_attributes"][0]["successful_login_attempts"],
+        1
+    );
+    assert_eq!(v["first_actor"]["user"], "app");
+    let g = f.guardduty_json();
+    assert_eq!(g["kind"], "finding");
+    assert_eq!(
+        g["resource"]["rdsDbInstanceDetails"]["dbInstanceIdentifier"],
+        "orders-pg-1"
+    );
+    assert_eq!(
+        g["resource"]["rdsDbUserDetails"]["authMethod"],
+        "scram-sha-256"
+    );
+    assert_eq!(
+        g["service"]["action"]["rdsLoginAttemptAction"]["remoteIpDetails"]["organization"]["asn"],
         "64501"
     );
     assert_eq!(
-        v["service"]["action"]["rdsLoginAttemptAction"]["LoginAttributes"][0]["successfulLoginAttempts"],
+        g["service"]["action"]["rdsLoginAttemptAction"]["LoginAttributes"][0]["successfulLoginAttempts"],
         1
     );
-    assert_eq!(v["service"]["count"], 1);
-    assert!(v["recommendedResponse"].as_array().unwrap().len() >= 3);
+    assert_eq!(g["service"]["count"], 1);
+    assert!(g["recommendedResponse"].as_array().unwrap().len() >= 3);
     // Bad inputs are errors that name the file.
     let e = Detector::new(
         DetectorOptions {

@@ -66,7 +66,7 @@ impl Detector {
             let sev = FindingType::OutsideAllowedNetworks.default_severity();
             let what = format!(
                 "{ip} ({}) connected to {id} ({}) and {how}",
-                a.net, f.server
+                a.net, f.endpoint.server
             );
             self.report_unallowed(out, c.who(), sev, what, ev.clone());
         }

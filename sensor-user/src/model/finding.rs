@@ -1,7 +1,9 @@
-//! Findings in the shape of Amazon GuardDuty's RDS Protection findings (field names as
-//! GuardDuty writes them), with the evidence the packets add.
+//! Findings in the shape of Amazon GuardDuty's RDS Protection findings, with the evidence the
+//! packets add. Our records name every field in snake_case, as all our records do; what goes
+//! to AWS as a GuardDuty-shaped event (EventBridge) takes GuardDuty's own names
+//! ([`Finding::guardduty_json`]).
 
-use super::Timestamp;
+use super::{ConnId, Timestamp};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -32,7 +34,7 @@ impl Severity {
 
 /// `resource.rdsDbInstanceDetails`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct InstanceDetails {
     pub db_instance_identifier: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,7 +57,7 @@ pub struct Tag {
 
 /// `resource.rdsDbUserDetails`. GuardDuty gives every field as a string.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct UserDetails {
     pub user: String,
     pub application: String,
@@ -65,7 +67,7 @@ pub struct UserDetails {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Resource {
     pub resource_type: &'static str,
     pub rds_db_instance_details: InstanceDetails,
@@ -74,7 +76,7 @@ pub struct Resource {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Organization {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asn: Option<String>,
@@ -87,7 +89,7 @@ pub struct Organization {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Country {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country_code: Option<String>,
@@ -97,7 +99,7 @@ pub struct Country {
 
 /// `service.action.rdsLoginAttemptAction.remoteIpDetails`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct RemoteIpDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address_v4: Option<String>,
@@ -125,7 +127,7 @@ impl RemoteIpDetails {
 
 /// One element of `LoginAttributes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct LoginAttribute {
     pub user: String,
     pub application: String,
@@ -134,22 +136,21 @@ pub struct LoginAttribute {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct RdsLoginAttemptAction {
     pub remote_ip_details: RemoteIpDetails,
-    #[serde(rename = "LoginAttributes")]
     pub login_attributes: Vec<LoginAttribute>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Action {
     pub action_type: &'static str,
     pub rds_login_attempt_action: RdsLoginAttemptAction,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Service {
     pub service_name: &'static str,
     pub action: Action,
@@ -161,7 +162,7 @@ pub struct Service {
 
 /// What the packets showed: statement classes, fingerprints, volumes, why it is unusual.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Evidence {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
@@ -242,10 +243,31 @@ impl Evidence {
     }
 }
 
+/// Who the finding was about when it was first seen: an update shows the latest actor in
+/// `service` and `resource`, and keeps this.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FirstActor {
+    pub ts: Timestamp,
+    /// The client address, `-` when the finding has none.
+    pub ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_id: Option<ConnId>,
+}
+
+/// The connections a finding saw at most (their `conn_id`s join it to the flow, login and
+/// query records); the first ones are kept.
+pub const FINDING_CONN_IDS_MAX: usize = 20;
+
 /// A finding, serialised as `{"kind":"finding", …}`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Finding {
+    /// When this version of the finding was made (`updated_at`).
+    pub ts: Timestamp,
     pub schema_version: &'static str,
     /// Stable for one type + actor + resource: updates of a finding keep its id.
     pub id: String,
@@ -262,4 +284,50 @@ pub struct Finding {
     pub recommended_response: &'static [&'static str],
     #[serde(skip_serializing_if = "Evidence::is_empty")]
     pub evidence: Evidence,
+    pub first_actor: FirstActor,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conn_ids: Vec<ConnId>,
+}
+
+impl Finding {
+    /// The finding as AWS services take a GuardDuty-shaped event: every object key in
+    /// GuardDuty's camelCase (`rdsDbInstanceDetails`, `ipAddressV4`, and its one exception,
+    /// `LoginAttributes`).
+    pub fn guardduty_json(&self) -> serde_json::Value {
+        fn camel(k: &str) -> String {
+            if k == "login_attributes" {
+                return "LoginAttributes".to_string();
+            }
+            let mut out = String::with_capacity(k.len());
+            let mut up = false;
+            for c in k.chars() {
+                if c == '_' {
+                    up = true;
+                } else if up {
+                    out.extend(c.to_uppercase());
+                    up = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        fn walk(v: serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => serde_json::Value::Object(
+                    m.into_iter().map(|(k, v)| (camel(&k), walk(v))).collect(),
+                ),
+                serde_json::Value::Array(a) => {
+                    serde_json::Value::Array(a.into_iter().map(walk).collect())
+                }
+                v => v,
+            }
+        }
+        // Plain data: serialising it cannot fail.
+        let mut v = walk(serde_json::to_value(self).unwrap_or_default());
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), "finding".into());
+        }
+        v
+    }
 }

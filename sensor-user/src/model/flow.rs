@@ -1,7 +1,7 @@
 //! A connection's packet-level summary, reported once when it ends.
 
-use super::{Clock, Protocol, Timestamp, addr_string, client, server};
-use sensor_common::{FlowKey, FlowStats, NO_VNI};
+use super::{Clock, ConnId, Endpoint, Timestamp};
+use sensor_common::{FlowKey, FlowStats};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -30,12 +30,12 @@ pub enum Purpose {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FlowRecord {
-    pub client: String,
-    pub server: String,
-    /// VXLAN VNI (mirror session); absent for unencapsulated traffic.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vni: Option<u32>,
-    pub protocol: Protocol,
+    /// The connection's first packet (Zeek's conn.log `ts`), as `first_seen`.
+    pub ts: Timestamp,
+    /// The session's `conn_id` when a decoder made one of the flow (its login, query and tls
+    /// records carry the same), else one of its own.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     pub duration_us: u64,
@@ -59,13 +59,23 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
-    pub fn new(key: &FlowKey, s: &FlowStats, end: FlowEnd, clock: &Clock, proto: u8) -> Self {
+    pub fn new(
+        key: &FlowKey,
+        s: &FlowStats,
+        end: FlowEnd,
+        clock: &Clock,
+        proto: u8,
+        conn_id: Option<ConnId>,
+    ) -> Self {
+        let first_seen = clock.at(s.first_ns);
+        let mut endpoint = Endpoint::new(key, proto, first_seen.ns());
+        if let Some(id) = conn_id {
+            endpoint.conn_id = id;
+        }
         Self {
-            client: addr_string(client(key)),
-            server: addr_string(server(key)),
-            vni: (key.vni != NO_VNI).then_some(key.vni),
-            protocol: Protocol::from_wire(proto),
-            first_seen: clock.at(s.first_ns),
+            ts: first_seen,
+            endpoint,
+            first_seen,
             last_seen: clock.at(s.last_ns),
             duration_us: s.last_ns.saturating_sub(s.first_ns) / 1000,
             packets_to_server: s.packets[0],

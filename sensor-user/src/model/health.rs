@@ -17,7 +17,7 @@ pub fn counter_map(
 }
 
 /// Periodic (live) or final (offline) health and volume figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct SummaryRecord {
     pub ts: Timestamp,
     /// Seconds covered by this summary (since the previous one).

@@ -17,6 +17,8 @@ pub struct Percentiles {
 /// One line of a latency report.
 #[derive(Clone, Debug, Serialize)]
 pub struct LatencyRecord {
+    /// The window's start, as `window_start`.
+    pub ts: Timestamp,
     pub window_start: Timestamp,
     pub window_s: f64,
     pub server: String,
@@ -32,7 +34,11 @@ pub struct LatencyRecord {
     pub errors: u64,
     pub rows: u64,
     pub total_us: u64,
+    /// Named apart from a query's `latency_us` (an integer): one field name, one type, in
+    /// every kind of record.
+    #[serde(rename = "latency_percentiles_us")]
     pub latency_us: Percentiles,
+    #[serde(rename = "first_byte_percentiles_us")]
     pub first_byte_us: Percentiles,
     /// Rank by total time in this window (1 = most), 0 for per-server lines.
     pub rank: usize,

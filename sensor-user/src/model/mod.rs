@@ -14,10 +14,11 @@ mod session;
 mod time;
 mod tls;
 
-pub use endpoint::{Endpoint, Protocol, addr_string, client, ip, server};
+pub use endpoint::{CommunityId, ConnId, Endpoint, Protocol, addr_string, client, ip, server};
 pub use finding::{
-    Action, Country, Evidence, Finding, InstanceDetails, LoginAttribute, Organization,
-    RdsLoginAttemptAction, RemoteIpDetails, Resource, Service, Severity, Tag, UserDetails,
+    Action, Country, Evidence, FINDING_CONN_IDS_MAX, Finding, FirstActor, InstanceDetails,
+    LoginAttribute, Organization, RdsLoginAttemptAction, RemoteIpDetails, Resource, Service,
+    Severity, Tag, UserDetails,
 };
 pub use flow::{FlowEnd, FlowRecord, Purpose};
 pub use health::{

@@ -12,7 +12,7 @@
 use crate::{
     decode::{self, DecodeCtx, Dir, Gap},
     event::Event,
-    model::{Clock, DecoderStats, Endpoint, Protocol, Purpose, Record, StreamStats},
+    model::{Clock, ConnId, DecoderStats, Endpoint, Protocol, Purpose, Record, StreamStats},
     session::{Layers, Session},
 };
 use sensor_common::{FlowKey, tcp_flags};
@@ -35,6 +35,9 @@ pub struct StreamLimits {
     pub max_held_total: usize,
     /// A connection without a segment for this long is closed.
     pub idle_ns: u64,
+    /// A closed connection's id and purpose are kept this long for its flow record (which
+    /// comes after the flow's own linger or idle timeout, never later).
+    pub closed_keep_ns: u64,
 }
 
 impl Default for StreamLimits {
@@ -45,6 +48,7 @@ impl Default for StreamLimits {
             max_held_bytes: 256 << 10,
             max_held_total: 64 << 20,
             idle_ns: 300_000_000_000,
+            closed_keep_ns: 600_000_000_000,
         }
     }
 }
@@ -100,9 +104,11 @@ pub struct Streams {
     pub redact: bool,
     /// The layers a session can switch to (TLS).
     pub layers: Layers,
-    /// Closed connections that were not sessions (a cancel request), until their flow is
-    /// reported ([`Streams::take_purpose`]); bounded by `max_connections`.
-    purposes: HashMap<FlowKey, Purpose>,
+    /// Closed connections, until their flow is reported ([`Streams::take_flow`]): what they
+    /// were for, and their id, which the flow record shares. Bounded by `max_connections`;
+    /// an entry whose flow never comes (the kernel's flow map was full) goes after
+    /// [`StreamLimits::closed_keep_ns`].
+    closed: HashMap<FlowKey, Closed>,
     /// Out-of-order bytes held by all connections (the sum of their `held_bytes`).
     held_total: usize,
     /// Closed connections whose TLS layer still waits for late keys (see [`Parked`]).
@@ -130,6 +136,14 @@ struct Parked {
 /// Sessions parked at once for late keys; beyond, a session is closed at once (its report
 /// says `no_key`).
 const MAX_PARKED: usize = 4096;
+
+/// A closed connection waiting for its flow record.
+struct Closed {
+    purpose: Purpose,
+    conn_id: ConnId,
+    ts: u64,
+}
+
 /// How often (capture time) parked sessions look for their keys.
 const PARKED_RETRY_NS: u64 = 50_000_000;
 
@@ -143,7 +157,7 @@ impl Streams {
             decoder_stats: DecoderStats::default(),
             redact,
             layers: Layers::none(),
-            purposes: HashMap::default(),
+            closed: HashMap::default(),
             held_total: 0,
             parked: Vec::new(),
             parked_retry_ns: 0,
@@ -255,7 +269,7 @@ impl Streams {
             self.conns.insert(
                 key,
                 Conn {
-                    endpoint: Endpoint::new(&key, ev.hdr.proto),
+                    endpoint: Endpoint::new(&key, ev.hdr.proto, clock.at(ev.hdr.ts_ns).ns()),
                     session: Session::new(decoder),
                     dirs,
                     last_ts: ev.hdr.ts_ns,
@@ -365,9 +379,29 @@ impl Streams {
         }
     }
 
-    /// What a connection was for, once: its flow is being reported.
-    pub fn take_purpose(&mut self, key: &FlowKey) -> Purpose {
-        self.purposes.remove(key).unwrap_or_default()
+    /// What a connection was for and its id, once: its flow is being reported. `None` for a
+    /// flow no session was made of (a probe, a handshake alone).
+    pub fn take_flow(&mut self, key: &FlowKey) -> Option<(Purpose, ConnId)> {
+        if let Some(c) = self.closed.remove(key) {
+            return Some((c.purpose, c.conn_id));
+        }
+        // The flow idled out before the connection did: the connection keeps its id.
+        self.conns
+            .get(key)
+            .map(|c| (c.session.purpose(), c.endpoint.conn_id))
+    }
+
+    fn remember_closed(&mut self, key: &FlowKey, purpose: Purpose, conn_id: ConnId, ts: u64) {
+        if self.closed.len() < self.limits.max_connections {
+            self.closed.insert(
+                *key,
+                Closed {
+                    purpose,
+                    conn_id,
+                    ts,
+                },
+            );
+        }
     }
 
     /// Closes connections idle at `now_ns`; with `all`, every connection.
@@ -376,6 +410,9 @@ impl Streams {
         let idle_ns = self.limits.idle_ns;
         self.handshakes
             .retain(|_, h| !all && now_ns.saturating_sub(h.ts) < idle_ns);
+        let keep_ns = self.limits.closed_keep_ns;
+        self.closed
+            .retain(|_, c| now_ns.saturating_sub(c.ts) < keep_ns);
         let idle: Vec<FlowKey> = self
             .conns
             .iter()
@@ -447,25 +484,20 @@ impl Streams {
         match down.session.waiting_until() {
             Some(until) if until > ts && self.parked.len() < MAX_PARKED => {
                 let purpose = conn.session.purpose();
+                let conn_id = conn.endpoint.conn_id;
                 self.parked.push(Parked {
                     endpoint: conn.endpoint,
                     session: conn.session,
                     until,
                     ts,
                 });
-                if purpose != Purpose::Session && self.purposes.len() < self.limits.max_connections
-                {
-                    self.purposes.insert(*key, purpose);
-                }
+                self.remember_closed(key, purpose, conn_id, ts);
                 self.stats.connections_closed += 1;
                 return;
             }
             _ => down.session.close(&mut down.cx, ts),
         }
-        let purpose = conn.session.purpose();
-        if purpose != Purpose::Session && self.purposes.len() < self.limits.max_connections {
-            self.purposes.insert(*key, purpose);
-        }
+        self.remember_closed(key, conn.session.purpose(), conn.endpoint.conn_id, ts);
         self.stats.connections_closed += 1;
     }
 }

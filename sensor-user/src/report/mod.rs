@@ -265,7 +265,7 @@ impl Report {
             let _ = write!(
                 h,
                 "<div class=\"finding\"><h3><span class=\"sev {sev}\">{sev}</span> {title}{ended}</h3><p><code>{ty}</code> · {created} – {updated}</p><p>{desc}</p><details open><summary>evidence</summary><pre>{ev}</pre></details></div>",
-                sev = esc(&s("severityLabel")),
+                sev = esc(&s("severity_label")),
                 ended = if f["service"]["archived"] == true {
                     " (ended, archived)"
                 } else {
@@ -273,8 +273,8 @@ impl Report {
                 },
                 title = esc(&s("title")),
                 ty = esc(&s("type")),
-                created = esc(&s("createdAt")),
-                updated = esc(&s("updatedAt")),
+                created = esc(&s("created_at")),
+                updated = esc(&s("updated_at")),
                 desc = esc(&s("description")),
                 ev = esc(
                     &serde_json::to_string_pretty(f.get("evidence").unwrap_or(f))

@@ -1,5 +1,6 @@
 //! Where records go. One module per sink.
 
+pub mod file;
 pub mod prometheus;
 pub mod stdout;
 pub mod tui;

@@ -292,7 +292,7 @@ impl Sink for Prometheus {
                 *m.tls.entry((inst, result)).or_default() += 1;
             }
             Record::Flow(f) => {
-                let inst = m.dims.instance(self.instances.resolve(&f.server));
+                let inst = m.dims.instance(self.instances.resolve(&f.endpoint.server));
                 let e = m.bytes.entry(inst).or_default();
                 e.0 += f.bytes_to_server;
                 e.1 += f.bytes_to_client;
@@ -385,12 +385,7 @@ mod tests {
     #[test]
     fn tls_sessions_by_result_and_an_sni_names_its_server() {
         let mut sink = Prometheus::new(Instances::default());
-        let ep = Endpoint {
-            client: "10.0.1.5:40000".into(),
-            server: "10.0.3.99:5432".into(),
-            vni: None,
-            protocol: Protocol::Postgres,
-        };
+        let ep = Endpoint::from_text("10.0.1.5:40000", "10.0.3.99:5432", None, Protocol::Postgres);
         for (decrypted, why) in [
             (true, None),
             (false, Some(crate::model::Undecryptable::NoKey)),
@@ -426,12 +421,12 @@ mod tests {
         for (us, err) in [(1_000, false), (2_000, false), (400_000, true)] {
             sink.emit(&Record::Query(QueryRecord {
                 ts: Timestamp::default(),
-                endpoint: Endpoint {
-                    client: "10.0.1.5:40000".into(),
-                    server: "10.0.3.17:5432".into(),
-                    vni: None,
-                    protocol: Protocol::Postgres,
-                },
+                endpoint: Endpoint::from_text(
+                    "10.0.1.5:40000",
+                    "10.0.3.17:5432",
+                    None,
+                    Protocol::Postgres,
+                ),
                 user: Some("app".into()),
                 database: Some("orders".into()),
                 verb: "SELECT".into(),
@@ -494,10 +489,12 @@ mod tests {
         for i in 0..100 {
             sink.emit(&Record::Query(QueryRecord {
                 ts: Timestamp::default(),
-                endpoint: Endpoint {
-                    server: "10.0.3.17:5432".into(),
-                    ..Endpoint::default()
-                },
+                endpoint: Endpoint::from_text(
+                    "0.0.0.0:0",
+                    "10.0.3.17:5432",
+                    None,
+                    Default::default(),
+                ),
                 user: None,
                 database: Some(format!("db{i}")),
                 verb: "SELECT".into(),

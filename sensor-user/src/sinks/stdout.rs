@@ -29,10 +29,13 @@ impl Sink for Stdout {
             Record::Flow(f) => writeln!(
                 self.out,
                 "flow {} -> {} {}{} pkts {}/{} bytes {}/{} payload {}/{} {}us end={:?}",
-                f.client,
-                f.server,
-                f.protocol,
-                f.vni.map(|v| format!(" vni={v}")).unwrap_or_default(),
+                f.endpoint.client,
+                f.endpoint.server,
+                f.endpoint.protocol,
+                f.endpoint
+                    .vni
+                    .map(|v| format!(" vni={v}"))
+                    .unwrap_or_default(),
                 f.packets_to_server,
                 f.packets_to_client,
                 f.bytes_to_server,

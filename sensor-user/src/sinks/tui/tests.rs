@@ -6,12 +6,7 @@ use ratatui::{Terminal, backend::TestBackend};
 fn query(server: &str, fp: &str, us: u64, err: bool) -> Record {
     Record::Query(QueryRecord {
         ts: Timestamp::default(),
-        endpoint: Endpoint {
-            client: "10.0.1.5:40000".into(),
-            server: server.into(),
-            vni: Some(7),
-            protocol: Protocol::Postgres,
-        },
+        endpoint: Endpoint::from_text("10.0.1.5:40000", &server, Some(7), Protocol::Postgres),
         user: Some("app".into()),
         database: Some("orders".into()),
         verb: "SELECT".into(),
@@ -233,10 +228,12 @@ fn tls_sessions_show_per_server_with_how_many_were_read() {
     let tls = |server: &str, decrypted: bool| {
         Record::Tls(crate::model::TlsRecord {
             ts: crate::model::Timestamp(0),
-            endpoint: crate::model::Endpoint {
-                server: server.into(),
-                ..crate::model::Endpoint::default()
-            },
+            endpoint: crate::model::Endpoint::from_text(
+                "0.0.0.0:0",
+                &server,
+                None,
+                Default::default(),
+            ),
             info: crate::model::TlsInfo {
                 decrypted,
                 ..Default::default()
