@@ -15,80 +15,18 @@ use std::{
 pub const MOTO: &str = "moto[server]==5.2.5";
 pub const REGION: &str = "us-east-1";
 
-/// `target/` of this workspace (or CARGO_TARGET_DIR).
-pub fn target_dir() -> PathBuf {
-    // The test binary is target/<profile>/deps/<name>.
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .expect("target directory")
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{cmd:?}: cannot run: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+#[path = "../../../sensor-user/tests/common/venv.rs"]
+mod venv;
+pub use venv::target_dir;
 
 /// The `moto_server` of the test venv, installing it first if needed.
 pub fn moto_server() -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = target_dir().join("moto-venv");
-    let bin = venv.join("bin/moto_server");
-    let marker = venv.join(".installed");
-    if bin.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == MOTO) {
-        return bin;
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    eprintln!("installing {MOTO} into {} (once)", venv.display());
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let py = venv.join("bin/python");
-    let install = || -> Result<(), String> {
-        // A venv with pip; without python3-venv's ensurepip, a bare venv that the system pip
-        // (23+: --python) installs into.
-        let with_pip = run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-        match with_pip {
-            Ok(()) => run(Command::new(&py).args(["-m", "pip", "install", "--quiet", MOTO])),
-            Err(first) => {
-                let _ = std::fs::remove_dir_all(&venv);
-                run(Command::new(&python)
-                    .args(["-m", "venv", "--without-pip"])
-                    .arg(&venv))
-                .and_then(|_| {
-                    run(Command::new(&python)
-                        .args(["-m", "pip", "--python"])
-                        .arg(&py)
-                        .args(["install", "--quiet", MOTO]))
-                })
-                .map_err(|second| format!("{first}\n--- then ---\n{second}"))
-            }
-        }
-    };
-    if let Err(e) = install() {
-        panic!(
-            "cannot install moto, which these tests run against: {e}\n\
-             They need python3 (3.9+) with venv or pip, and PyPI. On Debian: \
-             apt-get install python3-venv python3-pip"
-        );
-    }
+    let bin = venv::venv("moto-venv", MOTO).join("bin/moto_server");
     assert!(
         bin.is_file(),
         "{} missing after installing moto",
         bin.display()
     );
-    std::fs::write(&marker, MOTO).expect("writing the venv marker");
     bin
 }
 

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: frame builders, the kernel-test gate, pcap lookup.
 #![allow(dead_code)]
 
+pub mod venv;
+
 use std::path::PathBuf;
 
 /// Whether kernel tests (root, XDP, netns) can run here. Under `cargo xtask test` as root
