@@ -479,7 +479,7 @@ mod tests {
     fn q(server: &str, db: &str, fp: &str, us: u64) -> QueryRecord {
         QueryRecord {
             ts: Timestamp::default(),
-            endpoint: Endpoint::from_text("0.0.0.0:0", &server, None, Default::default()),
+            endpoint: Endpoint::from_text("0.0.0.0:0", server, None, Default::default()),
             user: None,
             database: Some(db.into()),
             verb: "SELECT".into(),

@@ -151,6 +151,21 @@ fn analyze_never_prints_a_secret() {
             );
             assert_clean(&format!("{name} ({mode})"), &t);
         }
+        // The record files hold what stdout would: searched too.
+        let file = std::env::temp_dir().join(format!(
+            "rds-sensor-redaction-{}-{name}.json",
+            std::process::id()
+        ));
+        let file_arg = file.display().to_string();
+        let args = [&["--quiet", "--record-file", &file_arg][..], &detect[..]].concat();
+        analyze(pcap, &args);
+        let written = std::fs::read_to_string(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            !written.is_empty(),
+            "{name}: an empty record file checks nothing"
+        );
+        assert_clean(&format!("{name} (--record-file)"), &written);
     }
 }
 

@@ -6,7 +6,7 @@ use ratatui::{Terminal, backend::TestBackend};
 fn query(server: &str, fp: &str, us: u64, err: bool) -> Record {
     Record::Query(QueryRecord {
         ts: Timestamp::default(),
-        endpoint: Endpoint::from_text("10.0.1.5:40000", &server, Some(7), Protocol::Postgres),
+        endpoint: Endpoint::from_text("10.0.1.5:40000", server, Some(7), Protocol::Postgres),
         user: Some("app".into()),
         database: Some("orders".into()),
         verb: "SELECT".into(),
@@ -230,7 +230,7 @@ fn tls_sessions_show_per_server_with_how_many_were_read() {
             ts: crate::model::Timestamp(0),
             endpoint: crate::model::Endpoint::from_text(
                 "0.0.0.0:0",
-                &server,
+                server,
                 None,
                 Default::default(),
             ),
