@@ -487,6 +487,8 @@ mod tests {
             query: None,
             rows: Some(2),
             error_code: None,
+            error_name: None,
+            error_message: None,
             bytes_request: 0,
             bytes_response: 0,
             latency_first_byte_us: None,

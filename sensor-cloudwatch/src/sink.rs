@@ -337,6 +337,8 @@ mod tests {
             query: Some("select 42".into()),
             rows: None,
             error_code: None,
+            error_name: None,
+            error_message: None,
             bytes_request: 0,
             bytes_response: 0,
             latency_first_byte_us: Some(5),

@@ -503,6 +503,8 @@ fn query(t_s: i64, latency_us: u64) -> Record {
         query: Some("select 1".into()),
         rows: Some(1),
         error_code: None,
+        error_name: None,
+        error_message: None,
         bytes_request: 10,
         bytes_response: 20,
         latency_first_byte_us: Some(latency_us / 2),

@@ -301,6 +301,9 @@ pub const RUNTIME_TOOLS: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     // The driver statistics test compares with `ethtool -S`.
     ("ethtool", "ethtool"),
+    // The error-name tables are checked against the servers' own lists (a path: a file).
+    ("/usr/share/postgresql/15/errcodes.txt", "postgresql-15"),
+    ("/usr/include/mariadb/mysqld_error.h", "libmariadb-dev"),
 ];
 
 /// Installs missing runtime tools when possible, else says which are missing.
@@ -308,6 +311,9 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(bin, _)| {
+            if bin.starts_with('/') {
+                return !Path::new(bin).is_file();
+            }
             which(bin).is_none()
                 && !Path::new("/usr/sbin").join(bin).is_file()
                 && !Path::new("/sbin").join(bin).is_file()

@@ -383,6 +383,8 @@ mod tests {
             query: None,
             rows: Some(1),
             error_code: err.then(|| "57014".into()),
+            error_name: None,
+            error_message: None,
             bytes_request: 0,
             bytes_response: 0,
             latency_first_byte_us: Some(us / 2),

@@ -13,6 +13,15 @@ pub mod mysql;
 pub mod postgres;
 pub mod tds;
 
+/// The error-name tables the records' `error_name` comes from (PostgreSQL's SQLSTATEs, MySQL's
+/// error numbers), for checks against the servers' own lists.
+pub fn error_names() -> (
+    &'static [(&'static str, &'static str)],
+    &'static [(u16, &'static str)],
+) {
+    (kit::errnames::POSTGRES, kit::errnames::MYSQL)
+}
+
 use crate::model::{Clock, DecoderStats, Endpoint, Protocol, Purpose, Record};
 
 /// Which way bytes flow.

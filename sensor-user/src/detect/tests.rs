@@ -72,6 +72,8 @@ fn login(l: L<'_>) -> Record {
             Outcome::Failure
         },
         error_code: (!l.ok).then(|| "28P01".into()),
+        error_name: None,
+        error_message: None,
         tls: l.tls,
         tls_version: None,
         tls_suite: None,
@@ -104,6 +106,8 @@ fn query(
         query: None,
         rows: Some(rows),
         error_code: None,
+        error_name: None,
+        error_message: None,
         bytes_request: 60,
         bytes_response: bytes,
         latency_first_byte_us: None,

@@ -23,8 +23,14 @@ pub struct LoginRecord {
     pub database: Option<String>,
     pub application: Option<String>,
     pub outcome: Outcome,
-    /// SQLSTATE (PostgreSQL) or error number (MySQL), as a string.
+    /// SQLSTATE (PostgreSQL) or error number (MySQL, SQL Server), as a string.
     pub error_code: Option<String>,
+    /// The code's name (PostgreSQL's condition name, MySQL's `ER_` symbol).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_name: Option<&'static str>,
+    /// The server's message, quoted spans and numbers redacted unless `--no-redact`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     pub tls: bool,
     /// The TLS version and suite the login ran under, when it ran inside TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +88,12 @@ pub struct QueryRecord {
     /// Rows returned or affected, when the protocol says.
     pub rows: Option<u64>,
     pub error_code: Option<String>,
+    /// The code's name (PostgreSQL's condition name, MySQL's `ER_` symbol).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_name: Option<&'static str>,
+    /// The server's message, quoted spans and numbers redacted unless `--no-redact`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     pub bytes_request: u64,
     pub bytes_response: u64,
     /// From the request's first byte to the response's first byte, µs.

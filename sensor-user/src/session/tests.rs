@@ -49,6 +49,8 @@ impl Decoder for Lines {
                     query: None,
                     rows: None,
                     error_code: None,
+                    error_name: None,
+                    error_message: None,
                     bytes_request: 0,
                     bytes_response: 0,
                     latency_first_byte_us: None,

@@ -4,6 +4,15 @@ use super::Sink;
 use crate::model::Record;
 use std::io::Write;
 
+/// ` error=CODE` or ` error=CODE(name)`.
+fn error_text(code: Option<&str>, name: Option<&str>) -> String {
+    match (code, name) {
+        (Some(c), Some(n)) => format!(" error={c}({n})"),
+        (Some(c), None) => format!(" error={c}"),
+        _ => String::new(),
+    }
+}
+
 pub struct Stdout {
     json: bool,
     out: std::io::BufWriter<std::io::Stdout>,
@@ -55,10 +64,7 @@ impl Sink for Stdout {
                 l.database.as_deref().unwrap_or("-"),
                 l.application.as_deref().unwrap_or("-"),
                 l.outcome,
-                l.error_code
-                    .as_deref()
-                    .map(|c| format!(" error={c}"))
-                    .unwrap_or_default(),
+                error_text(l.error_code.as_deref(), l.error_name),
                 l.tls,
                 match (&l.tls_version, &l.tls_suite) {
                     (Some(v), Some(s)) => format!(" ({v} {s})"),
@@ -98,10 +104,7 @@ impl Sink for Stdout {
                 q.verb,
                 q.rows.map_or_else(|| "-".to_string(), |r| r.to_string()),
                 q.latency_us,
-                q.error_code
-                    .as_deref()
-                    .map(|c| format!(" error={c}"))
-                    .unwrap_or_default(),
+                error_text(q.error_code.as_deref(), q.error_name),
                 q.fingerprint,
             )?,
             Record::TlsExchange(e) => writeln!(

@@ -1,5 +1,6 @@
 //! A login attempt as a decoder learns it, and the record it becomes once the server answers.
 
+use super::ErrorReply;
 use super::iam::IamToken;
 use crate::{
     decode::DecodeCtx,
@@ -26,8 +27,8 @@ pub struct Login {
 }
 
 impl Login {
-    /// Reports the attempt with the server's final answer (`error_code`: SQLSTATE, errno).
-    pub fn report(self, cx: &mut DecodeCtx<'_>, outcome: Outcome, error_code: Option<String>) {
+    /// Reports the attempt with the server's final answer (its error, if it refused).
+    pub fn report(self, cx: &mut DecodeCtx<'_>, outcome: Outcome, error: Option<ErrorReply>) {
         let ts = cx.clock.at(self.ts_ns);
         let secs = |s: i64| Timestamp(u64::try_from(s).unwrap_or(0).saturating_mul(1_000_000_000));
         let iam_token = self.iam.map(|t| model::IamToken {
@@ -49,7 +50,9 @@ impl Login {
             database: self.database,
             application: self.application,
             outcome,
-            error_code,
+            error_message: error.as_ref().and_then(|e| e.message_for(cx.redact)),
+            error_name: error.as_ref().and_then(|e| e.name),
+            error_code: error.map(|e| e.code),
             tls: self.tls,
             tls_version: None,
             tls_suite: None,

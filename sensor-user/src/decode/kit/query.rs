@@ -1,6 +1,7 @@
 //! One request and its response, and the record it becomes: latencies are measured here, once
 //! for every protocol, from the request's first byte.
 
+use super::ErrorReply;
 use crate::{
     decode::DecodeCtx,
     model::{QueryRecord, Record},
@@ -22,7 +23,7 @@ pub struct Exchange {
     /// The statement as sent; reported only when redaction is off.
     pub text: Option<String>,
     pub rows: Option<u64>,
-    pub error_code: Option<String>,
+    pub error: Option<ErrorReply>,
     pub bytes_request: u64,
     pub bytes_response: u64,
     pub prepared: bool,
@@ -42,7 +43,9 @@ impl Exchange {
             fingerprint: self.fingerprint,
             query: if cx.redact { None } else { self.text },
             rows: self.rows,
-            error_code: self.error_code,
+            error_message: self.error.as_ref().and_then(|e| e.message_for(cx.redact)),
+            error_name: self.error.as_ref().and_then(|e| e.name),
+            error_code: self.error.map(|e| e.code),
             bytes_request: self.bytes_request,
             bytes_response: self.bytes_response,
             latency_first_byte_us: self.first_ns.map(since),

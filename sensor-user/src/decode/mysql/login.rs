@@ -9,7 +9,7 @@ use super::{
 use crate::{
     decode::{
         DecodeCtx,
-        kit::{Login, iam},
+        kit::{ErrorReply, Login, iam},
     },
     model::Outcome,
 };
@@ -40,12 +40,19 @@ impl Session {
         self.server_ext & self.client_ext & cap::MARIADB_CACHE_METADATA != 0
     }
 
+    /// The server said it is MariaDB (its error numbers from 1700 up are MariaDB's own).
+    pub(super) fn mariadb(&self) -> bool {
+        self.server_version
+            .as_deref()
+            .is_some_and(|v| v.contains("MariaDB"))
+    }
+
     pub(super) fn emit_login(
         &mut self,
         cx: &mut DecodeCtx<'_>,
         mut l: Login,
         outcome: Outcome,
-        error: Option<String>,
+        error: Option<ErrorReply>,
     ) {
         l.server_version = self.server_version.clone();
         l.report(cx, outcome, error);
@@ -69,7 +76,7 @@ impl Session {
             }
             Some(0xff) => {
                 // Refused before the handshake (too many connections, host blocked, …).
-                let code = wire::parse_err(p.head).map(|c| c.to_string());
+                let code = wire::parse_err_reply(p.head, self.mariadb());
                 let l = Login {
                     ts_ns: p.start_ts,
                     ..Default::default()
@@ -141,14 +148,12 @@ impl Session {
     pub(super) fn auth_step(
         login: &mut Login,
         p: &Packet<'_>,
-    ) -> Option<(Outcome, Option<String>)> {
+        mariadb: bool,
+    ) -> Option<(Outcome, Option<ErrorReply>)> {
         match p.head.first() {
             Some(0x00) => Some((Outcome::Success, None)),
             Some(0xff) if wire::is_progress(p.head) => None,
-            Some(0xff) => Some((
-                Outcome::Failure,
-                wire::parse_err(p.head).map(|c| c.to_string()),
-            )),
+            Some(0xff) => Some((Outcome::Failure, wire::parse_err_reply(p.head, mariadb))),
             Some(0xfe) => {
                 // AuthSwitchRequest (a lone 0xFE: the old switch to mysql_old_password).
                 let plugin = if p.head.len() == 1 {
@@ -182,11 +187,12 @@ impl Session {
 
     pub(super) fn on_auth_response(&mut self, cx: &mut DecodeCtx<'_>, p: &Packet<'_>) {
         self.seq_next = p.last_seq.wrapping_add(1);
+        let mariadb = self.mariadb();
         let login = self.login.get_or_insert_with(|| Login {
             ts_ns: p.start_ts,
             ..Default::default()
         });
-        let Some((outcome, error)) = Self::auth_step(login, p) else {
+        let Some((outcome, error)) = Self::auth_step(login, p, mariadb) else {
             return;
         };
         let l = self.login.take().unwrap_or_default();

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::decode::{
     DecodeCtx,
-    kit::{Exchange, Login},
+    kit::{ErrorReply, Exchange, Login},
 };
 
 /// Outstanding requests per connection.
@@ -78,7 +78,7 @@ pub(super) struct Pending {
     pub(super) in_rows: bool,
     /// Framing was lost inside the response, or a row could not be told from a terminator.
     pub(super) uncertain: bool,
-    pub(super) error: Option<String>,
+    pub(super) error: Option<ErrorReply>,
     pub(super) schema: Option<String>,
 }
 
@@ -157,7 +157,7 @@ impl Session {
             fingerprint: q.fingerprint,
             text: q.query,
             rows,
-            error_code: q.error,
+            error: q.error,
             bytes_request: q.bytes_request,
             bytes_response: q.bytes_response,
             prepared: q.prepared,

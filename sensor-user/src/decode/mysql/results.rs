@@ -8,7 +8,10 @@ use super::{
     queue::{Pending, RState},
     wire::{self, cap, com, status},
 };
-use crate::decode::{DecodeCtx, kit::Login};
+use crate::decode::{
+    DecodeCtx,
+    kit::{ErrorReply, Login},
+};
 
 impl Session {
     /// Advances a response by one packet; true when it is complete.
@@ -17,10 +20,10 @@ impl Session {
         let b0 = h.first().copied();
         let caps = self.caps();
         if b0 == Some(0xff) && !matches!(q.st, RState::Cols(_) | RState::Prep { .. }) {
-            q.error = wire::parse_err(h).map(|c| c.to_string());
+            q.error = wire::parse_err_reply(h, self.mariadb());
             if q.error.is_none() {
                 cx.stats.malformed += 1;
-                q.error = Some("unknown".into());
+                q.error = Some(ErrorReply::code("unknown"));
             }
             return true;
         }
@@ -149,8 +152,9 @@ impl Session {
                 true
             }
             RState::Auth => {
+                let mariadb = self.mariadb();
                 let login = q.login.get_or_insert_with(Login::default);
-                match Self::auth_step(login, p) {
+                match Self::auth_step(login, p, mariadb) {
                     Some((_, err)) => {
                         q.error = err;
                         true

@@ -462,6 +462,20 @@ pub fn parse_err(p: &[u8]) -> Option<u16> {
     (code != 0xffff).then_some(code)
 }
 
+/// An ERR packet as a record carries it: the error number, its name, and the message (after
+/// the `#` SQLSTATE marker of protocol 4.1, absent from errors sent before the handshake).
+pub fn parse_err_reply(p: &[u8], mariadb: bool) -> Option<crate::decode::kit::ErrorReply> {
+    let code = parse_err(p)?;
+    let mut rest = p.get(3..).unwrap_or_default();
+    if rest.first() == Some(&b'#') && rest.len() >= 6 {
+        rest = &rest[6..];
+    }
+    let message = (!rest.is_empty()).then(|| crate::decode::kit::lossy(rest));
+    Some(crate::decode::kit::ErrorReply::mysql(
+        code, message, mariadb,
+    ))
+}
+
 /// A MariaDB progress report (an ERR packet with code 0xFFFF), not a final answer.
 pub fn is_progress(p: &[u8]) -> bool {
     p.len() >= 3 && p[0] == 0xff && p[1] == 0xff && p[2] == 0xff

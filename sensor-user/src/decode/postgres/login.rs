@@ -10,7 +10,7 @@ use super::{
 use crate::{
     decode::{
         Control, DecodeCtx,
-        kit::{Login, iam, lossy},
+        kit::{ErrorReply, Login, iam, lossy},
     },
     model::{Outcome, Purpose},
 };
@@ -35,7 +35,7 @@ impl PostgresDecoder {
         &mut self,
         cx: &mut DecodeCtx<'_>,
         outcome: Outcome,
-        error: Option<String>,
+        error: Option<ErrorReply>,
     ) {
         if let Some(l) = self.login.take() {
             l.report(cx, outcome, error);
@@ -159,7 +159,7 @@ impl PostgresDecoder {
             }
             b'E' => {
                 let code = if m.complete || m.body.len() >= 64 {
-                    messages::error_fields(m.body).1
+                    messages::error_reply(m.body)
                 } else {
                     None
                 };

@@ -364,6 +364,28 @@ pub fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
     (severity.or(localized), code)
 }
 
+/// An ErrorResponse as a record carries it: its SQLSTATE (none without a well-formed one)
+/// and primary message ('M').
+pub fn error_reply(body: &[u8]) -> Option<crate::decode::kit::ErrorReply> {
+    let (mut code, mut message) = (None, None);
+    let mut pos = 0;
+    while let Some(&f) = body.get(pos) {
+        if f == 0 {
+            break;
+        }
+        pos += 1;
+        let Some(v) = cstr(body, &mut pos) else { break };
+        match f {
+            b'C' if v.len() == 5 && v.iter().all(u8::is_ascii_alphanumeric) => {
+                code = Some(lossy(v))
+            }
+            b'M' => message = Some(lossy(v)),
+            _ => {}
+        }
+    }
+    Some(crate::decode::kit::ErrorReply::postgres(code?, message))
+}
+
 /// Rows a CommandComplete tag reports: `SELECT n`, `INSERT oid n`, `UPDATE n`, `DELETE n`,
 /// `MERGE n`, `MOVE n`, `FETCH n`, `COPY n`. Other tags carry no count.
 pub fn tag_rows(body: &[u8]) -> Option<u64> {

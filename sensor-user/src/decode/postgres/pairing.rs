@@ -233,7 +233,7 @@ impl PostgresDecoder {
                     b'C' => q.statement_done(m),
                     b'E' => {
                         if q.error.is_none() {
-                            q.error = messages::error_fields(m.body).1;
+                            q.error = messages::error_reply(m.body);
                         }
                         q.cur_rows = 0;
                     }
@@ -272,7 +272,7 @@ impl PostgresDecoder {
                     b's' => (!q.tainted).then_some(q.cur_rows),
                     b'I' => None,
                     b'E' => {
-                        q.error = messages::error_fields(m.body).1;
+                        q.error = messages::error_reply(m.body);
                         None
                     }
                     _ => return,

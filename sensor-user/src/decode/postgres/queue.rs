@@ -4,6 +4,7 @@
 //! loss ([`Deferred`]).
 
 use super::{framer::Msg, messages, statements::Stmt};
+use crate::decode::kit::ErrorReply;
 use std::{collections::VecDeque, sync::Arc};
 
 /// Request groups pending per connection.
@@ -26,7 +27,7 @@ pub(super) struct Query {
     row_rows: Option<u64>,
     /// DataRows since the last completion.
     pub(super) cur_rows: u64,
-    pub(super) error: Option<String>,
+    pub(super) error: Option<ErrorReply>,
     pub(super) prepared: bool,
     /// Response framing was lost while this query was answered.
     pub(super) tainted: bool,
@@ -102,7 +103,7 @@ pub(super) struct Completion {
     pub(super) end_ts: u64,
     pub(super) bytes: u64,
     pub(super) rows: Option<u64>,
-    pub(super) error: Option<String>,
+    pub(super) error: Option<ErrorReply>,
     pub(super) tag: Option<String>,
 }
 
@@ -139,7 +140,7 @@ impl Deferred {
             _ => return,
         };
         let error = (m.typ == b'E')
-            .then(|| messages::error_fields(m.body).1)
+            .then(|| messages::error_reply(m.body))
             .flatten();
         if self.done.len() < MAX_EXECS {
             self.done.push(Completion {

@@ -39,7 +39,7 @@ impl Session {
             // Cloned only when it will be reported.
             text: if cx.redact { None } else { q.stmt.text.clone() },
             rows,
-            error_code: q.error.clone(),
+            error: q.error.clone(),
             bytes_request: q.bytes_req,
             bytes_response: q.bytes_resp,
             prepared: q.prepared,

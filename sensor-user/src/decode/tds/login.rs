@@ -1,7 +1,7 @@
 //! The login: PRELOGIN both ways (what TLS follows), LOGIN7, and the reply that decides it.
 
 use super::packet::Msg;
-use super::tokens::{self, Reply};
+use super::tokens::{self, Reply, ServerError};
 use super::wire::{self, encrypt};
 use super::{Conn, Phase, TlsMode};
 use crate::decode::{DecodeCtx, kit::Login};
@@ -106,7 +106,7 @@ impl Conn {
             login.server_version = Some(ack.version.clone());
             self.server_version = Some(ack.version.clone());
         }
-        let code = reply.error.as_ref().map(|e| e.number.to_string());
+        let code = reply.error.as_ref().map(ServerError::reply);
         if outcome == Outcome::Success {
             self.login = Some(login);
             if m.spid != 0 {

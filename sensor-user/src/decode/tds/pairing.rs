@@ -10,7 +10,7 @@ use super::{Conn, MAX_STMTS, Phase, Stmt, Stmts, TEXT_CAP};
 use crate::decode::{
     DecodeCtx,
     fingerprint::{Dialect, fingerprint_cached},
-    kit::Exchange,
+    kit::{ErrorReply, Exchange},
 };
 
 /// Requests outstanding per session: one, plus ATTENTIONs (bounded all the same).
@@ -34,7 +34,7 @@ pub(super) struct Pending {
     pub(super) bytes_response: u64,
     rows: u64,
     counted: bool,
-    error: Option<String>,
+    error: Option<ErrorReply>,
     /// Framing was lost inside the reply, or no reply came.
     pub(super) uncertain: bool,
     pub(super) lost: bool,
@@ -366,9 +366,9 @@ impl Conn {
             q.uncertain = true;
         }
         if let Some(e) = error {
-            q.error = Some(e.number.to_string());
+            q.error = Some(e.reply());
         } else if done_error && q.error.is_none() {
-            q.error = Some("error".into());
+            q.error = Some(ErrorReply::code("error"));
         }
         if error.is_none() && !done_error {
             if let (Some(s), Some(h)) = (q.remember.take(), return_int) {
@@ -380,7 +380,7 @@ impl Conn {
         }
         if reply.attention && !q.attention {
             // Cancelled: the ATTENTION queued after it is acknowledged by the same reply.
-            q.error = Some("cancelled".into());
+            q.error = Some(ErrorReply::code("cancelled"));
             q.counted = false;
             self.emit(cx, q);
             if let Some(pos) = self.pending.iter().position(|p| p.attention)
@@ -407,7 +407,7 @@ impl Conn {
             fingerprint: q.fingerprint,
             text: q.text,
             rows,
-            error_code: q.error,
+            error: q.error,
             bytes_request: q.bytes_request,
             bytes_response: q.bytes_response,
             prepared: q.prepared,

@@ -49,6 +49,16 @@ pub(super) struct ServerError {
     pub(super) number: i32,
     pub(super) state: u8,
     pub(super) class: u8,
+    pub(super) message: String,
+}
+
+impl ServerError {
+    pub(super) fn reply(&self) -> crate::decode::kit::ErrorReply {
+        crate::decode::kit::ErrorReply::numbered(
+            i64::from(self.number),
+            (!self.message.is_empty()).then(|| self.message.clone()),
+        )
+    }
 }
 
 /// LOGINACK: the login succeeded.
@@ -181,7 +191,7 @@ fn token(
             let number = e.u32()? as i32;
             let state = e.u8()?;
             let class = e.u8()?;
-            e.us_varchar()?;
+            let message = e.us_varchar()?;
             e.b_varchar()?;
             e.b_varchar()?;
             // Line number: four bytes from 7.2, two before; the length says which.
@@ -193,6 +203,7 @@ fn token(
                     number,
                     state,
                     class,
+                    message,
                 };
                 out.current.error.get_or_insert_with(|| e.clone());
                 out.error.get_or_insert(e);

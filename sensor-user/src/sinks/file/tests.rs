@@ -13,6 +13,8 @@ fn query(n: u64) -> Record {
         query: None,
         rows: Some(1),
         error_code: None,
+        error_name: None,
+        error_message: None,
         bytes_request: 10,
         bytes_response: 20,
         latency_first_byte_us: Some(5),
