@@ -64,13 +64,14 @@ fn the_names_are_the_servers_own() {
         }
     }
     assert!(my.len() > 1000, "{MYSQLD_ERROR}: {} numbers", my.len());
-    let ours = rds_sensor::decode::error_names();
-    let ours_pg: BTreeMap<String, String> = ours
-        .0
+    let ours_pg: BTreeMap<String, String> = rds_sensor::decode::postgres_error_names()
         .iter()
         .map(|(c, n)| (c.to_string(), n.to_string()))
         .collect();
-    let ours_my: BTreeMap<u16, String> = ours.1.iter().map(|(c, n)| (*c, n.to_string())).collect();
+    let ours_my: BTreeMap<u16, String> = rds_sensor::decode::mysql_error_names()
+        .iter()
+        .map(|(c, n)| (*c, n.to_string()))
+        .collect();
     assert_eq!(ours_pg, pg, "PostgreSQL's names");
     assert_eq!(ours_my, my, "MariaDB's names");
 }

@@ -13,13 +13,15 @@ pub mod mysql;
 pub mod postgres;
 pub mod tds;
 
-/// The error-name tables the records' `error_name` comes from (PostgreSQL's SQLSTATEs, MySQL's
-/// error numbers), for checks against the servers' own lists.
-pub fn error_names() -> (
-    &'static [(&'static str, &'static str)],
-    &'static [(u16, &'static str)],
-) {
-    (kit::errnames::POSTGRES, kit::errnames::MYSQL)
+/// The table the records' `error_name` comes from for PostgreSQL (SQLSTATE → condition name),
+/// for checks against the server's own list.
+pub fn postgres_error_names() -> &'static [(&'static str, &'static str)] {
+    kit::errnames::POSTGRES
+}
+
+/// The same for MySQL and MariaDB (error number → `ER_` symbol).
+pub fn mysql_error_names() -> &'static [(u16, &'static str)] {
+    kit::errnames::MYSQL
 }
 
 use crate::model::{Clock, DecoderStats, Endpoint, Protocol, Purpose, Record};
