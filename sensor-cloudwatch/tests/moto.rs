@@ -419,6 +419,46 @@ fn pcaps_ship_what_the_analyzer_measured() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 16: `--metrics-sink stdout` without `--json` printed text records between the JSON
+/// requests; stdout is now one JSON object per line whatever else is asked, and `--quiet`
+/// leaves only the requests.
+#[test]
+fn metrics_sink_stdout_is_json_on_its_own() {
+    for quiet in [false, true] {
+        let mut c = Command::new(BIN);
+        c.arg("analyze")
+            .arg(pcap("pg-queries.pcap"))
+            .args(["--metrics-sink", "stdout"])
+            .env_remove("AWS_ENDPOINT_URL");
+        if quiet {
+            c.arg("--quiet");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = parse_lines(&out.stdout);
+        let requests = lines
+            .iter()
+            .filter(|l| l["kind"] == "cloudwatch_put_metric_data")
+            .count();
+        let records = lines
+            .iter()
+            .filter(|l| {
+                ["query", "login", "flow", "summary"].contains(&l["kind"].as_str().unwrap_or(""))
+            })
+            .count();
+        assert!(requests > 0, "quiet={quiet}");
+        if quiet {
+            assert_eq!(records, 0, "--quiet: only the requests");
+        } else {
+            assert!(records > 10, "the records, as JSON: {records}");
+        }
+    }
+}
+
 #[test]
 fn metrics_sink_stdout_prints_the_requests() {
     let out = Command::new(BIN)
