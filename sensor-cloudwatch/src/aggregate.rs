@@ -222,12 +222,12 @@ impl Aggregator {
     /// A flow's bytes count when it was last seen (`t_last`), the flow itself as new when it
     /// was first seen (`t_first`).
     pub fn flow(&mut self, f: &FlowRecord, t_first: i64, t_last: i64) {
-        let inst = self.instance_only(t_last, &f.server);
+        let inst = self.instance_only(t_last, &f.endpoint.server);
         let a = self.period(t_last).instances.entry(inst).or_default();
         a.bytes_to_server += f.bytes_to_server;
         a.bytes_to_client += f.bytes_to_client;
         a.has_bytes = true;
-        let inst = self.instance_only(t_first, &f.server);
+        let inst = self.instance_only(t_first, &f.endpoint.server);
         self.period(t_first)
             .instances
             .entry(inst)
@@ -563,10 +563,13 @@ mod tests {
         }));
         a.query(&q("10.0.0.1:5432", "db", "f", 10), 130);
         let flow = FlowRecord {
-            client: "10.1.0.1:4000".into(),
-            server: "10.0.0.1:5432".into(),
-            vni: None,
-            protocol: Protocol::Postgres,
+            ts: Timestamp(0),
+            endpoint: Endpoint::from_text(
+                "10.1.0.1:4000",
+                "10.0.0.1:5432",
+                None,
+                Protocol::Postgres,
+            ),
             first_seen: Timestamp(0),
             last_seen: Timestamp(0),
             duration_us: 0,

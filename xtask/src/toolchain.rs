@@ -301,6 +301,8 @@ pub const RUNTIME_TOOLS: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     // The driver statistics test compares with `ethtool -S`.
     ("ethtool", "ethtool"),
+    // `promtool check metrics` reads the Prometheus endpoint's text.
+    ("promtool", "prometheus"),
     // The error-name tables are checked against the servers' own lists (a path: a file).
     ("/usr/share/postgresql/15/errcodes.txt", "postgresql-15"),
     ("/usr/include/mariadb/mysqld_error.h", "libmariadb-dev"),

@@ -570,6 +570,15 @@ pub fn example(id: &str, kind: &'static str) -> Finding {
         Service, Tag, UserDetails,
     };
     Finding {
+        ts: Timestamp(1_700_000_100_000_000_000),
+        first_actor: rds_sensor::model::FirstActor {
+            ts: Timestamp(1_700_000_000_123_000_000),
+            ip: "203.0.113.7".into(),
+            user: Some("app_orders".into()),
+            application: Some("psql".into()),
+            conn_id: None,
+        },
+        conn_ids: Vec::new(),
         schema_version: "2.0",
         id: id.into(),
         finding_type: kind,

@@ -8,7 +8,7 @@ use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, mpsc},
+    sync::mpsc,
     time::Duration,
 };
 
@@ -17,6 +17,7 @@ pub const REGION: &str = "us-east-1";
 
 #[path = "../../../sensor-user/tests/common/venv.rs"]
 mod venv;
+#[allow(unused_imports)]
 pub use venv::target_dir;
 
 /// The `moto_server` of the test venv, installing it first if needed.

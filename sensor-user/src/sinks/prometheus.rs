@@ -1,6 +1,7 @@
 //! `/metrics` in the Prometheus text exposition format (`--prometheus 127.0.0.1:9187`, or
 //! `output.prometheus` in the config file): the figures the CloudWatch sink sends, as counters
-//! since start and latency summaries, for teams that scrape.
+//! since start and latency histograms (fixed buckets, so a fleet's sensors aggregate with
+//! `sum by (le)` and `histogram_quantile` over any range), for teams that scrape.
 //!
 //! Series are bounded as CloudWatch's dimensions are ([`Dims`]: at most [`MAX_INSTANCES`]
 //! instances and [`MAX_DATABASES`] databases each, then `(other)`), folds counted in
@@ -9,7 +10,7 @@
 //! A minimal HTTP/1.1 server on tokio's `TcpListener`: `GET /metrics` (any other path: 404),
 //! one response per connection. Loopback unless an address says otherwise.
 
-use crate::aggregate::{Dims, Instances, MAX_DATABASES, MAX_INSTANCES, QueryFigures};
+use crate::aggregate::{Dims, Instances, MAX_DATABASES, MAX_INSTANCES};
 use crate::model::{Outcome, Record};
 use crate::sinks::Sink;
 use anyhow::{Context, Result};
@@ -29,10 +30,65 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}`: expected PORT or ADDRESS:PORT (e.g. 127.0.0.1:9187)"))
 }
 
+/// Histogram bucket bounds, µs: 100 µs to 30 s, about 2.5× apart (a database's latencies span
+/// index lookups to reports).
+const BUCKETS_US: [u64; 17] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// One Prometheus histogram: counts per bucket (the last is +Inf), and the sum.
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS_US.len() + 1],
+    sum_us: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, us: u64) {
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        self.counts[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn write(&self, o: &mut String, name: &str, labels: &str) {
+        let mut acc = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            acc += c;
+            let le = BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| (*b as f64 / 1e6).to_string());
+            let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {acc}");
+        }
+        let _ = writeln!(o, "{name}_sum{{{labels}}} {}", self.sum_us as f64 / 1e6);
+        let _ = writeln!(o, "{name}_count{{{labels}}} {acc}");
+    }
+}
+
+/// What one (instance, database) did.
+#[derive(Clone, Debug, Default)]
+struct Queries {
+    queries: u64,
+    errors: u64,
+    rows: u64,
+    /// Request and response bytes, counted as each query completes: they move while a
+    /// connection lives (the flow counters only when it ends).
+    bytes_request: u64,
+    bytes_response: u64,
+    latency: Histogram,
+    first_byte: Histogram,
+}
+
 struct Metrics {
     dims: Dims,
     /// (instance, database)
-    queries: BTreeMap<(String, String), QueryFigures>,
+    queries: BTreeMap<(String, String), Queries>,
+    /// (instance, finding type, severity label): new findings (not their updates).
+    findings: BTreeMap<(String, &'static str, &'static str), u64>,
     /// (instance, outcome)
     logins: BTreeMap<(String, &'static str), u64>,
     /// TLS sessions by instance and what came of reading them.
@@ -47,6 +103,7 @@ impl Default for Metrics {
         Self {
             dims: Dims::new(MAX_INSTANCES, MAX_DATABASES),
             queries: BTreeMap::new(),
+            findings: BTreeMap::new(),
             logins: BTreeMap::new(),
             tls: BTreeMap::new(),
             bytes: BTreeMap::new(),
@@ -143,7 +200,13 @@ impl Prometheus {
                 .replace('"', "\\\"")
                 .replace('\n', "\\n")
         };
-        let counter = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&QueryFigures) -> u64| {
+        let _ = writeln!(
+            o,
+            "# HELP rds_sensor_build_info The sensor's version and kernel ABI.\n# TYPE rds_sensor_build_info gauge\nrds_sensor_build_info{{version=\"{}\",abi=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            sensor_common::ABI_VERSION
+        );
+        let counter = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&Queries) -> u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((inst, db), s) in &m.queries {
                 let _ = writeln!(
@@ -170,6 +233,18 @@ impl Prometheus {
             "Rows returned or affected.",
             &|s| s.rows,
         );
+        counter(
+            &mut o,
+            "rds_sensor_query_request_bytes_total",
+            "Request bytes of completed queries (the protocol's messages).",
+            &|s| s.bytes_request,
+        );
+        counter(
+            &mut o,
+            "rds_sensor_query_response_bytes_total",
+            "Response bytes of completed queries (the protocol's messages).",
+            &|s| s.bytes_response,
+        );
         for (name, help, pick) in [
             (
                 "rds_sensor_query_latency_seconds",
@@ -182,27 +257,28 @@ impl Prometheus {
                 1,
             ),
         ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
             for ((inst, db), s) in &m.queries {
-                let (h, sum) = if pick == 0 {
-                    (&s.latency, s.total_us)
-                } else {
-                    (&s.first_byte, s.first_byte_total_us)
-                };
-                if h.is_empty() {
+                let h = if pick == 0 { &s.latency } else { &s.first_byte };
+                if h.count() == 0 {
                     continue;
                 }
                 let labels = format!("db_instance=\"{}\",database=\"{}\"", esc(inst), esc(db));
-                for q in [0.5, 0.9, 0.99] {
-                    let _ = writeln!(
-                        o,
-                        "{name}{{{labels},quantile=\"{q}\"}} {}",
-                        h.quantile(q) as f64 / 1e6
-                    );
-                }
-                let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum as f64 / 1e6);
-                let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count());
+                h.write(&mut o, name, &labels);
             }
+        }
+        let name = "rds_sensor_findings_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Findings raised (new ones and ones that came back after being archived; not their updates).\n# TYPE {name} counter"
+        );
+        for ((inst, ty, sev), n) in &m.findings {
+            let _ = writeln!(
+                o,
+                "{name}{{db_instance=\"{}\",type=\"{}\",severity=\"{sev}\"}} {n}",
+                esc(inst),
+                esc(ty)
+            );
         }
         let name = "rds_sensor_logins_total";
         let _ = writeln!(
@@ -267,7 +343,16 @@ impl Sink for Prometheus {
             Record::Query(q) => {
                 let inst = self.instances.resolve(&q.endpoint.server);
                 let key = m.dims.database(inst, q.database.as_deref());
-                m.queries.entry(key).or_default().observe(q);
+                let e = m.queries.entry(key).or_default();
+                e.queries += 1;
+                e.errors += u64::from(q.error_code.is_some());
+                e.rows += q.rows.unwrap_or(0);
+                e.bytes_request += q.bytes_request;
+                e.bytes_response += q.bytes_response;
+                e.latency.observe(q.latency_us);
+                if let Some(f) = q.latency_first_byte_us {
+                    e.first_byte.observe(f);
+                }
             }
             Record::Login(l) => {
                 let outcome = match l.outcome {
@@ -356,6 +441,16 @@ impl Sink for Prometheus {
                         s.connections_active as u64,
                     ),
                 ];
+            }
+            // A finding's first emission has count 1 (updates count on); one that ended and
+            // came back starts at 1 again.
+            Record::Finding(f) if f.service.count == 1 && !f.service.archived => {
+                // Named as the other series are: by the server address the sensor saw.
+                let server = &f.resource.rds_db_instance_details.address;
+                let inst = m.dims.instance(self.instances.resolve(server));
+                *m.findings
+                    .entry((inst, f.finding_type, f.severity_label))
+                    .or_default() += 1;
             }
             Record::Latency(_) | Record::Finding(_) | Record::TlsExchange(_) => {}
         }
@@ -473,9 +568,14 @@ mod tests {
             format!("rds_sensor_queries_total{l} 3"),
             format!("rds_sensor_query_errors_total{l} 1"),
             format!("rds_sensor_rows_total{l} 6"),
-            "# TYPE rds_sensor_query_latency_seconds summary".to_string(),
-            "rds_sensor_query_latency_seconds{db_instance=\"orders-db\",database=\"orders\",quantile=\"0.5\"} 0.002".to_string(),
-            "rds_sensor_query_latency_seconds{db_instance=\"orders-db\",database=\"orders\",quantile=\"0.99\"} 0.4".to_string(),
+            "# TYPE rds_sensor_query_latency_seconds histogram".to_string(),
+            // 1 ms, 2 ms and 400 ms, cumulative.
+            "rds_sensor_query_latency_seconds_bucket{db_instance=\"orders-db\",database=\"orders\",le=\"0.0005\"} 0".to_string(),
+            "rds_sensor_query_latency_seconds_bucket{db_instance=\"orders-db\",database=\"orders\",le=\"0.001\"} 1".to_string(),
+            "rds_sensor_query_latency_seconds_bucket{db_instance=\"orders-db\",database=\"orders\",le=\"0.0025\"} 2".to_string(),
+            "rds_sensor_query_latency_seconds_bucket{db_instance=\"orders-db\",database=\"orders\",le=\"0.25\"} 2".to_string(),
+            "rds_sensor_query_latency_seconds_bucket{db_instance=\"orders-db\",database=\"orders\",le=\"0.5\"} 3".to_string(),
+            "rds_sensor_query_latency_seconds_bucket{db_instance=\"orders-db\",database=\"orders\",le=\"+Inf\"} 3".to_string(),
             format!("rds_sensor_query_latency_seconds_sum{l} 0.403"),
             format!("rds_sensor_query_latency_seconds_count{l} 3"),
         ] {
