@@ -253,3 +253,54 @@ fn tls_sessions_show_per_server_with_how_many_were_read() {
     assert!(line_with(&out, "10.0.3.17:5432").contains("1/2"));
     assert!(line_with(&out, "10.0.9.9:5432").contains("0/1"));
 }
+
+/// Issue 16: at 80×24 addresses were cut (a 28-column server field, a 22-column one in the
+/// fingerprints); the columns that matter less give way instead.
+#[test]
+fn issue_16_no_address_is_cut_at_80_by_24() {
+    let mut s = state();
+    let v6 = "[2001:db8:100:ffff:ffff:ffff:ffff:10]:5432";
+    s.observe(&query(v6, "SELECT ?", 2_000, false));
+    let out = screen(&s, &View::default(), 80, 24);
+    for addr in ["10.0.3.17:5432", "10.0.3.20:3306", v6] {
+        assert!(
+            out.lines().filter(|l| l.contains(addr)).count() >= 2,
+            "`{addr}` cut in a pane:\n{out}"
+        );
+    }
+    assert!(out.contains("pkts 123.5k"), "{out}");
+}
+
+/// Issue 16: a filter that matched a fingerprint blanked the servers pane; a pane the filter
+/// matches nothing in shows all its rows, and says so.
+#[test]
+fn issue_16_a_filter_does_not_blank_unrelated_panes() {
+    let s = state();
+    let v = View {
+        filter: "pg_sleep".into(),
+        ..View::default()
+    };
+    let out = screen(&s, &v, 160, 45);
+    // The server of the matching fingerprint stays, the other goes; the logins (no user
+    // matches) are all shown with a note.
+    assert!(out.contains("10.0.3.17:5432"), "{out}");
+    assert!(!line_with(&out, "Servers").contains("no match"), "{out}");
+    assert!(
+        out.contains("Logins (filter: no match here, all shown)"),
+        "{out}"
+    );
+    assert!(out.contains("mallory"));
+    assert!(!out.contains("waiting for queries"), "{out}");
+}
+
+#[test]
+fn sparklines_are_labelled_with_their_scale_and_truncation_is_explained() {
+    let mut s = state();
+    s.health.truncated = 12;
+    let out = screen(&s, &View::default(), 160, 45);
+    assert!(out.contains("queries/s, last 5 s (top = 21/s)"), "{out}");
+    assert!(
+        out.contains("truncated 12: the mirror cuts segments (PacketLength, MTU)"),
+        "{out}"
+    );
+}
