@@ -147,7 +147,7 @@ const ETH_GSTRING_LEN: usize = 32;
 const MAX_STATS: usize = 4096;
 
 /// One `SIOCETHTOOL` request with `data` as its command buffer.
-fn ethtool(fd: libc::c_int, name: &str, data: &mut [u8]) -> bool {
+pub(super) fn ethtool(fd: libc::c_int, name: &str, data: &mut [u8]) -> bool {
     // SAFETY: an all-zero ifreq is valid.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     let n = name.len().min(libc::IFNAMSIZ - 1);

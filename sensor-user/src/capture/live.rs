@@ -198,8 +198,12 @@ impl Sensor {
             .try_into()?;
         let (link, used) = match mode {
             AttachMode::Native => (
-                prog.attach(iface, XdpMode::Driver)
-                    .with_context(|| format!("attaching native XDP to {iface}"))?,
+                prog.attach(iface, XdpMode::Driver).with_context(|| {
+                    match super::native::refusal_hint(iface) {
+                        Some(fix) => format!("attaching native XDP to {iface}; {fix}"),
+                        None => format!("attaching native XDP to {iface}"),
+                    }
+                })?,
                 "native",
             ),
             AttachMode::Generic => (
@@ -210,11 +214,18 @@ impl Sensor {
             AttachMode::Auto => match prog.attach(iface, XdpMode::Driver) {
                 Ok(l) => (l, "native"),
                 Err(native) => {
-                    tracing::warn!(
-                        iface,
-                        error = %native,
-                        "native XDP is not available on this interface; falling back to generic XDP (slower)"
-                    );
+                    match super::native::refusal_hint(iface) {
+                        Some(fix) => tracing::warn!(
+                            iface,
+                            error = %native,
+                            "falling back to generic XDP (slower); for {fix}"
+                        ),
+                        None => tracing::warn!(
+                            iface,
+                            error = %native,
+                            "native XDP is not available on this interface; falling back to generic XDP (slower)"
+                        ),
+                    }
                     (
                         prog.attach(iface, XdpMode::Skb).with_context(|| {
                             format!("attaching XDP to {iface} (native failed: {native})")

@@ -5,6 +5,7 @@
 
 pub mod ifstats;
 pub mod live;
+pub mod native;
 pub mod packet;
 pub mod pcap;
 
