@@ -108,3 +108,39 @@ fn the_packet_length_cost_is_the_measured_one() {
     let said = format!("**{cut} of {full} queries**");
     assert!(guide().contains(&said), "docs/aws.md should say {said}");
 }
+
+const CFN_LINT: &str = "cfn-lint==1.58.0";
+
+/// docs/cloudformation/rds-sensor-mirror.yaml, the guide's recipe as a stack, passes AWS's own
+/// template linter (which also knows each resource's schema), and a broken copy does not.
+#[test]
+fn the_cloudformation_template_passes_cfn_lint() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cloudformation");
+    let template = dir.join("rds-sensor-mirror.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    let rules = text
+        .matches("Type: AWS::EC2::TrafficMirrorFilterRule")
+        .count();
+    assert!((1..=10).contains(&rules), "{rules} rules in one filter");
+    let bin = common::venv::venv("cfn-lint-venv", CFN_LINT).join("bin/cfn-lint");
+    let out = Command::new(&bin).arg(&template).output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken =
+        std::env::temp_dir().join(format!("rds-sensor-broken-{}.yaml", std::process::id()));
+    std::fs::write(
+        &broken,
+        text.replacen("TrafficDirection: ingress", "TrafficDirection: inbound", 1),
+    )
+    .unwrap();
+    let out = Command::new(&bin).arg(&broken).output().unwrap();
+    let _ = std::fs::remove_file(&broken);
+    assert!(
+        !out.status.success(),
+        "cfn-lint took a direction that does not exist"
+    );
+}
