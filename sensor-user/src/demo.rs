@@ -24,14 +24,22 @@ pub struct DemoOptions {
 }
 
 pub fn find_pcaps(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    // Named whole: a relative default (`pcaps`) means nothing to someone not in the repository.
+    let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !dir.is_dir() {
+        bail!(
+            "no directory {} with captures to replay: give one with --pcaps DIR (the repository's pcaps/, e.g. `--pcaps ~/rds-sensor/pcaps`)",
+            shown.display()
+        );
+    }
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
+        .with_context(|| format!("listing {}", shown.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     v.sort();
     if v.is_empty() {
-        bail!("no .pcap or .pcapng files in {}", dir.display());
+        bail!("no .pcap or .pcapng files in {}", shown.display());
     }
     Ok(v)
 }

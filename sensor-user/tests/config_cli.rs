@@ -90,3 +90,24 @@ fn the_file_applies_and_switches_win() {
     let overridden = run(&["--port", "5432"]);
     assert!(kinds(&overridden, "query") > 0);
 }
+
+/// Issue 16: `rds-sensor demo` outside the repository failed with "listing pcaps: No such file
+/// or directory", naming no path and no way out.
+#[test]
+fn issue_16_demo_outside_the_repository_names_the_path_and_the_switch() {
+    let dir = std::env::temp_dir().join(format!("rds-sensor-elsewhere-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
+        .args(["demo", "--duration", "1", "--no-tui"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{}", dir.join("pcaps").display())) && err.contains("--pcaps DIR"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
