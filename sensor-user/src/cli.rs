@@ -725,9 +725,10 @@ struct DemoArgs {
     /// Directory with the captures to replay.
     #[arg(long, default_value = "pcaps")]
     pcaps: PathBuf,
-    /// Replay rate in packets per second.
-    #[arg(long, default_value_t = 2000)]
-    pps: u32,
+    /// Replay at this many packets per second instead of the captures' own timing (whose
+    /// latencies are the recorded ones; at a fixed rate every latency is the pacing).
+    #[arg(long)]
+    pps: Option<u32>,
     #[command(flatten)]
     common: Common,
     #[command(flatten)]

@@ -18,8 +18,8 @@ use std::{
 
 pub struct DemoOptions {
     pub pcaps: Vec<PathBuf>,
-    /// Replay rate, packets per second.
-    pub pps: u32,
+    /// A fixed replay rate, packets per second; `None`: the captures' own timing.
+    pub pps: Option<u32>,
     pub mode: AttachMode,
 }
 
@@ -61,6 +61,16 @@ pub async fn run(
         pcaps = opts.pcaps.len(),
         "demo: sensor attached; replaying the bundled captures in a loop"
     );
+    // Said where the dashboard shows it: what the figures on screen are.
+    match opts.pps {
+        None => tracing::info!(
+            "demo: recorded captures replayed with their own timing: latencies are the recorded ones"
+        ),
+        Some(pps) => tracing::warn!(
+            pps,
+            "demo: recorded captures replayed at a fixed rate: latencies are the replay's pacing, not the servers'"
+        ),
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let replayer = {
         let stop = stop.clone();
@@ -73,11 +83,12 @@ pub async fn run(
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let out = std::process::Command::new("ip")
-                        .args(["netns", "exec", &ns, "tcpreplay", "-q", "-i", &inside])
-                        .arg(format!("--pps={}", opts.pps))
-                        .arg(p)
-                        .output();
+                    let mut replay = std::process::Command::new("ip");
+                    replay.args(["netns", "exec", &ns, "tcpreplay", "-q", "-i", &inside]);
+                    if let Some(pps) = opts.pps {
+                        replay.arg(format!("--pps={pps}"));
+                    }
+                    let out = replay.arg(p).output();
                     match out {
                         Ok(o) if o.status.success() => {}
                         Ok(o) => {
