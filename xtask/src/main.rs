@@ -219,10 +219,13 @@ fn real_main() -> Result<()> {
             let mut c = Command::new(bin);
             match &iface {
                 Some(i) => c.args(["run", "--iface", i]),
-                None => c
-                    .args(["demo", "--pcaps"])
-                    .arg(root().join("pcaps"))
-                    .args(["--summary-interval", "2"]),
+                // Detection on: the captures' brute force, weak and cleartext logins and IAM
+                // tokens raise findings on the dashboard.
+                None => c.args(["demo", "--pcaps"]).arg(root().join("pcaps")).args([
+                    "--summary-interval",
+                    "2",
+                    "--detect",
+                ]),
             };
             if let Some(d) = duration {
                 c.args(["--duration", &d.to_string()]);
