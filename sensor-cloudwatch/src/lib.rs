@@ -12,10 +12,12 @@
 //!   ([`distribution`]);
 //! - [`ship::Shipper`] sends them from a bounded queue on its own thread;
 //! - [`securityhub`] sends every finding to AWS Security Hub (ASFF, BatchImportFindings), on
-//!   its own queue and thread: with `--securityhub` alone it is the only sink.
+//!   its own queue and thread: with `--securityhub` alone it is the only sink;
+//! - [`discover`] names servers by what AWS says is there (`--discover rds`).
 
 pub mod aggregate;
 pub mod config;
+pub mod discover;
 pub mod distribution;
 pub mod model;
 pub mod securityhub;
@@ -63,6 +65,13 @@ impl Extension for CloudWatchExtension {
         let cfg = Config::from_args(args)?;
         let mut extra = ExtraSinks::default();
         let mut finishes: Vec<Finish> = Vec::new();
+        // Names first: the sinks and the detector find them in place from the first record.
+        if let Some(d) = discover::start(args, &cfg)? {
+            finishes.push(Box::new(move || {
+                drop(d);
+                Ok(())
+            }));
+        }
         if args.cloudwatch_enabled() {
             let (sink, shipper) = start(cfg.clone(), mode)?;
             extra.sinks.push(Box::new(sink));

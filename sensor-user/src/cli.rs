@@ -48,6 +48,13 @@ pub trait Extension {
     fn sinks(&self, args: &CloudWatchArgs, mode: Mode) -> Result<ExtraSinks>;
 }
 
+/// What `--discover` asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Discover {
+    /// RDS and Aurora instances (DescribeDBInstances).
+    Rds,
+}
+
 /// Where metrics go when CloudWatch is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MetricsSink {
@@ -107,6 +114,21 @@ pub struct CloudWatchArgs {
     /// stdout the Security Hub requests are printed, not sent.
     #[arg(long, env = "RDS_SENSOR_SECURITYHUB", value_parser = clap::builder::FalseyValueParser::new())]
     pub securityhub: bool,
+    /// Name servers by what AWS says is there: `rds` asks DescribeDBInstances (standard
+    /// credential and region chain) and resolves each endpoint to its address. Every sink then
+    /// uses those names (the CloudWatch dimension, the Prometheus label, a finding's resource);
+    /// `[instances]`, `--db-instance` and `--instance-map` still win. Refreshed every
+    /// --discover-interval seconds, and at most every minute while a server no entry names
+    /// shows up (a failover moves an endpoint).
+    #[arg(long, value_enum, value_name = "SERVICE")]
+    pub discover: Option<Discover>,
+    /// Seconds between discovery refreshes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub discover_interval: u64,
+    /// A hosts(5)-format file consulted before DNS for the endpoints' names (split-horizon
+    /// DNS; tests).
+    #[arg(long, value_name = "FILE")]
+    pub discover_hosts: Option<PathBuf>,
     /// The detector's `--instance-map` (server → dbInstanceIdentifier), for the
     /// DBInstanceIdentifier dimension; `--db-instance` overrides it.
     #[arg(skip)]
@@ -133,7 +155,7 @@ impl CloudWatchArgs {
 
     /// True when any switch asks for the sinks on the AWS SDK (CloudWatch or Security Hub).
     pub fn enabled(&self) -> bool {
-        self.cloudwatch_enabled() || self.securityhub_enabled()
+        self.cloudwatch_enabled() || self.securityhub_enabled() || self.discover.is_some()
     }
 
     /// True when a switch asks for CloudWatch itself (metrics, findings to its Logs).

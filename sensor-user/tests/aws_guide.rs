@@ -55,8 +55,8 @@ print(len(p.findings), "findings")
 #[test]
 fn the_iam_policy_passes_a_linter_as_printed() {
     let text = guide();
-    let policies = blocks(&text, "## 5. IAM", "json");
-    assert_eq!(policies.len(), 1, "one policy in section 5");
+    let policies = blocks(&text, "## 6. IAM", "json");
+    assert_eq!(policies.len(), 1, "one policy in section 6");
     let v: serde_json::Value = serde_json::from_str(&policies[0]).expect("valid JSON as printed");
     for st in v["Statement"].as_array().unwrap() {
         let sid = st["Sid"].as_str().unwrap();

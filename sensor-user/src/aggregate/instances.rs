@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 /// The one resolver every sink uses: a server (`addr:port`) is named by its own entry, else
-/// by its address's, else by the name its TLS clients asked for (SNI: on RDS, the endpoint,
+/// by its address's, else by what AWS says is there ([`super::discovered`]), else by the name
+/// its TLS clients asked for (SNI: on RDS, the endpoint,
 /// whose first label is the DB instance or cluster identifier), else it names itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instances {
@@ -60,10 +61,19 @@ impl Instances {
             Some((a, p)) if p.chars().all(|c| c.is_ascii_digit()) => a,
             _ => server,
         };
-        self.names
+        if let Some(id) = self
+            .names
             .get(addr)
             .or_else(|| self.names.get(addr.trim_matches(['[', ']'])))
-            .or_else(|| self.sni.get(server))
+        {
+            return id.clone();
+        }
+        // What AWS says (`--discover rds`) before what TLS clients asked for.
+        if let Some(d) = super::discovered::get(server) {
+            return d.db_instance_identifier;
+        }
+        self.sni
+            .get(server)
             .cloned()
             .unwrap_or_else(|| server.to_string())
     }

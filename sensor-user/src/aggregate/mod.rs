@@ -6,6 +6,7 @@
 //! are the client's choice).
 
 mod dims;
+pub mod discovered;
 mod distribution;
 mod figures;
 mod instances;

@@ -1,9 +1,11 @@
 //! Which database instance a server address is: from `--instance-map` (identifier, cluster,
-//! engine and version, ARN, tags), else the server's own address, with the engine named after
-//! the protocol. Baselines, learning periods and findings are per instance.
+//! engine and version, ARN, tags), else from what AWS says is there (`--discover rds`), else the
+//! server's own address, with the engine named after the protocol. Baselines, learning periods and findings are per instance.
 
 use super::Detector;
+use super::enrich::InstanceSpec;
 use super::finding::{InstanceDetails, Tag};
+use crate::aggregate::discovered;
 use std::net::SocketAddr;
 
 #[derive(Clone, Debug)]
@@ -24,13 +26,34 @@ fn default_engine(protocol: &str) -> &str {
 
 impl Detector {
     pub(super) fn instance(&mut self, server: &str, protocol: &str) -> Inst {
+        // A refresh of what AWS says may have moved names: what was cached from it is stale.
+        let generation = discovered::generation();
+        if generation != self.discovered_generation {
+            self.inst_cache.clear();
+            self.discovered_generation = generation;
+        }
         if let Some(i) = self.inst_cache.get(server) {
             return i.clone();
         }
-        let spec = server
+        let found;
+        let spec = match server
             .parse::<SocketAddr>()
             .ok()
-            .and_then(|s| self.instances.get(s));
+            .and_then(|s| self.instances.get(s))
+        {
+            Some(s) => Some(s),
+            None => {
+                found = discovered::get(server).map(|d| InstanceSpec {
+                    db_instance_identifier: d.db_instance_identifier,
+                    db_cluster_identifier: d.db_cluster_identifier,
+                    engine: Some(d.engine),
+                    engine_version: d.engine_version,
+                    db_instance_arn: d.db_instance_arn,
+                    tags: d.tags,
+                });
+                found.as_ref()
+            }
+        };
         let details = match spec {
             Some(s) => InstanceDetails {
                 db_instance_identifier: s.db_instance_identifier.clone(),

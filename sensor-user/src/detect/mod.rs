@@ -175,6 +175,8 @@ pub struct Detector {
     iam_required: CidrSet,
     instances: InstanceMap,
     inst_cache: HashMap<String, Inst>,
+    /// The [`crate::aggregate::discovered`] generation `inst_cache` was made under.
+    discovered_generation: u64,
     asn: Option<AsnDb>,
     log: FindingLog,
     now_ns: u64,
@@ -228,6 +230,7 @@ impl Detector {
             tor,
             instances,
             inst_cache: HashMap::new(),
+            discovered_generation: 0,
             asn,
             log,
             now_ns: 0,
