@@ -89,7 +89,7 @@ pub fn start(args: &CloudWatchArgs, cfg: &Config) -> Result<Option<Discovery>> {
     let Some(Discover::Rds) = args.discover else {
         return Ok(None);
     };
-    let resolver = Resolver::load(args.discover_hosts.as_deref())?;
+    let mut resolver = Resolver::load(args.discover_hosts.as_deref())?;
     let interval = Duration::from_secs(match args.discover_interval {
         0 => DEFAULT_INTERVAL_S,
         s => s,
@@ -135,6 +135,7 @@ pub fn start(args: &CloudWatchArgs, cfg: &Config) -> Result<Option<Discovery>> {
                         continue;
                     }
                     last = Instant::now();
+                    resolver.reload();
                     match pass(&client, &resolver).await {
                         Ok(map) => {
                             let moved = changes(&known, &map);

@@ -9,6 +9,8 @@ use std::path::Path;
 #[derive(Debug, Default)]
 pub struct Resolver {
     hosts: HashMap<String, Vec<IpAddr>>,
+    /// Read again at each pass ([`Resolver::reload`]): a name that moves moves there too.
+    path: Option<std::path::PathBuf>,
 }
 
 impl Resolver {
@@ -18,7 +20,23 @@ impl Resolver {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--discover-hosts {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("--discover-hosts {}", path.display()))
+        let mut r =
+            Self::parse(&text).with_context(|| format!("--discover-hosts {}", path.display()))?;
+        r.path = Some(path.to_path_buf());
+        Ok(r)
+    }
+
+    /// Reads the hosts file again; keeps what it had when the file cannot be read now.
+    pub fn reload(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        match Self::load(Some(&path)) {
+            Ok(r) => *self = r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "discovery: keeping the hosts file read before")
+            }
+        }
     }
 
     /// `ADDRESS NAME [ALIAS…]` per line, `#` comments.
@@ -38,7 +56,7 @@ impl Resolver {
                     .push(ip);
             }
         }
-        Ok(Self { hosts })
+        Ok(Self { hosts, path: None })
     }
 
     /// Every address of `host`, with `port`; empty when it does not resolve.
