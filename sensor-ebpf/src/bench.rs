@@ -1,9 +1,15 @@
 //! The benchmark's programs (`cargo xtask bench`), built only with the `bench` feature so that
 //! the production object does not carry them.
 
+use crate::maps::{EVENTS, SCRATCH};
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    macros::{map, xdp},
+    maps::Array,
+    programs::XdpContext,
 };
+use sensor_common::{EventHeader, MAX_PAYLOAD_CAP};
 
 /// The benchmark floor: a program that only drops. `cargo xtask bench` measures the sensor
 /// against it in the same run (BPF_PROG_TEST_RUN's own overhead dominates this figure).
@@ -31,4 +37,43 @@ pub fn bench_clock(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// `bench_event`'s frame: where the payload starts and how many of its bytes a sensor event
+/// carries (the benchmark sets them for the frame it runs).
+#[map]
+pub static BENCH_EVENT: Array<[u32; 2]> = Array::with_max_entries(1, 0);
+
+/// The benchmark's baseline for an event: the irreducible work of one, and nothing else. It
+/// reads the exact clock, copies the payload bytes a sensor event carries (offset and length
+/// from `BENCH_EVENT`, no parsing) into a record, outputs the record to the same ring buffer,
+/// and drops. The sensor's cost per database event is reported as a ratio to this.
+#[xdp]
+pub fn bench_event(ctx: XdpContext) -> u32 {
+    // SAFETY: a clock helper without arguments.
+    let t = unsafe { bpf_ktime_get_ns() };
+    let Some(cfg) = BENCH_EVENT.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let (off, len) = (cfg[0], cfg[1]);
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if len == 0 || len > MAX_PAYLOAD_CAP as u32 {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: `scratch` is this CPU's value; `data` holds at least MAX_PAYLOAD_CAP bytes and
+    // 0 < len <= MAX_PAYLOAD_CAP (checked above); the helper checks the frame's side. The
+    // record is the header plus `len` bytes of `data`, inside the value.
+    unsafe {
+        (*scratch).event.hdr.ts_ns = t;
+        let data = (&raw mut (*scratch).event.data).cast::<u8>();
+        if bpf_xdp_load_bytes(ctx.ctx, off, data.cast(), len) != 0 {
+            return xdp_action::XDP_PASS;
+        }
+        let n = EventHeader::SIZE + len as usize;
+        let record = core::slice::from_raw_parts(scratch.cast::<u8>(), n);
+        let _ = EVENTS.output::<[u8]>(record, 0);
+    }
+    xdp_action::XDP_DROP
 }

@@ -162,6 +162,13 @@ impl Sensor {
         self.program_named(names::PROGRAM)
     }
 
+    /// A map of the object by name (the benchmark sets its programs' parameters in theirs).
+    pub fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} not in the object"))
+    }
+
     pub fn program_named(&self, name: &str) -> Result<&Xdp> {
         Ok(self
             .ebpf
