@@ -248,11 +248,12 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
     // Each is the best of several alternating runs: a test_run is a tight loop that other
     // work on a noisy VM can only slow down, so the minimum is the repeatable figure.
     let rounds = if quick { 2 } else { 7 };
-    let best_of = |program: &str, frame: &[u8]| {
-        let (mut floor, mut value) = (f64::MAX, f64::MAX);
+    // Best of alternating runs of `program` and its `baseline` on one frame.
+    let best_pair = |sensor: &Sensor, baseline: &str, program: &str, frame: &[u8]| {
+        let (mut base, mut value) = (f64::MAX, f64::MAX);
         for _ in 0..rounds {
-            floor = floor.min(ns_per_packet(
-                sensor.program_named("bench_floor").expect("floor"),
+            base = base.min(ns_per_packet(
+                sensor.program_named(baseline).expect(baseline),
                 frame,
                 repeat,
             ));
@@ -262,15 +263,18 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
                 repeat,
             ));
         }
-        (value, floor)
+        (value, base)
+    };
+    let best_of = |sensor: &Sensor, program: &str, frame: &[u8]| {
+        best_pair(sensor, "bench_floor", program, frame)
     };
     let mut rows = Vec::new();
     for (name, frame) in &frames {
-        let (value, floor) = best_of(sensor_common::names::PROGRAM, frame);
+        let (value, floor) = best_of(&sensor, sensor_common::names::PROGRAM, frame);
         rows.push((name.to_string(), value, floor));
     }
     // The exact clock alone (one bpf_ktime_get_ns): every event pays it.
-    let (value, floor) = best_of("bench_clock", &frames[0].1);
+    let (value, floor) = best_of(&sensor, "bench_clock", &frames[0].1);
     rows.push(("xdp: exact clock read alone".to_string(), value, floor));
     // The sensor's database events against the minimal event program on the same frame: the
     // clock, the same payload bytes copied, one ring record, nothing else. The ratio is the
@@ -286,20 +290,12 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
                 .expect("an array");
         a.set(0, [off, payload as u32], 0)
             .expect("setting BENCH_EVENT");
-        let frame = &frames[i].1;
-        let (mut value, mut base) = (f64::MAX, f64::MAX);
-        for _ in 0..rounds {
-            base = base.min(ns_per_packet(
-                sensor.program_named("bench_event").expect("event"),
-                frame,
-                repeat,
-            ));
-            value = value.min(ns_per_packet(
-                sensor.program().expect("sensor"),
-                frame,
-                repeat,
-            ));
-        }
+        let (value, base) = best_pair(
+            &sensor,
+            "bench_event",
+            sensor_common::names::PROGRAM,
+            &frames[i].1,
+        );
         vs_event.push((
             format!("{}, vs the minimal event", frames[i].0),
             value,

@@ -151,15 +151,8 @@ fn tshark_errors(pcap: &Path) -> Vec<(String, String)> {
 
 fn captures() -> Vec<PathBuf> {
     let mut v = common::bundled_pcaps();
-    for sub in ["regressions", "scenarios"] {
-        let mut more: Vec<PathBuf> = std::fs::read_dir(common::pcaps_dir().join(sub))
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-            .collect();
-        more.sort();
-        v.extend(more);
-    }
+    v.extend(common::pcaps_in("regressions"));
+    v.extend(common::pcaps_in("scenarios"));
     v
 }
 

@@ -26,14 +26,7 @@ struct Scraped {
 
 fn captures() -> Vec<PathBuf> {
     let mut v = common::bundled_pcaps();
-    let sc = common::pcaps_dir().join("scenarios");
-    let mut more: Vec<PathBuf> = std::fs::read_dir(&sc)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    more.sort();
-    v.extend(more);
+    v.extend(common::pcaps_in("scenarios"));
     v
 }
 

@@ -35,13 +35,7 @@ fn runs() -> &'static [Run] {
         let tmp = tmpdir();
         let mut captures: Vec<(PathBuf, Vec<String>)> = Vec::new();
         for sub in ["", "regressions", "public"] {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
-                .unwrap()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-                .collect();
-            v.sort();
-            for p in v {
+            for p in common::pcaps_in(sub) {
                 let keys = p.with_extension("keys");
                 let args = if keys.is_file() {
                     vec!["--tls-keylog".to_string(), keys.display().to_string()]
@@ -52,13 +46,7 @@ fn runs() -> &'static [Run] {
             }
         }
         let sc = dir.join("scenarios");
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&sc)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-            .collect();
-        v.sort();
-        for p in v {
+        for p in common::pcaps_in("scenarios") {
             let arg = |k: &str, f: &str| [k.to_string(), sc.join(f).display().to_string()];
             let mut args = vec!["--learning-period".to_string(), "0".to_string()];
             args.extend(arg("--instance-map", "instances.json"));
@@ -137,19 +125,10 @@ fn every_record_validates_against_the_schema() {
         }
     }
     std::fs::write(&lines, &text).unwrap();
-    let every = [
-        "flow",
-        "login",
-        "query",
-        "tls",
-        "tls_exchange",
-        "latency",
-        "summary",
-        "finding",
-    ];
+    let every = rds_sensor::sinks::file::KINDS;
     for k in every {
         assert!(
-            kinds.get(k).is_some_and(|n| *n > 0),
+            kinds.get(*k).is_some_and(|n| *n > 0),
             "no {k} record: {kinds:?}"
         );
     }

@@ -36,7 +36,12 @@ pub fn pcaps_dir() -> PathBuf {
 }
 
 pub fn bundled_pcaps() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(pcaps_dir())
+    pcaps_in("")
+}
+
+/// The captures of a folder of the bundled ones (`regressions`, `scenarios`, …), sorted.
+pub fn pcaps_in(sub: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(pcaps_dir().join(sub))
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     v.retain(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"));

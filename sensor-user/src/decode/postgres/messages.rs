@@ -342,22 +342,33 @@ pub fn looks_like_startup(b: &[u8]) -> bool {
     }
 }
 
+/// The fields of an ErrorResponse/NoticeResponse body: (type byte, value), up to the
+/// terminator or the first field cut short.
+fn notice_fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let f = *body.get(pos)?;
+        if f == 0 {
+            return None;
+        }
+        pos += 1;
+        cstr(body, &mut pos).map(|v| (f, v))
+    })
+}
+
+/// A well-formed SQLSTATE: five letters or digits.
+fn sqlstate(v: &[u8]) -> Option<String> {
+    (v.len() == 5 && v.iter().all(u8::is_ascii_alphanumeric)).then(|| lossy(v))
+}
+
 /// Severity and SQLSTATE of an ErrorResponse/NoticeResponse body.
 pub fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
     let (mut severity, mut localized, mut code) = (None, None, None);
-    let mut pos = 0;
-    while let Some(&f) = body.get(pos) {
-        if f == 0 {
-            break;
-        }
-        pos += 1;
-        let Some(v) = cstr(body, &mut pos) else { break };
+    for (f, v) in notice_fields(body) {
         match f {
             b'V' => severity = Some(lossy(v)),
             b'S' => localized = Some(lossy(v)),
-            b'C' if v.len() == 5 && v.iter().all(u8::is_ascii_alphanumeric) => {
-                code = Some(lossy(v))
-            }
+            b'C' => code = sqlstate(v).or(code),
             _ => {}
         }
     }
@@ -368,17 +379,9 @@ pub fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
 /// and primary message ('M').
 pub fn error_reply(body: &[u8]) -> Option<crate::decode::kit::ErrorReply> {
     let (mut code, mut message) = (None, None);
-    let mut pos = 0;
-    while let Some(&f) = body.get(pos) {
-        if f == 0 {
-            break;
-        }
-        pos += 1;
-        let Some(v) = cstr(body, &mut pos) else { break };
+    for (f, v) in notice_fields(body) {
         match f {
-            b'C' if v.len() == 5 && v.iter().all(u8::is_ascii_alphanumeric) => {
-                code = Some(lossy(v))
-            }
+            b'C' => code = sqlstate(v).or(code),
             b'M' => message = Some(lossy(v)),
             _ => {}
         }
