@@ -47,7 +47,8 @@ fn report_renders_in_headless_chromium() {
     let out = Command::new(env!("CARGO_BIN_EXE_rds-sensor"))
         .args(["analyze", "--detect", "--json", "--report"])
         .arg(&html)
-        .arg(root.join("pcaps/pg-queries.pcap"))
+        // Enough queries per server for every plot (a series with few draws none).
+        .arg(root.join("pcaps/scenarios/mixed.pcap"))
         .output()
         .unwrap();
     assert!(
@@ -84,7 +85,16 @@ fn report_renders_in_headless_chromium() {
         dom.contains("<polyline") || dom.contains("<path"),
         "no plotted line"
     );
-    for id in ["servers-table", "fingerprints-table", "logins-table"] {
+    for id in [
+        "servers-table",
+        "fingerprints-table",
+        "logins-table",
+        "capture",
+        "slowest-table",
+        "errors-table",
+        "users-table",
+        "clients-table",
+    ] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "no table {id}");
     }
     // The capture's server and a login row.
