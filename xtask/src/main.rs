@@ -37,6 +37,10 @@ enum Cmd {
         /// Attach to this interface instead of running the demo.
         #[arg(long, short)]
         iface: Option<String>,
+        /// The demo on real servers (PostgreSQL, MariaDB) with a live workload and attacks,
+        /// mirrored through VXLAN as AWS does, instead of replaying the bundled captures.
+        #[arg(long, conflicts_with = "iface")]
+        live: bool,
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<u64>,
@@ -199,6 +203,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Run {
             iface,
+            live,
             duration,
             args,
         } => {
@@ -216,6 +221,18 @@ fn real_main() -> Result<()> {
             toolchain::ensure_tools(tools)?;
             let obj = build_ebpf()?;
             let bin = build_user(&obj)?;
+            if live {
+                let mut extra: Vec<String> = Vec::new();
+                if let Some(d) = duration {
+                    extra.extend(["--duration".to_string(), d.to_string()]);
+                }
+                extra.extend(args.iter().cloned());
+                let st = scenarios::live_demo(&bin, &extra)?;
+                if !st.success() {
+                    bail!("the sensor exited with {st}");
+                }
+                return Ok(());
+            }
             let mut c = Command::new(bin);
             match &iface {
                 Some(i) => c.args(["run", "--iface", i]),

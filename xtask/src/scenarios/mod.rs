@@ -30,14 +30,18 @@
 //! | `labels.rs` | the attacks, what each must and may yield, `labels.json` |
 //! | `timeline.rs` | compressed time: slot marks, retiming the pcaps |
 //! | `corpus.rs` | writing the pcaps, lists, `labels.json` and `README.md` |
+//! | `live.rs` | `cargo xtask run --live`: the same lab, mirrored live to the sensor |
 
 mod attacks;
 mod corpus;
 mod lab;
 mod labels;
+mod live;
 mod servers;
 mod timeline;
 mod workload;
+
+pub use live::run as live_demo;
 
 use crate::netlab::{self, Capture, Network, TempDir, say};
 use anyhow::{Context, Result};
