@@ -427,6 +427,57 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
     floor.detach().unwrap();
     drop(floor);
 
+    // The minimal event program (issue 17's baseline) on the same veth: the clock, the same
+    // payload bytes, one ring record per frame, a reader draining the ring as the agent does.
+    let mut minimal = Sensor::load(&LiveOptions {
+        ring_bytes: 64 << 20,
+        ..LiveOptions::default()
+    })
+    .expect("load");
+    minimal.load_program("bench_event").expect("bench_event");
+    {
+        // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet, IPv4, TCP.
+        let off = (14 + 20 + 8 + 8 + 14 + 20 + 20) as u32;
+        let mut m: aya::maps::Array<_, [u32; 2]> =
+            aya::maps::Array::try_from(minimal.map_mut("BENCH_EVENT").expect("BENCH_EVENT"))
+                .expect("an array");
+        m.set(0, [off, q.len() as u32], 0)
+            .expect("setting BENCH_EVENT");
+    }
+    minimal
+        .attach_named(
+            "bench_event",
+            &veth.b,
+            rds_sensor::capture::live::AttachMode::Native,
+        )
+        .expect("attach the minimal event program");
+    let (minimal_time, minimal_read) = {
+        let mut ring = minimal.take_events().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                loop {
+                    let stopping = stop.load(Ordering::Relaxed);
+                    while ring.next().is_some() {
+                        n += 1;
+                    }
+                    if stopping {
+                        return n;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            })
+        };
+        let t = live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        (t, reader.join().unwrap())
+    };
+    minimal.detach().unwrap();
+    drop(minimal);
+
     // The sensor, with a reader draining its ring as the agent does.
     let mut sensor = Sensor::load(&LiveOptions {
         ring_bytes: 64 << 20,
@@ -470,6 +521,20 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
         "Mpps",
         "drop-all on the same veth",
         mpps(floor_time),
+    ));
+    figures.push(figure(
+        "live frames: sensor on a veth, vs the minimal event",
+        mpps(sensor_time),
+        "Mpps",
+        "bench_event on the same veth",
+        mpps(minimal_time),
+    ));
+    figures.push(figure(
+        "live frames: events the minimal program delivered",
+        minimal_read as f64,
+        "events",
+        "frames sent",
+        n as f64,
     ));
     figures.push(figure(
         "live frames: frames seen by the sensor",
