@@ -379,6 +379,34 @@ fn live_send(
     t0.elapsed()
 }
 
+/// Runs `send` while a reader drains `sensor`'s ring as the agent does; returns what `send`
+/// returned and the records read.
+fn send_while_draining<T>(sensor: &mut Sensor, send: impl FnOnce() -> T) -> (T, u64) {
+    let mut ring = sensor.take_events().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                while ring.next().is_some() {
+                    n += 1;
+                }
+                if stopping {
+                    return n;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let out = send();
+    // The last records reach the ring after the last frame is sent.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    (out, reader.join().unwrap())
+}
+
 fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
     let n: u32 = if quick { 200_000 } else { 5_000_000 };
     let veth = LocalVeth::new();
@@ -451,30 +479,9 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
             rds_sensor::capture::live::AttachMode::Native,
         )
         .expect("attach the minimal event program");
-    let (minimal_time, minimal_read) = {
-        let mut ring = minimal.take_events().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                loop {
-                    let stopping = stop.load(Ordering::Relaxed);
-                    while ring.next().is_some() {
-                        n += 1;
-                    }
-                    if stopping {
-                        return n;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-            })
-        };
-        let t = live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n);
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        stop.store(true, Ordering::Relaxed);
-        (t, reader.join().unwrap())
-    };
+    let (minimal_time, minimal_read) = send_while_draining(&mut minimal, || {
+        live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n)
+    });
     minimal.detach().unwrap();
     drop(minimal);
 
@@ -487,29 +494,10 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
     sensor
         .attach(&veth.b, rds_sensor::capture::live::AttachMode::Native)
         .expect("attach sensor");
-    let mut ring = sensor.take_events().unwrap();
     let state = sensor.take_state().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            loop {
-                let stopping = stop.load(Ordering::Relaxed);
-                while ring.next().is_some() {
-                    n += 1;
-                }
-                if stopping {
-                    return n;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-        })
-    };
-    let sensor_time = live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    let read = reader.join().unwrap();
+    let (sensor_time, read) = send_while_draining(&mut sensor, || {
+        live_send(generator.program_named("bench_tx").unwrap(), &frame, a, n)
+    });
     let k = state.counters().unwrap();
     use sensor_common::counter as c;
     sensor.detach().unwrap();
