@@ -13,19 +13,22 @@
 //! - [`ship::Shipper`] sends them from a bounded queue on its own thread;
 //! - [`securityhub`] sends every finding to AWS Security Hub (ASFF, BatchImportFindings), on
 //!   its own queue and thread: with `--securityhub` alone it is the only sink;
-//! - [`discover`] names servers by what AWS says is there (`--discover rds`).
+//! - [`discover`] names servers by what AWS says is there (`--discover rds`);
+//! - [`mirror`] keeps the VPC Traffic Mirroring from RDS in place (`rds-sensor aws mirror`,
+//!   `--mirror-reconcile`).
 
 pub mod aggregate;
 pub mod config;
 pub mod discover;
 pub mod distribution;
+pub mod mirror;
 pub mod model;
 pub mod securityhub;
 pub mod ship;
 pub mod sink;
 
 pub use config::Config;
-use rds_sensor::cli::{CloudWatchArgs, Extension, ExtraSinks, Mode};
+use rds_sensor::cli::{CloudWatchArgs, Extension, ExtraSinks, MirrorAction, MirrorSpec, Mode};
 use ship::{Shared, Shipper};
 use sink::CloudWatchSink;
 use std::sync::Arc;
@@ -61,6 +64,10 @@ type Finish = Box<dyn FnOnce() -> anyhow::Result<()>>;
 pub struct CloudWatchExtension;
 
 impl Extension for CloudWatchExtension {
+    fn mirror(&self, action: MirrorAction, spec: &MirrorSpec) -> anyhow::Result<()> {
+        mirror::command(action, spec)
+    }
+
     fn sinks(&self, args: &CloudWatchArgs, mode: Mode) -> anyhow::Result<ExtraSinks> {
         let cfg = Config::from_args(args)?;
         let mut extra = ExtraSinks::default();
@@ -69,6 +76,12 @@ impl Extension for CloudWatchExtension {
         if let Some(d) = discover::start(args, &cfg)? {
             finishes.push(Box::new(move || {
                 drop(d);
+                Ok(())
+            }));
+        }
+        if let Some(r) = mirror::start(args.mirror_reconcile.as_deref(), &cfg)? {
+            finishes.push(Box::new(move || {
+                drop(r);
                 Ok(())
             }));
         }

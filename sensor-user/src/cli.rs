@@ -46,6 +46,24 @@ pub struct ExtraSinks {
 /// What a binary adds to the command line: sinks built from the CloudWatch switches.
 pub trait Extension {
     fn sinks(&self, args: &CloudWatchArgs, mode: Mode) -> Result<ExtraSinks>;
+    /// `rds-sensor aws mirror plan|apply|reconcile`.
+    fn mirror(&self, action: MirrorAction, spec: &MirrorSpec) -> Result<()>;
+}
+
+pub use crate::config::mirror::MirrorSpec;
+
+/// What `rds-sensor aws mirror` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MirrorAction {
+    /// Print the calls that would make things right, in `aws ec2` form; call nothing that
+    /// changes anything.
+    Plan,
+    /// Make the calls: create or repair the target, the filter and its rules, and one session
+    /// per network interface of the instances. Sessions it made that no interface of theirs
+    /// needs any more are kept (and said).
+    Apply,
+    /// `apply`, and delete those sessions too: what the agent's `--mirror-reconcile` runs.
+    Reconcile,
 }
 
 /// What `--discover` asks.
@@ -129,6 +147,12 @@ pub struct CloudWatchArgs {
     /// DNS; tests).
     #[arg(long, value_name = "FILE")]
     pub discover_hosts: Option<PathBuf>,
+    /// Keep the mirror sessions of a spec file (`rds-sensor aws mirror`'s keys in TOML, and
+    /// `interval_s`, default 300) in place from the agent: a reconcile pass at start and every
+    /// interval. RDS replaces an instance's network interface on failover, scaling and
+    /// maintenance, and the sessions on the old one vanish with it. Off unless given.
+    #[arg(long, value_name = "FILE")]
+    pub mirror_reconcile: Option<PathBuf>,
     /// The detector's `--instance-map` (server → dbInstanceIdentifier), for the
     /// DBInstanceIdentifier dimension; `--db-instance` overrides it.
     #[arg(skip)]
@@ -155,7 +179,10 @@ impl CloudWatchArgs {
 
     /// True when any switch asks for the sinks on the AWS SDK (CloudWatch or Security Hub).
     pub fn enabled(&self) -> bool {
-        self.cloudwatch_enabled() || self.securityhub_enabled() || self.discover.is_some()
+        self.cloudwatch_enabled()
+            || self.securityhub_enabled()
+            || self.discover.is_some()
+            || self.mirror_reconcile.is_some()
     }
 
     /// True when a switch asks for CloudWatch itself (metrics, findings to its Logs).
@@ -215,10 +242,38 @@ enum Command {
     /// Beside an application: follow its TLS key log and ship every line to a sensor's key
     /// receiver (`--keylog-listen`), over TLS.
     KeylogForward(KeylogForwardArgs),
+    /// AWS resources the sensor needs (on the official AWS SDK: runs rds-sensor-cloudwatch).
+    Aws(AwsArgs),
     /// Write the man pages and shell completions (bash, zsh, fish) into a directory: what
     /// `cargo xtask dist` packages.
     #[command(hide = true)]
     Assets(AssetsArgs),
+}
+
+#[derive(Args)]
+struct AwsArgs {
+    #[command(subcommand)]
+    command: AwsCommand,
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// VPC Traffic Mirroring from RDS to the sensor: the target, a filter for the database
+    /// ports (AWS's 10 rules at most), one session per network interface of the instances.
+    /// Idempotent: what is right stays, what is missing or wrong is made right. Everything it
+    /// makes carries the tag `rds-sensor:mirror=NAME`.
+    Mirror(MirrorArgs),
+}
+
+#[derive(Args)]
+struct MirrorArgs {
+    #[arg(value_enum)]
+    action: MirrorAction,
+    /// The keys below from a TOML file (what `--mirror-reconcile` reads); switches override it.
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    #[command(flatten)]
+    switches: MirrorSpec,
 }
 
 #[derive(Args)]
@@ -791,6 +846,9 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
     if let Command::Assets(a) = &cli.command {
         return assets(a);
     }
+    if let Command::Aws(a) = &cli.command {
+        return aws_command(ext, a);
+    }
     match &mut cli.command {
         Command::Run(r) => {
             r.common.overlay(Some(&r.live), r.iface.as_deref())?;
@@ -800,7 +858,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
         }
         Command::Analyze(a) => a.common.overlay(None, None)?,
         Command::Demo(d) => d.common.overlay(Some(&d.live), None)?,
-        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) => {
+        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) | Command::Aws(_) => {
             unreachable!("handled above")
         }
     }
@@ -808,12 +866,12 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
         Command::Run(r) => &r.common,
         Command::Analyze(a) => &a.common,
         Command::Demo(d) => &d.common,
-        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) => {
+        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) | Command::Aws(_) => {
             unreachable!("handled above")
         }
     };
     if ext.is_none() && common.cloudwatch.enabled() {
-        return delegate();
+        return delegate("CloudWatch (or discovery, or mirror reconciling)");
     }
     // The dashboard when run/demo write to a terminal (log lines then go to its panel).
     let mut dashboard = use_dashboard(&cli.command).then(crate::sinks::tui::Dashboard::new);
@@ -949,7 +1007,7 @@ pub fn run(ext: Option<&dyn Extension>) -> Result<()> {
             })?;
             finish(extra.finish)
         }
-        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) => {
+        Command::Config(_) | Command::KeylogForward(_) | Command::Assets(_) | Command::Aws(_) => {
             unreachable!("handled above")
         }
     }
@@ -1049,6 +1107,27 @@ async fn or_quit(
     }
 }
 
+/// `rds-sensor aws …`: the spec checked here, before any binary or credential is looked for.
+fn aws_command(ext: Option<&dyn Extension>, a: &AwsArgs) -> Result<()> {
+    let AwsCommand::Mirror(m) = &a.command;
+    let spec = match &m.spec {
+        Some(path) => MirrorSpec::load(path)?.overridden_by(&m.switches),
+        None => m.switches.clone(),
+    };
+    spec.validate()?;
+    let Some(ext) = ext else {
+        return delegate("`aws mirror`");
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    ext.mirror(m.action, &spec)
+}
+
 /// `rds-sensor config`.
 fn config_command(c: &ConfigArgs) -> Result<()> {
     if let Some(path) = &c.check {
@@ -1065,17 +1144,18 @@ fn config_command(c: &ConfigArgs) -> Result<()> {
 /// Runs [`CLOUDWATCH_BINARY`] from this binary's directory in place of this process, with the
 /// same arguments: `rds-sensor` has no AWS SDK in it, and the operator switches work from it
 /// all the same.
-fn delegate() -> Result<()> {
+fn delegate(what: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
     if std::env::var_os(DELEGATED_ENV).is_some() {
-        bail!("CloudWatch was asked for, but this binary has no CloudWatch sink built in");
+        bail!("{what} was asked for, but this binary has no AWS SDK built in");
     }
     let exe = std::env::current_exe().context("finding this binary")?;
     let companion = exe.with_file_name(CLOUDWATCH_BINARY);
     if !companion.is_file() {
         bail!(
-            "CloudWatch was asked for, but this rds-sensor is built without the AWS SDK and {} is not beside it; \
-             build it with `cargo build --release -p sensor-cloudwatch` (it runs the same command line with CloudWatch built in)",
+            "{what} was asked for, but this rds-sensor is built without the AWS SDK and {} is not beside it; \
+             install the rds-sensor-cloudwatch package, or build it with `cargo build --release -p sensor-cloudwatch` \
+             (it runs the same command line with the AWS SDK built in)",
             companion.display()
         );
     }

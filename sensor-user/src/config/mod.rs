@@ -6,6 +6,8 @@
 //! the allowed ones); values serde cannot check are checked by [`Config::validate`], whose
 //! errors name the key (`database.ports[1]`) and say what is allowed.
 
+pub mod mirror;
+
 use crate::{capture::live::AttachMode, detect::Thresholds, detect::intel::Cidr};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
