@@ -1123,6 +1123,7 @@ fn aws_command(ext: Option<&dyn Extension>, a: &AwsArgs) -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     ext.mirror(m.action, &spec)

@@ -6,7 +6,8 @@ use super::observe::World;
 use super::plan::{Call, Plan, Ref, Shown};
 use super::{INSTANCE_TAG, NAME_TAG};
 use anyhow::{Result, anyhow, bail};
-use aws_sdk_ec2::error::DisplayErrorContext;
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     ResourceType, Tag, TagSpecification, TrafficDirection, TrafficMirrorPortRangeRequest,
     TrafficMirrorRuleAction, TrafficMirrorSessionField,
@@ -90,6 +91,67 @@ fn resolve(r: &Ref, made: &Option<String>, what: &str) -> Result<String> {
     }
 }
 
+/// AWS's reason in one line: its error code and message, or the HTTP status when the body
+/// says nothing (an emulator's 500 for a call it lacks), or the transport's error.
+fn said<E>(op: &str, e: &SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(se) = e {
+        return match (se.err().code(), se.err().message()) {
+            (Some(c), Some(m)) => anyhow!("{op}: {c}: {m}"),
+            (Some(c), None) => anyhow!("{op}: {c}"),
+            _ => anyhow!(
+                "{op}: HTTP {} with no AWS error in its body (does the endpoint have this call?)",
+                se.raw().status().as_u16()
+            ),
+        };
+    }
+    anyhow!("{op}: {}", DisplayErrorContext(e))
+}
+
+/// The label on what we make: `rds-sensor`, or `rds-sensor NAME` for another name.
+pub fn label(name: &str) -> String {
+    match name {
+        rds_sensor::config::mirror::DEFAULT_NAME => name.to_string(),
+        _ => format!("rds-sensor {name}"),
+    }
+}
+
+/// The call with the ids created before it in place of `$TARGET` and `$FILTER`.
+fn with_ids(call: &Call, target: &Option<String>, filter: &Option<String>) -> Call {
+    let fill = |r: &Ref, made: &Option<String>| match (r, made) {
+        (Ref::New, Some(id)) => Ref::Existing(id.clone()),
+        _ => r.clone(),
+    };
+    let mut c = call.clone();
+    match &mut c {
+        Call::CreateRule { filter: f, .. } => *f = fill(f, filter),
+        Call::CreateSession {
+            target: t,
+            filter: f,
+            ..
+        } => {
+            *t = fill(t, target);
+            *f = fill(f, filter);
+        }
+        Call::ModifySession {
+            target: t,
+            filter: f,
+            ..
+        } => {
+            if let Some(t) = t {
+                *t = fill(t, target);
+            }
+            if let Some(f) = f {
+                *f = fill(f, filter);
+            }
+        }
+        _ => {}
+    }
+    c
+}
+
 async fn make(
     ec2: &aws_sdk_ec2::Client,
     plan: &Plan,
@@ -98,12 +160,11 @@ async fn make(
     filter: &mut Option<String>,
 ) -> Result<String> {
     let name = plan.name.as_str();
-    let e = |op: &str, e: &dyn std::error::Error| anyhow!("{op}: {}", DisplayErrorContext(e));
     match call {
         Call::CreateTarget { target: t } => {
             let mut req = ec2
                 .create_traffic_mirror_target()
-                .description(format!("rds-sensor {name}"))
+                .description(label(name))
                 .tag_specifications(tags(ResourceType::TrafficMirrorTarget, name, None));
             req = match t {
                 MirrorTarget::Eni(x) => req.network_interface_id(x),
@@ -113,7 +174,7 @@ async fn make(
             let r = req
                 .send()
                 .await
-                .map_err(|x| e("CreateTrafficMirrorTarget", &x))?;
+                .map_err(|x| said("CreateTrafficMirrorTarget", &x))?;
             let id = r
                 .traffic_mirror_target()
                 .and_then(|t| t.traffic_mirror_target_id())
@@ -124,11 +185,11 @@ async fn make(
         Call::CreateFilter => {
             let r = ec2
                 .create_traffic_mirror_filter()
-                .description(format!("rds-sensor {name}: database ports"))
+                .description(format!("{}: database ports", label(name)))
                 .tag_specifications(tags(ResourceType::TrafficMirrorFilter, name, None))
                 .send()
                 .await
-                .map_err(|x| e("CreateTrafficMirrorFilter", &x))?;
+                .map_err(|x| said("CreateTrafficMirrorFilter", &x))?;
             let id = r
                 .traffic_mirror_filter()
                 .and_then(|f| f.traffic_mirror_filter_id())
@@ -165,10 +226,10 @@ async fn make(
                 .set_destination_port_range(range(rule.dst_ports))
                 .source_cidr_block(&rule.src_cidr)
                 .destination_cidr_block(&rule.dst_cidr)
-                .description(format!("rds-sensor {name}"))
+                .description(label(name))
                 .send()
                 .await
-                .map_err(|x| e("CreateTrafficMirrorFilterRule", &x))?;
+                .map_err(|x| said("CreateTrafficMirrorFilterRule", &x))?;
             Ok(r.traffic_mirror_filter_rule()
                 .and_then(|r| r.traffic_mirror_filter_rule_id())
                 .unwrap_or_default()
@@ -179,7 +240,7 @@ async fn make(
                 .traffic_mirror_filter_rule_id(rule.id.clone().unwrap_or_default())
                 .send()
                 .await
-                .map_err(|x| e("DeleteTrafficMirrorFilterRule", &x))?;
+                .map_err(|x| said("DeleteTrafficMirrorFilterRule", &x))?;
             Ok(rule.id.clone().unwrap_or_default())
         }
         Call::CreateSession {
@@ -198,7 +259,7 @@ async fn make(
                 .traffic_mirror_filter_id(fid)
                 .session_number(*number)
                 .set_packet_length(plan.packet_length.map(i32::from))
-                .description(format!("rds-sensor {name}: {instance}"))
+                .description(format!("{}: {instance}", label(name)))
                 .tag_specifications(tags(
                     ResourceType::TrafficMirrorSession,
                     name,
@@ -206,7 +267,7 @@ async fn make(
                 ))
                 .send()
                 .await
-                .map_err(|x| e("CreateTrafficMirrorSession", &x))?;
+                .map_err(|x| said("CreateTrafficMirrorSession", &x))?;
             Ok(r.traffic_mirror_session()
                 .and_then(|s| s.traffic_mirror_session_id())
                 .unwrap_or_default()
@@ -234,7 +295,7 @@ async fn make(
             }
             req.send()
                 .await
-                .map_err(|x| e("ModifyTrafficMirrorSession", &x))?;
+                .map_err(|x| said("ModifyTrafficMirrorSession", &x))?;
             Ok(id.clone())
         }
         Call::DeleteSession { id, .. } => {
@@ -242,7 +303,7 @@ async fn make(
                 .traffic_mirror_session_id(id)
                 .send()
                 .await
-                .map_err(|x| e("DeleteTrafficMirrorSession", &x))?;
+                .map_err(|x| said("DeleteTrafficMirrorSession", &x))?;
             Ok(id.clone())
         }
     }
@@ -265,7 +326,11 @@ pub async fn run(
     let (mut target, mut filter) = (None, None);
     let mut o = Outcome::default();
     for c in &plan.calls {
-        let shown = Shown { call: c, plan }.to_string();
+        let shown = Shown {
+            call: &with_ids(c, &target, &filter),
+            plan,
+        }
+        .to_string();
         match make(ec2, plan, c, &mut target, &mut filter).await {
             Ok(id) => {
                 o.made += 1;
@@ -299,8 +364,13 @@ pub async fn apply(
     )?;
     match (o.failed.len(), plan.problems.len()) {
         (0, 0) => Ok(()),
+        (f, 0) => bail!("{f} of {} calls failed (above)", plan.calls.len()),
+        (0, p) => bail!(
+            "{p} problem{} no call can fix (above)",
+            if p == 1 { "" } else { "s" }
+        ),
         (f, p) => bail!(
-            "{f} of {} calls failed, {p} problem{} no call can fix (above)",
+            "{f} of {} calls failed, and {p} problem{} no call can fix (above)",
             plan.calls.len(),
             if p == 1 { "" } else { "s" }
         ),

@@ -101,7 +101,7 @@ fn from_nothing_everything_is_created_in_an_order_that_works() {
     let lines = shown(&p);
     assert_eq!(
         lines[0],
-        "aws ec2 create-traffic-mirror-target --network-interface-id eni-sensor --description 'rds-sensor rds-sensor' \
+        "aws ec2 create-traffic-mirror-target --network-interface-id eni-sensor --description rds-sensor \
          --tag-specifications 'ResourceType=traffic-mirror-target,Tags=[{Key=rds-sensor:mirror,Value=rds-sensor}]'"
     );
     // Into the database's port, and out of it, for each engine.
@@ -110,7 +110,7 @@ fn from_nothing_everything_is_created_in_an_order_that_works() {
     assert!(lines[4].contains("--rule-number 200") && lines[4].contains("5432"));
     assert!(lines[2].contains("--traffic-mirror-filter-id $FILTER"));
     assert!(
-        lines[6].starts_with("aws ec2 create-traffic-mirror-session --network-interface-id eni-pg --traffic-mirror-target-id $TARGET --traffic-mirror-filter-id $FILTER --session-number 1 --description 'rds-sensor rds-sensor: orders-pg'"),
+        lines[6].starts_with("aws ec2 create-traffic-mirror-session --network-interface-id eni-pg --traffic-mirror-target-id $TARGET --traffic-mirror-filter-id $FILTER --session-number 1 --description 'rds-sensor: orders-pg'"),
         "{}",
         lines[6]
     );
