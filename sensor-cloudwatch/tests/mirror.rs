@@ -192,8 +192,10 @@ fn plan_apply_reconcile_follow_a_failover() {
     assert_eq!(count(&planned, "create-traffic-mirror-session"), 2);
     for (eni, inst) in [(&pg, "orders-pg"), (&my, "shop-my")] {
         assert!(
-            planned.iter().any(|l| l.contains(&format!("--network-interface-id {eni} "))
-                && l.contains(&format!("Value={inst}}}"))),
+            planned
+                .iter()
+                .any(|l| l.contains(&format!("--network-interface-id {eni} "))
+                    && l.contains(&format!("Value={inst}}}"))),
             "a session for {inst} on {eni}: {out}"
         );
     }
@@ -201,7 +203,11 @@ fn plan_apply_reconcile_follow_a_failover() {
     assert!(out.contains("2 instances, 2 interfaces"), "{out}");
     let s = env.state();
     assert_eq!(
-        (s["targets"].as_array().unwrap().len(), s["filters"].as_array().unwrap().len(), s["sessions"].as_array().unwrap().len()),
+        (
+            s["targets"].as_array().unwrap().len(),
+            s["filters"].as_array().unwrap().len(),
+            s["sessions"].as_array().unwrap().len()
+        ),
         (0, 0, 0),
         "plan makes nothing"
     );
@@ -219,10 +225,7 @@ fn plan_apply_reconcile_follow_a_failover() {
         let members = model[&op]
             .as_array()
             .unwrap_or_else(|| panic!("{op} is no EC2 operation"));
-        for flag in line
-            .split_whitespace()
-            .filter_map(|w| w.strip_prefix("--"))
-        {
+        for flag in line.split_whitespace().filter_map(|w| w.strip_prefix("--")) {
             let member: String = flag
                 .split('-')
                 .map(|w| w[..1].to_uppercase() + &w[1..])
@@ -296,15 +299,20 @@ fn plan_apply_reconcile_follow_a_failover() {
     );
 
     // Failover: orders-pg's endpoint moves to a new interface; the old one is deleted.
-    let moved: String = serde_json::from_value(world(&env.moto, &["move", &pg, "10.0.1.77"]))
-        .unwrap();
+    let moved: String =
+        serde_json::from_value(world(&env.moto, &["move", &pg, "10.0.1.77"])).unwrap();
     env.point("orders-pg", "10.0.1.77");
     let o = env.mirror("apply", &["--packet-length", "256"]);
     let (out, _) = text(&o);
     assert_eq!(count(&calls(&out), "create-traffic-mirror-session"), 1);
-    assert!(out.contains(&format!("--network-interface-id {moved} ")), "{out}");
     assert!(
-        out.contains(&format!("on {pg} mirrors no chosen instance's interface any more")),
+        out.contains(&format!("--network-interface-id {moved} ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "on {pg} mirrors no chosen instance's interface any more"
+        )),
         "apply keeps the old session, and says so: {out}"
     );
     assert_eq!(
@@ -313,7 +321,11 @@ fn plan_apply_reconcile_follow_a_failover() {
     );
     let o = env.mirror("reconcile", &["--packet-length", "256"]);
     let (out, _) = text(&o);
-    assert_eq!(count(&calls(&out), "delete-traffic-mirror-session"), 1, "{out}");
+    assert_eq!(
+        count(&calls(&out), "delete-traffic-mirror-session"),
+        1,
+        "{out}"
+    );
     assert_eq!(
         sessions_on(&env.state()),
         BTreeSet::from([my.clone(), moved.clone()])
@@ -338,8 +350,23 @@ fn what_cannot_be_done_is_said_before_any_call() {
     let e = run(&["plan", "--instance", "orders-pg"]);
     assert!(e.contains("no mirror target"), "{e}");
     let e = run(&[
-        "plan", "--target-eni", "eni-1", "--port", "1", "--port", "2", "--port", "3", "--port",
-        "4", "--port", "5", "--port", "6", "--instance", "x",
+        "plan",
+        "--target-eni",
+        "eni-1",
+        "--port",
+        "1",
+        "--port",
+        "2",
+        "--port",
+        "3",
+        "--port",
+        "4",
+        "--port",
+        "5",
+        "--port",
+        "6",
+        "--instance",
+        "x",
     ]);
     assert!(e.contains("at most 10"), "{e}");
     let e = run(&[

@@ -710,6 +710,18 @@ fn rds_sensor_runs_the_cloudwatch_binary() {
         .arg("--cloudwatch")
         .output()
         .unwrap();
+    let mirror = |args: &[&str]| {
+        let o = Command::new(lonely.join("rds-sensor"))
+            .args(["aws", "mirror", "plan"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // `aws mirror` is the companion's too; a spec that cannot work is refused before.
+    let mirror_err = mirror(&["--instance", "db-1", "--target-eni", "eni-1"]);
+    let bad_spec = mirror(&["--target-eni", "eni-1"]);
     std::fs::remove_dir_all(&lonely).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -717,4 +729,10 @@ fn rds_sensor_runs_the_cloudwatch_binary() {
         err.contains("rds-sensor-cloudwatch") && err.contains("cargo build"),
         "{err}"
     );
+    assert!(
+        mirror_err.contains("`aws mirror` was asked for")
+            && mirror_err.contains("rds-sensor-cloudwatch"),
+        "{mirror_err}"
+    );
+    assert!(bad_spec.contains("nothing to mirror"), "{bad_spec}");
 }

@@ -80,6 +80,58 @@ fn the_iam_policy_passes_a_linter_as_printed() {
 }
 
 #[test]
+fn the_mirror_policy_passes_a_linter_as_printed() {
+    let text = guide();
+    let policies = blocks(&text, "## 4. Session", "json");
+    assert_eq!(
+        policies.len(),
+        1,
+        "one policy for `aws mirror` in section 4"
+    );
+    let py = common::venv::venv("parliament-venv", PARLIAMENT).join("bin/python");
+    let said = lint(&py, &policies[0]);
+    assert!(said.trim_end().ends_with("0 findings"), "{said}");
+    // Every call `aws mirror` makes is allowed by it.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sensor-cloudwatch/src/mirror");
+    let mut code = String::new();
+    for f in ["observe.rs", "apply.rs"] {
+        code += &std::fs::read_to_string(src.join(f)).unwrap();
+    }
+    // Each SDK operation the code calls (`.create_traffic_mirror_session()`, …), as its IAM
+    // action (`ec2:CreateTrafficMirrorSession`).
+    let mut calls = std::collections::BTreeSet::new();
+    for piece in code.split('.').skip(1) {
+        let word: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let verb = word.split('_').next().unwrap_or_default();
+        if ["describe", "create", "modify", "delete"].contains(&verb)
+            && piece[word.len()..].starts_with("()")
+        {
+            calls.insert(word);
+        }
+    }
+    assert!(calls.len() >= 12, "{calls:?}");
+    for call in &calls {
+        let mut action: String = call
+            .split('_')
+            .map(|w| w[..1].to_uppercase() + &w[1..])
+            .collect();
+        action = action.replace("DbInstances", "DBInstances");
+        let service = if call == "describe_db_instances" {
+            "rds"
+        } else {
+            "ec2"
+        };
+        assert!(
+            policies[0].contains(&format!("\"{service}:{action}\"")),
+            "`aws mirror` calls {call}, and the policy lacks {service}:{action}"
+        );
+    }
+}
+
+#[test]
 fn each_filter_recipe_fits_ten_rules() {
     let text = guide();
     let rules: usize = blocks(&text, "## 3. Filter", "sh")

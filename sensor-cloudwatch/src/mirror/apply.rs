@@ -4,7 +4,7 @@
 
 use super::observe::World;
 use super::plan::{Call, Plan, Ref, Shown};
-use super::{INSTANCE_TAG, NAME_TAG};
+use super::{INSTANCE_TAG, NAME_TAG, label};
 use anyhow::{Result, anyhow, bail};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -108,14 +108,6 @@ where
         };
     }
     anyhow!("{op}: {}", DisplayErrorContext(e))
-}
-
-/// The label on what we make: `rds-sensor`, or `rds-sensor NAME` for another name.
-pub fn label(name: &str) -> String {
-    match name {
-        rds_sensor::config::mirror::DEFAULT_NAME => name.to_string(),
-        _ => format!("rds-sensor {name}"),
-    }
 }
 
 /// The call with the ids created before it in place of `$TARGET` and `$FILTER`.
@@ -280,7 +272,9 @@ async fn make(
             packet_length,
             ..
         } => {
-            let mut req = ec2.modify_traffic_mirror_session().traffic_mirror_session_id(id);
+            let mut req = ec2
+                .modify_traffic_mirror_session()
+                .traffic_mirror_session_id(id);
             if let Some(t) = t {
                 req = req.traffic_mirror_target_id(resolve(t, target, "target")?);
             }
@@ -318,11 +312,7 @@ pub struct Outcome {
 
 /// Makes every call, saying each on `out` (`ok` with the id it returned, or `failed` with
 /// AWS's reason).
-pub async fn run(
-    ec2: &aws_sdk_ec2::Client,
-    plan: &Plan,
-    out: &mut dyn Write,
-) -> Result<Outcome> {
+pub async fn run(ec2: &aws_sdk_ec2::Client, plan: &Plan, out: &mut dyn Write) -> Result<Outcome> {
     let (mut target, mut filter) = (None, None);
     let mut o = Outcome::default();
     for c in &plan.calls {

@@ -32,6 +32,14 @@ pub const NAME_TAG: &str = "rds-sensor:mirror";
 /// On a session: the DBInstanceIdentifier it mirrors.
 pub const INSTANCE_TAG: &str = "rds-sensor:instance";
 
+/// The label on what we make: `rds-sensor`, or `rds-sensor NAME` for another name.
+pub fn label(name: &str) -> String {
+    match name {
+        rds_sensor::config::mirror::DEFAULT_NAME => name.to_string(),
+        _ => format!("rds-sensor {name}"),
+    }
+}
+
 /// A filter rule, as observed or wanted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {

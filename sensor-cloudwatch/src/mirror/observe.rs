@@ -72,7 +72,12 @@ fn tagged(tags: &[Tag], name: &str) -> bool {
 
 fn rule(r: &aws_sdk_ec2::types::TrafficMirrorFilterRule) -> Rule {
     let range = |p: Option<&aws_sdk_ec2::types::TrafficMirrorPortRange>| {
-        p.and_then(|p| Some((u16::try_from(p.from_port()?).ok()?, u16::try_from(p.to_port()?).ok()?)))
+        p.and_then(|p| {
+            Some((
+                u16::try_from(p.from_port()?).ok()?,
+                u16::try_from(p.to_port()?).ok()?,
+            ))
+        })
     };
     Rule {
         id: r.traffic_mirror_filter_rule_id().map(str::to_string),
@@ -146,7 +151,8 @@ async fn enis_at(
     addrs: &[std::net::IpAddr],
     vpc: Option<&str>,
 ) -> Result<Vec<String>> {
-    let (v4, v6): (Vec<std::net::IpAddr>, Vec<std::net::IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
+    let (v4, v6): (Vec<std::net::IpAddr>, Vec<std::net::IpAddr>) =
+        addrs.iter().partition(|a| a.is_ipv4());
     let mut out = Vec::new();
     for (filter, list) in [
         ("addresses.private-ip-address", v4),
@@ -262,7 +268,10 @@ pub async fn observe(
     while let Some(page) = pages.next().await {
         let page = page.context("DescribeTrafficMirrorSessions")?;
         for s in page.traffic_mirror_sessions() {
-            let id = s.traffic_mirror_session_id().unwrap_or_default().to_string();
+            let id = s
+                .traffic_mirror_session_id()
+                .unwrap_or_default()
+                .to_string();
             by_id.insert(
                 id.clone(),
                 Session {

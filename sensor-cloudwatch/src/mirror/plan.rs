@@ -353,14 +353,14 @@ impl fmt::Display for Shown<'_> {
                     f,
                     "aws ec2 create-traffic-mirror-target {flag} {} --description {} --tag-specifications {}",
                     sh(v),
-                    sh(&super::apply::label(name)),
+                    sh(&super::label(name)),
                     tags("traffic-mirror-target", "")
                 )
             }
             Call::CreateFilter => write!(
                 f,
                 "aws ec2 create-traffic-mirror-filter --description {} --tag-specifications {}",
-                sh(&format!("{}: database ports", super::apply::label(name))),
+                sh(&format!("{}: database ports", super::label(name))),
                 tags("traffic-mirror-filter", "")
             ),
             Call::CreateRule { filter, rule } => {
@@ -414,7 +414,7 @@ impl fmt::Display for Shown<'_> {
                 write!(
                     f,
                     " --description {} --tag-specifications {}",
-                    sh(&format!("{}: {instance}", super::apply::label(name))),
+                    sh(&format!("{}: {instance}", super::label(name))),
                     tags(
                         "traffic-mirror-session",
                         &format!(",{{Key={},Value={instance}}}", super::INSTANCE_TAG)

@@ -96,7 +96,9 @@ fn from_nothing_everything_is_created_in_an_order_that_works() {
         .collect();
     assert_eq!(
         kinds,
-        ["target", "filter", "rule", "rule", "rule", "rule", "session", "session"]
+        [
+            "target", "filter", "rule", "rule", "rule", "rule", "session", "session"
+        ]
     );
     let lines = shown(&p);
     assert_eq!(
@@ -133,7 +135,8 @@ fn rules_that_drifted_are_replaced_and_numbers_never_collide() {
     let f = &mut w.filters[0];
     // The 5432 egress rule is gone; a 1521 ingress rule someone added to our filter stays
     // matched by nothing we want.
-    f.rules.retain(|r| !(!r.ingress && r.src_ports == Some((5432, 5432))));
+    f.rules
+        .retain(|r| r.ingress || r.src_ports != Some((5432, 5432)));
     let mut extra = wanted_rules(&[1521], false).remove(0);
     extra.number = 300;
     extra.id = Some("tmfr-x".into());
@@ -190,9 +193,7 @@ fn a_session_is_repaired_in_place_not_duplicated() {
     s.packet_length = Some(128);
     let p = plan(&s, &w, Action::Apply).unwrap();
     assert!(
-        shown(&p)
-            .iter()
-            .all(|l| !l.contains("tms-my")),
+        shown(&p).iter().all(|l| !l.contains("tms-my")),
         "128 is what tms-my has"
     );
 }
@@ -225,8 +226,14 @@ fn other_peoples_sessions_are_left_alone_and_counted() {
     // Someone else's session on our interface, number 1, and one on another interface.
     w.sessions
         .push(session("tms-ids", "eni-pg", "tmt-ids", "tmf-ids", 1, false));
-    w.sessions
-        .push(session("tms-elsewhere", "eni-web", "tmt-1", "tmf-x", 1, false));
+    w.sessions.push(session(
+        "tms-elsewhere",
+        "eni-web",
+        "tmt-1",
+        "tmf-x",
+        1,
+        false,
+    ));
     let p = plan(&spec(), &w, Action::Reconcile).unwrap();
     assert!(matches!(
         p.calls.as_slice(),
@@ -265,11 +272,18 @@ fn what_cannot_be_mirrored_is_said() {
     // Six engines' ports need 12 rules.
     let mut w = bare();
     for (i, port) in [1433u16, 1521, 5433, 3307].iter().enumerate() {
-        w.instances
-            .push(inst(&format!("db{i}"), *port, "10.0.9.9", &format!("eni-{i}")));
+        w.instances.push(inst(
+            &format!("db{i}"),
+            *port,
+            "10.0.9.9",
+            &format!("eni-{i}"),
+        ));
     }
     let e = plan(&spec(), &w, Action::Plan).unwrap_err().to_string();
-    assert!(e.contains("6 ports") && e.contains("12 filter rules"), "{e}");
+    assert!(
+        e.contains("6 ports") && e.contains("12 filter rules"),
+        "{e}"
+    );
     let mut s = spec();
     s.ports = vec![5432];
     let p = plan(&s, &w, Action::Plan).unwrap();
@@ -294,7 +308,11 @@ fn a_target_someone_else_made_is_used_and_ipv6_doubles_the_rules() {
     let mut s = spec();
     s.ipv6 = true;
     let p = plan(&s, &w, Action::Apply).unwrap();
-    assert!(!p.calls.iter().any(|c| matches!(c, Call::CreateTarget { .. })));
+    assert!(
+        !p.calls
+            .iter()
+            .any(|c| matches!(c, Call::CreateTarget { .. }))
+    );
     let rules: Vec<_> = p
         .calls
         .iter()

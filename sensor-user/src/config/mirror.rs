@@ -240,7 +240,10 @@ mod tests {
         s.validate().unwrap();
         s.ports.push(3307);
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("12 filter rules") && e.contains("at most 10"), "{e}");
+        assert!(
+            e.contains("12 filter rules") && e.contains("at most 10"),
+            "{e}"
+        );
         s.ports.truncate(3);
         s.ipv6 = true;
         let e = s.validate().unwrap_err().to_string();
@@ -251,7 +254,12 @@ mod tests {
     fn a_target_is_one_of_three_and_well_formed() {
         let mut s = spec();
         s.target_gwlbe = Some("vpce-1".into());
-        assert!(s.validate().unwrap_err().to_string().contains("one mirror target"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("one mirror target")
+        );
         s.target_eni = None;
         s.validate().unwrap();
         s.target_gwlbe = Some("eni-1".into());
@@ -260,7 +268,12 @@ mod tests {
             instances: vec!["db".into()],
             ..MirrorSpec::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("no mirror target"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no mirror target")
+        );
         let mut s = spec();
         s.packet_length = Some(9000);
         assert!(s.validate().unwrap_err().to_string().contains("8947"));
