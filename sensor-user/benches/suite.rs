@@ -8,13 +8,17 @@
 //! 3. TLS: AES-128-GCM record opening against `openssl speed -evp aes-128-gcm` (16 KiB
 //!    blocks), and decoder events per CPU-second on the keyed TLS capture (decrypted) against
 //!    the plaintext PostgreSQL capture.
-//! 4. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
+//! 4. The peer: CPU per PostgreSQL message against Suricata's pgsql parser on the same frames
+//!    ([`peer`]).
+//! 5. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
 //!    from random sources), against the empty table.
 //!
 //! `--quick` runs each for a fraction of the time (CI's smoke run); no figure is asserted.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "suite/peer.rs"]
+mod peer;
 
 use aya::programs::{TestRun, TestRunOptions};
 use common::*;
@@ -69,7 +73,7 @@ fn figure(name: &str, value: f64, unit: &str, baseline_name: &str, baseline_valu
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only xdp|live|cpu|memory|decoder|tls` runs one part (for profiling).
+    // `--only xdp|live|cpu|memory|decoder|peer|tls` runs one part (for profiling).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -98,6 +102,9 @@ fn main() {
     }
     if want("decoder") {
         decoder_throughput(quick, &mut figures);
+    }
+    if want("peer") {
+        peer::suricata_pgsql(&pcaps_dir(), quick, &mut figures);
     }
     if want("tls") {
         tls_throughput(quick, &mut figures);

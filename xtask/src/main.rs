@@ -59,7 +59,7 @@ enum Cmd {
         /// A short smoke run (CI): same figures, fewer repetitions.
         #[arg(long)]
         quick: bool,
-        /// One part only: xdp, live, cpu, decoder or memory (for profiling).
+        /// One part only: xdp, live, cpu, decoder, peer, tls or memory (for profiling).
         #[arg(long)]
         only: Option<String>,
     },
@@ -283,6 +283,12 @@ fn real_main() -> Result<()> {
         Cmd::Dist(args) => dist::run(&args),
         Cmd::Bench { quick, only } => {
             toolchain::ensure_tools(toolchain::RUNTIME_TOOLS)?;
+            if only.as_deref().is_none_or(|o| o == "peer") {
+                // The peer is a baseline, not a dependency: without it the row says so.
+                if let Err(e) = toolchain::ensure_suricata() {
+                    println!("xtask: no Suricata for the peer row: {e:#}");
+                }
+            }
             let obj = build_ebpf_object(true)?;
             let mut c = cargo();
             c.args(["bench", "-p", "sensor-user", "--bench", "suite"])

@@ -273,6 +273,55 @@ pub fn apt_install(pkgs: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Suricata, the bench's decoding peer: Debian 12 has none in main, so it comes from
+/// bookworm-backports (7.0), a suite of the same Debian mirror. The package's service is not
+/// left running: the bench runs Suricata on captures only.
+pub fn ensure_suricata() -> Result<()> {
+    if which("suricata").is_some() || Path::new("/usr/bin/suricata").is_file() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("not root: install it with `apt-get install -t bookworm-backports suricata`");
+    }
+    let codename = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(str::to_string))
+        .unwrap_or_default();
+    let mut target = Vec::new();
+    if !apt_has("suricata") {
+        if codename != "bookworm" {
+            bail!("no suricata package for `{codename}`");
+        }
+        let list = Path::new("/etc/apt/sources.list.d/rds-sensor-bench-backports.list");
+        std::fs::write(
+            list,
+            "deb http://deb.debian.org/debian bookworm-backports main\n",
+        )
+        .with_context(|| format!("writing {}", list.display()))?;
+        println!("xtask: added bookworm-backports ({}) for Suricata", list.display());
+        let st = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get update")?;
+        if !st.success() {
+            bail!("apt-get update failed");
+        }
+        target = vec!["-t", "bookworm-backports"];
+    }
+    let mut args = target;
+    args.push("suricata");
+    apt_install(&args)?;
+    // No init system in a container; where there is one, the daemon must not sniff the host.
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now", "suricata"])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status();
+    Ok(())
+}
+
 fn install_bpf_linker() -> Result<()> {
     println!(
         "xtask: LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker@{BPF_LINKER_VERSION} --no-default-features --features llvm-22 (a few minutes)"
