@@ -597,6 +597,7 @@ mod tests {
             bad_records: 0,
             flows_active: active,
             flows_reported: 0,
+            flows_evicted: 0,
             connections_active: 0,
             streams: Default::default(),
             decoders: Default::default(),
@@ -634,6 +635,7 @@ mod tests {
             bad_records: 0,
             flows_active: 0,
             flows_reported: 0,
+            flows_evicted: 0,
             connections_active: 0,
             streams: Default::default(),
             decoders: rds_sensor::model::DecoderStats {

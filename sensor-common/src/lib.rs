@@ -292,6 +292,67 @@ pub struct FlowStats {
     pub truncated: u64,
 }
 
+impl FlowStats {
+    /// Counts one segment (the kernel does the same with atomic adds).
+    #[inline]
+    pub fn add_segment(
+        &mut self,
+        dir: u8,
+        flags: u8,
+        ip_len: u32,
+        payload_len: u32,
+        truncated: bool,
+        ts: u64,
+    ) {
+        let d = (dir & 1) as usize;
+        self.last_ns = ts;
+        self.packets[d] += 1;
+        self.bytes[d] += ip_len as u64;
+        self.payload_bytes[d] += payload_len as u64;
+        if flags & tcp_flags::SYN != 0 {
+            if flags & tcp_flags::ACK != 0 {
+                self.syn_ack += 1;
+            } else {
+                self.syn += 1;
+            }
+        }
+        if flags & tcp_flags::FIN != 0 {
+            self.fin[d] += 1;
+        }
+        if flags & tcp_flags::RST != 0 {
+            self.rst += 1;
+        }
+        if truncated {
+            self.truncated += 1;
+        }
+    }
+
+    /// Adds another account of the same flow (the kernel's and the delivered events').
+    #[inline]
+    pub fn merge(&mut self, o: &FlowStats) {
+        self.first_ns = if self.first_ns < o.first_ns {
+            self.first_ns
+        } else {
+            o.first_ns
+        };
+        self.last_ns = if self.last_ns > o.last_ns {
+            self.last_ns
+        } else {
+            o.last_ns
+        };
+        for d in 0..2 {
+            self.packets[d] += o.packets[d];
+            self.bytes[d] += o.bytes[d];
+            self.payload_bytes[d] += o.payload_bytes[d];
+            self.fin[d] += o.fin[d];
+        }
+        self.syn += o.syn;
+        self.syn_ack += o.syn_ack;
+        self.rst += o.rst;
+        self.truncated += o.truncated;
+    }
+}
+
 /// Fixed part of every ring-buffer record. `head_len` payload bytes from the start of the
 /// segment follow it, then `tail_len` bytes that end at `captured_len`.
 ///
@@ -322,7 +383,10 @@ pub struct EventHeader {
     pub proto: u8,
     /// Inner IP version, 4 or 6.
     pub ip_version: u8,
-    pub _pad: [u8; 4],
+    /// Inner IP datagram length from its header: what the flow summary counts in `bytes`.
+    /// A delivered event is its segment's only account (the kernel leaves `FLOWS` to user
+    /// space then, and updates it itself only when the event could not be delivered).
+    pub ip_len: u32,
 }
 
 impl EventHeader {

@@ -29,7 +29,7 @@ fn wakeup_flags(wakeup_bytes: u32, len: u64) -> u64 {
 }
 
 /// Completes the record in `scratch` (every header field but the lengths is written) with the
-/// payload's head and tail, and outputs it.
+/// payload's head and tail, and outputs it. True when the ring buffer took it.
 ///
 /// `scratch`: this CPU's `SCRATCH` value (from a map lookup), not referenced elsewhere during
 /// the call.
@@ -44,7 +44,7 @@ pub fn send_event(
     captured: u32,
     head: u32,
     tail: u32,
-) {
+) -> bool {
     // SAFETY: `scratch` is a valid pointer into this CPU's value, which only this CPU uses.
     unsafe {
         (*scratch).event.hdr.head_len = head as u16;
@@ -68,7 +68,7 @@ pub fn send_event(
     // `data` is MAX_WHOLE + MAX_PAYLOAD_CAP so that head + tail fits with each bounded on its
     // own (a marked flow's whole segment is a head of up to MAX_WHOLE bytes).
     if head > MAX_WHOLE as u32 || tail > MAX_PAYLOAD_CAP as u32 {
-        return;
+        return false;
     }
     // SAFETY: `data` has MAX_WHOLE + MAX_PAYLOAD_CAP bytes, head ≤ MAX_WHOLE and tail ≤
     // MAX_PAYLOAD_CAP (checked above), so both copies stay inside it; the helper checks the
@@ -78,7 +78,7 @@ pub fn send_event(
         let data = (&raw mut (*scratch).event.data).cast::<u8>();
         if head > 0 && bpf_xdp_load_bytes(ctx.ctx, payload_off, data.cast(), head) != 0 {
             count(c, counter::MALFORMED);
-            return;
+            return false;
         }
         if tail > 0
             && bpf_xdp_load_bytes(
@@ -89,13 +89,19 @@ pub fn send_event(
             ) != 0
         {
             count(c, counter::MALFORMED);
-            return;
+            return false;
         }
         let len = EventHeader::SIZE + head as usize + tail as usize;
         let record = core::slice::from_raw_parts(scratch.cast::<u8>(), len);
         match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes, len as u64)) {
-            Ok(()) => count(c, counter::EVENTS_SENT),
-            Err(_) => count(c, counter::EVENTS_DROPPED),
+            Ok(()) => {
+                count(c, counter::EVENTS_SENT);
+                true
+            }
+            Err(_) => {
+                count(c, counter::EVENTS_DROPPED);
+                false
+            }
         }
     }
 }

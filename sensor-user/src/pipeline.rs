@@ -26,6 +26,9 @@ pub struct PipelineOptions {
     pub latency_top_n: usize,
     /// Anomalous-client detection; its findings go to the sink after the record that raised them.
     pub detector: Option<Detector>,
+    /// Flows accounted from delivered events at most (as the kernel's `FLOWS`,
+    /// `limits.flow_entries`); past it the least recently seen go first, counted.
+    pub flow_capacity: usize,
 }
 
 impl Default for PipelineOptions {
@@ -39,6 +42,7 @@ impl Default for PipelineOptions {
             latency_keys: 10_000,
             latency_top_n: 20,
             detector: None,
+            flow_capacity: 262_144,
         }
     }
 }
@@ -103,7 +107,7 @@ impl Pipeline {
     pub fn new(opts: PipelineOptions, sink: Box<dyn Sink>) -> Self {
         Self {
             clock: opts.clock,
-            flows: FlowTracker::new(opts.timeouts, PortMap::new(&opts.ports)),
+            flows: FlowTracker::new(opts.timeouts, PortMap::new(&opts.ports), opts.flow_capacity),
             streams: Streams::new(opts.streams, opts.redact),
             sink,
             records: Vec::new(),
@@ -145,6 +149,7 @@ impl Pipeline {
     pub fn on_event(&mut self, ev: &Event<'_>) {
         self.stats.events += 1;
         self.first_event_ns.get_or_insert(ev.hdr.ts_ns);
+        self.flows.account(&ev.hdr);
         if ev.hdr.payload_len > 0 {
             self.stats.payload_events += 1;
         }
@@ -244,6 +249,7 @@ impl Pipeline {
             bad_records: self.stats.bad_records,
             flows_active: self.flows.active,
             flows_reported: self.flows.emitted,
+            flows_evicted: self.flows.evicted(),
             connections_active: self.streams.active(),
             streams: self.streams.stats,
             decoders: self.streams.decoder_stats,

@@ -499,6 +499,8 @@ fn xdp_fixtures() {
     let o = h.run("syn", &frame);
     let ev = one_event("syn", &o);
     assert_eq!((ev.hdr.payload_len, ev.hdr.tcp_flags), (0, f::SYN));
+    // The inner datagram's length, from its header (20 IP + 20 TCP): what its flow counts.
+    assert_eq!(ev.hdr.ip_len, 40);
 
     // GENEVE from a Gateway Load Balancer: the original IP packet inside; when the GWLB
     // endpoint is a mirror target, that packet is the mirror session's VXLAN.
@@ -712,11 +714,12 @@ fn xdp_fixtures() {
     norm(&mut kernel);
     norm(&mut twin);
     assert_eq!(kernel, twin, "flow tables");
-    let syn_flow = kernel
-        .iter()
-        .find(|(k, _)| k.client_port == 40007)
-        .expect("syn flow");
-    assert_eq!((syn_flow.1.syn, syn_flow.1.packets[0]), (1, 1));
+    // A segment whose event was delivered is the event's to count (user space adds it to its
+    // flow): the SYN's flow is in neither table; its event above carries what it counts.
+    assert!(
+        kernel.iter().all(|(k, _)| k.client_port != 40007),
+        "a delivered event's segment counted by the kernel too"
+    );
 }
 
 #[test]
@@ -825,4 +828,106 @@ fn ring_wakes_the_reader_when_the_threshold_is_crossed() {
     assert_eq!(n, 1);
     poller.join().unwrap();
     drop(ring);
+}
+
+/// Regression (flow accounting moved to delivered events): when the ring buffer is full, the
+/// kernel counts the refused event's segment in `FLOWS` itself, so that a flow's totals stay
+/// exact. A 4 KiB ring nobody reads takes a few events of 300 sent; the flow record the
+/// pipeline makes from what was delivered and from the kernel's table counts all 300, as sent.
+#[test]
+fn a_full_ring_loses_no_segment_from_the_flow_totals() {
+    if !kernel_available("a_full_ring_loses_no_segment_from_the_flow_totals") {
+        return;
+    }
+    use rds_sensor::model::{FlowEnd, Record};
+    use rds_sensor::pipeline::{Pipeline, PipelineOptions};
+    use std::sync::{Arc, Mutex};
+
+    let mut sensor = Sensor::load(&LiveOptions {
+        ring_bytes: 4096,
+        ..LiveOptions::default()
+    })
+    .expect("loading the XDP program");
+    let mut ring = sensor.take_events().unwrap();
+    let mut state = sensor.take_state().unwrap();
+    let outer4 = Ip::V4(ENI, TARGET);
+    let payload = [b'x'; 100];
+    let send = |sensor: &mut Sensor, sport: u16, n: u32| {
+        for _ in 0..n {
+            let frame = vxlan(
+                7341,
+                0x08,
+                &inner_tcp(
+                    Ip::V4(CLIENT, SERVER),
+                    sport,
+                    5432,
+                    f::PSH | f::ACK,
+                    &payload,
+                ),
+                outer4,
+                &[],
+            );
+            sensor
+                .program()
+                .unwrap()
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    repeat: 1,
+                    ..TestRunOptions::default()
+                })
+                .unwrap();
+        }
+    };
+    let records = Arc::new(Mutex::new(Vec::<Record>::new()));
+    let mut pipeline = Pipeline::new(
+        PipelineOptions::default(),
+        Box::new(rds_sensor::sinks::Collect(records.clone())),
+    );
+    // One flow through a full ring; then, the ring drained, one whose every event arrives.
+    send(&mut sensor, 41000, 300);
+    let counters = state.counters().unwrap();
+    let (sent, dropped) = (
+        counters[c::EVENTS_SENT as usize],
+        counters[c::EVENTS_DROPPED as usize],
+    );
+    assert_eq!(sent + dropped, 300);
+    assert!(sent > 0 && dropped > 0, "sent {sent}, dropped {dropped}");
+    let mut delivered = 0;
+    while let Some(item) = ring.next() {
+        pipeline.on_record(&item);
+        delivered += 1;
+    }
+    assert_eq!(delivered, sent);
+    send(&mut sensor, 41001, 7);
+    while let Some(item) = ring.next() {
+        pipeline.on_record(&item);
+    }
+    pipeline
+        .expire_flows(&mut state, u64::MAX, Some(FlowEnd::EndOfCapture))
+        .unwrap();
+    let records = records.lock().unwrap();
+    let flow = |port: u16| {
+        let v: Vec<_> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Flow(f) if f.endpoint.client_port == port => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(v.len(), 1, "one record for the flow from port {port}");
+        v[0].clone()
+    };
+    // 20 IP + 20 TCP + 100 payload bytes per segment, as built above.
+    for (port, n) in [(41000u16, 300u64), (41001, 7)] {
+        let f = flow(port);
+        assert_eq!(
+            (
+                f.packets_to_server,
+                f.bytes_to_server,
+                f.payload_bytes_to_server
+            ),
+            (n, n * 140, n * 100),
+            "flow from port {port}"
+        );
+    }
 }

@@ -299,7 +299,10 @@ pub fn ensure_suricata() -> Result<()> {
             "deb http://deb.debian.org/debian bookworm-backports main\n",
         )
         .with_context(|| format!("writing {}", list.display()))?;
-        println!("xtask: added bookworm-backports ({}) for Suricata", list.display());
+        println!(
+            "xtask: added bookworm-backports ({}) for Suricata",
+            list.display()
+        );
         let st = Command::new("apt-get")
             .args(["update", "-qq"])
             .env("DEBIAN_FRONTEND", "noninteractive")

@@ -217,7 +217,10 @@ fn ours_per_round(frames: &[Frame], rounds: usize) -> f64 {
         }
         best = best.min((cpu_time_thread() - c0) / batch as f64);
     }
-    assert!(records.load(Ordering::Relaxed) > 0, "no record from the captures");
+    assert!(
+        records.load(Ordering::Relaxed) > 0,
+        "no record from the captures"
+    );
     best
 }
 
@@ -234,7 +237,9 @@ pub fn suricata_pgsql(dir: &Path, quick: bool, figures: &mut Vec<Figure>) {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let Some(version) = version else {
-        eprintln!("bench: suricata is not installed (cargo xtask bench installs it): its row has no baseline");
+        eprintln!(
+            "bench: suricata is not installed (cargo xtask bench installs it): its row has no baseline"
+        );
         figures.push(figure(
             name,
             ours * 1e9,

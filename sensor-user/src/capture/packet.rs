@@ -190,7 +190,7 @@ impl FlowTable {
         }
     }
 
-    fn entry(&mut self, key: &FlowKey, ts: u64) -> &mut FlowStats {
+    pub fn entry(&mut self, key: &FlowKey, ts: u64) -> &mut FlowStats {
         // One lookup when the table has room (every frame but a flood's); the eviction check
         // needs a second only when it is full.
         if self.map.len() >= self.capacity && !self.map.contains_key(key) {
@@ -445,34 +445,24 @@ impl Decapsulator {
         }
         key.vni = vni;
 
-        let stats = self.flows.entry(&key, ts);
-        let d = (dir & 1) as usize;
-        stats.last_ns = ts;
-        stats.packets[d] += 1;
-        stats.bytes[d] += l3.ip_len as u64;
-        stats.payload_bytes[d] += payload_len as u64;
-        if flags & tcp_flags::SYN != 0 {
-            if flags & tcp_flags::ACK != 0 {
-                stats.syn_ack += 1;
-            } else {
-                stats.syn += 1;
-            }
-        }
-        if flags & tcp_flags::FIN != 0 {
-            stats.fin[d] += 1;
-        }
-        if flags & tcp_flags::RST != 0 {
-            stats.rst += 1;
-        }
-        if captured < payload_len {
-            stats.truncated += 1;
-        }
-
         let control = flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
+        let event =
+            payload_len > 0 || (control && self.config.flags & config_flags::CONTROL_EVENTS != 0);
+        if !event {
+            // As the kernel: a segment without an event is counted in the flow table; one with
+            // an event is counted by whoever reads the event (the pipeline's flow tracker).
+            self.flows.entry(&key, ts).add_segment(
+                dir,
+                flags,
+                l3.ip_len,
+                payload_len,
+                captured < payload_len,
+                ts,
+            );
+            return;
+        }
         if payload_len > 0 {
             self.count(counter::DB_PAYLOAD_SEGMENTS);
-        } else if !(control && self.config.flags & config_flags::CONTROL_EVENTS != 0) {
-            return;
         }
         let (mut head, mut tail) =
             split_payload(captured, self.config.payload_cap, self.config.tail_cap);
@@ -499,7 +489,7 @@ impl Decapsulator {
             direction: dir,
             proto,
             ip_version: if l3.v6 { 6 } else { 4 },
-            _pad: [0; 4],
+            ip_len: l3.ip_len,
         };
         record.extend_from_slice(crate::event::header_bytes(&hdr));
         // When the frame ends inside the TCP options, the payload offset lies past its end

@@ -32,6 +32,9 @@ pub struct SummaryRecord {
     pub bad_records: u64,
     pub flows_active: usize,
     pub flows_reported: u64,
+    /// Flows whose account from delivered events was pushed out of a full table (as the
+    /// kernel's LRU pushes out its own), cumulative.
+    pub flows_evicted: u64,
     /// Connections the decoders are following.
     pub connections_active: usize,
     pub streams: StreamStats,

@@ -413,13 +413,16 @@ impl Streams {
         let keep_ns = self.limits.closed_keep_ns;
         self.closed
             .retain(|_, c| now_ns.saturating_sub(c.ts) < keep_ns);
-        let idle: Vec<FlowKey> = self
+        let mut idle: Vec<(u64, FlowKey)> = self
             .conns
             .iter()
             .filter(|(_, c)| all || now_ns.saturating_sub(c.last_ts) >= self.limits.idle_ns)
-            .map(|(k, _)| *k)
+            .map(|(k, c)| (c.last_ts, *k))
             .collect();
-        for k in idle {
+        // In the order they went quiet, not the hash map's (seeded per run): the records a
+        // close flushes come out in the same order on every run.
+        idle.sort_unstable();
+        for (_, k) in idle {
             self.close(&k, now_ns, clock, out);
         }
         // Sessions still open whose wait for keys is over: they give up now, not at their
