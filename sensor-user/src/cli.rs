@@ -697,7 +697,7 @@ impl Common {
                 },
                 clock,
                 redact: s.redaction.redact,
-                flow_capacity: s.limits.flow_entries as usize,
+                flow_capacity: budget.flows,
                 detector: match s.detect.is_on() {
                     true => {
                         let mut o = s.detect.options();

@@ -385,15 +385,22 @@ pub struct Limits {
 
 /// What a memory cap leaves to each bounded structure of the agent: a quarter to the queue
 /// between the ring reader and the pipeline, an eighth to held out-of-order bytes, an eighth
-/// to connection state, and the rest to the ring buffer's touched pages, the latency
-/// histograms, detector state and the process itself. Each is the smaller of its share and
-/// its own limit.
+/// to connection state, a sixteenth to the flows accounted from delivered events, and the
+/// rest to the ring buffer's touched pages, the latency histograms, detector state and the
+/// process itself. Each is the smaller of its share and its own limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryBudget {
     pub queue_bytes: usize,
     pub held_bytes_total: usize,
     pub connections: usize,
+    /// Flows accounted from delivered events (the kernel's `FLOWS` is `limits.flow_entries`
+    /// on its own, in kernel memory).
+    pub flows: usize,
 }
+
+/// An upper estimate of one flow accounted in user space: its key and summary (152 bytes) in
+/// a hash table with its control bytes and load factor.
+pub const FLOW_BYTES: usize = 256;
 
 /// An upper estimate of one followed connection: its table entry, both directions' state and
 /// a decoder with its buffers.
@@ -434,6 +441,7 @@ impl MemoryBudget {
             queue_bytes: Self::DEFAULT_QUEUE,
             held_bytes_total: limits.held_bytes_total,
             connections: limits.connections,
+            flows: limits.flow_entries as usize,
         };
         if limits.memory_mib == 0 {
             return uncapped;
@@ -443,6 +451,7 @@ impl MemoryBudget {
             queue_bytes: uncapped.queue_bytes.min(cap / 4),
             held_bytes_total: uncapped.held_bytes_total.min(cap / 8),
             connections: uncapped.connections.min(cap / 8 / CONNECTION_BYTES).max(1),
+            flows: uncapped.flows.min(cap / 16 / FLOW_BYTES).max(1),
         }
     }
 }

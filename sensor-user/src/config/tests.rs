@@ -232,6 +232,8 @@ fn a_memory_cap_sizes_the_bounded_structures_and_is_checked() {
     assert_eq!(capped.queue_bytes, 32 << 20);
     assert_eq!(capped.held_bytes_total, 16 << 20);
     assert_eq!(capped.connections, (16 << 20) / super::CONNECTION_BYTES);
+    assert_eq!(capped.flows, (8 << 20) / super::FLOW_BYTES);
+    assert_eq!(none.flows, Limits::default().flow_entries as usize);
     // A share never raises a limit set lower.
     let low = MemoryBudget::of(&Limits {
         memory_mib: 4096,
