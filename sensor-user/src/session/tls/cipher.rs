@@ -1,12 +1,12 @@
 //! Suites, key schedules and record protection: TLS 1.3 (RFC 8446 §7) and TLS 1.2 AEAD suites
-//! (RFC 5246 §6.3, RFC 5288 for GCM, RFC 7905 for ChaCha20-Poly1305). The primitives are
-//! RustCrypto's (AES-GCM, ChaCha20-Poly1305, HKDF, HMAC, SHA-2); keys are zeroized on drop.
+//! (RFC 5246 §6.3, RFC 5288 for GCM, RFC 7905 for ChaCha20-Poly1305). Records are opened
+//! with ring (BoringSSL's AES-GCM, which stitches AES and GHASH into one pass: the README's TLS
+//! figure compares it with `openssl speed`), its key schedules zeroized on drop all the same
+//! ([`Cipher`]); HKDF, HMAC and SHA-2 are RustCrypto's, their keys zeroized too.
 
 use super::keys::Secret;
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
-use chacha20poly1305::ChaCha20Poly1305;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
+use ring::aead::{self, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::{Sha256, Sha384};
 use zeroize::Zeroizing;
 
@@ -183,38 +183,56 @@ impl Suite {
     }
 }
 
-/// An AEAD key.
-pub enum Cipher {
-    Aes128(Box<Aes128Gcm>),
-    Aes256(Box<Aes256Gcm>),
-    Chacha(Box<ChaCha20Poly1305>),
+/// An AEAD key: ring's, whose expanded key schedule (AES round keys, GHASH table) lives inline
+/// in the value. ring does not clear it on drop, so the value sits in a `MaybeUninit` on the
+/// heap and is overwritten with zeros once dropped.
+pub struct Cipher {
+    key: Box<std::mem::MaybeUninit<LessSafeKey>>,
 }
 
 impl Cipher {
     fn new(kind: AeadKind, key: &[u8]) -> Option<Self> {
-        Some(match kind {
-            AeadKind::Aes128Gcm => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
-            AeadKind::Aes256Gcm => Cipher::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
-            AeadKind::Chacha20Poly1305 => {
-                Cipher::Chacha(Box::new(ChaCha20Poly1305::new_from_slice(key).ok()?))
-            }
+        let alg = match kind {
+            AeadKind::Aes128Gcm => &aead::AES_128_GCM,
+            AeadKind::Aes256Gcm => &aead::AES_256_GCM,
+            AeadKind::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
+        };
+        let k = LessSafeKey::new(UnboundKey::new(alg, key).ok()?);
+        Some(Self {
+            key: Box::new(std::mem::MaybeUninit::new(k)),
         })
     }
 
     /// Opens `buf` (ciphertext, tag excluded) in place; `false` if the tag does not verify
-    /// (then `buf` is unchanged: the tag is checked before anything is decrypted).
+    /// (then `buf` holds no plaintext: ring clears what it decrypted).
     pub fn open(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> bool {
-        match self {
-            Cipher::Aes128(c) => c
-                .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
-                .is_ok(),
-            Cipher::Aes256(c) => c
-                .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
-                .is_ok(),
-            Cipher::Chacha(c) => c
-                .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
-                .is_ok(),
-        }
+        // SAFETY: `key` is initialised in `new` and only de-initialised in `drop`.
+        let key = unsafe { self.key.assume_init_ref() };
+        key.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            Tag::from(*tag),
+            buf,
+            0..,
+        )
+        .is_ok()
+    }
+}
+
+impl Drop for Cipher {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`, dropped once, here; never read again after.
+        unsafe { self.key.assume_init_drop() };
+        // The bytes that held the key schedule, now plain memory of a `MaybeUninit`.
+        // SAFETY: the pointer and length span exactly the boxed `MaybeUninit`, which any
+        // bytes are valid for.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.key.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of::<LessSafeKey>(),
+            )
+        };
+        zeroize::Zeroize::zeroize(bytes);
     }
 }
 
@@ -380,7 +398,9 @@ pub(super) fn seal13(secret: &Secret, seq: u64, inner: u8, plaintext: &[u8]) -> 
     body.push(inner);
     let len = body.len() + 16;
     let header = [23, 3, 3, (len >> 8) as u8, len as u8];
-    let c = Aes128Gcm::new_from_slice(&key).unwrap();
+    // Sealed by RustCrypto: another implementation than the one that opens.
+    use aes_gcm::aead::{AeadInOut, KeyInit as _};
+    let c = aes_gcm::Aes128Gcm::new_from_slice(&key).unwrap();
     let tag = c
         .encrypt_inout_detached((&nonce).into(), &header, body.as_mut_slice().into())
         .unwrap();
