@@ -39,15 +39,7 @@ print(c.describe_db_instances()["DBInstances"][0]["Endpoint"]["Address"])
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, format!("10.0.3.17 {endpoint}\n")).unwrap();
     // SAFETY: this test binary has this one test: nothing else reads the environment now.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", common::REGION);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var("AWS_ENDPOINT_URL", moto.url());
-        std::env::set_var("AWS_CONFIG_FILE", dir.join("no-config"));
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"));
-    }
+    unsafe { common::emulator_env_here(&moto, &dir) };
     let args = CloudWatchArgs {
         discover: Some(Discover::Rds),
         discover_interval: 1,

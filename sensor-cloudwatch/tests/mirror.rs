@@ -13,26 +13,13 @@ mod common;
 use common::Moto;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor-cloudwatch");
 
 fn world(moto: &Moto, args: &[&str]) -> Value {
-    let python = common::moto_server().with_file_name("python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mirror_world.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args([moto.url().as_str(), common::REGION])
-        .args(args)
-        .output()
-        .expect("running the venv's python");
-    assert!(
-        out.status.success(),
-        "mirror_world.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    common::mirror_world(moto, args)
 }
 
 struct Env {

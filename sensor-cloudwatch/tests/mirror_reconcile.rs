@@ -13,20 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn world(moto: &Moto, args: &[&str]) -> Value {
-    let python = common::moto_server().with_file_name("python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mirror_world.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args([moto.url().as_str(), common::REGION])
-        .args(args)
-        .output()
-        .expect("running the venv's python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    common::mirror_world(moto, args)
 }
 
 fn sessions(moto: &Moto) -> BTreeSet<String> {
@@ -95,15 +82,7 @@ fn the_agent_follows_a_failover_within_an_interval() {
 
     // In this process, as the agent runs it.
     // SAFETY: this test binary has this one test: nothing else reads the environment now.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", common::REGION);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var("AWS_ENDPOINT_URL", moto.url());
-        std::env::set_var("AWS_CONFIG_FILE", dir.join("no-config"));
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"));
-    }
+    unsafe { common::emulator_env_here(&moto, &dir) };
     let cfg = sensor_cloudwatch::Config::default();
     let r = sensor_cloudwatch::mirror::start(Some(&spec), &cfg)
         .unwrap()

@@ -126,17 +126,22 @@ pub fn handle_tcp(
     };
     hdr.key.vni = vni;
 
-    if !event {
+    // This segment in its flow's summary: for a segment without an event, and for one whose
+    // event the ring refused (a delivered event is counted by user space).
+    let account = |c: &mut Counters, key: &FlowKey| {
         update_flow(
             c,
-            &hdr.key,
+            key,
             dir,
             flags,
             l3.ip_len,
             payload_len,
             captured < payload_len,
             ts,
-        );
+        )
+    };
+    if !event {
+        account(c, &hdr.key);
         return;
     }
     if payload_len > 0 {
@@ -181,16 +186,6 @@ pub fn handle_tcp(
         tail as u32,
     ) {
         // SAFETY: the same pointer into this CPU's scratch value; `send_event` has returned.
-        let key = unsafe { &(*scratch).event.hdr.key };
-        update_flow(
-            c,
-            key,
-            dir,
-            flags,
-            l3.ip_len,
-            payload_len,
-            captured < payload_len,
-            ts,
-        );
+        account(c, unsafe { &(*scratch).event.hdr.key });
     }
 }

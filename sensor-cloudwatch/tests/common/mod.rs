@@ -269,3 +269,42 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// tests/mirror_world.py (boto3: the AWS side of the `aws mirror` tests) run against `moto`,
+/// its JSON answer.
+pub fn mirror_world(moto: &Moto, args: &[&str]) -> serde_json::Value {
+    let python = moto_server().with_file_name("python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mirror_world.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([moto.url().as_str(), REGION])
+        .args(args)
+        .output()
+        .expect("running the venv's python");
+    assert!(
+        out.status.success(),
+        "mirror_world.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// Points this process's AWS environment at the emulator only (what the agent's threads read),
+/// as [`emulator_env`] does for a child.
+///
+/// # Safety
+///
+/// Nothing else may read or write the environment meanwhile: call it from a test binary's only
+/// test, before any thread that does.
+pub unsafe fn emulator_env_here(moto: &Moto, dir: &Path) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", REGION);
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("AWS_ENDPOINT_URL", moto.url());
+        std::env::set_var("AWS_CONFIG_FILE", dir.join("no-config"));
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"));
+    }
+}
