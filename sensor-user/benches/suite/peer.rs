@@ -11,15 +11,10 @@
 //! Its start-up (configuration, rules, threads) is taken out by running it on 2 rounds and on
 //! 2 + R rounds and counting only the difference. Where Suricata is missing, the row says so.
 
-use super::{Count, Figure, cpu_time_children, cpu_time_thread, figure};
-use rds_sensor::capture::packet::{Decapsulator, LinkType};
+use super::{Figure, cpu_time_children, figure, pipeline_cpu_per_round};
 use rds_sensor::capture::pcap::PcapReader;
-use rds_sensor::pipeline::{Pipeline, PipelineOptions};
-use sensor_common::{DEFAULT_DB_PORTS, SensorConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Plaintext PostgreSQL captures, whole (no truncation, no TLS): what both parsers can read.
 const CAPTURES: &[&str] = &[
@@ -114,13 +109,7 @@ fn move_client_port(f: &mut [u8], k: u16, depth: u8) {
 fn write_rounds(path: &Path, frames: &[Frame], rounds: u16) {
     let first = frames.iter().map(|f| f.ts_ns).min().unwrap_or(0);
     let span = frames.iter().map(|f| f.ts_ns).max().unwrap_or(0) - first + 1_000_000_000;
-    let mut v = Vec::new();
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&[0; 8]);
-    v.extend_from_slice(&262_144u32.to_le_bytes());
-    v.extend_from_slice(&1u32.to_le_bytes());
+    let mut v = super::common::pcap_header();
     for k in 0..rounds {
         // The captures' own order, and their own spacing within a round.
         let mut round: Vec<&Frame> = frames.iter().collect();
@@ -190,45 +179,18 @@ fn suricata(dir: &Path, pcap: &Path, eve: bool) -> (f64, u64) {
     (cpu, logged)
 }
 
-/// Our pipeline's best CPU seconds per round over the frames (one thread, as `analyze`).
-fn ours_per_round(frames: &[Frame], rounds: usize) -> f64 {
-    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut decap = Decapsulator::new(SensorConfig::default(), &DEFAULT_DB_PORTS, 1 << 16);
-    let mut pipeline = Pipeline::new(PipelineOptions::default(), Box::new(Count(records.clone())));
-    let mut rec = Vec::with_capacity(8192);
-    let batch = 5;
-    let mut best = f64::MAX;
-    for _ in 0..rounds.div_ceil(batch).max(1) {
-        let c0 = cpu_time_thread();
-        for _ in 0..batch {
-            for f in frames {
-                decap.process(LinkType::Ethernet, &f.data, f.len, f.ts_ns, &mut rec);
-                if !rec.is_empty() {
-                    pipeline.on_record(&rec);
-                }
-            }
-            pipeline
-                .expire_flows(
-                    &mut decap.flows,
-                    u64::MAX,
-                    Some(rds_sensor::model::FlowEnd::EndOfCapture),
-                )
-                .unwrap();
-        }
-        best = best.min((cpu_time_thread() - c0) / batch as f64);
-    }
-    assert!(
-        records.load(Ordering::Relaxed) > 0,
-        "no record from the captures"
-    );
-    best
-}
-
 pub fn suricata_pgsql(dir: &Path, quick: bool, figures: &mut Vec<Figure>) {
     let frames = frames(dir);
     let messages = tshark_messages(dir);
     assert!(messages > 0, "tshark found no PostgreSQL message");
-    let ours = ours_per_round(&frames, if quick { 5 } else { 40 }) / messages as f64;
+    let tuples: Vec<(u64, u32, Vec<u8>)> = frames
+        .iter()
+        .map(|f| (f.ts_ns, f.len, f.data.clone()))
+        .collect();
+    let (cpu, _) = pipeline_cpu_per_round(&tuples, if quick { 5 } else { 40 }, || {
+        rds_sensor::session::Layers::none()
+    });
+    let ours = cpu / messages as f64;
     let name = "decoder: CPU per PostgreSQL message (1 thread)";
     let version = Command::new("suricata")
         .arg("-V")

@@ -252,7 +252,8 @@ pub fn wait_attached(iface: &str) {
 }
 
 /// Writes a classic pcap (Ethernet, microseconds) of `frames`, one per millisecond.
-pub fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+/// A classic pcap file header: microsecond timestamps, Ethernet, snaplen 256 KiB.
+pub fn pcap_header() -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     v.extend_from_slice(&2u16.to_le_bytes());
@@ -260,6 +261,11 @@ pub fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
     v.extend_from_slice(&[0; 8]);
     v.extend_from_slice(&262_144u32.to_le_bytes());
     v.extend_from_slice(&1u32.to_le_bytes());
+    v
+}
+
+pub fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut v = pcap_header();
     for (i, f) in frames.iter().enumerate() {
         v.extend_from_slice(&1_700_000_000u32.to_le_bytes());
         v.extend_from_slice(&((i as u32) * 1000).to_le_bytes());
