@@ -16,9 +16,13 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_rds-sensor");
 
-/// The binary copied where `nobody` may read and execute it (the target dir may not be).
+/// The binary copied where `nobody` may read and execute it (the target dir may not be), a
+/// copy per test: one test's copy being written while another executes it fails the other
+/// with "Text file busy" when the tests run in parallel.
 fn public_binary() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("rds-sensor-caps-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rds-sensor-caps-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.join("rds-sensor");
