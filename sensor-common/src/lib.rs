@@ -13,8 +13,15 @@ pub mod names {
     pub const GENEVE_PROGRAM: &str = "rds_sensor_geneve";
     /// Program array of tail calls; slot 0 is [`GENEVE_PROGRAM`].
     pub const JUMP: &str = "JUMP";
-    /// Ring buffer of [`EventHeader`](super::EventHeader) + payload bytes.
+    /// Ring buffer of [`EventHeader`](super::EventHeader) + payload bytes: the first of
+    /// [`RINGS`].
     pub const EVENTS: &str = "EVENTS";
+    /// The event rings, one per CPU up to [`MAX_RINGS`](super::MAX_RINGS) (a CPU writes to
+    /// ring `cpu % SensorConfig::rings`). One ring shared by every receive queue is one
+    /// producer lock and one consumer for all of them; a ring per CPU is neither.
+    pub const RINGS: [&str; super::MAX_RINGS] = [
+        EVENTS, "EVENTS_1", "EVENTS_2", "EVENTS_3", "EVENTS_4", "EVENTS_5", "EVENTS_6", "EVENTS_7",
+    ];
     /// LRU hash of [`FlowKey`](super::FlowKey) → [`FlowStats`](super::FlowStats).
     pub const FLOWS: &str = "FLOWS";
     /// Per-CPU array with one [`Counters`](super::Counters).
@@ -33,8 +40,12 @@ pub mod names {
 
 /// The kernel/user contract's version: an object built for another one is refused at load
 /// (its maps are checked by name, `names::WHOLE` is new in 2) with an error that says to
-/// rebuild it.
-pub const ABI_VERSION: u32 = 2;
+/// rebuild it. 3: the event rings ([`names::RINGS`], `SensorConfig::rings`).
+pub const ABI_VERSION: u32 = 3;
+
+/// Event rings in the object at most. Eight covers the receive queues ENA gives XDP on most
+/// instance sizes (half the maximum, see docs/aws.md); CPUs beyond share rings.
+pub const MAX_RINGS: usize = 8;
 
 /// Application protocols, as stored in `DB_PORTS` and carried in every event.
 pub mod proto {
@@ -217,7 +228,8 @@ pub struct SensorConfig {
     pub wakeup_bytes: u32,
     /// UDP destination port of GENEVE, host byte order; 0 turns GENEVE off.
     pub geneve_port: u16,
-    pub _pad: u16,
+    /// Event rings in use (1 to [`MAX_RINGS`]); a CPU writes to ring `cpu % rings`. 0 is 1.
+    pub rings: u16,
 }
 
 impl Default for SensorConfig {
@@ -229,7 +241,7 @@ impl Default for SensorConfig {
             flags: config_flags::DROP_MIRRORED | config_flags::CONTROL_EVENTS,
             wakeup_bytes: 0,
             geneve_port: GENEVE_PORT,
-            _pad: 0,
+            rings: 1,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The benchmark's programs (`cargo xtask bench`), built only with the `bench` feature so that
 //! the production object does not carry them.
 
-use crate::maps::{EVENTS, SCRATCH};
+use crate::{event::ring, maps::SCRATCH};
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
@@ -39,15 +39,15 @@ pub fn bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-/// `bench_event`'s frame: where the payload starts and how many of its bytes a sensor event
-/// carries (the benchmark sets them for the frame it runs).
+/// `bench_event`'s frame: where the payload starts, how many of its bytes a sensor event
+/// carries (the benchmark sets them for the frame it runs), and the rings in use.
 #[map]
-pub static BENCH_EVENT: Array<[u32; 2]> = Array::with_max_entries(1, 0);
+pub static BENCH_EVENT: Array<[u32; 3]> = Array::with_max_entries(1, 0);
 
 /// The benchmark's baseline for an event: the irreducible work of one, and nothing else. It
 /// reads the exact clock, copies the payload bytes a sensor event carries (offset and length
-/// from `BENCH_EVENT`, no parsing) into a record, outputs the record to the same ring buffer,
-/// and drops. The sensor's cost per database event is reported as a ratio to this.
+/// from `BENCH_EVENT`, no parsing) into a record, outputs the record to this CPU's ring as the
+/// sensor picks it, and drops. The sensor's cost per database event is reported as a ratio to this.
 #[xdp]
 pub fn bench_event(ctx: XdpContext) -> u32 {
     // SAFETY: a clock helper without arguments.
@@ -55,7 +55,7 @@ pub fn bench_event(ctx: XdpContext) -> u32 {
     let Some(cfg) = BENCH_EVENT.get(0) else {
         return xdp_action::XDP_PASS;
     };
-    let (off, len) = (cfg[0], cfg[1]);
+    let (off, len, rings) = (cfg[0], cfg[1], cfg[2] as u16);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -73,7 +73,7 @@ pub fn bench_event(ctx: XdpContext) -> u32 {
         }
         let n = EventHeader::SIZE + len as usize;
         let record = core::slice::from_raw_parts(scratch.cast::<u8>(), n);
-        let _ = EVENTS.output::<[u8]>(record, 0);
+        let _ = ring(rings).output::<[u8]>(record, 0);
     }
     xdp_action::XDP_DROP
 }

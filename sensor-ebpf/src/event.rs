@@ -2,25 +2,50 @@
 
 use crate::{
     counters::count,
-    maps::{EVENTS, Scratch},
+    maps::{EVENTS, EVENTS_1, EVENTS_2, EVENTS_3, EVENTS_4, EVENTS_5, EVENTS_6, EVENTS_7, Scratch},
 };
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_get_smp_processor_id, bpf_xdp_load_bytes},
+    maps::RingBuf,
+    programs::XdpContext,
+};
 use sensor_common::{Counters, EventHeader, MAX_PAYLOAD_CAP, MAX_WHOLE, counter};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
+/// This CPU's event ring: ring `cpu % rings` (`SensorConfig::rings`, 0 meaning 1). Records
+/// of one ring come from few CPUs, each writing in its own time order, which is what the
+/// reader's merge by timestamp relies on.
+#[inline(always)]
+pub fn ring(rings: u16) -> &'static RingBuf {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let n = if rings == 0 { 1 } else { rings as u32 };
+    match cpu % n {
+        0 => &EVENTS,
+        1 => &EVENTS_1,
+        2 => &EVENTS_2,
+        3 => &EVENTS_3,
+        4 => &EVENTS_4,
+        5 => &EVENTS_5,
+        6 => &EVENTS_6,
+        7 => &EVENTS_7,
+        _ => &EVENTS,
+    }
+}
+
 /// Ring-buffer output flags for `SensorConfig::wakeup_bytes`: one forced wakeup when this
 /// record takes the waiting bytes across the threshold, none otherwise. Forcing on every
 /// record above it would wake the reader (irq_work, then a context switch) once per event
 /// for as long as it lags, which is when it can least afford it.
 #[inline(always)]
-fn wakeup_flags(wakeup_bytes: u32, len: u64) -> u64 {
+fn wakeup_flags(ring: &RingBuf, wakeup_bytes: u32, len: u64) -> u64 {
     if wakeup_bytes == 0 {
         return 0;
     }
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let waiting = ring.query(BPF_RB_AVAIL_DATA);
     if waiting < wakeup_bytes as u64 && waiting + len >= wakeup_bytes as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -39,6 +64,7 @@ pub fn send_event(
     ctx: &XdpContext,
     c: &mut Counters,
     wakeup_bytes: u32,
+    rings: u16,
     scratch: *mut Scratch,
     payload_off: u32,
     captured: u32,
@@ -93,7 +119,8 @@ pub fn send_event(
         }
         let len = EventHeader::SIZE + head as usize + tail as usize;
         let record = core::slice::from_raw_parts(scratch.cast::<u8>(), len);
-        match EVENTS.output::<[u8]>(record, wakeup_flags(wakeup_bytes, len as u64)) {
+        let ring = ring(rings);
+        match ring.output::<[u8]>(record, wakeup_flags(ring, wakeup_bytes, len as u64)) {
             Ok(()) => {
                 count(c, counter::EVENTS_SENT);
                 true

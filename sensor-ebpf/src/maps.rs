@@ -7,9 +7,25 @@ use aya_ebpf::{
 };
 use sensor_common::{Counters, EventBuf, FlowKey, FlowStats, PortTable, SensorConfig};
 
-/// Default ring size; user space resizes it at load time (`--ring-size`).
+// The event rings (`names::RINGS`), one per CPU up to MAX_RINGS. aya-ebpf 0.2.1 has no
+// array of maps, so they are separate maps and `event::ring` picks one by index. User space
+// sizes each at load time (the unused ones to a page).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+#[map]
+pub static EVENTS_1: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_2: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_3: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_4: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_5: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_6: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_7: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(262_144, 0);

@@ -179,6 +179,7 @@ pub fn handle_tcp(
         ctx,
         c,
         cfg.wakeup_bytes,
+        cfg.rings,
         scratch,
         payload_off,
         captured,

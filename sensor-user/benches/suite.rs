@@ -292,10 +292,10 @@ fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
     for (i, payload) in [(0usize, q.len()), (2, resp.len())] {
         // Outer Ethernet, IPv4, UDP, VXLAN, then the inner Ethernet, IPv4 and TCP headers.
         let off = (14 + 20 + 8 + 8 + 14 + 20 + 20) as u32;
-        let mut a: aya::maps::Array<_, [u32; 2]> =
+        let mut a: aya::maps::Array<_, [u32; 3]> =
             aya::maps::Array::try_from(sensor.map_mut("BENCH_EVENT").expect("BENCH_EVENT"))
                 .expect("an array");
-        a.set(0, [off, payload as u32], 0)
+        a.set(0, [off, payload as u32, 1], 0)
             .expect("setting BENCH_EVENT");
         let (value, base) = best_pair(
             &sensor,
@@ -473,10 +473,10 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
     {
         // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet, IPv4, TCP.
         let off = (14 + 20 + 8 + 8 + 14 + 20 + 20) as u32;
-        let mut m: aya::maps::Array<_, [u32; 2]> =
+        let mut m: aya::maps::Array<_, [u32; 3]> =
             aya::maps::Array::try_from(minimal.map_mut("BENCH_EVENT").expect("BENCH_EVENT"))
                 .expect("an array");
-        m.set(0, [off, q.len() as u32], 0)
+        m.set(0, [off, q.len() as u32, 1], 0)
             .expect("setting BENCH_EVENT");
     }
     minimal

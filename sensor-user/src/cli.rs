@@ -534,6 +534,8 @@ impl Common {
         if let Some(l) = live {
             set(&mut s.capture.xdp_mode, l.mode.map(Into::into));
             set(&mut s.capture.ring_size, l.ring_size);
+            set(&mut s.capture.rings, l.rings);
+            set(&mut s.capture.workers, l.workers);
             set(&mut s.limits.flow_entries, l.flow_entries);
             set(&mut s.output.summary_interval_s, l.summary_interval);
             s.capture.pass_mirrored |= l.pass_mirrored;
@@ -740,6 +742,13 @@ struct LiveArgs {
     /// Kernel flow-table entries (LRU; `limits.flow_entries`).
     #[arg(long)]
     flow_entries: Option<u32>,
+    /// Event rings, each with its reader thread (`capture.rings`); 0: one per CPU, up to 8.
+    #[arg(long)]
+    rings: Option<u16>,
+    /// Worker threads the connections are sharded across (`capture.workers`); 0: one per
+    /// CPU.
+    #[arg(long)]
+    workers: Option<u16>,
     /// Let VXLAN mirror copies through to the host stack instead of consuming them.
     #[arg(long)]
     pass_mirrored: bool,
@@ -761,6 +770,7 @@ impl LiveArgs {
             ports: common.ports(),
             config: common.config(s.capture.pass_mirrored),
             ring_bytes: s.capture.ring_size,
+            rings: (s.capture.rings > 0).then_some(s.capture.rings),
             flow_entries: s.limits.flow_entries,
             object: self.ebpf_object.clone(),
             wakeup_bytes: self.wakeup_bytes,
@@ -768,8 +778,13 @@ impl LiveArgs {
     }
 
     fn agent(&self, common: &Common) -> AgentOptions {
+        let cpus = crate::capture::live::default_cpus();
         AgentOptions {
             summary_every: Duration::from_secs(common.settings.output.summary_interval_s.max(1)),
+            workers: match common.settings.capture.workers {
+                0 => cpus,
+                n => n as usize,
+            },
             ..AgentOptions::default()
         }
     }

@@ -62,6 +62,13 @@ impl VethPair {
     /// Creates a fresh namespace and pair with unique names (`tag` ≤ 4 characters).
     /// MTU 9000 on both ends: VXLAN-wrapped 1500-byte frames are 1550 bytes long.
     pub fn new(tag: &str) -> Result<Self> {
+        Self::with_queues(tag, 1)
+    }
+
+    /// As [`VethPair::new`], with `queues` transmit and receive queues on each end: a frame
+    /// sent on queue `i` of one end (chosen by the hash of its headers) arrives on receive
+    /// queue `i` of the other, as RSS spreads a NIC's traffic.
+    pub fn with_queues(tag: &str, queues: u16) -> Result<Self> {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{}", std::process::id() % 100_000, n);
         let ns = Netns::new(&format!("rds-{tag}-{id}"))?;
@@ -70,8 +77,26 @@ impl VethPair {
         if outside.len() > 15 {
             bail!("interface name {outside} too long");
         }
+        let q = queues.max(1).to_string();
         ip(&[
-            "link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &ns.name,
+            "link",
+            "add",
+            &outside,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inside,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &ns.name,
         ])?;
         let pair = Self {
             outside,

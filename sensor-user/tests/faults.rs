@@ -245,7 +245,7 @@ fn latency_lines(queue_dropped: u64) -> Vec<bool> {
         },
         Box::new(Collect(records.clone())),
     );
-    p.stats.queue_dropped = queue_dropped;
+    p.shard.stats.queue_dropped = queue_dropped;
     offline::analyze(
         &pcaps_dir().join("pg-queries.pcap"),
         &OfflineOptions {

@@ -22,7 +22,8 @@ const XDP_PASS: u32 = 2;
 
 struct Harness {
     sensor: Sensor,
-    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    /// Every ring in use: a test run's event goes to the ring of the CPU it ran on.
+    rings: Vec<aya::maps::RingBuf<aya::maps::MapData>>,
     state: rds_sensor::capture::live::KernelState,
     twin: Decapsulator,
 }
@@ -42,12 +43,12 @@ impl Harness {
             ..LiveOptions::default()
         };
         let mut sensor = Sensor::load(&opts).expect("loading the XDP program");
-        let ring = sensor.take_events().unwrap();
+        let rings = sensor.take_rings().unwrap();
         let state = sensor.take_state().unwrap();
         let twin = Decapsulator::new(config, &opts.ports, 1024);
         Self {
             sensor,
-            ring,
+            rings,
             state,
             twin,
         }
@@ -71,8 +72,10 @@ impl Harness {
             delta[i] = after[i] - before[i];
         }
         let mut records = Vec::new();
-        while let Some(item) = self.ring.next() {
-            records.push(item.to_vec());
+        for ring in &mut self.rings {
+            while let Some(item) = ring.next() {
+                records.push(item.to_vec());
+            }
         }
         // The twin must agree on everything but the clock.
         let twin_before = self.twin.counters;
@@ -772,6 +775,7 @@ fn ring_wakes_the_reader_when_the_threshold_is_crossed() {
     }
     let opts = LiveOptions {
         ring_bytes: 64 << 10,
+        rings: Some(1),
         ..LiveOptions::default()
     };
     let mut sensor = Sensor::load(&opts).expect("loading the XDP program");
@@ -845,6 +849,7 @@ fn a_full_ring_loses_no_segment_from_the_flow_totals() {
 
     let mut sensor = Sensor::load(&LiveOptions {
         ring_bytes: 4096,
+        rings: Some(1),
         ..LiveOptions::default()
     })
     .expect("loading the XDP program");
@@ -929,5 +934,94 @@ fn a_full_ring_loses_no_segment_from_the_flow_totals() {
             (n, n * 140, n * 100),
             "flow from port {port}"
         );
+    }
+}
+
+/// Pins the calling thread to one CPU (a test run executes on the CPU that makes the call).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pinning to CPU {cpu}"
+        );
+    }
+}
+
+/// One ring per CPU: an event goes to ring `cpu % rings`, whichever CPU ran the program, so
+/// that receive queues on different CPUs never share a ring's producer lock or its reader.
+/// With more CPUs than rings, the CPUs share rings round-robin.
+#[test]
+fn each_cpu_writes_its_events_to_its_own_ring() {
+    if !kernel_available("each_cpu_writes_its_events_to_its_own_ring") {
+        return;
+    }
+    let cpus = rds_sensor::capture::live::default_cpus();
+    assert!(
+        cpus >= 2,
+        "this test needs 2 CPUs (CI has 2), this machine has {cpus}"
+    );
+    let frame = vxlan(
+        7341,
+        0x08,
+        &inner_tcp(
+            Ip::V4(CLIENT, SERVER),
+            40000,
+            5432,
+            f::PSH | f::ACK,
+            &pg_query("select 1"),
+        ),
+        Ip::V4(ENI, TARGET),
+        &[],
+    );
+    for rings in [2u16, 1] {
+        let mut sensor = Sensor::load(&LiveOptions {
+            ring_bytes: 1 << 20,
+            rings: Some(rings),
+            ..LiveOptions::default()
+        })
+        .expect("loading the XDP program");
+        assert_eq!(sensor.rings, rings);
+        let mut taken = sensor.take_rings().unwrap();
+        assert_eq!(taken.len(), rings as usize);
+        // A thread of its own, pinned to each CPU in turn.
+        let counts: Vec<Vec<usize>> = std::thread::scope(|s| {
+            s.spawn(|| {
+                (0..cpus.min(4))
+                    .map(|cpu| {
+                        pin_to_cpu(cpu);
+                        sensor
+                            .program()
+                            .unwrap()
+                            .test_run(TestRunOptions {
+                                data_in: Some(&frame),
+                                repeat: 3,
+                                ..TestRunOptions::default()
+                            })
+                            .expect("test_run");
+                        taken
+                            .iter_mut()
+                            .map(|ring| {
+                                let mut n = 0;
+                                while ring.next().is_some() {
+                                    n += 1;
+                                }
+                                n
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .join()
+            .unwrap()
+        });
+        for (cpu, per_ring) in counts.iter().enumerate() {
+            let mut want = vec![0usize; rings as usize];
+            want[cpu % rings as usize] = 3;
+            assert_eq!(per_ring, &want, "{rings} rings, CPU {cpu}: events per ring");
+        }
     }
 }

@@ -6,7 +6,9 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use sensor_common::{Counters, FlowKey, FlowStats, PortTable, SensorConfig, counter, names};
+use sensor_common::{
+    Counters, FlowKey, FlowStats, MAX_RINGS, PortTable, SensorConfig, counter, names,
+};
 
 /// The XDP object, embedded at build time (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf.o"));
@@ -27,8 +29,12 @@ pub enum AttachMode {
 pub struct LiveOptions {
     pub ports: Vec<(u16, u8)>,
     pub config: SensorConfig,
-    /// Ring buffer size in bytes (a power of two, at least a page).
+    /// Ring buffer size in bytes (a power of two, at least a page), shared by the rings:
+    /// each has the largest power of two within its share, at least a page.
     pub ring_bytes: u32,
+    /// Event rings (1 to `MAX_RINGS`): CPU `c` writes to ring `c % rings`, and each ring has
+    /// its own reader. `None`: one per CPU, up to `MAX_RINGS`.
+    pub rings: Option<u16>,
     /// Capacity of the kernel flow table.
     pub flow_entries: u32,
     /// An eBPF object to load instead of the embedded one.
@@ -44,6 +50,7 @@ impl Default for LiveOptions {
             ports: sensor_common::DEFAULT_DB_PORTS.to_vec(),
             config: SensorConfig::default(),
             ring_bytes: 16 << 20,
+            rings: None,
             flow_entries: 262_144,
             object: None,
             wakeup_bytes: None,
@@ -58,6 +65,8 @@ pub struct Sensor {
     /// Which mode the program ended up attached in.
     pub attached: Option<(String, &'static str)>,
     attached_name: String,
+    /// Event rings in use.
+    pub rings: u16,
 }
 
 pub fn embedded_object() -> Option<&'static [u8]> {
@@ -86,15 +95,23 @@ impl Sensor {
                 opts.ring_bytes
             );
         }
+        let rings = opts
+            .rings
+            .unwrap_or_else(default_rings)
+            .clamp(1, MAX_RINGS as u16);
+        let per_ring = ring_share(opts.ring_bytes, rings);
         bump_memlock();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::EVENTS, opts.ring_bytes)
-            .map_max_entries(names::FLOWS, opts.flow_entries)
-            .load(object)
-            .map_err(load_error)?;
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(names::FLOWS, opts.flow_entries);
+        for (i, name) in names::RINGS.iter().enumerate() {
+            // The rings not in use keep a page each.
+            loader.map_max_entries(name, if i < rings as usize { per_ring } else { 4096 });
+        }
+        let mut ebpf = loader.load(object).map_err(load_error)?;
         // An object built for another contract: say so, not what breaks later.
         for name in [
             names::EVENTS,
+            names::RINGS[MAX_RINGS - 1],
             names::FLOWS,
             names::COUNTERS,
             names::DB_PORTS,
@@ -121,7 +138,8 @@ impl Sensor {
         {
             let mut cfg: Array<_, SensorConfig> = Array::try_from(map(&mut ebpf, names::CONFIG)?)?;
             let mut config = opts.config;
-            config.wakeup_bytes = opts.wakeup_bytes.unwrap_or(opts.ring_bytes / 8);
+            config.wakeup_bytes = opts.wakeup_bytes.unwrap_or(per_ring / 8);
+            config.rings = rings;
             cfg.set(0, config, 0)
                 .context("writing the sensor config map")?;
         }
@@ -144,6 +162,7 @@ impl Sensor {
             link: None,
             attached: None,
             attached_name: names::PROGRAM.to_string(),
+            rings,
         })
     }
 
@@ -261,13 +280,27 @@ impl Sensor {
         Ok(())
     }
 
-    /// The ring buffer, to be drained by a reader task. Can be taken once.
+    /// The first ring buffer (the only one with `rings: Some(1)`). Can be taken once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let m = self
             .ebpf
             .take_map(names::EVENTS)
             .ok_or_else(|| anyhow!("map {} already taken", names::EVENTS))?;
         Ok(RingBuf::try_from(m)?)
+    }
+
+    /// The event rings in use, each to be drained by its own reader. Can be taken once.
+    pub fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>> {
+        names::RINGS[..self.rings as usize]
+            .iter()
+            .map(|name| {
+                let m = self
+                    .ebpf
+                    .take_map(name)
+                    .ok_or_else(|| anyhow!("map {name} already taken"))?;
+                Ok(RingBuf::try_from(m)?)
+            })
+            .collect()
     }
 
     /// Handles on the counter and flow maps, which can move to another thread.
@@ -337,6 +370,25 @@ impl super::FlowSource for KernelState {
             tracing::debug!(error = %e, "marking a flow whole");
         }
     }
+}
+
+/// One ring per online CPU (XDP runs where the receive queues' interrupts go, whatever this
+/// process's own affinity), up to `MAX_RINGS`.
+pub fn default_rings() -> u16 {
+    default_cpus().min(MAX_RINGS) as u16
+}
+
+/// The online CPUs.
+pub fn default_cpus() -> usize {
+    // SAFETY: a plain query.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as usize
+}
+
+/// Each ring's size: the largest power of two within its share of `total`, at least a page.
+fn ring_share(total: u32, rings: u16) -> u32 {
+    let share = (total / rings.max(1) as u32).max(4096);
+    1 << (31 - share.leading_zeros())
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {

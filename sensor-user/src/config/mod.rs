@@ -38,6 +38,10 @@ pub struct Capture {
     pub interface: String,
     pub xdp_mode: XdpMode,
     pub ring_size: u32,
+    /// Event rings (each with its reader thread); 0: one per CPU, up to `MAX_RINGS`.
+    pub rings: u16,
+    /// Worker threads the connections are sharded across; 0: one per CPU.
+    pub workers: u16,
     pub payload_cap: u16,
     pub tail_cap: u16,
     pub pass_mirrored: bool,
@@ -49,6 +53,8 @@ impl Default for Capture {
             interface: String::new(),
             xdp_mode: XdpMode::Auto,
             ring_size: 16 << 20,
+            rings: 0,
+            workers: 0,
             payload_cap: sensor_common::DEFAULT_PAYLOAD_CAP,
             tail_cap: sensor_common::DEFAULT_TAIL_CAP,
             pass_mirrored: false,
@@ -532,6 +538,13 @@ impl Config {
             bail!(
                 "capture.ring_size: {}; allowed: a power of two, at least 4096",
                 c.ring_size
+            );
+        }
+        if c.rings as usize > sensor_common::MAX_RINGS {
+            bail!(
+                "capture.rings: {}; allowed: 0 (one per CPU) to {}",
+                c.rings,
+                sensor_common::MAX_RINGS
             );
         }
         if c.payload_cap as usize > sensor_common::MAX_PAYLOAD_CAP {

@@ -71,8 +71,24 @@ pub struct InstanceLearning {
     pub statement_classes: usize,
 }
 
+/// Defines a struct of cumulative `u64` figures and its sum (`+=`) from one list of fields, so
+/// that a field added later is summed too: the live agent adds its workers' figures up.
+macro_rules! figures {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: u64,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct $name { $($(#[$fm])* pub $f: u64,)* }
+
+        impl core::ops::AddAssign<&$name> for $name {
+            fn add_assign(&mut self, o: &$name) {
+                $(self.$f += o.$f;)*
+            }
+        }
+    };
+}
+
+figures! {
 /// Cumulative reassembly figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StreamStats {
     pub connections_opened: u64,
     pub connections_closed: u64,
@@ -92,10 +108,14 @@ pub struct StreamStats {
     /// Times a connection's holes were given up because all connections together held
     /// `max_held_total` bytes.
     pub held_budget_flushes: u64,
+    /// Events that waited for bytes of the other direction they acknowledge (the two
+    /// directions read through different receive queues, or bytes the mirror lost).
+    pub waited_for_peer: u64,
+}
 }
 
+figures! {
 /// Cumulative decoder health figures (summed over connections by the pipeline).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DecoderStats {
     /// Times a decoder lost message framing and found it again.
     pub resyncs: u64,
@@ -124,6 +144,7 @@ pub struct DecoderStats {
     pub tls_records_lost: u64,
     /// Messages that were malformed (lengths that lie, unknown types in a strict position).
     pub malformed: u64,
+}
 }
 
 impl DecoderStats {

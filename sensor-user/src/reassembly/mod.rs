@@ -15,8 +15,8 @@ use crate::{
     model::{Clock, ConnId, DecoderStats, Endpoint, Protocol, Purpose, Record, StreamStats},
     session::{Layers, Session},
 };
-use sensor_common::{FlowKey, tcp_flags};
-use std::collections::BTreeMap;
+use sensor_common::{EventHeader, FlowKey, tcp_flags};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Keyed by addresses and ports an attacker chooses: foldhash, randomly seeded per map (HashDoS
 /// resistant), at a fraction of SipHash's cost per lookup.
@@ -67,6 +67,8 @@ struct Held {
 struct DirState {
     /// Next expected sequence number; `None` until the first segment or SYN.
     next: Option<u32>,
+    /// The latest timestamp of the direction's events fed so far.
+    last_ts: u64,
     held: BTreeMap<u32, Held>,
     held_bytes: usize,
     fin: bool,
@@ -80,6 +82,48 @@ struct Conn {
     rst: bool,
     /// The kernel was asked to send this connection's segments whole.
     whole: bool,
+    /// Events of one direction that acknowledge bytes of the other not yet seen (see
+    /// [`Streams::on_event`]), as records, oldest first.
+    waiting: VecDeque<Box<[u8]>>,
+    /// Their bytes: at most `max_held_bytes` (beyond, they all go on), and counted in
+    /// `max_held_total`.
+    waiting_bytes: usize,
+    /// An event with payload has been fed to the connection. Until then, its first segment with payload
+    /// (which the connection id is made from) is the earliest of those seen: the event that
+    /// opened it may be a response that came through a faster receive queue than its request.
+    fed: bool,
+    first_ts: u64,
+    /// The connection was seen opening: a side whose SYN has not come yet will send one (it
+    /// may be on another receive queue), so an event that acknowledges that side waits for
+    /// it. Off once such a wait ran out (the mirror lost the SYN).
+    await_peer_syn: bool,
+}
+
+/// How long (capture time) an event waits for the bytes of the other direction it
+/// acknowledges. With several receive queues the two directions of a connection are read by
+/// different CPUs, whose timestamps and order can disagree by the queues' processing delays
+/// (microseconds, milliseconds under load); bytes the mirror lost never come, and then the
+/// event goes on after this wait, as it would have at once.
+pub const CAUSAL_WAIT_NS: u64 = 50_000_000;
+
+/// The event acknowledges bytes of the other direction that were not delivered yet (a FIN
+/// takes one sequence number).
+fn ahead_of_peer(conn: &Conn, h: &EventHeader) -> bool {
+    if h.tcp_flags & tcp_flags::ACK == 0 {
+        return false;
+    }
+    let peer = &conn.dirs[1 - (h.direction & 1) as usize];
+    let Some(next) = peer.next else {
+        return conn.await_peer_syn;
+    };
+    seq_lt(next.wrapping_add(peer.fin as u32), h.ack)
+}
+
+/// The header of a waiting record (made from a parsed event, so whole).
+fn waiting_header(record: &[u8]) -> EventHeader {
+    // SAFETY: the record starts with a whole header (it was copied from a parsed event);
+    // EventHeader is plain old data, read unaligned.
+    unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<EventHeader>()) }
 }
 
 /// Sequence-space comparison (RFC 1982 style, 32-bit wrap).
@@ -216,14 +260,113 @@ impl Streams {
     }
 
     /// Feeds one event; records the decoders produce are appended to `out`.
+    ///
+    /// An event that acknowledges bytes of the other direction not yet seen waits for them
+    /// (bounded: [`CAUSAL_WAIT_NS`], and the held-bytes bounds of a direction and of all), and the
+    /// events of its direction after it keep their order behind it. A response is then never
+    /// decoded before its request, whichever receive queue, CPU and ring each came through.
     pub fn on_event(&mut self, ev: &Event<'_>, clock: &Clock, out: &mut Vec<Record>) {
         self.retry_parked(ev.hdr.ts_ns, false, clock, out);
+        if !self.open(ev, clock, out) {
+            return;
+        }
+        let key = ev.hdr.key;
+        if let Some(conn) = self.conns.get_mut(&key) {
+            if !conn.fed && ev.hdr.payload_len > 0 && ev.hdr.ts_ns < conn.first_ts {
+                conn.first_ts = ev.hdr.ts_ns;
+                conn.endpoint = Endpoint::new(&key, ev.hdr.proto, clock.at(ev.hdr.ts_ns).ns());
+            }
+            let d = ev.hdr.direction & 1;
+            let waiting_dir = conn
+                .waiting
+                .front()
+                .map(|w| waiting_header(w).direction & 1);
+            if waiting_dir == Some(d) || (waiting_dir.is_none() && ahead_of_peer(conn, &ev.hdr)) {
+                let size = EventHeader::SIZE + ev.hdr.data_len();
+                if conn.waiting_bytes + size <= self.limits.max_held_bytes
+                    && self.held_total + size <= self.limits.max_held_total
+                {
+                    let mut record = Vec::with_capacity(size);
+                    record.extend_from_slice(crate::event::header_bytes(&ev.hdr));
+                    record.extend_from_slice(ev.head());
+                    record.extend_from_slice(ev.tail());
+                    conn.waiting.push_back(record.into_boxed_slice());
+                    conn.waiting_bytes += size;
+                    self.held_total += size;
+                    self.stats.waited_for_peer += 1;
+                    self.release(&key, None, false, clock, out);
+                    return;
+                }
+                // No room: what waits goes on now, then this event.
+                self.release(&key, None, true, clock, out);
+            } else if waiting_dir.is_some()
+                && ev.hdr.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0
+            {
+                // The other side ends the connection: what waits goes first.
+                self.release(&key, None, true, clock, out);
+            }
+        }
+        self.process(ev, clock, out);
+        self.release(&key, None, false, clock, out);
+    }
+
+    /// Feeds the waiting events of a connection that can go on: the bytes they acknowledge
+    /// have come, or the other direction has gone [`CAUSAL_WAIT_NS`] past them without those
+    /// bytes (or, from expiry, the clock has: `now`); with `force`, all of them.
+    fn release(
+        &mut self,
+        key: &FlowKey,
+        now: Option<u64>,
+        force: bool,
+        clock: &Clock,
+        out: &mut Vec<Record>,
+    ) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let Some(w) = conn.waiting.front() else {
+                return;
+            };
+            let h = waiting_header(w);
+            let peer = &conn.dirs[1 - (h.direction & 1) as usize];
+            let peer_ts = peer.last_ts;
+            let came = !ahead_of_peer(conn, &h);
+            let waited = now.unwrap_or(peer_ts).saturating_sub(h.ts_ns) >= CAUSAL_WAIT_NS;
+            if !(force || came || waited) {
+                return;
+            }
+            if !came && peer.next.is_none() {
+                // The other side's SYN never came: wait for it no more.
+                conn.await_peer_syn = false;
+            }
+            let mut w = conn.waiting.pop_front().expect("looked at above");
+            conn.waiting_bytes -= w.len();
+            if came && peer_ts > h.ts_ns {
+                // It acknowledges bytes stamped later than itself: the two CPUs' receive
+                // queues were processed out of step. It cannot have happened before them,
+                // so it counts from them (a latency is then 0, not negative, and the
+                // decoders see time run forward).
+                let ts = core::mem::offset_of!(EventHeader, ts_ns);
+                w[ts..ts + 8].copy_from_slice(&peer_ts.to_ne_bytes());
+            }
+            self.held_total = self.held_total.saturating_sub(w.len());
+            match Event::parse(&w) {
+                Ok(ev) => self.process(&ev, clock, out),
+                Err(e) => debug_assert!(false, "a waiting record made from an event: {e}"),
+            }
+        }
+    }
+
+    /// Makes the event's connection if it is new and worth one. False when there is none to
+    /// feed the event to.
+    fn open(&mut self, ev: &Event<'_>, clock: &Clock, out: &mut Vec<Record>) -> bool {
         let key = ev.hdr.key;
         let flags = ev.hdr.tcp_flags;
         if !self.conns.contains_key(&key) {
             // Only a connection we can decode is worth tracking.
             if !decode::decodes(Protocol::from_wire(ev.hdr.proto)) {
-                return;
+                return false;
             }
             let d = (ev.hdr.direction & 1) as usize;
             if ev.hdr.payload_len == 0 {
@@ -242,17 +385,22 @@ impl Streams {
                         ts: ev.hdr.ts_ns,
                     });
                     h.next[d] = Some(ev.hdr.seq.wrapping_add(1));
+                    if flags & tcp_flags::ACK != 0 {
+                        // A SYN-ACK tells where the client's data starts, even when the
+                        // client's SYN comes later (through another receive queue) or never.
+                        h.next[1 - d].get_or_insert(ev.hdr.ack);
+                    }
                     h.ts = ev.hdr.ts_ns;
                 } else if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
                     // Closed before any payload (a probe, a health check): nothing to decode.
                     self.handshakes.remove(&key);
                 }
-                return;
+                return false;
             }
             let handshake = self.handshakes.remove(&key);
             let protocol = Protocol::from_wire(ev.hdr.proto);
             let Some(decoder) = decode::for_protocol(protocol, handshake.is_none()) else {
-                return;
+                return false;
             };
             if self.conns.len() >= self.limits.max_connections {
                 self.evict_oldest(clock, out);
@@ -262,6 +410,7 @@ impl Streams {
                 self.stats.mid_stream += 1;
             }
             let mut dirs = [DirState::default(), DirState::default()];
+            let opened = handshake.is_some();
             if let Some(h) = handshake {
                 dirs[0].next = h.next[0];
                 dirs[1].next = h.next[1];
@@ -275,13 +424,28 @@ impl Streams {
                     last_ts: ev.hdr.ts_ns,
                     rst: false,
                     whole: false,
+                    waiting: VecDeque::new(),
+                    waiting_bytes: 0,
+                    fed: false,
+                    first_ts: ev.hdr.ts_ns,
+                    await_peer_syn: opened,
                 },
             );
         }
+        true
+    }
+
+    /// Feeds one event to its (open) connection.
+    fn process(&mut self, ev: &Event<'_>, clock: &Clock, out: &mut Vec<Record>) {
+        let key = ev.hdr.key;
+        let flags = ev.hdr.tcp_flags;
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
+        conn.fed |= ev.hdr.payload_len > 0;
         conn.last_ts = conn.last_ts.max(ev.hdr.ts_ns);
+        let d_ts = &mut conn.dirs[(ev.hdr.direction & 1) as usize].last_ts;
+        *d_ts = (*d_ts).max(ev.hdr.ts_ns);
         let held_before = conn.dirs[0].held_bytes + conn.dirs[1].held_bytes;
         let d = (ev.hdr.direction & 1) as usize;
         let dir = Dir::from_direction(ev.hdr.direction);
@@ -307,6 +471,9 @@ impl Streams {
             );
         }
 
+        if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK {
+            conn.dirs[1 - d].next.get_or_insert(ev.hdr.ack);
+        }
         let st = &mut conn.dirs[d];
         if flags & tcp_flags::SYN != 0 {
             st.next = Some(ev.hdr.seq.wrapping_add(1));
@@ -407,6 +574,17 @@ impl Streams {
     /// Closes connections idle at `now_ns`; with `all`, every connection.
     pub fn expire(&mut self, now_ns: u64, all: bool, clock: &Clock, out: &mut Vec<Record>) {
         self.retry_parked(now_ns, false, clock, out);
+        // Events that waited long enough for the other direction go on.
+        let mut waiting: Vec<(u64, FlowKey)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.waiting.is_empty())
+            .map(|(k, c)| (c.first_ts, *k))
+            .collect();
+        waiting.sort_unstable();
+        for (_, k) in waiting {
+            self.release(&k, Some(now_ns), all, clock, out);
+        }
         let idle_ns = self.limits.idle_ns;
         self.handshakes
             .retain(|_, h| !all && now_ns.saturating_sub(h.ts) < idle_ns);
@@ -463,6 +641,8 @@ impl Streams {
     }
 
     fn close(&mut self, key: &FlowKey, ts: u64, clock: &Clock, out: &mut Vec<Record>) {
+        // What waited for the other direction goes on before the end.
+        self.release(key, None, true, clock, out);
         let Some(mut conn) = self.conns.remove(key) else {
             return;
         };

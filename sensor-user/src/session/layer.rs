@@ -67,9 +67,10 @@ pub trait Layer: Send {
 
 /// Makes the layer a session asks for. The TLS layer plugs in here (one entry): it needs the
 /// key store, so the agent builds this once and every connection's session shares it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Layers {
-    tls: Option<Box<dyn Fn() -> Box<dyn Layer> + Send>>,
+    /// Shared: the live agent's worker threads each hold the same maker.
+    tls: Option<std::sync::Arc<dyn Fn() -> Box<dyn Layer> + Send + Sync>>,
 }
 
 impl Layers {
@@ -79,9 +80,9 @@ impl Layers {
     }
 
     /// With a TLS layer made by `make` for each connection that switches.
-    pub fn with_tls(make: impl Fn() -> Box<dyn Layer> + Send + 'static) -> Self {
+    pub fn with_tls(make: impl Fn() -> Box<dyn Layer> + Send + Sync + 'static) -> Self {
         Self {
-            tls: Some(Box::new(make)),
+            tls: Some(std::sync::Arc::new(make)),
         }
     }
 
