@@ -4,9 +4,9 @@
 use crate::{event::ring, maps::SCRATCH};
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use sensor_common::{EventHeader, MAX_PAYLOAD_CAP};
@@ -76,4 +76,88 @@ pub fn bench_event(ctx: XdpContext) -> u32 {
         let _ = ring(rings).output::<[u8]>(record, 0);
     }
     xdp_action::XDP_DROP
+}
+
+/// Per CPU: the frames `bench_tx_stream` has sent.
+#[map]
+pub static BENCH_STREAM: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Connections each CPU's stream runs at once.
+const STREAM_CONNS: u64 = 256;
+/// Offsets in the stream's frame: Ethernet, IPv4, UDP, VXLAN, then the inner Ethernet, IPv4
+/// and TCP headers without options, then 20 payload bytes.
+const INNER_IP: usize = 14 + 20 + 8 + 8 + 14;
+const TCP: usize = INNER_IP + 20;
+const PAYLOAD: usize = TCP + 20;
+const STREAM_FRAME: usize = PAYLOAD + 20;
+/// A PostgreSQL simple query and its answer, both 20 bytes, so that one frame holds either.
+const QUERY: [u8; 20] = *b"Q\0\0\0\x13select 1      \0";
+const ANSWER: [u8; 20] = *b"C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I";
+const CLIENT: [u8; 4] = [198, 51, 100, 20];
+const SERVER: [u8; 4] = [198, 51, 100, 10];
+const CLIENT_ISN: u32 = 1_000_000;
+const SERVER_ISN: u32 = 7_000_000;
+
+/// The multi-queue benchmark's traffic: like `bench_tx`, but every frame is the next segment
+/// of real PostgreSQL conversations, so that the sensor decodes and pairs each one (not
+/// retransmits). Frame `c` of a CPU belongs to connection `c % 256` of that CPU's own client
+/// ports, and alternates a query and its answer, with the sequence and acknowledgement
+/// numbers of a connection that carries nothing else. The frame given is a VXLAN-wrapped
+/// query of `STREAM_FRAME` bytes; every field that changes is written on every run.
+#[xdp]
+pub fn bench_tx_stream(ctx: XdpContext) -> u32 {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let Some(n) = BENCH_STREAM.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: this CPU's value, used by this CPU only.
+    let c = unsafe {
+        let c = *n;
+        *n = c + 1;
+        c
+    };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + STREAM_FRAME > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let conn = c % STREAM_CONNS;
+    let turn = c / STREAM_CONNS;
+    let answer = turn & 1 == 1;
+    let k = (turn / 2) as u32;
+    let client_port = (20_000 + cpu * STREAM_CONNS + conn) as u16;
+    let (src, dst, sport, dport, seq, ack, payload) = if answer {
+        (
+            SERVER,
+            CLIENT,
+            5432u16,
+            client_port,
+            SERVER_ISN.wrapping_add(20 * k),
+            CLIENT_ISN.wrapping_add(20 * (k + 1)),
+            &ANSWER,
+        )
+    } else {
+        (
+            CLIENT,
+            SERVER,
+            client_port,
+            5432u16,
+            CLIENT_ISN.wrapping_add(20 * k),
+            SERVER_ISN.wrapping_add(20 * k),
+            &QUERY,
+        )
+    };
+    // SAFETY: the frame has at least STREAM_FRAME bytes (checked above) and every write is
+    // at a constant offset below it.
+    unsafe {
+        let p = start as *mut u8;
+        core::ptr::write_unaligned(p.add(INNER_IP + 12).cast::<[u8; 4]>(), src);
+        core::ptr::write_unaligned(p.add(INNER_IP + 16).cast::<[u8; 4]>(), dst);
+        core::ptr::write_unaligned(p.add(TCP).cast::<[u8; 2]>(), sport.to_be_bytes());
+        core::ptr::write_unaligned(p.add(TCP + 2).cast::<[u8; 2]>(), dport.to_be_bytes());
+        core::ptr::write_unaligned(p.add(TCP + 4).cast::<[u8; 4]>(), seq.to_be_bytes());
+        core::ptr::write_unaligned(p.add(TCP + 8).cast::<[u8; 4]>(), ack.to_be_bytes());
+        core::ptr::write_unaligned(p.add(PAYLOAD).cast::<[u8; 20]>(), *payload);
+    }
+    xdp_action::XDP_TX
 }

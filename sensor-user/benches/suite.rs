@@ -10,7 +10,9 @@
 //!    the plaintext PostgreSQL capture.
 //! 4. The peer: CPU per PostgreSQL message against Suricata's pgsql parser on the same frames
 //!    ([`peer`]).
-//! 5. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
+//! 5. Many queues: the loss-free rate of database events with 2 receive queues, rings and
+//!    workers against 1 of each ([`queues`]).
+//! 6. Memory: kernel flow-table memory and agent RSS with many concurrent flows (a SYN flood
 //!    from random sources), against the empty table.
 //!
 //! `--quick` runs each for a fraction of the time (CI's smoke run); no figure is asserted.
@@ -19,6 +21,8 @@
 mod common;
 #[path = "suite/peer.rs"]
 mod peer;
+#[path = "suite/queues.rs"]
+mod queues;
 
 use aya::programs::{TestRun, TestRunOptions};
 use common::*;
@@ -73,7 +77,7 @@ fn figure(name: &str, value: f64, unit: &str, baseline_name: &str, baseline_valu
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only xdp|live|cpu|memory|decoder|peer|tls` runs one part (for profiling).
+    // `--only xdp|live|queues|cpu|memory|decoder|peer|tls` runs one part (for profiling).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -93,6 +97,9 @@ fn main() {
     }
     if kernel && want("live") {
         live_frames(quick, &mut figures);
+    }
+    if kernel && want("queues") {
+        queues::multi_queue(quick, &mut figures);
     }
     if kernel && want("cpu") {
         end_to_end_cpu(quick, &mut figures);

@@ -1060,14 +1060,21 @@ mod tests {
         let mut out = Vec::new();
         let payload = vec![b'x'; 1000];
         let mut feed = |streams: &mut Streams, port: u16, seq: u32, flags: u8, data: &[u8]| {
+            // The server's SYN-ACK (the only segment with SYN and ACK here) goes to the client.
+            let syn_ack = flags == tcp_flags::SYN | tcp_flags::ACK;
             let mut hdr = EventHeader {
                 ts_ns: 1,
                 seq,
+                ack: if syn_ack { 1 } else { 0 },
                 payload_len: data.len() as u32,
                 captured_len: data.len() as u32,
                 head_len: data.len() as u16,
                 tcp_flags: flags,
-                direction: direction::TO_SERVER,
+                direction: if syn_ack {
+                    direction::TO_CLIENT
+                } else {
+                    direction::TO_SERVER
+                },
                 proto: proto::POSTGRES,
                 ..Default::default()
             };
@@ -1080,6 +1087,7 @@ mod tests {
         for port in 1000..1010u16 {
             // The handshake fixes the next sequence number at 1; then 1001.. arrives first.
             feed(&mut streams, port, 0, tcp_flags::SYN, &[]);
+            feed(&mut streams, port, 0, tcp_flags::SYN | tcp_flags::ACK, &[]);
             feed(&mut streams, port, 1, tcp_flags::ACK, b"Q");
             for k in 0..3u32 {
                 feed(
