@@ -85,11 +85,14 @@ pub fn start(path: Option<&Path>, cfg: &Config) -> Result<Option<Reconciler>> {
             move |(rds, ec2)| async move {
                 let first = pass(&rds, &ec2, &spec, &mut resolver).await;
                 let failed = first.is_err();
+                if !failed {
+                    // Counted before `start` returns: whoever started it sees the first pass.
+                    passes.fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = first_tx.send(first);
                 if failed {
                     return;
                 }
-                passes.fetch_add(1, Ordering::Relaxed);
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(250)).await;
