@@ -153,6 +153,8 @@ fn ns_per_packet(prog: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> f64 {
 fn xdp_cost(quick: bool, figures: &mut Vec<Figure>) {
     let repeat = if quick { 20_000 } else { 300_000 };
     let mut sensor = Sensor::load(&LiveOptions {
+        // One ring: this row's reader drains ring 0 (the multi-queue row has its own).
+        rings: Some(1),
         ring_bytes: 256 << 20,
         ..LiveOptions::default()
     })
@@ -434,6 +436,8 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
         &[],
     );
     let mut generator = Sensor::load(&LiveOptions {
+        // One ring: this row's reader drains ring 0 (the multi-queue row has its own).
+        rings: Some(1),
         ring_bytes: 1 << 16,
         flow_entries: 1024,
         ..LiveOptions::default()
@@ -452,6 +456,8 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
 
     // Baseline: a program that drops everything, on the receiving end.
     let mut floor = Sensor::load(&LiveOptions {
+        // One ring: this row's reader drains ring 0 (the multi-queue row has its own).
+        rings: Some(1),
         ring_bytes: 1 << 16,
         flow_entries: 1024,
         ..LiveOptions::default()
@@ -472,6 +478,8 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
     // The minimal event program (issue 17's baseline) on the same veth: the clock, the same
     // payload bytes, one ring record per frame, a reader draining the ring as the agent does.
     let mut minimal = Sensor::load(&LiveOptions {
+        // One ring: this row's reader drains ring 0 (the multi-queue row has its own).
+        rings: Some(1),
         ring_bytes: 64 << 20,
         ..LiveOptions::default()
     })
@@ -501,6 +509,8 @@ fn live_frames(quick: bool, figures: &mut Vec<Figure>) {
 
     // The sensor, with a reader draining its ring as the agent does.
     let mut sensor = Sensor::load(&LiveOptions {
+        // One ring: this row's reader drains ring 0 (the multi-queue row has its own).
+        rings: Some(1),
         ring_bytes: 64 << 20,
         ..LiveOptions::default()
     })
@@ -985,6 +995,7 @@ fn flow_memory(quick: bool, figures: &mut Vec<Figure>) {
     let rss0 = rss_kib();
     let mut sensor = Sensor::load(&LiveOptions {
         flow_entries: capacity,
+        rings: Some(1),
         ..LiveOptions::default()
     })
     .expect("load");
@@ -1113,6 +1124,11 @@ fn agent_under_flood(quick: bool, figures: &mut Vec<Figure>) {
             "65536",
             "--memory-mib",
             &MEMORY_CAP_MIB.to_string(),
+            // Workers on: a ring, a reader and a shard each, within the same cap.
+            "--workers",
+            "2",
+            "--rings",
+            "2",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

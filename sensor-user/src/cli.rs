@@ -746,7 +746,7 @@ struct LiveArgs {
     #[arg(long)]
     rings: Option<u16>,
     /// Worker threads the connections are sharded across (`capture.workers`); 0: one per
-    /// CPU.
+    /// two CPUs (the other CPU of each pair takes the NIC's queues and the ring readers).
     #[arg(long)]
     workers: Option<u16>,
     /// Let VXLAN mirror copies through to the host stack instead of consuming them.
@@ -778,11 +778,10 @@ impl LiveArgs {
     }
 
     fn agent(&self, common: &Common) -> AgentOptions {
-        let cpus = crate::capture::live::default_cpus();
         AgentOptions {
             summary_every: Duration::from_secs(common.settings.output.summary_interval_s.max(1)),
             workers: match common.settings.capture.workers {
-                0 => cpus,
+                0 => crate::agent::default_workers(),
                 n => n as usize,
             },
             ..AgentOptions::default()

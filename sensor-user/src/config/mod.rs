@@ -40,7 +40,7 @@ pub struct Capture {
     pub ring_size: u32,
     /// Event rings (each with its reader thread); 0: one per CPU, up to `MAX_RINGS`.
     pub rings: u16,
-    /// Worker threads the connections are sharded across; 0: one per CPU.
+    /// Worker threads the connections are sharded across; 0: one per two CPUs.
     pub workers: u16,
     pub payload_cap: u16,
     pub tail_cap: u16,
