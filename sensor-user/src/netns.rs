@@ -20,6 +20,78 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Creates the veth pair `a` – `b` with `queues` transmit and receive queues on each end (a
+/// frame sent on queue `i` of one end arrives on receive queue `i` of the other), `b` in
+/// namespace `ns` if one is given.
+pub fn add_veth(a: &str, b: &str, queues: u16, ns: Option<&str>) -> Result<()> {
+    let q = queues.max(1).to_string();
+    let mut args = vec![
+        "link",
+        "add",
+        a,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+    ];
+    if let Some(ns) = ns {
+        args.extend(["netns", ns]);
+    }
+    ip(&args)
+}
+
+/// Turns on threaded NAPI on `dev` and pins the newest `queues` NAPI threads (`napi/<dev>-<id>`,
+/// cut to 15 characters) each to its own CPU, as a NIC's queues are by their interrupts'
+/// affinity. `realtime`: SCHED_FIFO, as a NIC's NAPI runs in softirq, before any thread.
+pub fn pin_napi_threads(dev: &str, queues: u16, realtime: bool) -> Result<()> {
+    std::fs::write(format!("/sys/class/net/{dev}/threaded"), "1")
+        .with_context(|| format!("turning on threaded NAPI on {dev}"))?;
+    let want: String = format!("napi/{dev}-").chars().take(15).collect();
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&want))
+        })
+        .collect();
+    pids.sort();
+    if pids.len() < queues as usize {
+        bail!("{dev} has {} NAPI threads, not {queues}", pids.len());
+    }
+    // The newest ones: a detached program's may still be going away.
+    for (cpu, pid) in pids[pids.len() - queues as usize..].iter().enumerate() {
+        // SAFETY: a zeroed cpu_set_t is valid, CPU_SET writes inside it, and the calls read
+        // valid pointers to locals.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(*pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                bail!(
+                    "pinning NAPI thread {pid} to CPU {cpu}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            let param = libc::sched_param { sched_priority: 50 };
+            if realtime && libc::sched_setscheduler(*pid, libc::SCHED_FIFO, &param) != 0 {
+                bail!(
+                    "making NAPI thread {pid} real-time: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -77,27 +149,7 @@ impl VethPair {
         if outside.len() > 15 {
             bail!("interface name {outside} too long");
         }
-        let q = queues.max(1).to_string();
-        ip(&[
-            "link",
-            "add",
-            &outside,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &inside,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            &ns.name,
-        ])?;
+        add_veth(&outside, &inside, queues, Some(&ns.name))?;
         let pair = Self {
             outside,
             inside,

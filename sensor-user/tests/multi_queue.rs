@@ -21,15 +21,11 @@ use rds_sensor::{
     },
     model::{Clock, FlowEnd, FlowRecord, Record},
     netns::VethPair,
-    offline::{self, OfflineOptions},
-    pipeline::{Pipeline, PipelineOptions},
-    sinks::Collect,
 };
 use sensor_common::{DEFAULT_DB_PORTS, EventHeader, SensorConfig, counter as c, direction};
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
 };
 
 fn captures() -> Vec<PathBuf> {
@@ -73,14 +69,7 @@ fn header(record: &[u8]) -> EventHeader {
 
 /// Feeds `events` to a pipeline and returns its records, every flow ended.
 fn run(events: &[Vec<u8>]) -> (Vec<Record>, u64) {
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let mut p = Pipeline::new(
-        PipelineOptions {
-            clock: Clock::default(),
-            ..PipelineOptions::default()
-        },
-        Box::new(Collect(records.clone())),
-    );
+    let (mut p, records) = collecting(Clock::default());
     for e in events {
         p.on_record(e);
     }
@@ -223,55 +212,6 @@ fn a_response_whose_request_was_lost_goes_on_after_the_wait() {
     assert_eq!(flows(&skewed), flows(&base));
 }
 
-/// The pids of the NAPI threads of `dev` (`napi/<dev>-<id>`, cut to 15 characters).
-fn napi_threads(dev: &str) -> Vec<i32> {
-    let want: String = format!("napi/{dev}-").chars().take(15).collect();
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&want))
-        })
-        .collect();
-    pids.sort();
-    pids
-}
-
-fn pin(pid: i32, cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; the call reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "pinning {pid} to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// Every login and query, without times (a live run's clock is not the capture's), sorted.
-fn decoded(records: &[Record]) -> Vec<String> {
-    let mut v: Vec<String> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Login(l) => Some(format!(
-                "login {} {:?} {:?} {:?} {:?}",
-                l.endpoint.client, l.user, l.database, l.outcome, l.error_code
-            )),
-            Record::Query(q) => Some(format!(
-                "query {} {} {} {:?} {:?}",
-                q.endpoint.client, q.verb, q.fingerprint, q.rows, q.error_code
-            )),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// One live run: the capture replayed into a veth with `queues` receive queues, each read by
 /// a NAPI thread of its own pinned to its own CPU, the sensor with `queues` rings and
 /// `workers` workers.
@@ -286,28 +226,10 @@ fn live(pcap: &Path, queues: u16, workers: usize) -> (Vec<Record>, rds_sensor::a
     sensor
         .attach(&pair.outside, AttachMode::Native)
         .expect("attach");
-    // Threaded NAPI: each receive queue is polled by a kernel thread of its own, which can be
-    // pinned, as a NIC's queues are by their interrupts' affinity.
-    std::fs::write(format!("/sys/class/net/{}/threaded", pair.outside), "1")
-        .expect("threaded NAPI");
-    let threads = napi_threads(&pair.outside);
-    assert_eq!(
-        threads.len(),
-        queues as usize,
-        "NAPI threads of {}",
-        pair.outside
-    );
-    for (cpu, pid) in threads.iter().enumerate() {
-        pin(*pid, cpu);
-    }
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let pipeline = Pipeline::new(
-        PipelineOptions {
-            clock: Clock::monotonic(),
-            ..PipelineOptions::default()
-        },
-        Box::new(Collect(records.clone())),
-    );
+    // Threaded NAPI: each receive queue is polled by a kernel thread of its own, pinned to its
+    // own CPU, as a NIC's queues are by their interrupts' affinity.
+    rds_sensor::netns::pin_napi_threads(&pair.outside, queues, false).expect("NAPI threads");
+    let (pipeline, records) = collecting(Clock::monotonic());
     let report = agent_during_replay(
         &mut sensor,
         pipeline,
@@ -328,25 +250,6 @@ fn live(pcap: &Path, queues: u16, workers: usize) -> (Vec<Record>, rds_sensor::a
     (r, report)
 }
 
-fn offline_records(pcap: &Path) -> Vec<Record> {
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let mut p = Pipeline::new(
-        PipelineOptions::default(),
-        Box::new(Collect(records.clone())),
-    );
-    offline::analyze(
-        pcap,
-        &OfflineOptions {
-            ports: DEFAULT_DB_PORTS.to_vec(),
-            config: SensorConfig::default(),
-            flow_capacity: 1 << 20,
-        },
-        &mut p,
-    )
-    .expect("analyze");
-    records.lock().unwrap().clone()
-}
-
 /// Two receive queues on two CPUs, two rings, two readers, two workers: the same logins,
 /// queries and flows as one of each and as `analyze`, no event lost, and both rings used.
 #[test]
@@ -363,7 +266,7 @@ fn two_receive_queues_and_two_workers_read_what_one_does() {
     let mut waited = 0u64;
     for pcap in captures() {
         let name = pcap.display().to_string();
-        let truth = offline_records(&pcap);
+        let truth = analyze_records(&pcap);
         let (one, r1) = live(&pcap, 1, 1);
         let (two, r2) = live(&pcap, 2, 2);
         for (what, records, r) in [("1 queue", &one, &r1), ("2 queues", &two, &r2)] {

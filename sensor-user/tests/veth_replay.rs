@@ -102,26 +102,6 @@ fn truth(pcap: &Path) -> Truth {
     t
 }
 
-/// Each login and query, in a form both clocks share (no times), sorted.
-fn decoded(records: &[Record]) -> Vec<String> {
-    let mut v: Vec<String> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Login(l) => Some(format!(
-                "login {} {:?} {:?} {:?} {:?}",
-                l.endpoint.client, l.user, l.database, l.outcome, l.error_code
-            )),
-            Record::Query(q) => Some(format!(
-                "query {} {} {} {:?} {:?}",
-                q.endpoint.client, q.verb, q.fingerprint, q.rows, q.error_code
-            )),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn flow_counts(records: &[Record]) -> FlowCounts {
     let mut m = FlowCounts::new();
     for r in records {

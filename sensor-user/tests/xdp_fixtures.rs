@@ -781,19 +781,7 @@ fn ring_wakes_the_reader_when_the_threshold_is_crossed() {
     let mut sensor = Sensor::load(&opts).expect("loading the XDP program");
     let ring = sensor.take_events().unwrap();
     let fd = ring.as_raw_fd();
-    let frame = vxlan(
-        7341,
-        0x08,
-        &inner_tcp(
-            Ip::V4(CLIENT, SERVER),
-            40000,
-            5432,
-            f::PSH | f::ACK,
-            &pg_query("select 1"),
-        ),
-        Ip::V4(ENI, TARGET),
-        &[],
-    );
+    let frame = select_1_frame();
     let send = |n: u32| {
         sensor
             .program()
@@ -964,19 +952,7 @@ fn each_cpu_writes_its_events_to_its_own_ring() {
         cpus >= 2,
         "this test needs 2 CPUs (CI has 2), this machine has {cpus}"
     );
-    let frame = vxlan(
-        7341,
-        0x08,
-        &inner_tcp(
-            Ip::V4(CLIENT, SERVER),
-            40000,
-            5432,
-            f::PSH | f::ACK,
-            &pg_query("select 1"),
-        ),
-        Ip::V4(ENI, TARGET),
-        &[],
-    );
+    let frame = select_1_frame();
     for rings in [2u16, 1] {
         let mut sensor = Sensor::load(&LiveOptions {
             ring_bytes: 1 << 20,
@@ -1024,4 +1000,21 @@ fn each_cpu_writes_its_events_to_its_own_ring() {
             assert_eq!(per_ring, &want, "{rings} rings, CPU {cpu}: events per ring");
         }
     }
+}
+
+/// A mirrored (VXLAN) PostgreSQL `select 1` from the client.
+fn select_1_frame() -> Vec<u8> {
+    vxlan(
+        7341,
+        0x08,
+        &inner_tcp(
+            Ip::V4(CLIENT, SERVER),
+            40000,
+            5432,
+            f::PSH | f::ACK,
+            &pg_query("select 1"),
+        ),
+        Ip::V4(ENI, TARGET),
+        &[],
+    )
 }

@@ -13,7 +13,6 @@
 //! interrupts would; the row says what it measured.
 
 use super::{Figure, figure};
-use aya::programs::{TestRun, TestRunOptions};
 use rds_sensor::{
     agent::{self, AgentOptions},
     capture::live::{AttachMode, LiveOptions, Sensor, default_cpus},
@@ -41,29 +40,11 @@ impl Pair {
     fn new(queues: u16) -> Self {
         let id = std::process::id() % 100_000;
         let (a, b) = (format!("rdsq{id}a"), format!("rdsq{id}b"));
-        let q = queues.to_string();
+        rds_sensor::netns::add_veth(&a, &b, queues, None).expect("veth pair");
         let ip = |args: &[&str]| {
             let st = Command::new("ip").args(args).status().expect("ip");
             assert!(st.success(), "ip {args:?}");
         };
-        ip(&[
-            "link",
-            "add",
-            &a,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ]);
         let me = Self { a, b };
         for dev in [&me.a, &me.b] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
@@ -79,48 +60,12 @@ impl Drop for Pair {
     }
 }
 
-fn ifindex(name: &str) -> u32 {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-        .expect("ifindex")
-        .trim()
-        .parse()
-        .expect("ifindex")
-}
-
 fn pin(tid: i32, cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; the call reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Pins the NAPI thread of each receive queue of `dev` to its own CPU.
-fn pin_napi(dev: &str, queues: u16) {
-    std::fs::write(format!("/sys/class/net/{dev}/threaded"), "1").expect("threaded NAPI");
-    let want: String = format!("napi/{dev}-").chars().take(15).collect();
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&want))
-        })
-        .collect();
-    pids.sort();
-    assert!(
-        pids.len() >= queues as usize,
-        "NAPI threads of {dev}: {pids:?}"
-    );
-    // The newest ones (a detached run's may still be going away). Real-time, as a NIC's
-    // NAPI runs in softirq, before any thread: otherwise the scheduler lets the agent's
-    // threads run first and the veth's 256-frame ring overflows, a loss of the test bed's.
-    for (cpu, pid) in pids[pids.len() - queues as usize..].iter().enumerate() {
-        pin(*pid, cpu);
-        let param = libc::sched_param { sched_priority: 50 };
-        // SAFETY: a valid pointer to a local sched_param.
-        unsafe { libc::sched_setscheduler(*pid, libc::SCHED_FIFO, &param) };
     }
 }
 
@@ -199,7 +144,10 @@ fn run_at(pair: &Pair, generator: &Sensor, queues: u16, rate: f64, secs: f64) ->
     sensor
         .attach(&pair.b, AttachMode::Native)
         .expect("attach the sensor");
-    pin_napi(&pair.b, queues);
+    // Real-time, as a NIC's NAPI in softirq runs before any thread: otherwise the scheduler
+    // lets the agent's threads run first and the veth's 256-frame ring overflows, a loss of
+    // the test bed's, not the sensor's.
+    rds_sensor::netns::pin_napi_threads(&pair.b, queues, true).expect("NAPI threads");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let queries = Arc::new(AtomicU64::new(0));
     let counted = queries.clone();
@@ -236,7 +184,7 @@ fn run_at(pair: &Pair, generator: &Sensor, queues: u16, rate: f64, secs: f64) ->
     std::thread::sleep(Duration::from_millis(300));
     let cpu0 = agent_threads_cpu();
     let frame = template();
-    let a = ifindex(&pair.a);
+    let a = super::LocalVeth::ifindex(&pair.a);
     let prog = generator.program_named("bench_tx_stream").unwrap();
     let per_gen = rate / queues as f64;
     let sent: u64 = std::thread::scope(|s| {
@@ -246,10 +194,6 @@ fn run_at(pair: &Pair, generator: &Sensor, queues: u16, rate: f64, secs: f64) ->
                 s.spawn(move || {
                     // SAFETY: gettid(2) has no arguments.
                     pin(unsafe { libc::gettid() }, cpu);
-                    // xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index.
-                    let mut ctx = [0u8; 24];
-                    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-                    ctx[12..16].copy_from_slice(&a.to_ne_bytes());
                     // Bursts every millisecond, at the rate asked.
                     let t0 = Instant::now();
                     let mut sent = 0u64;
@@ -257,14 +201,7 @@ fn run_at(pair: &Pair, generator: &Sensor, queues: u16, rate: f64, secs: f64) ->
                         let due = (t0.elapsed().as_secs_f64() * per_gen) as u64;
                         if due > sent {
                             let n = (due - sent).min(1 << 20) as u32;
-                            prog.test_run(TestRunOptions {
-                                data_in: Some(frame),
-                                ctx_in: Some(&ctx),
-                                repeat: n,
-                                attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(64),
-                                ..TestRunOptions::default()
-                            })
-                            .expect("live-frames test_run");
+                            super::live_send(prog, frame, a, n);
                             sent += n as u64;
                         }
                         std::thread::sleep(Duration::from_micros(500));

@@ -522,3 +522,58 @@ pub fn output_text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A pipeline whose records are kept, and the list they go to.
+pub fn collecting(
+    clock: rds_sensor::model::Clock,
+) -> (
+    rds_sensor::pipeline::Pipeline,
+    std::sync::Arc<std::sync::Mutex<Vec<rds_sensor::model::Record>>>,
+) {
+    let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p = rds_sensor::pipeline::Pipeline::new(
+        rds_sensor::pipeline::PipelineOptions {
+            clock,
+            ..Default::default()
+        },
+        Box::new(rds_sensor::sinks::Collect(records.clone())),
+    );
+    (p, records)
+}
+
+/// Every record `analyze` makes of `pcap` (default options).
+pub fn analyze_records(pcap: &std::path::Path) -> Vec<rds_sensor::model::Record> {
+    let (mut p, records) = collecting(rds_sensor::model::Clock::default());
+    rds_sensor::offline::analyze(
+        pcap,
+        &rds_sensor::offline::OfflineOptions {
+            ports: sensor_common::DEFAULT_DB_PORTS.to_vec(),
+            config: sensor_common::SensorConfig::default(),
+            flow_capacity: 1 << 20,
+        },
+        &mut p,
+    )
+    .expect("analyze");
+    records.lock().unwrap().clone()
+}
+
+/// Each login and query, in a form a live run and a capture share (no times), sorted.
+pub fn decoded(records: &[rds_sensor::model::Record]) -> Vec<String> {
+    use rds_sensor::model::Record;
+    let mut v: Vec<String> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Login(l) => Some(format!(
+                "login {} {:?} {:?} {:?} {:?}",
+                l.endpoint.client, l.user, l.database, l.outcome, l.error_code
+            )),
+            Record::Query(q) => Some(format!(
+                "query {} {} {} {:?} {:?}",
+                q.endpoint.client, q.verb, q.fingerprint, q.rows, q.error_code
+            )),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
