@@ -407,7 +407,8 @@ impl Worker {
         let mut last_expire = Instant::now();
         loop {
             let worked = self.merge();
-            {
+            if self.shard.streams.has_marks() {
+                // The kernel state's lock only when there is something to mark.
                 let mut state = lock(&self.state);
                 self.shard
                     .apply_marks(&mut |k| FlowSource::mark_whole(&mut *state, k));

@@ -214,6 +214,11 @@ impl Streams {
         std::mem::take(&mut self.marks)
     }
 
+    /// Whether connections wait to be marked ([`Streams::take_marks`]).
+    pub fn has_marks(&self) -> bool {
+        !self.marks.is_empty()
+    }
+
     /// Sessions parked for late keys.
     pub fn parked(&self) -> usize {
         self.parked.len()
@@ -271,6 +276,8 @@ impl Streams {
             return;
         }
         let key = ev.hdr.key;
+        // Only a connection with events waiting has any to release after this one.
+        let mut waited = false;
         if let Some(conn) = self.conns.get_mut(&key) {
             if !conn.fed && ev.hdr.payload_len > 0 && ev.hdr.ts_ns < conn.first_ts {
                 conn.first_ts = ev.hdr.ts_ns;
@@ -281,6 +288,7 @@ impl Streams {
                 .waiting
                 .front()
                 .map(|w| waiting_header(w).direction & 1);
+            waited = waiting_dir.is_some();
             if waiting_dir == Some(d) || (waiting_dir.is_none() && ahead_of_peer(conn, &ev.hdr)) {
                 let size = EventHeader::SIZE + ev.hdr.data_len();
                 if conn.waiting_bytes + size <= self.limits.max_held_bytes
@@ -307,7 +315,9 @@ impl Streams {
             }
         }
         self.process(ev, clock, out);
-        self.release(&key, None, false, clock, out);
+        if waited {
+            self.release(&key, None, false, clock, out);
+        }
     }
 
     /// Feeds the waiting events of a connection that can go on: the bytes they acknowledge
